@@ -1,0 +1,168 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sys/unix"
+
+	"github.com/labctl/labctl/netns/firewall"
+	"github.com/labctl/labctl/topologies"
+)
+
+// configureNode sets a node's sysctls, routes, firewall and exec commands,
+// once all its interfaces exist. fresh is false for a node that only has
+// its routes and sysctls set again (see delta.reconfigure): its firewall is
+// untouched (rules name interfaces by name) and its commands are not run
+// twice.
+func (a *applier) configureNode(ctx context.Context, o Object, fresh bool) (err error) {
+	n := o.Node
+	ctx, span := tracer.Start(ctx, "netns.node", trace.WithAttributes(attrLab.String(a.lab), attrNode.String(n.Name)))
+	defer func() { endSpan(span, err) }()
+	if !fresh {
+		if err := a.record(OpBegin, o); err != nil {
+			return err
+		}
+	}
+	ent, err := a.ns.get(n.Namespace)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if err := setSysctls(ent, n); err != nil {
+		return err
+	}
+	for i, r := range n.Routes {
+		if err := addRoute(ent.h, r); err != nil {
+			return fmt.Errorf("node %s: routes[%d] %s: %w", n.Name, i, r.Dst, err)
+		}
+	}
+	if fresh && len(n.Firewall) > 0 {
+		script, err := firewall.Render(n.Firewall)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		if err := run(ctx, n.Namespace, script, "nft", "-f", "-"); err != nil {
+			return fmt.Errorf("node %s: firewall: %w", n.Name, err)
+		}
+	}
+	if fresh {
+		for i, c := range n.Exec {
+			if err := run(ctx, n.Namespace, "", "sh", "-c", c); err != nil {
+				return fmt.Errorf("node %s: exec[%d]: %w", n.Name, i, err)
+			}
+		}
+	}
+	return a.record(OpDone, o)
+}
+
+// setSysctls writes a node's sysctls from a thread inside its namespace:
+// /proc/sys/net resolves to the namespace of the task that opens the file.
+func setSysctls(ent *nsEntry, n *topologies.Node) error {
+	if len(n.Sysctls) == 0 {
+		return nil
+	}
+	return doFd(ent.name, ent.fd, func() error {
+		for _, s := range n.Sysctls {
+			if err := writeSysctl(s.Key, s.Value); err != nil {
+				return fmt.Errorf("node %s: %w", n.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// sysctlPath maps a net.* sysctl key to its file under /proc/sys. As in
+// sysctl(8), a '/' in the key stands for a '.' in a name (an interface
+// called eth0.100 is net.ipv4.conf.eth0/100.forwarding).
+func sysctlPath(key string) (string, error) {
+	if !strings.HasPrefix(key, "net.") {
+		return "", fmt.Errorf("sysctl %s: only net.* sysctls belong to a network namespace", key)
+	}
+	parts := strings.Split(key, ".")
+	for i, p := range parts {
+		p = strings.ReplaceAll(p, "/", ".")
+		if p == "" || p == "." || p == ".." {
+			return "", fmt.Errorf("sysctl %s: not a valid key", key)
+		}
+		parts[i] = p
+	}
+	return "/proc/sys/" + strings.Join(parts, "/"), nil
+}
+
+// writeSysctl writes one sysctl in the calling thread's namespace.
+func writeSysctl(key, value string) error {
+	p, err := sysctlPath(key)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sysctl %s: does not exist in this namespace (a sysctl that the kernel keeps only for the initial namespace, such as net.core.busy_read, cannot be set per node; set it on the host): %w", key, err)
+	}
+	if err != nil {
+		return fmt.Errorf("sysctl %s: %w", key, err)
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sysctl %s = %q: %w", key, value, err)
+	}
+	return nil
+}
+
+// readSysctl reads one sysctl in the calling thread's namespace, with its
+// whitespace normalised to single spaces (the kernel separates the values
+// of net.ipv4.tcp_rmem with tabs).
+func readSysctl(key string) (string, error) {
+	p, err := sysctlPath(key)
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("sysctl %s: %w", key, err)
+	}
+	return strings.Join(strings.Fields(string(b)), " "), nil
+}
+
+// routeProtocol marks the routes labctl adds (shown as "proto static"), so
+// that status tells them from the kernel's and from ones a command added.
+const routeProtocol = unix.RTPROT_STATIC
+
+// toRoute is the netlink route for r; linkIndex is that of r.Dev, or 0.
+func toRoute(r topologies.Route, linkIndex int) *netlink.Route {
+	rt := &netlink.Route{
+		Dst:       &net.IPNet{IP: r.Dst.Masked().Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
+		LinkIndex: linkIndex,
+		Priority:  r.Metric,
+		Protocol:  routeProtocol,
+		Table:     unix.RT_TABLE_MAIN,
+	}
+	if r.Via.IsValid() {
+		rt.Gw = r.Via.AsSlice()
+	} else {
+		rt.Scope = netlink.SCOPE_LINK
+	}
+	return rt
+}
+
+// addRoute adds (or replaces, so that reconfiguring is repeatable) r.
+func addRoute(h *netlink.Handle, r topologies.Route) error {
+	index := 0
+	if r.Dev != "" {
+		lk, err := h.LinkByName(r.Dev)
+		if err != nil {
+			return fmt.Errorf("dev %s: %w", r.Dev, err)
+		}
+		index = lk.Attrs().Index
+	}
+	return h.RouteReplace(toRoute(r, index))
+}
