@@ -1,0 +1,144 @@
+// Package experiments is the framework every labctl experiment is written
+// in: a spec with validated parameters, roles that run inside agents, steps
+// that the orchestrator runs one after another, and a judge that turns the
+// roles' reports into a summary and a verdict on a claim.
+//
+// An experiment's code runs in two places. Steps and Judge are pure and run
+// where the run is orchestrated (the lab service); Run runs inside the agent
+// of the node a role is placed on, in that node's network namespace. Data
+// paths are raw syscalls on locked OS threads (packages sock and uring);
+// measurements use packages measure and kstat.
+package experiments
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+)
+
+// Experiment is one family of measurements answering one or more claims.
+type Experiment interface {
+	// Spec describes the experiment: parameters with defaults and bounds,
+	// roles in start order, the claims it answers.
+	Spec() *experimentv1.ExperimentSpec
+	// Steps expands validated parameters into the steps of a run, placing
+	// each role on a node. Variants should be interleaved across repeats
+	// (A B A B, not A A B B) so that drift on the machine hits them alike.
+	Steps(p Params, lab Lab) ([]*experimentv1.Step, error)
+	// Run runs one role of one step in the current node and reports what it
+	// measured. It must call env.Ready once it can be reached, must stop
+	// promptly when ctx ends, and must restore anything it changed.
+	Run(ctx context.Context, env *Env) (*experimentv1.RoleReport, error)
+	// Judge aggregates the steps of a run into a summary per variant and a
+	// verdict on the claim.
+	Judge(p Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict)
+}
+
+// Env is what a role sees while it runs inside an agent.
+type Env struct {
+	RunID  string
+	Node   string
+	Role   string
+	Step   *experimentv1.Step
+	Params Params
+	// Peers are the addresses of the roles started before this one.
+	Peers map[string]netip.AddrPort
+
+	ready    func(port int)
+	progress func(msg string)
+	readied  bool
+}
+
+// NewEnv makes the environment of one role; ready and progress deliver the
+// role's events to whoever runs it (the agent's stream, or a test).
+func NewEnv(runID, node, role string, step *experimentv1.Step, p Params, peers map[string]netip.AddrPort, ready func(port int), progress func(string)) *Env {
+	return &Env{RunID: runID, Node: node, Role: role, Step: step, Params: p, Peers: peers, ready: ready, progress: progress}
+}
+
+// Ready tells the orchestrator the role can be reached, on port (0 for a
+// role that does not listen). Only the first call counts.
+func (e *Env) Ready(port int) {
+	if e.readied {
+		return
+	}
+	e.readied = true
+	if e.ready != nil {
+		e.ready(port)
+	}
+}
+
+// Readied reports whether Ready was called.
+func (e *Env) Readied() bool { return e.readied }
+
+// Progressf sends a progress line to the user.
+func (e *Env) Progressf(format string, args ...any) {
+	if e.progress != nil {
+		e.progress(fmt.Sprintf(format, args...))
+	}
+}
+
+// Peer returns the address of an earlier role.
+func (e *Env) Peer(role string) (netip.AddrPort, error) {
+	a, ok := e.Peers[role]
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("role %s of step %s: no address for role %s", e.Role, e.Step.GetVariant(), role)
+	}
+	return a, nil
+}
+
+// Address is the address this role was placed at (to bind to), or the
+// unspecified IPv4 address when the step gives none.
+func (e *Env) Address() netip.Addr {
+	for _, r := range e.Step.GetRoles() {
+		if r.GetRole() == e.Role {
+			if a, err := netip.ParseAddr(r.GetAddress()); err == nil {
+				return a
+			}
+		}
+	}
+	return netip.IPv4Unspecified()
+}
+
+// Report starts the report of this role.
+func (e *Env) Report() *experimentv1.RoleReport {
+	return &experimentv1.RoleReport{Role: e.Role, Node: e.Node, Metrics: map[string]float64{}}
+}
+
+// Registry holds the experiments an agent can run, by name.
+type Registry struct {
+	byName map[string]Experiment
+	names  []string
+}
+
+// NewRegistry registers exps; names must be unique.
+func NewRegistry(exps ...Experiment) *Registry {
+	r := &Registry{byName: map[string]Experiment{}}
+	for _, e := range exps {
+		name := e.Spec().GetName()
+		if _, dup := r.byName[name]; dup {
+			panic("experiments: two experiments named " + name)
+		}
+		r.byName[name] = e
+		r.names = append(r.names, name)
+	}
+	sort.Strings(r.names)
+	return r
+}
+
+// Get returns the experiment called name.
+func (r *Registry) Get(name string) (Experiment, bool) {
+	e, ok := r.byName[name]
+	return e, ok
+}
+
+// Specs lists every experiment's spec, by name.
+func (r *Registry) Specs() []*experimentv1.ExperimentSpec {
+	out := make([]*experimentv1.ExperimentSpec, len(r.names))
+	for i, n := range r.names {
+		out[i] = r.byName[n].Spec()
+	}
+	return out
+}

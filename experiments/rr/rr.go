@@ -1,0 +1,334 @@
+// Package rr is the TCP request/response experiment: one connection, one
+// message of a fixed size each way at a time, blocking syscalls on locked OS
+// threads. It is labctl's calibration target (compare it with sockperf
+// ping-pong --tcp --full-rtt on the same link) and the base every receive-path
+// experiment varies.
+package rr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/kstat"
+	"github.com/labctl/labctl/experiments/measure"
+	"github.com/labctl/labctl/experiments/sock"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+)
+
+// Experiment is rr; the zero value is ready to use.
+type Experiment struct{}
+
+// Every request starts with a phase byte, so the server can tell warm-up
+// from measured messages and measure its own CPU over the same messages as
+// the client, without a second connection.
+const (
+	phaseWarmup   = 0
+	phaseMeasured = 1
+)
+
+// Spec describes rr.
+func (Experiment) Spec() *experimentv1.ExperimentSpec {
+	return &experimentv1.ExperimentSpec{
+		Name:    "rr",
+		Summary: "TCP request/response latency over one connection (the calibration target)",
+		Description: `The client sends a request of size bytes and waits for the server's response of
+the same size, one at a time, over one TCP connection with TCP_NODELAY, using
+blocking send/recv on a locked OS thread. Each round trip is timed with the
+monotonic clock into a histogram (0.4% resolution, exact below 256 ns).
+
+Reported per step: RTT percentiles p50 to p99.99, messages per second, and for
+both roles the CPU time and voluntary/involuntary context switches per message
+of the measuring thread (getrusage RUSAGE_THREAD over the measured messages
+only: each request carries a phase byte, so warm-up is excluded on both sides).
+Evidence: TCP retransmissions during the step, and the NAPI id the server's
+socket saw (0 means packets arrived without a NAPI context, as on loopback and
+veth without GRO).
+
+Compare with sockperf ping-pong --tcp --full-rtt -m SIZE on the same link.`,
+		Roles:          []string{"server", "client"},
+		SummaryMetrics: []string{"client.rtt_p50_ns", "client.rtt_p99_ns", "client.rtt_p999_ns", "client.msgs_per_s", "client.cpu_ns_per_msg", "server.cpu_ns_per_msg", "client.vcsw_per_msg", "server.vcsw_per_msg"},
+		Params: []*experimentv1.ParamSpec{
+			experiments.SizeParam("size", "bytes per request and per response", 64, 1, 1<<20),
+			experiments.Duration(5 * time.Second),
+			experiments.IntParam("count", "stop after this many measured round trips (0: run for duration)", 0, 0, 100_000_000),
+			experiments.Warmup(500 * time.Millisecond),
+			experiments.Repeats(5),
+			experiments.CPUParam("client"),
+			experiments.CPUParam("server"),
+		},
+	}
+}
+
+// Steps runs the server on its node and the client on its own, one step
+// per repeat.
+func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
+	addr, err := lab.Address(lab.Node("client"), lab.Node("server"))
+	if err != nil {
+		return nil, err
+	}
+	steps := make([]*experimentv1.Step, p.Int("repeats"))
+	for i := range steps {
+		steps[i] = &experimentv1.Step{
+			Variant: "tcp",
+			Repeat:  int32(i),
+			Params:  p.Map(),
+			Roles: []*experimentv1.RoleAssignment{
+				{Role: "server", Node: lab.Node("server"), Address: addr.String()},
+				{Role: "client", Node: lab.Node("client")},
+			},
+		}
+	}
+	return steps, nil
+}
+
+// Run runs the server or the client.
+func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
+	switch env.Role {
+	case "server":
+		return Serve(ctx, env, env.Params.Size("size"), env.Params.Int("server_cpu"), nil)
+	case "client":
+		peer, err := env.Peer("server")
+		if err != nil {
+			return nil, err
+		}
+		opts := ClientOptions{
+			Size:     env.Params.Size("size"),
+			Duration: env.Params.Duration("duration"),
+			Count:    env.Params.Int("count"),
+			Warmup:   env.Params.Duration("warmup"),
+			CPU:      env.Params.Int("client_cpu"),
+		}
+		return Client(ctx, env, peer, opts, nil)
+	}
+	return nil, fmt.Errorf("rr has no role %q", env.Role)
+}
+
+// SocketHook lets an experiment built on rr set options on the connected
+// socket of a role before the first message (busy polling, buffers).
+type SocketHook func(fd sock.FD) error
+
+// Serve accepts one connection on the role's address and echoes requests of
+// size bytes until the client closes it.
+func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook SocketHook) (*experimentv1.RoleReport, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := pin(cpu); err != nil {
+		return nil, err
+	}
+	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	local, err := sock.LocalAddr(ln)
+	if err != nil {
+		return nil, err
+	}
+	stop := experiments.ShutdownOnDone(ctx, ln)
+	env.Ready(int(local.Port()))
+	fd, err := sock.Accept(ln)
+	stop()
+	if err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("rr server: accept: %w", err))
+	}
+	defer fd.Close()
+	stop = experiments.ShutdownOnDone(ctx, fd)
+	defer stop()
+	if err := sock.SetNoDelay(fd, true); err != nil {
+		return nil, err
+	}
+	if hook != nil {
+		if err := hook(fd); err != nil {
+			return nil, err
+		}
+	}
+	before, _ := kstat.ReadNetStat()
+	buf := make([]byte, size)
+	var start measure.Usage
+	var measured int64
+	for {
+		if _, err := sock.ReadFull(fd, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, ctxErr(ctx, fmt.Errorf("rr server: recv: %w", err))
+		}
+		if buf[0] == phaseMeasured {
+			if measured == 0 {
+				start, _ = measure.ThreadUsage()
+			}
+			measured++
+		}
+		if _, err := sock.WriteFull(fd, buf); err != nil {
+			return nil, ctxErr(ctx, fmt.Errorf("rr server: send: %w", err))
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err() // the EOF came from our own shutdown
+	}
+	end, _ := measure.ThreadUsage()
+	r := env.Report()
+	r.Metrics["messages"] = float64(measured)
+	if measured > 0 {
+		// The first measured message's recv started before the snapshot; its
+		// cost is one message in thousands.
+		experiments.AddUsage(r, end.Sub(start), measured, "msg")
+	}
+	napi, _ := sock.IncomingNAPIID(fd)
+	experiments.AddEvidence(r, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the server's socket",
+		napiDetail(napi))
+	addRetrans(r, before)
+	return finish(ctx, r, env.Node, cpu)
+}
+
+// ClientOptions are the client's knobs.
+type ClientOptions struct {
+	Size     int
+	Duration time.Duration
+	Count    int // measured round trips; 0 runs for Duration
+	Warmup   time.Duration
+	CPU      int
+}
+
+// Client connects to peer and times round trips.
+func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o ClientOptions, hook SocketHook) (*experimentv1.RoleReport, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := pin(o.CPU); err != nil {
+		return nil, err
+	}
+	env.Ready(0)
+	fd, err := sock.Connect(sock.TCP, peer)
+	if err != nil {
+		return nil, fmt.Errorf("rr client: %w", err)
+	}
+	defer fd.Close()
+	stop := experiments.ShutdownOnDone(ctx, fd)
+	defer stop()
+	if err := sock.SetNoDelay(fd, true); err != nil {
+		return nil, err
+	}
+	if hook != nil {
+		if err := hook(fd); err != nil {
+			return nil, err
+		}
+	}
+	buf := make([]byte, o.Size)
+	roundTrip := func() error {
+		if _, err := sock.WriteFull(fd, buf); err != nil {
+			return fmt.Errorf("rr client: send: %w", err)
+		}
+		if _, err := sock.ReadFull(fd, buf); err != nil {
+			return fmt.Errorf("rr client: recv: %w", err)
+		}
+		return nil
+	}
+	env.Progressf("warming up for %v", o.Warmup)
+	buf[0] = phaseWarmup
+	for t0 := time.Now(); time.Since(t0) < o.Warmup; {
+		if err := roundTrip(); err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+	}
+	env.Progressf("measuring %s", describe(o))
+	before, _ := kstat.ReadNetStat()
+	var h measure.Histogram
+	start, _ := measure.ThreadUsage()
+	begin := time.Now()
+	deadline := begin.Add(o.Duration)
+	var n int
+	for {
+		buf[0] = phaseMeasured
+		t0 := time.Now()
+		if err := roundTrip(); err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+		t1 := time.Now()
+		h.Record(t1.Sub(t0))
+		n++
+		if (o.Count > 0 && n >= o.Count) || (o.Count == 0 && !t1.Before(deadline)) {
+			break
+		}
+	}
+	elapsed := time.Since(begin)
+	end, _ := measure.ThreadUsage()
+	r := env.Report()
+	experiments.AddLatency(r, "rtt", &h)
+	r.Metrics["messages"] = float64(n)
+	r.Metrics["msgs_per_s"] = float64(n) / elapsed.Seconds()
+	experiments.AddUsage(r, end.Sub(start), int64(n), "msg")
+	addRetrans(r, before)
+	return finish(ctx, r, env.Node, o.CPU)
+}
+
+func describe(o ClientOptions) string {
+	if o.Count > 0 {
+		return fmt.Sprintf("%d round trips of %d bytes", o.Count, o.Size)
+	}
+	return fmt.Sprintf("%d-byte round trips for %v", o.Size, o.Duration)
+}
+
+func pin(cpu int) error {
+	if cpu < 0 {
+		return nil
+	}
+	if err := sock.PinThread(cpu); err != nil {
+		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
+	}
+	return nil
+}
+
+func napiDetail(id uint32) string {
+	if id == 0 {
+		return "0: packets reached the socket without a NAPI context (loopback, veth without GRO or XDP)"
+	}
+	return "packets reached the socket through NAPI instance " + fmt.Sprint(id)
+}
+
+func addRetrans(r *experimentv1.RoleReport, before kstat.NetStat) {
+	after, err := kstat.ReadNetStat()
+	if err != nil {
+		return
+	}
+	d := after.Sub(before)
+	experiments.AddEvidence(r, "tcp_retrans_segs", float64(d["Tcp.RetransSegs"]), "segments",
+		"/proc/net/snmp Tcp.RetransSegs delta in the node", "retransmissions during the measurement; non-zero means loss on the path")
+}
+
+// finish adds the node's environment to a report.
+func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu int) (*experimentv1.RoleReport, error) {
+	r.Environment = experiments.Node(ctx, node, nil)
+	r.Environment.PinnedCpu = int32(cpu)
+	return r, nil
+}
+
+// ctxErr prefers the context's error: a role whose socket was shut down
+// because the run was cancelled failed because of the cancel.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// Judge summarises the repeats; rr answers no claim, it measures.
+func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
+	rows := experiments.Aggregate(steps)
+	v := &experimentv1.Verdict{Outcome: experimentv1.Outcome_OUTCOME_MEASURED}
+	if row := experiments.Row(rows, "tcp"); row != nil {
+		row.Engagement = experimentv1.Engagement_ENGAGEMENT_BASELINE
+		p50, p99 := row.GetMetrics()["client.rtt_p50_ns"], row.GetMetrics()["client.rtt_p99_ns"]
+		rate := row.GetMetrics()["client.msgs_per_s"]
+		v.Explanation = fmt.Sprintf("%s-byte TCP round trips: p50 %s (repeats %s–%s), p99 %s, %.0f msg/s over %d repeats",
+			p.Map()["size"], us(p50.GetMedian()), us(p50.GetMin()), us(p50.GetMax()), us(p99.GetMedian()), rate.GetMedian(), p50.GetN())
+	}
+	return rows, v
+}
+
+func us(ns float64) string { return fmt.Sprintf("%.1f µs", ns/1e3) }
