@@ -238,7 +238,7 @@ func (b *builder) links() {
 			b.errorf(path+".type", "unknown link type %q; use veth, bridge or host-nic", l.Type)
 			continue
 		}
-		ok := b.linkSettings(path, l)
+		b.linkSettings(path, l)
 		switch typ {
 		case "veth":
 			b.forbid(path, l, "name", "bridges", "interface", "mode", "macvlan-mode")
@@ -246,23 +246,17 @@ func (b *builder) links() {
 				b.errorf(path+".endpoints", "a veth link joins exactly 2 endpoints, got %d", len(l.Endpoints))
 				continue
 			}
-			if ok {
-				b.veth(path, l)
-			}
+			b.veth(path, l)
 		case "bridge":
 			b.forbid(path, l, "interface", "mode", "macvlan-mode")
 			if len(l.Endpoints) == 0 && len(l.Bridges) == 0 {
 				b.errorf(path, "bridge %s has no endpoints and no bridges", l.Name)
 				continue
 			}
-			if ok {
-				b.bridge(path, l)
-			}
+			b.bridge(path, l)
 		case "host-nic":
 			b.forbid(path, l, "name", "bridges")
-			if ok {
-				b.hostNIC(path, l)
-			}
+			b.hostNIC(path, l)
 		}
 	}
 	b.bridgeSegments()
@@ -302,8 +296,7 @@ type settings struct {
 	qdisc    *Qdisc
 }
 
-func (b *builder) linkSettings(path string, l *LinkSpec) bool {
-	n := len(b.errs)
+func (b *builder) linkSettings(path string, l *LinkSpec) {
 	if l.MTU != 0 && (l.MTU < 68 || l.MTU > 65535) {
 		b.errorf(path+".mtu", "MTU %d is outside 68-65535", l.MTU)
 	}
@@ -328,7 +321,6 @@ func (b *builder) linkSettings(path string, l *LinkSpec) bool {
 	if l.Qdisc != nil {
 		b.qdisc(path+".qdisc", l.Qdisc)
 	}
-	return len(b.errs) == n
 }
 
 func (b *builder) settings(l *LinkSpec) settings {

@@ -26,14 +26,16 @@ type Plan struct {
 }
 
 // NamespacePrefix starts the name of every namespace labctl creates:
-// labctl-<lab>-<node> for nodes, labctl-<lab> for a lab's fabric.
+// labctl-<lab>-<node> for nodes, labctl-<lab>--fabric for a lab's fabric.
+// Names may not contain "--", so no node of any lab can be called like a
+// fabric.
 const NamespacePrefix = "labctl-"
 
 // Namespace names the namespace of a node of a lab.
 func Namespace(lab, node string) string { return NamespacePrefix + lab + "-" + node }
 
 // FabricNamespace names the namespace that holds a lab's bridges.
-func FabricNamespace(lab string) string { return NamespacePrefix + lab }
+func FabricNamespace(lab string) string { return NamespacePrefix + lab + "--fabric" }
 
 // Node is one network namespace and what is set in it once its interfaces
 // exist.

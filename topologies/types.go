@@ -97,7 +97,15 @@ func (p *PortRange) decodeYAML(d *decoder, n *yaml.Node, path string) {
 		d.errorf(n, path, "expected a port or a range lo-hi, got %s", describe(n))
 		return
 	}
-	lo, hi, isRange := strings.Cut(n.Value, "-")
+	if err := p.UnmarshalText([]byte(n.Value)); err != nil {
+		d.errorf(n, path, "%v", err)
+	}
+}
+
+// UnmarshalText reads a port (53) or a range (1024-65535).
+func (p *PortRange) UnmarshalText(text []byte) error {
+	s := string(text)
+	lo, hi, isRange := strings.Cut(s, "-")
 	if !isRange {
 		hi = lo
 	}
@@ -105,14 +113,14 @@ func (p *PortRange) decodeYAML(d *decoder, n *yaml.Node, path string) {
 	h, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
 	switch {
 	case err1 != nil || err2 != nil:
-		d.errorf(n, path, "expected a port (1-65535) or a range lo-hi, got %q", n.Value)
+		return fmt.Errorf("expected a port (1-65535) or a range lo-hi, got %q", s)
 	case l == 0 || h == 0:
-		d.errorf(n, path, "port 0 is not a port; ports are 1-65535")
+		return fmt.Errorf("port 0 is not a port; ports are 1-65535")
 	case l > h:
-		d.errorf(n, path, "range %q runs backwards", n.Value)
-	default:
-		*p = PortRange{Lo: uint16(l), Hi: uint16(h)}
+		return fmt.Errorf("range %q runs backwards", s)
 	}
+	*p = PortRange{Lo: uint16(l), Hi: uint16(h)}
+	return nil
 }
 
 // endpointFields has EndpointSpec's fields without its decodeYAML method, so that

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/labctl/labctl/experiments/all"
+	"github.com/labctl/labctl/labs"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/runs"
+	"github.com/labctl/labctl/services/lab"
+)
+
+// maxMessage allows results with many steps and their histograms.
+const maxMessage = 64 << 20
+
+// localServer builds the LabService of this host.
+func localServer() *lab.Server {
+	host := labs.DefaultHost(version)
+	return &lab.Server{
+		Host:   host,
+		Runner: &runs.Runner{Registry: all.Registry(), Store: &runs.Store{Dir: host.ResultsDir()}, Version: version},
+	}
+}
+
+// connect returns a LabService client: the remote one of --server, or this
+// host's served in-process, so that every command takes the same path
+// through the API whether it runs here or elsewhere.
+func (g *globals) connect(ctx context.Context) (labv1.LabServiceClient, func(), error) {
+	if g.server != "" {
+		return g.remote(ctx)
+	}
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage))
+	labv1.RegisterLabServiceServer(srv, localServer())
+	go func() { _ = srv.Serve(lis) }()
+	cc, err := grpc.NewClient("passthrough:///local",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+	if err != nil {
+		srv.Stop()
+		return nil, nil, fmt.Errorf("in-process lab service: %w", err)
+	}
+	return labv1.NewLabServiceClient(cc), func() { cc.Close(); srv.Stop() }, nil
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/labctl/labctl/experiments/all"
+	"github.com/labctl/labctl/netns"
+	"github.com/labctl/labctl/services/agent"
+)
+
+// newAgentCmd is the agent that up starts in every node (hidden: users
+// never run it by hand).
+func newAgentCmd() *cobra.Command {
+	var lab, node, socket, pidFile string
+	cmd := &cobra.Command{
+		Use:    "agent",
+		Short:  "Serve the experiment API inside a node (started by labctl up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := log.New(os.Stderr, fmt.Sprintf("agent %s/%s: ", lab, node), log.LstdFlags|log.Lmicroseconds)
+			// Started by netns.Start in a mount namespace of its own: mount
+			// a sysfs that shows this node's interfaces.
+			if err := netns.MountSysfs(); err != nil {
+				logger.Printf("warning: %v (/sys shows another namespace's interfaces)", err)
+			}
+			os.Remove(socket)
+			// The socket is created 0600 from the start: a umask around
+			// bind leaves no window in which another user could connect.
+			old := syscall.Umask(0o177)
+			lis, err := net.Listen("unix", socket)
+			syscall.Umask(old)
+			if err != nil {
+				return fmt.Errorf("agent %s/%s: %w", lab, node, err)
+			}
+			if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+				return fmt.Errorf("agent %s/%s: pid file: %w", lab, node, err)
+			}
+			defer os.Remove(pidFile)
+			srv := agent.NewGRPCServer(&agent.Server{Lab: lab, Node: node, Version: version, Registry: all.Registry()})
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			go func() {
+				<-ctx.Done()
+				logger.Print("stopping")
+				// Running roles get their context cancelled by Stop; give
+				// them a moment to restore what they changed.
+				t := time.AfterFunc(2*time.Second, srv.Stop)
+				srv.GracefulStop()
+				t.Stop()
+			}()
+			logger.Printf("serving on %s (pid %d, version %s)", socket, os.Getpid(), version)
+			return srv.Serve(lis)
+		},
+	}
+	cmd.Flags().StringVar(&lab, "lab", "", "lab name")
+	cmd.Flags().StringVar(&node, "node", "", "node name")
+	cmd.Flags().StringVar(&socket, "socket", "", "Unix socket to listen on")
+	cmd.Flags().StringVar(&pidFile, "pid-file", "", "file to write the pid to")
+	for _, f := range []string{"lab", "node", "socket", "pid-file"} {
+		_ = cmd.MarkFlagRequired(f)
+	}
+	return cmd
+}

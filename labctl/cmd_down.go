@@ -1,0 +1,79 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+)
+
+func newDownCmd(g *globals) *cobra.Command {
+	var labFlag string
+	cmd := &cobra.Command{
+		Use:   "down LAB",
+		Short: "Remove a lab and everything its up made",
+		Long: `Down stops the lab's agents and every process left in its namespaces, gives
+host NICs back to the host with their names, MTU and addresses, and deletes
+the lab's namespaces (the kernel frees the veths, bridges and macvlans inside).
+
+It removes only what carries the lab's marker, and works without the lab's
+state directory: labctl down --lab NAME finds the lab's namespaces by their
+names and markers.`,
+		Example: `  labctl down quickstart
+  labctl down --lab quickstart`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lab := labFlag
+			switch {
+			case len(args) == 1 && lab != "" && args[0] != lab:
+				return usagef("two lab names: %s and --lab %s", args[0], lab)
+			case len(args) == 1:
+				lab = args[0]
+			case lab == "":
+				return usagef("which lab? labctl down LAB (labctl status lists them)")
+			}
+			client, done, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			stream, err := client.Down(cmd.Context(), &labv1.DownRequest{Lab: lab})
+			if err != nil {
+				return err
+			}
+			prog := newProgress(g.quiet)
+			var change *labv1.Change
+			for {
+				ev, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					prog.end()
+					return err
+				}
+				prog.update(ev.GetProgress())
+				if c := ev.GetChange(); c != nil {
+					change = c
+				}
+			}
+			prog.end()
+			if change == nil {
+				return fmt.Errorf("down ended without saying what it removed")
+			}
+			return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) {
+				if len(change.GetRemoved()) == 0 && len(change.GetAgents()) == 0 {
+					fmt.Fprintf(w, "lab %s: nothing to remove\n", lab)
+					return
+				}
+				changeTable(w, change, "down")
+			})
+		},
+	}
+	cmd.Flags().StringVar(&labFlag, "lab", "", "the lab to remove (same as the argument)")
+	return cmd
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+)
+
+func newResultsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "results",
+		Short: "List and show stored experiment results",
+		Long: `Every run is stored as JSON with its parameters, environment (kernel, devices,
+MTU, offloads, CPU pinning, observers), each step's measurements and evidence,
+the summary per variant, the verdict, and its trace id.`,
+	}
+	var lab, experiment string
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List results, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListResults(cmd.Context(), &labv1.ListResultsRequest{Lab: lab, Experiment: experiment, Limit: int32(limit)})
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), g.output, resp, func(w *tabwriter.Writer) {
+				if len(resp.GetResults()) == 0 {
+					fmt.Fprintln(w, "no results yet (labctl run --list shows what can run)")
+					return
+				}
+				row(w, "ID", "LAB", "EXPERIMENT", "STATE", "STARTED", "VERDICT")
+				for _, r := range resp.GetResults() {
+					row(w, r.GetId(), r.GetLab(), r.GetExperiment(), stateName(r.GetState()), r.GetStarted(), outcomeName(r.GetOutcome())+": "+clip(r.GetHeadline(), 90))
+				}
+			})
+		},
+	}
+	list.Flags().StringVar(&lab, "lab", "", "only this lab's results")
+	list.Flags().StringVar(&experiment, "experiment", "", "only this experiment's results")
+	list.Flags().IntVar(&limit, "limit", 50, "at most this many (0: all)")
+	show := &cobra.Command{
+		Use:   "show RUN_ID",
+		Short: "Show one result (a unique prefix of the id is enough)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.GetResult(cmd.Context(), &labv1.GetResultRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			r := resp.GetResult()
+			return emit(cmd.OutOrStdout(), g.output, r, func(w *tabwriter.Writer) {
+				resultTable(w, r, findSpec(cmd, c, r.GetExperiment()), true)
+			})
+		},
+	}
+	cmd.AddCommand(list, show)
+	return cmd
+}
+
+func stateName(s experimentv1.RunState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "RUN_STATE_"))
+}
+
+func outcomeName(o experimentv1.Outcome) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_")), "_", " ")
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// resultTable prints a result: what ran where, the verdict, and a summary
+// per variant (the spec's summary metrics, or every metric with full).
+func resultTable(w *tabwriter.Writer, r *experimentv1.Result, spec *experimentv1.ExperimentSpec, full bool) {
+	fmt.Fprintf(w, "run %s: %s in lab %s, %s\n", r.GetId(), r.GetExperiment(), r.GetLab(), stateName(r.GetState()))
+	var roles []string
+	for _, role := range sortedKeys(r.GetNodes()) {
+		roles = append(roles, role+" on "+r.GetNodes()[role])
+	}
+	h := r.GetHost()
+	fmt.Fprintf(w, "  %s; kernel %s, %d CPUs; params %s\n", strings.Join(roles, ", "), h.GetKernel(), h.GetCpus(), paramsText(r.GetParams()))
+	if r.GetError() != "" {
+		fmt.Fprintf(w, "  error: %s\n", r.GetError())
+	}
+	if v := r.GetVerdict(); v != nil {
+		claim := ""
+		if v.GetClaim() != "" {
+			claim = " on " + v.GetClaim()
+		}
+		fmt.Fprintf(w, "\nverdict%s: %s\n  %s\n", claim, strings.ToUpper(outcomeName(v.GetOutcome())), v.GetExplanation())
+	}
+	if len(r.GetSummary()) > 0 {
+		fmt.Fprintln(w, "\nsummary (median over repeats, [min .. max]):")
+		row(w, "  VARIANT", "METRIC", "MEDIAN", "RANGE", "ENGAGED")
+		for _, s := range r.GetSummary() {
+			names := spec.GetSummaryMetrics()
+			if full || len(names) == 0 {
+				names = sortedKeys(s.GetMetrics())
+			}
+			for i, name := range names {
+				m, ok := s.GetMetrics()[name]
+				if !ok {
+					continue
+				}
+				variant, engaged := "", ""
+				if i == 0 {
+					variant, engaged = s.GetVariant(), engagementName(s.GetEngagement())
+				}
+				row(w, "  "+variant, name, formatMetric(name, m.GetMedian()), "["+formatMetric(name, m.GetMin())+" .. "+formatMetric(name, m.GetMax())+"]", engaged)
+			}
+			if s.GetNote() != "" {
+				row(w, "", "note: "+s.GetNote())
+			}
+		}
+	}
+	if full {
+		evidenceTable(w, r)
+	}
+	if r.GetTraceId() != "" {
+		fmt.Fprintf(w, "\ntrace %s (labctl trace %s)\n", r.GetTraceId(), r.GetId())
+	}
+	if !full {
+		fmt.Fprintf(w, "\nstored as %s (labctl results show %s)\n", r.GetId(), r.GetId())
+	}
+}
+
+// evidenceTable lists the evidence of the first repeat of each variant, and
+// the notes of every step.
+func evidenceTable(w *tabwriter.Writer, r *experimentv1.Result) {
+	seen := map[string]bool{}
+	fmt.Fprintln(w, "\nevidence (first repeat of each variant):")
+	row(w, "  VARIANT", "ROLE", "EVIDENCE", "VALUE", "SOURCE")
+	for _, s := range r.GetSteps() {
+		v := s.GetStep().GetVariant()
+		if seen[v] {
+			continue
+		}
+		seen[v] = true
+		for _, rep := range s.GetReports() {
+			for _, e := range rep.GetEvidence() {
+				row(w, "  "+v, rep.GetRole(), e.GetName(), fmt.Sprintf("%g %s", e.GetValue(), e.GetUnit()), e.GetSource())
+			}
+			for _, n := range rep.GetNotes() {
+				row(w, "  "+v, rep.GetRole(), "note", n, "")
+			}
+		}
+	}
+}
+
+func engagementName(e experimentv1.Engagement) string {
+	if e == experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED {
+		return ""
+	}
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(e.String(), "ENGAGEMENT_")), "_", " ")
+}
+
+func paramsText(p map[string]string) string {
+	var parts []string
+	for _, k := range sortedKeys(p) {
+		parts = append(parts, k+"="+p[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// formatMetric writes a value in the unit its name ends with.
+func formatMetric(name string, v float64) string {
+	switch {
+	case strings.HasSuffix(name, "_ns") || strings.Contains(name, "_ns_per_"):
+		return formatNs(v)
+	case strings.HasSuffix(name, "_per_s"):
+		return si(v) + "/s"
+	case strings.HasSuffix(name, "_bps"):
+		return si(v) + "bit/s"
+	case strings.HasSuffix(name, "_bytes"):
+		return si(v) + "B"
+	case v == math.Trunc(v) && math.Abs(v) < 1e9:
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
+}
+
+func formatNs(ns float64) string {
+	switch a := math.Abs(ns); {
+	case a < 1e3:
+		return fmt.Sprintf("%.0f ns", ns)
+	case a < 1e6:
+		return fmt.Sprintf("%.2f µs", ns/1e3)
+	case a < 1e9:
+		return fmt.Sprintf("%.2f ms", ns/1e6)
+	}
+	return fmt.Sprintf("%.2f s", ns/1e9)
+}
+
+func si(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 1e9:
+		return fmt.Sprintf("%.2fG", v/1e9)
+	case a >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case a >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+)
+
+func newRunCmd(g *globals) *cobra.Command {
+	var (
+		list           bool
+		params         []string
+		client, server string
+		nodes          []string
+	)
+	cmd := &cobra.Command{
+		Use:   "run EXPERIMENT LAB",
+		Short: "Run an experiment between nodes of a lab",
+		Long: `Run runs an experiment between nodes of a lab that is up: it starts each role
+in the agent of its node (servers first), streams progress to stderr, stores
+the result with its environment and evidence, and prints the summary and the
+verdict. Ctrl-C cancels every role cleanly; the result is stored as cancelled.
+
+Roles go on nodes with --client and --server (or --node ROLE=NODE); by default
+the client runs on the lab's first node and the server on its second.
+
+labctl run --list describes every experiment; labctl run EXPERIMENT --help
+shows its parameters with defaults and bounds.`,
+		Example: `  labctl run --list
+  labctl run rr --help
+  labctl run rr quickstart --client n1 --server n2 --param size=64 --param duration=10s`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if list {
+				return nil
+			}
+			if len(args) != 2 {
+				return usagef("usage: labctl run EXPERIMENT LAB (labctl run --list shows the experiments)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			if list {
+				resp, err := c.ListExperiments(cmd.Context(), &labv1.ListExperimentsRequest{})
+				if err != nil {
+					return err
+				}
+				return emit(cmd.OutOrStdout(), g.output, resp, func(w *tabwriter.Writer) { listExperiments(w, resp.GetExperiments()) })
+			}
+			req := &labv1.RunRequest{Experiment: args[0], Lab: args[1], Params: map[string]string{}, Nodes: map[string]string{}}
+			for _, p := range params {
+				k, v, ok := strings.Cut(p, "=")
+				if !ok || k == "" {
+					return usagef("--param wants NAME=VALUE, got %q", p)
+				}
+				req.Params[k] = v
+			}
+			for _, n := range nodes {
+				role, node, ok := strings.Cut(n, "=")
+				if !ok || role == "" || node == "" {
+					return usagef("--node wants ROLE=NODE, got %q", n)
+				}
+				req.Nodes[role] = node
+			}
+			if client != "" {
+				req.Nodes["client"] = client
+			}
+			if server != "" {
+				req.Nodes["server"] = server
+			}
+			stream, err := c.Run(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			prog := newProgress(g.quiet)
+			var result *experimentv1.Result
+			for {
+				ev, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				if p := ev.GetProgress(); p != nil {
+					prog.line("%s", p.GetMessage())
+				}
+				if r := ev.GetResult(); r != nil {
+					result = r
+				}
+			}
+			if result == nil {
+				return fmt.Errorf("the run ended without a result")
+			}
+			spec := findSpec(cmd, c, result.GetExperiment())
+			return emit(cmd.OutOrStdout(), g.output, result, func(w *tabwriter.Writer) { resultTable(w, result, spec, false) })
+		},
+	}
+	cmd.Flags().BoolVar(&list, "list", false, "describe every experiment and its parameters")
+	cmd.Flags().StringArrayVarP(&params, "param", "p", nil, "experiment parameter NAME=VALUE (repeatable)")
+	cmd.Flags().StringVar(&client, "client", "", "node of the client role")
+	cmd.Flags().StringVar(&server, "server", "", "node of the server role")
+	cmd.Flags().StringArrayVar(&nodes, "node", nil, "node of another role, ROLE=NODE (repeatable)")
+	defaultHelp := cmd.HelpFunc()
+	cmd.SetHelpFunc(func(cmd *cobra.Command, args []string) {
+		if name := firstArg(args); name != "" && name != "run" {
+			if err := experimentHelp(cmd, g, name); err == nil {
+				return
+			} else {
+				fmt.Fprintln(os.Stderr, "labctl:", err)
+			}
+		}
+		defaultHelp(cmd, args)
+	})
+	return cmd
+}
+
+// firstArg is the first argument after "run" that is not a flag.
+func firstArg(args []string) string {
+	for i, a := range args {
+		if a == "run" && i == 0 {
+			continue
+		}
+		if !strings.HasPrefix(a, "-") {
+			return a
+		}
+	}
+	return ""
+}
+
+func experimentHelp(cmd *cobra.Command, g *globals, name string) error {
+	c, done, err := g.connect(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := c.ListExperiments(cmd.Context(), &labv1.ListExperimentsRequest{})
+	if err != nil {
+		return err
+	}
+	for _, s := range resp.GetExperiments() {
+		if s.GetName() == name {
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			describeExperiment(w, s)
+			return w.Flush()
+		}
+	}
+	return fmt.Errorf("no experiment %q (labctl run --list shows them)", name)
+}
+
+func listExperiments(w *tabwriter.Writer, specs []*experimentv1.ExperimentSpec) {
+	for i, s := range specs {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "%s — %s\n", s.GetName(), s.GetSummary())
+		if len(s.GetClaims()) > 0 {
+			fmt.Fprintf(w, "  claims: %s\n", strings.Join(s.GetClaims(), ", "))
+		}
+		fmt.Fprintf(w, "  roles: %s\n", strings.Join(s.GetRoles(), ", "))
+		paramTable(w, s)
+	}
+}
+
+func describeExperiment(w *tabwriter.Writer, s *experimentv1.ExperimentSpec) {
+	fmt.Fprintf(w, "%s — %s\n\n%s\n\n", s.GetName(), s.GetSummary(), s.GetDescription())
+	if len(s.GetClaims()) > 0 {
+		fmt.Fprintf(w, "Claims: %s (see FIELD-NOTES)\n", strings.Join(s.GetClaims(), ", "))
+	}
+	fmt.Fprintf(w, "Roles: %s\n\nParameters (--param NAME=VALUE):\n", strings.Join(s.GetRoles(), ", "))
+	paramTable(w, s)
+	fmt.Fprintf(w, "\nUsage: labctl run %s LAB [--client NODE] [--server NODE] [--param NAME=VALUE ...]\n", s.GetName())
+}
+
+func paramTable(w *tabwriter.Writer, s *experimentv1.ExperimentSpec) {
+	row(w, "  NAME", "DEFAULT", "BOUNDS", "MEANING")
+	for _, p := range s.GetParams() {
+		bounds := ""
+		switch {
+		case len(p.GetChoices()) > 0:
+			bounds = strings.Join(p.GetChoices(), "|")
+		case p.GetMin() != "" || p.GetMax() != "":
+			bounds = p.GetMin() + " .. " + p.GetMax()
+		}
+		if p.GetKind() == experimentv1.ParamKind_PARAM_KIND_LIST {
+			bounds = "list of " + strings.TrimPrefix(strings.ToLower(p.GetElement().String()), "param_kind_") + " " + bounds
+		}
+		row(w, "  "+p.GetName(), p.GetDefault(), bounds, p.GetHelp())
+	}
+}
+
+func findSpec(cmd *cobra.Command, c labv1.LabServiceClient, name string) *experimentv1.ExperimentSpec {
+	resp, err := c.ListExperiments(cmd.Context(), &labv1.ListExperimentsRequest{})
+	if err != nil {
+		return nil
+	}
+	for _, s := range resp.GetExperiments() {
+		if s.GetName() == name {
+			return s
+		}
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+)
+
+func newUpCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "up FILE|EXAMPLE",
+		Short: "Build a lab from a topology, or reconcile it with a changed one",
+		Long: `Up builds the lab a topology describes: one network namespace per node
+(labctl-<lab>-<node>), its links, addresses, routes, sysctls, offloads, qdiscs
+and firewall rules, and an agent in every node that asks for one. Progress goes
+to stderr.
+
+Up is a transaction: it journals every object as it creates it, and a failure
+rolls back everything it made; after a crash or SIGKILL, the next up or down
+converges. Up on a lab that is already up changes nothing when the file is
+unchanged, and otherwise reconciles: added nodes and links are created,
+removed ones deleted, and changed ones recreated (a node whose settings change
+is recreated with its links). Agents that died are restarted.
+
+FILE is a topology file, or the name of an embedded example.`,
+		Example: `  labctl up quickstart
+  labctl up topologies/examples/paths.yaml
+  labctl up my-lab.yaml -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			source, data, err := readTopology(args[0])
+			if err != nil {
+				return err
+			}
+			client, done, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			stream, err := client.Up(cmd.Context(), &labv1.UpRequest{Source: source, Topology: data})
+			if err != nil {
+				return err
+			}
+			prog := newProgress(g.quiet)
+			var change *labv1.Change
+			for {
+				ev, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					prog.end()
+					return err
+				}
+				prog.update(ev.GetProgress())
+				if c := ev.GetChange(); c != nil {
+					change = c
+				}
+			}
+			prog.end()
+			if change == nil {
+				return fmt.Errorf("up ended without saying what it changed")
+			}
+			return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) {
+				changeTable(w, change, "up")
+				fmt.Fprintf(w, "\nnext: labctl status %s; labctl exec %s NODE -- CMD; labctl down %s\n", change.GetLab(), change.GetLab(), change.GetLab())
+			})
+		},
+	}
+}
+
+// changeTable prints what up or down did.
+func changeTable(w *tabwriter.Writer, c *labv1.Change, verb string) {
+	changed := len(c.GetCreated()) + len(c.GetRemoved()) + len(c.GetRecreated())
+	if changed == 0 && len(c.GetAgents()) == 0 {
+		fmt.Fprintf(w, "lab %s: no changes (%d objects unchanged)\n", c.GetLab(), c.GetUnchanged())
+		return
+	}
+	fmt.Fprintf(w, "lab %s: %s\n", c.GetLab(), map[string]string{"up": "up", "down": "removed"}[verb])
+	for _, g := range []struct {
+		name  string
+		items []string
+	}{{"created", c.GetCreated()}, {"recreated", c.GetRecreated()}, {"removed", c.GetRemoved()}, {agentsVerb(verb), c.GetAgents()}} {
+		if len(g.items) > 0 {
+			row(w, "  "+g.name, len(g.items), summarize(g.items, 6))
+		}
+	}
+	if c.GetUnchanged() > 0 {
+		row(w, "  unchanged", c.GetUnchanged(), "")
+	}
+}
+
+func agentsVerb(verb string) string {
+	if verb == "down" {
+		return "agents stopped"
+	}
+	return "agents started"
+}
+
+// summarize lists up to n names and counts the rest.
+func summarize(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:n], ", ") + fmt.Sprintf(", ... (%d more)", len(items)-n)
+}

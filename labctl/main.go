@@ -1,0 +1,170 @@
+// Command labctl builds labs for the Linux network stack out of network
+// namespaces and runs experiments in them. See `labctl --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/labctl/labctl/services/rpcerr"
+
+	"github.com/labctl/labctl/topologies"
+)
+
+// Exit codes: 2 means the input was wrong (a bad topology, a bad flag) and
+// nothing was changed; 1 means the host or an experiment failed; 130 means
+// the user interrupted.
+const (
+	exitFailure     = 1
+	exitInvalid     = 2
+	exitInterrupted = 130
+)
+
+// version is set by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	args := rootServerFirst(os.Args[1:])
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	interrupted := ctx.Err() != nil
+	stop()
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "labctl:", describe(err))
+	switch {
+	case topologies.IsInvalid(err) || errors.As(err, new(usageError)) || rpcerr.IsInvalid(err):
+		os.Exit(exitInvalid)
+	case interrupted:
+		os.Exit(exitInterrupted)
+	}
+	os.Exit(exitFailure)
+}
+
+// describe is an error as the user reads it: a gRPC status by its message,
+// with its code when the code says something the message may not
+// (Unavailable, Unauthenticated, NotFound, ...).
+func describe(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	switch st.Code() {
+	case codes.InvalidArgument, codes.Unknown, codes.Internal:
+		return st.Message()
+	}
+	return st.Message() + " [" + st.Code().String() + "]"
+}
+
+// rootValueFlags are the root flags that take a separate value.
+var rootValueFlags = map[string]bool{"-o": true, "--output": true, "--server": true, "--token-file": true,
+	"--server-ca": true, "--client-cert": true, "--client-key": true}
+
+// rootServerFirst takes a --server written before the command name out of
+// the arguments and into $LABCTL_SERVER, the default of the root's --server.
+// run has a --server flag of its own (the node of the server role), which
+// shadows the root's after "run"; so in `labctl --server HOST:PORT run rr
+// LAB --server n2` the first is the remote service and the second the node.
+// Cobra cannot scope a flag by its position; this does.
+func rootServerFirst(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			return append(out, args[i:]...) // the command name: stop
+		}
+		if v, ok := strings.CutPrefix(a, "--server="); ok {
+			os.Setenv("LABCTL_SERVER", v)
+			continue
+		}
+		if a == "--server" && i+1 < len(args) {
+			os.Setenv("LABCTL_SERVER", args[i+1])
+			i++
+			continue
+		}
+		out = append(out, a)
+		if rootValueFlags[a] && i+1 < len(args) {
+			out = append(out, args[i+1])
+			i++
+		}
+	}
+	return out
+}
+
+// usageError is a bad argument or flag; it exits with code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// globals are the flags every command shares.
+type globals struct {
+	output string
+	quiet  bool
+	server string // remote LabService address; empty for this host
+	remoteFlags
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "labctl",
+		Short: "A lab for the Linux network stack",
+		Long: `labctl builds a lab on one Linux host from a topology file — nodes are network
+namespaces, links are veth pairs, bridges or host NICs — and runs experiments
+between its nodes that check claims about the kernel's network stack with
+numbers and the kernel's own evidence.
+
+Start with the embedded example:
+  labctl up quickstart
+  labctl status quickstart
+  labctl exec quickstart n1 -- ping -c3 198.18.0.2
+  labctl down quickstart`,
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			switch g.output {
+			case "table", "json", "yaml":
+				return nil
+			}
+			return usagef("--output must be table, json or yaml, not %q", g.output)
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
+	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress on stderr")
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", os.Getenv("LABCTL_SERVER"), "use the lab service at HOST:PORT (labctl serve) instead of this host [$LABCTL_SERVER]")
+	pf.StringVar(&g.tokenFile, "token-file", os.Getenv("LABCTL_TOKEN_FILE"), "bearer token for --server [$LABCTL_TOKEN_FILE]")
+	pf.StringVar(&g.tlsCA, "server-ca", "", "CA certificate that signed --server's certificate; enables TLS")
+	pf.StringVar(&g.tlsCert, "client-cert", "", "client certificate for mutual TLS to --server")
+	pf.StringVar(&g.tlsKey, "client-key", "", "client key for mutual TLS to --server")
+	root.AddCommand(
+		newPlanCmd(g),
+		newUpCmd(g),
+		newDownCmd(g),
+		newStatusCmd(g),
+		newExecCmd(g),
+		newGraphCmd(g),
+		newRunCmd(g),
+		newResultsCmd(g),
+		newServeCmd(g),
+		newSchemaCmd(),
+		newAgentCmd(),
+	)
+	return root
+}

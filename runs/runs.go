@@ -1,0 +1,324 @@
+// Package runs orchestrates experiment runs: it validates a request, places
+// roles on nodes, runs each step by calling the agents of those nodes (server
+// roles first, then the roles that connect to them), and stores the result
+// with its environment, evidence and verdict.
+package runs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/labctl/labctl/experiments"
+	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/services/rpcerr"
+	"github.com/labctl/labctl/topologies"
+)
+
+// Agents reaches the agent of a node.
+type Agents interface {
+	Agent(node string) (agentv1.AgentServiceClient, error)
+}
+
+// Runner runs experiments and stores their results.
+type Runner struct {
+	Registry *experiments.Registry
+	Store    *Store
+	Version  string
+	// MaxRun refuses runs whose steps would take longer in total
+	// (warm-up plus duration of each); 0 allows any.
+	MaxRun time.Duration
+}
+
+// Request is one run to make.
+type Request struct {
+	Plan       *topologies.Plan
+	Agents     Agents
+	Experiment string
+	Params     map[string]string
+	Nodes      map[string]string // role -> node; missing roles get defaults
+	// Started is called once the run has an id, before the first step (the
+	// caller names its trace after it).
+	Started func(id string)
+}
+
+// Run runs req, sending progress, each step's reports and the final result
+// to emit (which is never called concurrently). The result is stored even
+// when the run fails or is cancelled; the error is a gRPC status.
+func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunResponse)) (*experimentv1.Result, error) {
+	exp, ok := r.Registry.Get(req.Experiment)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no experiment %q (labctl run --list shows them)", req.Experiment)
+	}
+	params, err := experiments.Validate(exp.Spec(), req.Params)
+	if err != nil {
+		return nil, rpcerr.Status(err, codes.InvalidArgument)
+	}
+	roles, err := placeRoles(req.Plan, exp.Spec().GetRoles(), req.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	steps, err := exp.Steps(params, experiments.Lab{Plan: req.Plan, Roles: roles})
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s in lab %s: %v", req.Experiment, req.Plan.Lab, err)
+	}
+	if est := estimate(steps); r.MaxRun > 0 && est > r.MaxRun {
+		return nil, rpcerr.Status(experiments.ParamErrors{{Param: "duration", Msg: fmt.Sprintf(
+			"the run would take about %v (%d steps of warm-up plus duration); this server allows %v", est.Round(time.Second), len(steps), r.MaxRun)}}, codes.InvalidArgument)
+	}
+	res := &experimentv1.Result{
+		Id: NewID(req.Experiment, time.Now()), Lab: req.Plan.Lab, Experiment: req.Experiment, Params: params.Map(),
+		Started: timestamppb.Now(), State: experimentv1.RunState_RUN_STATE_RUNNING, Host: experiments.Host(r.Version), Nodes: roles,
+	}
+	if req.Started != nil {
+		req.Started(res.Id)
+	}
+	var mu sync.Mutex
+	send := func(ev *labv1.RunResponse) {
+		mu.Lock()
+		defer mu.Unlock()
+		emit(ev)
+	}
+	for i, step := range steps {
+		progress := func(msg string) {
+			send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: &labv1.RunProgress{
+				RunId: res.Id, Step: int32(i + 1), Total: int32(len(steps)), Variant: step.GetVariant(), Message: msg}}})
+		}
+		progress(fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, len(steps), step.GetVariant(), step.GetRepeat()+1))
+		sr, err := r.runStep(ctx, req, res.Id, step, progress)
+		if err != nil {
+			res.State = experimentv1.RunState_RUN_STATE_FAILED
+			if ctx.Err() != nil {
+				res.State = experimentv1.RunState_RUN_STATE_CANCELLED
+			}
+			res.Error = rpcerr.Message(err)
+			res.Finished = timestamppb.Now()
+			if serr := r.Store.Save(res); serr != nil {
+				err = errors.Join(err, serr)
+			}
+			return res, err
+		}
+		res.Steps = append(res.Steps, sr)
+		send(&labv1.RunResponse{Event: &labv1.RunResponse_Step{Step: sr}})
+	}
+	res.Summary, res.Verdict = exp.Judge(params, res.Steps)
+	res.State = experimentv1.RunState_RUN_STATE_COMPLETED
+	res.Finished = timestamppb.Now()
+	if err := r.Store.Save(res); err != nil {
+		return res, status.Errorf(codes.Internal, "store result: %v", err)
+	}
+	send(&labv1.RunResponse{Event: &labv1.RunResponse_Result{Result: res}})
+	return res, nil
+}
+
+// estimate adds up the warm-up and duration of every step.
+func estimate(steps []*experimentv1.Step) time.Duration {
+	var total time.Duration
+	for _, s := range steps {
+		for _, k := range []string{"warmup", "duration"} {
+			if d, err := time.ParseDuration(s.GetParams()[k]); err == nil {
+				total += d
+			}
+		}
+	}
+	return total
+}
+
+// placeRoles assigns nodes to roles: the ones asked for, then the lab's
+// agent nodes in plan order, the client role first (so in a two-node lab
+// the client is the first node and the server the second).
+func placeRoles(plan *topologies.Plan, roles []string, asked map[string]string) (map[string]string, error) {
+	var agentNodes []string
+	for _, n := range plan.Nodes {
+		if n.Agent {
+			agentNodes = append(agentNodes, n.Name)
+		}
+	}
+	out := map[string]string{}
+	for _, role := range SortedKeys(asked) {
+		node := asked[role]
+		if !slices.Contains(roles, role) {
+			return nil, status.Errorf(codes.InvalidArgument, "this experiment has no role %q (roles: %v)", role, roles)
+		}
+		n, ok := plan.Node(node)
+		switch {
+		case !ok:
+			return nil, status.Errorf(codes.InvalidArgument, "role %s: lab %s has no node %q", role, plan.Lab, node)
+		case !n.Agent:
+			return nil, status.Errorf(codes.FailedPrecondition, "role %s: node %s runs no agent (agent: false in the topology)", role, node)
+		}
+		out[role] = node
+	}
+	if len(agentNodes) == 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "lab %s has no node with an agent", plan.Lab)
+	}
+	order := slices.Clone(roles)
+	sort.SliceStable(order, func(i, j int) bool { return order[i] == "client" && order[j] != "client" })
+	next := 0
+	for _, role := range order {
+		if _, ok := out[role]; ok {
+			continue
+		}
+		for next < len(agentNodes)-1 && slices.Contains(mapValues(out), agentNodes[next]) {
+			next++
+		}
+		out[role] = agentNodes[next%len(agentNodes)]
+		next++
+	}
+	return out, nil
+}
+
+func mapValues(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// SortedKeys returns the keys of m in order.
+func SortedKeys(m map[string]string) []string { return experiments.SortedKeys(m) }
+
+type roleOutcome struct {
+	role   string
+	report *experimentv1.RoleReport
+	err    error
+}
+
+// runStep starts the step's roles in order, each once the previous one is
+// ready, and waits for every report. The first failure cancels the others.
+func (r *Runner) runStep(ctx context.Context, req Request, runID string, step *experimentv1.Step, progress func(string)) (*experimentv1.StepResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	roles := step.GetRoles()
+	done := make([]chan roleOutcome, 0, len(roles))
+	collected := make([]*roleOutcome, len(roles))
+	peers := map[string]string{}
+	// start launches one role and waits until it is ready (or ends).
+	start := func(i int, ra *experimentv1.RoleAssignment) error {
+		client, err := req.Agents.Agent(ra.GetNode())
+		if err != nil {
+			return nodeError(ra.GetNode(), err)
+		}
+		stream, err := client.RunRole(ctx, &agentv1.RunRoleRequest{
+			RunId: runID, Experiment: req.Experiment, Role: ra.GetRole(), Step: step, Peers: clonePeers(peers)})
+		if err != nil {
+			return nodeError(ra.GetNode(), err)
+		}
+		ready := make(chan int32, 1)
+		ch := make(chan roleOutcome, 1)
+		done = append(done, ch)
+		go func() { ch <- follow(stream, ra, ready, progress) }()
+		select {
+		case port := <-ready:
+			if ra.GetAddress() != "" {
+				peers[ra.GetRole()] = net.JoinHostPort(ra.GetAddress(), strconv.Itoa(int(port)))
+			}
+			return nil
+		case o := <-ch:
+			collected[i] = &o
+			return o.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var errs []error
+	for i, ra := range roles {
+		if err := start(i, ra); err != nil {
+			errs = append(errs, err)
+			cancel()
+			break
+		}
+	}
+	sr := &experimentv1.StepResult{Step: step}
+	for i, ch := range done {
+		if collected[i] == nil {
+			o := <-ch
+			collected[i] = &o
+		}
+		if o := collected[i]; o.err != nil {
+			errs = append(errs, o.err)
+			cancel()
+		} else {
+			sr.Reports = append(sr.Reports, o.report)
+		}
+	}
+	// A role that failed takes the others down with it; those report the
+	// cancel, so the cause is the first error that is not one.
+	for _, err := range errs {
+		if !isCancel(err) {
+			return nil, err
+		}
+	}
+	if len(errs) > 0 {
+		return nil, status.Error(codes.Canceled, "run cancelled")
+	}
+	return sr, nil
+}
+
+func isCancel(err error) bool {
+	return errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
+}
+
+func clonePeers(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// follow reads one role's stream to its end.
+func follow(stream agentv1.AgentService_RunRoleClient, ra *experimentv1.RoleAssignment, ready chan<- int32, progress func(string)) roleOutcome {
+	o := roleOutcome{role: ra.GetRole()}
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			if o.report == nil {
+				o.err = status.Errorf(codes.Internal, "node %s: role %s ended without a report", ra.GetNode(), ra.GetRole())
+			}
+			return o
+		}
+		if err != nil {
+			o.err = nodeError(ra.GetNode(), err)
+			return o
+		}
+		switch e := ev.GetEvent().(type) {
+		case *agentv1.RunRoleResponse_Ready:
+			select {
+			case ready <- e.Ready.GetPort():
+			default:
+			}
+		case *agentv1.RunRoleResponse_Progress:
+			progress(ra.GetNode() + " " + ra.GetRole() + ": " + e.Progress.GetMessage())
+		case *agentv1.RunRoleResponse_Report:
+			o.report = e.Report
+		}
+	}
+}
+
+// nodeError names the node in an agent's error; an unreachable agent is
+// Unavailable, with the hint to run up again.
+func nodeError(node string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return status.Errorf(codes.Unavailable, "node %s: agent unreachable: %v (labctl up restarts dead agents)", node, err)
+	}
+	if st.Code() == codes.Unavailable {
+		return status.Errorf(codes.Unavailable, "node %s: agent unreachable: %s (labctl up restarts dead agents)", node, st.Message())
+	}
+	return err
+}

@@ -1,0 +1,199 @@
+package runs
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/labctl/labctl/experiments/all"
+	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/services/agent"
+	"github.com/labctl/labctl/topologies"
+)
+
+// fakeAgents serves one in-process agent per node over bufconn. The roles
+// run in this process, on loopback addresses of the test plan.
+type fakeAgents map[string]*fakeAgent
+
+type fakeAgent struct {
+	cc  *grpc.ClientConn
+	srv *grpc.Server
+}
+
+func (f fakeAgents) Agent(node string) (agentv1.AgentServiceClient, error) {
+	a, ok := f[node]
+	if !ok {
+		return nil, errors.New("no such agent")
+	}
+	return agentv1.NewAgentServiceClient(a.cc), nil
+}
+
+func startAgents(t *testing.T, nodes ...string) fakeAgents {
+	t.Helper()
+	f := fakeAgents{}
+	for _, n := range nodes {
+		lis := bufconn.Listen(1 << 20)
+		srv := agent.NewGRPCServer(&agent.Server{Lab: "t", Node: n, Version: "test", Registry: all.Registry()})
+		go func() { _ = srv.Serve(lis) }()
+		cc, err := grpc.NewClient("passthrough:///"+n, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close(); srv.Stop() })
+		f[n] = &fakeAgent{cc: cc, srv: srv}
+	}
+	return f
+}
+
+// loopbackPlan is a two-node plan whose addresses are on loopback, so that
+// in-process roles can reach each other without namespaces.
+func loopbackPlan() *topologies.Plan {
+	pfx := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	return &topologies.Plan{Lab: "t", Nodes: []topologies.Node{{Name: "n1", Agent: true}, {Name: "n2", Agent: true}},
+		Links: []topologies.Link{{ID: "veth:n1:e0=n2:e0", Kind: topologies.KindVeth, Ends: []topologies.Iface{
+			{Node: "n1", Namespace: "labctl-t-n1", Name: "e0", Addresses: pfx("127.0.0.1/8")},
+			{Node: "n2", Namespace: "labctl-t-n2", Name: "e0", Addresses: pfx("127.0.0.2/8")},
+		}}}}
+}
+
+func newRunner(t *testing.T) *Runner {
+	return &Runner{Registry: all.Registry(), Store: &Store{Dir: t.TempDir()}, Version: "test"}
+}
+
+func TestRunRRStoresResult(t *testing.T) {
+	r := newRunner(t)
+	var events []*labv1.RunResponse
+	res, err := r.Run(context.Background(), Request{
+		Plan: loopbackPlan(), Agents: startAgents(t, "n1", "n2"), Experiment: "rr",
+		Params: map[string]string{"count": "500", "warmup": "10ms", "repeats": "2"},
+	}, func(ev *labv1.RunResponse) { events = append(events, ev) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GetState() != experimentv1.RunState_RUN_STATE_COMPLETED || len(res.GetSteps()) != 2 {
+		t.Fatalf("state %v with %d steps", res.GetState(), len(res.GetSteps()))
+	}
+	if res.GetNodes()["client"] != "n1" || res.GetNodes()["server"] != "n2" {
+		t.Errorf("default placement: %v, want client n1, server n2", res.GetNodes())
+	}
+	for _, s := range res.GetSteps() {
+		if len(s.GetReports()) != 2 || s.GetReports()[0].GetRole() != "server" || s.GetReports()[1].GetRole() != "client" {
+			t.Fatalf("step reports: %v", s.GetReports())
+		}
+	}
+	if res.GetVerdict().GetOutcome() != experimentv1.Outcome_OUTCOME_MEASURED {
+		t.Errorf("verdict %v", res.GetVerdict())
+	}
+	if last := events[len(events)-1]; last.GetResult().GetId() != res.GetId() {
+		t.Errorf("the last event is not the result: %v", last)
+	}
+	stored, err := r.Store.Get(res.GetId()[:len(res.GetId())-2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stored.GetSummary()[0].GetMetrics()["client.rtt_p50_ns"].GetN(); got != 2 {
+		t.Errorf("stored summary has %d repeats of p50", got)
+	}
+	list, err := r.Store.List("t", "rr", 0)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	agents := startAgents(t, "n1", "n2")
+	tests := []struct {
+		name   string
+		req    Request
+		code   codes.Code
+		fields []string
+	}{
+		{"unknown experiment", Request{Experiment: "nope"}, codes.NotFound, nil},
+		{"out of bounds", Request{Experiment: "rr", Params: map[string]string{"size": "2MiB", "repeats": "0"}}, codes.InvalidArgument, []string{"params.size", "params.repeats"}},
+		{"unknown parameter", Request{Experiment: "rr", Params: map[string]string{"sise": "64"}}, codes.InvalidArgument, []string{"params.sise"}},
+		{"unknown node", Request{Experiment: "rr", Nodes: map[string]string{"server": "n9"}}, codes.InvalidArgument, nil},
+		{"unknown role", Request{Experiment: "rr", Nodes: map[string]string{"sender": "n1"}}, codes.InvalidArgument, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.req.Plan, tt.req.Agents = loopbackPlan(), agents
+			_, err := newRunner(t).Run(context.Background(), tt.req, func(*labv1.RunResponse) {})
+			st := status.Convert(err)
+			if st.Code() != tt.code {
+				t.Fatalf("code %v (%v), want %v", st.Code(), err, tt.code)
+			}
+			var fields []string
+			for _, d := range st.Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok {
+					for _, v := range br.GetFieldViolations() {
+						fields = append(fields, v.GetField())
+					}
+				}
+			}
+			if len(tt.fields) > 0 && !equal(fields, tt.fields) {
+				t.Errorf("field violations %v, want %v", fields, tt.fields)
+			}
+		})
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestDeadAgentIsUnavailable(t *testing.T) {
+	agents := startAgents(t, "n1", "n2")
+	agents["n2"].srv.Stop() // the server's agent died
+	r := newRunner(t)
+	res, err := r.Run(context.Background(), Request{Plan: loopbackPlan(), Agents: agents, Experiment: "rr",
+		Params: map[string]string{"count": "10"}}, func(*labv1.RunResponse) {})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want Unavailable", err)
+	}
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "node n2") {
+		t.Errorf("error does not name the node: %q", msg)
+	}
+	if res.GetState() != experimentv1.RunState_RUN_STATE_FAILED {
+		t.Errorf("stored state %v", res.GetState())
+	}
+}
+
+func TestCancelStopsRun(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newRunner(t)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		cancel()
+	}()
+	res, err := r.Run(ctx, Request{Plan: loopbackPlan(), Agents: startAgents(t, "n1", "n2"), Experiment: "rr",
+		Params: map[string]string{"duration": "1m", "warmup": "0s"}}, func(*labv1.RunResponse) {})
+	if status.Code(err) != codes.Canceled {
+		t.Fatalf("got %v, want Canceled", err)
+	}
+	stored, err := r.Store.Get(res.GetId())
+	if err != nil || stored.GetState() != experimentv1.RunState_RUN_STATE_CANCELLED {
+		t.Errorf("stored: %v %v", stored.GetState(), err)
+	}
+}

@@ -1,0 +1,105 @@
+// Package agent is the gRPC AgentService that runs inside each node of a
+// lab. The process serving it was started inside the node's network
+// namespace, so every thread of it, and every socket an experiment role
+// opens, belongs to the node.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/labctl/labctl/experiments"
+	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
+	"github.com/labctl/labctl/services/rpcerr"
+)
+
+// Server implements AgentService for one node.
+type Server struct {
+	agentv1.UnimplementedAgentServiceServer
+	Lab, Node, Version string
+	Registry           *experiments.Registry
+}
+
+// NewGRPCServer returns a gRPC server with the agent, the standard health
+// service (SERVING once built) and reflection (grpcurl works on the
+// socket). opts come first so callers can add stats handlers.
+func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
+	g := grpc.NewServer(opts...)
+	agentv1.RegisterAgentServiceServer(g, s)
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	h.SetServingStatus(agentv1.AgentService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, h)
+	reflection.Register(g)
+	return g
+}
+
+// GetInfo describes the agent and its node.
+func (s *Server) GetInfo(ctx context.Context, _ *agentv1.GetInfoRequest) (*agentv1.GetInfoResponse, error) {
+	return &agentv1.GetInfoResponse{
+		Lab: s.Lab, Node: s.Node, Version: s.Version, Pid: int32(os.Getpid()),
+		Environment: experiments.Node(ctx, s.Node, nil),
+	}, nil
+}
+
+// ListExperiments describes the registry.
+func (s *Server) ListExperiments(context.Context, *agentv1.ListExperimentsRequest) (*agentv1.ListExperimentsResponse, error) {
+	return &agentv1.ListExperimentsResponse{Experiments: s.Registry.Specs()}, nil
+}
+
+// RunRole runs one role of one step and streams its events.
+func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentService_RunRoleServer) error {
+	exp, ok := s.Registry.Get(req.GetExperiment())
+	if !ok {
+		return status.Errorf(codes.NotFound, "node %s: no experiment %q", s.Node, req.GetExperiment())
+	}
+	if !slices.Contains(exp.Spec().GetRoles(), req.GetRole()) {
+		return status.Errorf(codes.InvalidArgument, "node %s: experiment %s has no role %q (roles: %v)", s.Node, req.GetExperiment(), req.GetRole(), exp.Spec().GetRoles())
+	}
+	params, err := experiments.Validate(exp.Spec(), req.GetStep().GetParams())
+	if err != nil {
+		return rpcerr.Status(err, codes.InvalidArgument)
+	}
+	peers := map[string]netip.AddrPort{}
+	for role, addr := range req.GetPeers() {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "node %s: peer %s address %q: %v", s.Node, role, addr, err)
+		}
+		peers[role] = ap
+	}
+	// Events go out from the role's goroutine only; the mutex keeps that
+	// true should a role ever report progress from a helper goroutine
+	// (grpc-go forbids concurrent Send on one stream).
+	var mu sync.Mutex
+	send := func(r *agentv1.RunRoleResponse) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = stream.Send(r) // a failed send means the caller went away; ctx ends the role
+	}
+	env := experiments.NewEnv(req.GetRunId(), s.Node, req.GetRole(), req.GetStep(), params, peers,
+		func(port int) {
+			send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Ready{Ready: &agentv1.Ready{Port: int32(port)}}})
+		},
+		func(msg string) {
+			send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Progress{Progress: &agentv1.Progress{Message: msg}}})
+		})
+	report, err := exp.Run(stream.Context(), env)
+	if err != nil {
+		return rpcerr.Status(fmt.Errorf("node %s: %s %s: %w", s.Node, req.GetExperiment(), req.GetRole(), err), codes.Aborted)
+	}
+	env.Ready(0)
+	send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Report{Report: report}})
+	return nil
+}

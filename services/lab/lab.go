@@ -1,0 +1,170 @@
+// Package lab is the gRPC LabService: the one API through which labs are
+// built, inspected and experimented on. The CLI uses it in-process by
+// default and over TCP with --server; `labctl serve` exposes it with a
+// bearer token (and TLS off loopback).
+package lab
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/labctl/labctl/labs"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/runs"
+	"github.com/labctl/labctl/services/rpcerr"
+	"github.com/labctl/labctl/topologies"
+)
+
+// Server implements LabService on one host.
+type Server struct {
+	labv1.UnimplementedLabServiceServer
+	Host   *labs.Host
+	Runner *runs.Runner
+	// AgentOptions are added to every connection to an agent (tracing).
+	AgentOptions []grpc.DialOption
+}
+
+// maxTopology bounds the topology a request may carry.
+const maxTopology = 4 << 20
+
+// Up builds or reconciles a lab from the topology in the request.
+func (s *Server) Up(req *labv1.UpRequest, stream labv1.LabService_UpServer) error {
+	if len(req.GetTopology()) > maxTopology {
+		return status.Errorf(codes.InvalidArgument, "topology is %d bytes; the limit is %d", len(req.GetTopology()), maxTopology)
+	}
+	source := req.GetSource()
+	if source == "" {
+		source = "topology.yaml"
+	}
+	t, err := topologies.Decode(source, req.GetTopology())
+	if err != nil {
+		return rpcerr.Status(err, codes.InvalidArgument)
+	}
+	plan, err := t.Plan()
+	if err != nil {
+		return rpcerr.Status(err, codes.InvalidArgument)
+	}
+	progress := func(p labs.Progress) {
+		_ = stream.Send(&labv1.UpResponse{Event: &labv1.UpResponse_Progress{Progress: progressProto(p)}})
+	}
+	ch, err := s.Host.Up(stream.Context(), plan, source, progress)
+	if ch != nil {
+		if serr := stream.Send(&labv1.UpResponse{Event: &labv1.UpResponse_Change{Change: changeProto(ch)}}); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	return hostStatus(err)
+}
+
+// Down removes a lab.
+func (s *Server) Down(req *labv1.DownRequest, stream labv1.LabService_DownServer) error {
+	if err := topologies.CheckName(req.GetLab()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "lab %v", err)
+	}
+	progress := func(p labs.Progress) {
+		_ = stream.Send(&labv1.DownResponse{Event: &labv1.DownResponse_Progress{Progress: progressProto(p)}})
+	}
+	ch, err := s.Host.Down(stream.Context(), req.GetLab(), progress)
+	if err != nil {
+		return hostStatus(err)
+	}
+	return stream.Send(&labv1.DownResponse{Event: &labv1.DownResponse_Change{Change: changeProto(ch)}})
+}
+
+// GetStatus reports a lab.
+func (s *Server) GetStatus(ctx context.Context, req *labv1.GetStatusRequest) (*labv1.GetStatusResponse, error) {
+	if err := topologies.CheckName(req.GetLab()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "lab %v", err)
+	}
+	st, err := s.Host.Status(ctx, req.GetLab())
+	if err != nil {
+		return nil, hostStatus(err)
+	}
+	return &labv1.GetStatusResponse{Status: st}, nil
+}
+
+// ListLabs lists the labs that are up.
+func (s *Server) ListLabs(context.Context, *labv1.ListLabsRequest) (*labv1.ListLabsResponse, error) {
+	names, err := s.Host.Labs()
+	if err != nil {
+		return nil, hostStatus(err)
+	}
+	out := &labv1.ListLabsResponse{}
+	for _, n := range names {
+		p, err := s.Host.Plan(n)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out.Labs = append(out.Labs, &labv1.LabSummary{Lab: n, Source: s.Host.Source(n), Nodes: int32(len(p.Nodes)), Links: int32(len(p.Links))})
+	}
+	return out, nil
+}
+
+// ListExperiments describes the experiments.
+func (s *Server) ListExperiments(context.Context, *labv1.ListExperimentsRequest) (*labv1.ListExperimentsResponse, error) {
+	return &labv1.ListExperimentsResponse{Experiments: s.Runner.Registry.Specs()}, nil
+}
+
+// Run runs an experiment in a lab and streams it.
+func (s *Server) Run(req *labv1.RunRequest, stream labv1.LabService_RunServer) error {
+	if err := topologies.CheckName(req.GetLab()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "lab %v", err)
+	}
+	plan, err := s.Host.Plan(req.GetLab())
+	if err != nil {
+		return hostStatus(err)
+	}
+	agents := s.Host.Agents(req.GetLab(), s.AgentOptions...)
+	defer agents.Close()
+	_, err = s.Runner.Run(stream.Context(), runs.Request{
+		Plan: plan, Agents: agents, Experiment: req.GetExperiment(), Params: req.GetParams(), Nodes: req.GetNodes(),
+	}, func(ev *labv1.RunResponse) { _ = stream.Send(ev) })
+	return err
+}
+
+// ListResults lists stored results.
+func (s *Server) ListResults(_ context.Context, req *labv1.ListResultsRequest) (*labv1.ListResultsResponse, error) {
+	list, err := s.Runner.Store.List(req.GetLab(), req.GetExperiment(), int(req.GetLimit()))
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &labv1.ListResultsResponse{Results: list}, nil
+}
+
+// GetResult returns a stored result.
+func (s *Server) GetResult(_ context.Context, req *labv1.GetResultRequest) (*labv1.GetResultResponse, error) {
+	r, err := s.Runner.Store.Get(req.GetId())
+	if errors.Is(err, runs.ErrNotFound) {
+		return nil, status.Error(codes.NotFound, err.Error())
+	}
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &labv1.GetResultResponse{Result: r}, nil
+}
+
+// hostStatus maps the errors of package labs to gRPC codes.
+func hostStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, labs.ErrNoLab):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, labs.ErrLocked):
+		return status.Error(codes.Aborted, err.Error())
+	}
+	return rpcerr.Status(err, codes.Internal)
+}
+
+func progressProto(p labs.Progress) *labv1.Progress {
+	return &labv1.Progress{Phase: p.Phase, Done: int32(p.Done), Total: int32(p.Total), Object: p.Object}
+}
+
+func changeProto(c *labs.Change) *labv1.Change {
+	return &labv1.Change{Lab: c.Lab, Created: c.Created, Removed: c.Removed, Recreated: append(c.Recreated, c.Reconfigured...),
+		Unchanged: int32(len(c.Unchanged)), Agents: c.Agents}
+}
