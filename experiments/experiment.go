@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"sort"
 
+	"github.com/labctl/labctl/experiments/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -46,6 +47,10 @@ type Env struct {
 	Params Params
 	// Peers are the addresses of the roles started before this one.
 	Peers map[string]netip.AddrPort
+	// Settings records every kernel setting the role changes (sysctls,
+	// device attributes, offloads, rules) so that it is restored when the
+	// role ends, however it ends; the agent restores it after Run.
+	Settings *settings.Journal
 
 	ready    func(port int)
 	progress func(msg string)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -47,7 +48,13 @@ func newAgentCmd() *cobra.Command {
 				return fmt.Errorf("agent %s/%s: pid file: %w", lab, node, err)
 			}
 			defer os.Remove(pidFile)
-			srv := agent.NewGRPCServer(&agent.Server{Lab: lab, Node: node, Version: version, Registry: all.Registry()})
+			svc := &agent.Server{Lab: lab, Node: node, Version: version, Registry: all.Registry(), SettingsDir: filepath.Dir(socket)}
+			// Settings a previous agent of this node changed and could not
+			// put back (it was killed) are restored before anything runs.
+			if restored, err := svc.RestoreSettings(); len(restored) > 0 || err != nil {
+				logger.Printf("restored settings left by a previous agent: %v (errors: %v)", restored, err)
+			}
+			srv := agent.NewGRPCServer(svc)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			go func() {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/labctl/labctl/experiments/settings"
 	"github.com/labctl/labctl/netns"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	"github.com/labctl/labctl/topologies"
@@ -167,6 +168,32 @@ func (h *Host) stopAgents(lab string, plan *topologies.Plan) []string {
 	}
 	wg.Wait()
 	return stopped
+}
+
+// restoreSettings undoes the settings changes that agents of the lab left
+// behind when they were killed, each in its node's namespace (a sysctl
+// under /proc/sys/net belongs to the namespace of the thread that writes
+// it). Global settings, such as net.core.busy_read, would otherwise stay
+// changed on the host after the lab is gone.
+func (h *Host) restoreSettings(lab string, plan *topologies.Plan) error {
+	if plan == nil {
+		return nil
+	}
+	var errs []error
+	for _, n := range plan.Nodes {
+		pattern := filepath.Join(h.LabRunDir(lab), n.Name+"-*.settings.jsonl")
+		if m, _ := filepath.Glob(pattern); len(m) == 0 || !netns.Exists(n.Namespace) {
+			continue
+		}
+		err := netns.Do(n.Namespace, func() error {
+			_, err := settings.RestoreAll(pattern)
+			return err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: restore settings: %w", n.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func readPid(path string) int {

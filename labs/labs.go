@@ -240,6 +240,9 @@ func (h *Host) Down(ctx context.Context, lab string, progress func(Progress)) (*
 		plan = s.plan
 	}
 	stopped := h.stopAgents(lab, plan)
+	// A setting that cannot be put back must not keep the lab up; it is
+	// reported once the lab is gone.
+	serr := h.restoreSettings(lab, plan)
 	j, err := netns.OpenJournal(filepath.Join(h.labDir(lab), "journal.jsonl"))
 	if err != nil {
 		return nil, err
@@ -259,5 +262,5 @@ func (h *Host) Down(ctx context.Context, lab string, progress func(Progress)) (*
 		os.Remove(filepath.Join(h.labDir(lab), f))
 	}
 	os.Remove(h.labDir(lab))
-	return &Change{Lab: lab, Change: ch, Agents: stopped}, nil
+	return &Change{Lab: lab, Change: ch, Agents: stopped}, serr
 }

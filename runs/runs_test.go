@@ -46,7 +46,7 @@ func startAgents(t *testing.T, nodes ...string) fakeAgents {
 	f := fakeAgents{}
 	for _, n := range nodes {
 		lis := bufconn.Listen(1 << 20)
-		srv := agent.NewGRPCServer(&agent.Server{Lab: "t", Node: n, Version: "test", Registry: all.Registry()})
+		srv := agent.NewGRPCServer(&agent.Server{Lab: "t", Node: n, Version: "test", Registry: all.Registry(), SettingsDir: t.TempDir()})
 		go func() { _ = srv.Serve(lis) }()
 		cc, err := grpc.NewClient("passthrough:///"+n, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))

@@ -6,10 +6,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -20,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/settings"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	"github.com/labctl/labctl/services/rpcerr"
 )
@@ -29,6 +33,16 @@ type Server struct {
 	agentv1.UnimplementedAgentServiceServer
 	Lab, Node, Version string
 	Registry           *experiments.Registry
+	// SettingsDir holds the journals of the settings roles change
+	// (<node>-<run>-<role>.settings.jsonl); a journal left there by a
+	// process that died is restored by RestoreSettings.
+	SettingsDir string
+}
+
+// RestoreSettings undoes the settings changes that a previous agent of this
+// node left behind when it died.
+func (s *Server) RestoreSettings() ([]string, error) {
+	return settings.RestoreAll(filepath.Join(s.SettingsDir, s.Node+"-*.settings.jsonl"))
 }
 
 // NewGRPCServer returns a gRPC server with the agent, the standard health
@@ -43,6 +57,16 @@ func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
 	healthpb.RegisterHealthServer(g, h)
 	reflection.Register(g)
 	return g
+}
+
+// safe keeps a run id usable in a file name.
+func safe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == 0 || r == '*' {
+			return '_'
+		}
+		return r
+	}, s)
 }
 
 // GetInfo describes the agent and its node.
@@ -95,7 +119,15 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		func(msg string) {
 			send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Progress{Progress: &agentv1.Progress{Message: msg}}})
 		})
+	journal, err := settings.Open(filepath.Join(s.SettingsDir, fmt.Sprintf("%s-%s-%s.settings.jsonl", s.Node, safe(req.GetRunId()), req.GetRole())))
+	if err != nil {
+		return status.Errorf(codes.FailedPrecondition, "node %s: %v", s.Node, err)
+	}
+	env.Settings = journal
 	report, err := exp.Run(stream.Context(), env)
+	if rerr := journal.Restore(); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("restore settings: %w", rerr))
+	}
 	if err != nil {
 		return rpcerr.Status(fmt.Errorf("node %s: %s %s: %w", s.Node, req.GetExperiment(), req.GetRole(), err), codes.Aborted)
 	}

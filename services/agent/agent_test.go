@@ -22,7 +22,7 @@ import (
 
 func dial(t *testing.T) *grpc.ClientConn {
 	t.Helper()
-	srv := NewGRPCServer(&Server{Lab: "lab", Node: "n1", Version: "v-test", Registry: all.Registry()})
+	srv := NewGRPCServer(&Server{Lab: "lab", Node: "n1", Version: "v-test", Registry: all.Registry(), SettingsDir: t.TempDir()})
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///agent", grpc.WithTransportCredentials(insecure.NewCredentials()),

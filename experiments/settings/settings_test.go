@@ -1,0 +1,98 @@
+package settings
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func read(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRestoreUndoesInReverse(t *testing.T) {
+	dir := t.TempDir()
+	knob := filepath.Join(dir, "knob")
+	if err := os.WriteFile(knob, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "marker")
+	j, err := Open(filepath.Join(dir, "j.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.WriteFile(knob, "50"); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.WriteFile(knob, "100"); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Run(context.Background(), []string{"rm", marker}, "touch", marker); err != nil {
+		t.Fatal(err)
+	}
+	if read(t, knob) != "100" {
+		t.Fatalf("knob is %q", read(t, knob))
+	}
+	if err := j.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, knob); got != "0" {
+		t.Errorf("knob restored to %q, want the first value 0", got)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Error("the undo command did not run")
+	}
+	if _, err := os.Stat(j.Path()); !os.IsNotExist(err) {
+		t.Error("the journal is left after Restore")
+	}
+}
+
+// A process that dies leaves its journal; RestoreAll undoes it later.
+func TestLeftoverJournalIsRestored(t *testing.T) {
+	dir := t.TempDir()
+	knob := filepath.Join(dir, "knob")
+	if err := os.WriteFile(knob, []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j, err := Open(filepath.Join(dir, "n1-run-server.settings.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.WriteFile(knob, "7"); err != nil {
+		t.Fatal(err)
+	}
+	// No Restore: the process "died". A torn last line is ignored.
+	f, _ := os.OpenFile(j.Path(), os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"file":"/nonexist`)
+	f.Close()
+	restored, err := RestoreAll(filepath.Join(dir, "n1-*.settings.jsonl"))
+	if err != nil || len(restored) != 1 {
+		t.Fatalf("restored %v: %v", restored, err)
+	}
+	if got := read(t, knob); got != "1" {
+		t.Errorf("knob is %q after restoring the leftover, want 1", got)
+	}
+}
+
+func TestSameValueRecordsNothing(t *testing.T) {
+	dir := t.TempDir()
+	knob := filepath.Join(dir, "knob")
+	os.WriteFile(knob, []byte("5\n"), 0o644)
+	j, err := Open(filepath.Join(dir, "j"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Restore()
+	if err := j.WriteFile(knob, "5"); err != nil {
+		t.Fatal(err)
+	}
+	if len(j.records) != 0 {
+		t.Errorf("recorded %v for an unchanged value", j.records)
+	}
+}
