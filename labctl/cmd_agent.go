@@ -23,6 +23,7 @@ import (
 // never run it by hand).
 func newAgentCmd() *cobra.Command {
 	var lab, node, socket, pidFile string
+	hostFD := -1
 	cmd := &cobra.Command{
 		Use:    "agent",
 		Short:  "Serve the experiment API inside a node (started by labctl up)",
@@ -49,6 +50,9 @@ func newAgentCmd() *cobra.Command {
 			}
 			defer os.Remove(pidFile)
 			svc := &agent.Server{Lab: lab, Node: node, Version: version, Registry: all.Registry(), SettingsDir: filepath.Dir(socket)}
+			if hostFD >= 0 {
+				svc.Host = func(fn func() error) error { return netns.DoFD("host", hostFD, fn) }
+			}
 			// Settings a previous agent of this node changed and could not
 			// put back (it was killed) are restored before anything runs.
 			if restored, err := svc.RestoreSettings(); len(restored) > 0 || err != nil {
@@ -74,6 +78,7 @@ func newAgentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&node, "node", "", "node name")
 	cmd.Flags().StringVar(&socket, "socket", "", "Unix socket to listen on")
 	cmd.Flags().StringVar(&pidFile, "pid-file", "", "file to write the pid to")
+	cmd.Flags().IntVar(&hostFD, "host-netns-fd", -1, "inherited descriptor of the host's network namespace")
 	for _, f := range []string{"lab", "node", "socket", "pid-file"} {
 		_ = cmd.MarkFlagRequired(f)
 	}

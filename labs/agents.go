@@ -98,7 +98,15 @@ func (h *Host) startAgent(ctx context.Context, lab string, n topologies.Node) er
 		return fmt.Errorf("node %s: agent log: %w", n.Name, err)
 	}
 	defer log.Close()
-	cmd := exec.Command(h.Binary, "agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile)
+	// The agent inherits the host's network namespace as fd 3, to reach what
+	// exists only there: the global sysctls, and the trace collector.
+	hostNS, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return fmt.Errorf("node %s: host namespace: %w", n.Name, err)
+	}
+	defer hostNS.Close()
+	cmd := exec.Command(h.Binary, "agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile, "--host-netns-fd", "3")
+	cmd.ExtraFiles = []*os.File{hostNS}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -185,8 +193,10 @@ func (h *Host) restoreSettings(lab string, plan *topologies.Plan) error {
 		if m, _ := filepath.Glob(pattern); len(m) == 0 || !netns.Exists(n.Namespace) {
 			continue
 		}
+		// Node settings are restored in the node's namespace; host settings
+		// (global sysctls) here, where labctl runs.
 		err := netns.Do(n.Namespace, func() error {
-			_, err := settings.RestoreAll(pattern)
+			_, err := settings.RestoreAll(pattern, hostScope)
 			return err
 		})
 		if err != nil {
@@ -194,6 +204,15 @@ func (h *Host) restoreSettings(lab string, plan *topologies.Plan) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hostScope runs a function in labctl's own namespace, the host's: from
+// inside netns.Do that means on another goroutine, whose thread is not
+// switched.
+func hostScope(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- fn() }()
+	return <-errc
 }
 
 func readPid(path string) int {

@@ -73,6 +73,11 @@ func Do(ns string, fn func() error) error {
 	return doFd(ns, fd, fn)
 }
 
+// DoFD is Do for a namespace given by an open descriptor, such as the
+// host's namespace that an agent inherits from the labctl that started it;
+// name is for errors.
+func DoFD(name string, fd int, fn func() error) error { return doFd(name, fd, fn) }
+
 // doFd is Do with the namespace already open.
 func doFd(ns string, fd int, fn func() error) (err error) {
 	runtime.LockOSThread()

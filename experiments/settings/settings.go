@@ -24,8 +24,23 @@ import (
 	"time"
 )
 
+// Scope runs a function in the host's network namespace. An agent lives in
+// its node's namespace, but some settings exist only in the host's (the
+// global net.core sysctls such as busy_read); those are written, and
+// restored, through Scope. A nil Scope runs functions where the caller is.
+type Scope func(fn func() error) error
+
+func (s Scope) do(fn func() error) error {
+	if s == nil {
+		return fn()
+	}
+	return s(fn)
+}
+
 // Record is one change and how to undo it.
 type Record struct {
+	// Host: the file belongs to the host's namespace (see Scope).
+	Host bool `json:"host,omitempty"`
 	// File and Old: the file written and its content before.
 	File string `json:"file,omitempty"`
 	Old  string `json:"old,omitempty"`
@@ -36,6 +51,7 @@ type Record struct {
 // Journal records changes in a file and undoes them.
 type Journal struct {
 	mu      sync.Mutex
+	host    Scope
 	path    string
 	f       *os.File
 	records []Record
@@ -44,12 +60,12 @@ type Journal struct {
 // Open starts a journal at path (its directory must exist). A journal
 // that exists already holds changes of a process that died: restore it
 // first with RestoreFile.
-func Open(path string) (*Journal, error) {
+func Open(path string, host Scope) (*Journal, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("settings journal: %w", err)
 	}
-	return &Journal{path: path, f: f}, nil
+	return &Journal{path: path, f: f, host: host}, nil
 }
 
 // Path is the journal's file.
@@ -83,24 +99,54 @@ func (j *Journal) Sysctl(key, value string) error {
 	return nil
 }
 
+// HostSysctl sets a sysctl of the host's network namespace, the only one
+// where the global net.core settings (busy_read, busy_poll,
+// netdev_max_backlog, ...) exist, and records its old value.
+func (j *Journal) HostSysctl(key, value string) error {
+	if err := j.write(true, SysctlPath(key), value); err != nil {
+		return fmt.Errorf("host sysctl %s: %w", key, err)
+	}
+	return nil
+}
+
+// ReadHostSysctl reads a sysctl of the host's namespace.
+func (j *Journal) ReadHostSysctl(key string) (string, error) {
+	var v []byte
+	err := j.host.do(func() (err error) {
+		v, err = os.ReadFile(SysctlPath(key))
+		return err
+	})
+	return strings.TrimSpace(string(v)), err
+}
+
 // WriteFile writes value to a settings file (sysfs, procfs) after
 // recording its current content. Writing the value it already has records
 // nothing.
 func (j *Journal) WriteFile(path, value string) error {
+	return j.write(false, path, value)
+}
+
+func (j *Journal) write(host bool, path, value string) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return err
+	scope := Scope(nil)
+	if host {
+		scope = j.host
 	}
-	cur := strings.TrimSpace(string(old))
-	if cur == strings.TrimSpace(value) {
-		return nil
-	}
-	if err := j.append(Record{File: path, Old: cur}); err != nil {
-		return err
-	}
-	return os.WriteFile(path, []byte(value), 0)
+	return scope.do(func() error {
+		old, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		cur := strings.TrimSpace(string(old))
+		if cur == strings.TrimSpace(value) {
+			return nil
+		}
+		if err := j.append(Record{Host: host, File: path, Old: cur}); err != nil {
+			return err
+		}
+		return os.WriteFile(path, []byte(value), 0)
+	})
 }
 
 // Run runs a command that changes something, after recording the command
@@ -122,7 +168,7 @@ func (j *Journal) Run(ctx context.Context, undo []string, argv ...string) error 
 func (j *Journal) Restore() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	err := undo(j.records)
+	err := undo(j.records, j.host)
 	j.records = nil
 	j.f.Close()
 	if rerr := os.Remove(j.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
@@ -134,13 +180,18 @@ func (j *Journal) Restore() error {
 // undoTimeout bounds each undo command (a restore must not hang a down).
 const undoTimeout = 10 * time.Second
 
-func undo(records []Record) error {
+func undo(records []Record, host Scope) error {
 	var errs []error
 	for i := len(records) - 1; i >= 0; i-- {
 		r := records[i]
 		switch {
 		case r.File != "":
-			if err := os.WriteFile(r.File, []byte(r.Old), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			scope := Scope(nil)
+			if r.Host {
+				scope = host
+			}
+			err := scope.do(func() error { return os.WriteFile(r.File, []byte(r.Old), 0) })
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("restore %s to %q: %w", r.File, r.Old, err))
 			}
 		case len(r.Undo) > 0:
@@ -156,9 +207,10 @@ func undo(records []Record) error {
 }
 
 // RestoreFile undoes the changes recorded in a journal left by a process
-// that died, and removes it. A journal whose last line was cut short by the
-// kill loses only that line (its change was never made).
-func RestoreFile(path string) error {
+// that died, and removes it; host runs what belongs to the host's
+// namespace. A journal whose last line was cut short by the kill loses only
+// that line (its change was never made).
+func RestoreFile(path string, host Scope) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -175,7 +227,7 @@ func RestoreFile(path string) error {
 		}
 	}
 	f.Close()
-	err = undo(records)
+	err = undo(records, host)
 	if rerr := os.Remove(path); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
@@ -184,14 +236,14 @@ func RestoreFile(path string) error {
 
 // RestoreAll restores every leftover journal matching pattern (a glob),
 // returning what it restored.
-func RestoreAll(pattern string) ([]string, error) {
+func RestoreAll(pattern string, host Scope) ([]string, error) {
 	paths, err := filepath.Glob(pattern)
 	if err != nil {
 		return nil, err
 	}
 	var errs []error
 	for _, p := range paths {
-		if err := RestoreFile(p); err != nil {
+		if err := RestoreFile(p, host); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		}
 	}

@@ -23,7 +23,7 @@ func TestRestoreUndoesInReverse(t *testing.T) {
 		t.Fatal(err)
 	}
 	marker := filepath.Join(dir, "marker")
-	j, err := Open(filepath.Join(dir, "j.jsonl"))
+	j, err := Open(filepath.Join(dir, "j.jsonl"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestLeftoverJournalIsRestored(t *testing.T) {
 	if err := os.WriteFile(knob, []byte("1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	j, err := Open(filepath.Join(dir, "n1-run-server.settings.jsonl"))
+	j, err := Open(filepath.Join(dir, "n1-run-server.settings.jsonl"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestLeftoverJournalIsRestored(t *testing.T) {
 	f, _ := os.OpenFile(j.Path(), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString(`{"file":"/nonexist`)
 	f.Close()
-	restored, err := RestoreAll(filepath.Join(dir, "n1-*.settings.jsonl"))
+	restored, err := RestoreAll(filepath.Join(dir, "n1-*.settings.jsonl"), nil)
 	if err != nil || len(restored) != 1 {
 		t.Fatalf("restored %v: %v", restored, err)
 	}
@@ -84,7 +84,7 @@ func TestSameValueRecordsNothing(t *testing.T) {
 	dir := t.TempDir()
 	knob := filepath.Join(dir, "knob")
 	os.WriteFile(knob, []byte("5\n"), 0o644)
-	j, err := Open(filepath.Join(dir, "j"))
+	j, err := Open(filepath.Join(dir, "j"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,12 +37,15 @@ type Server struct {
 	// (<node>-<run>-<role>.settings.jsonl); a journal left there by a
 	// process that died is restored by RestoreSettings.
 	SettingsDir string
+	// Host runs a function in the host's network namespace (for global
+	// settings); nil runs it where the agent is.
+	Host settings.Scope
 }
 
 // RestoreSettings undoes the settings changes that a previous agent of this
 // node left behind when it died.
 func (s *Server) RestoreSettings() ([]string, error) {
-	return settings.RestoreAll(filepath.Join(s.SettingsDir, s.Node+"-*.settings.jsonl"))
+	return settings.RestoreAll(filepath.Join(s.SettingsDir, s.Node+"-*.settings.jsonl"), s.Host)
 }
 
 // NewGRPCServer returns a gRPC server with the agent, the standard health
@@ -119,7 +122,7 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		func(msg string) {
 			send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Progress{Progress: &agentv1.Progress{Message: msg}}})
 		})
-	journal, err := settings.Open(filepath.Join(s.SettingsDir, fmt.Sprintf("%s-%s-%s.settings.jsonl", s.Node, safe(req.GetRunId()), req.GetRole())))
+	journal, err := settings.Open(filepath.Join(s.SettingsDir, fmt.Sprintf("%s-%s-%s.settings.jsonl", s.Node, safe(req.GetRunId()), req.GetRole())), s.Host)
 	if err != nil {
 		return status.Errorf(codes.FailedPrecondition, "node %s: %v", s.Node, err)
 	}
