@@ -1,0 +1,14 @@
+# The labctl image of docker-compose.yml (untested by CI: no Docker engine).
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -o /labctl ./labctl
+
+FROM debian:12-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iproute2 nftables iptables ethtool tcpdump iputils-ping procps \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /labctl /usr/local/bin/labctl
+ENTRYPOINT ["labctl"]
