@@ -18,7 +18,7 @@ step "dependencies"
 scripts/deps.sh
 
 step "build"
-go build -ldflags "-X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/labctl ./labctl
+CGO_ENABLED=0 go build -ldflags "-X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/labctl ./labctl
 labctl=bin/labctl
 
 step "labctl up quickstart"
