@@ -23,7 +23,7 @@ import (
 // never run it by hand).
 func newAgentCmd() *cobra.Command {
 	var lab, node, socket, pidFile string
-	hostFD := -1
+	hostFD, readyFD := -1, -1
 	cmd := &cobra.Command{
 		Use:    "agent",
 		Short:  "Serve the experiment API inside a node (started by labctl up)",
@@ -71,6 +71,13 @@ func newAgentCmd() *cobra.Command {
 				t.Stop()
 			}()
 			logger.Printf("serving on %s (pid %d, version %s)", socket, os.Getpid(), version)
+			if readyFD >= 0 {
+				// Listening, with health SERVING: connections queue until Serve
+				// accepts them, so up can return now.
+				ready := os.NewFile(uintptr(readyFD), "ready")
+				_, _ = ready.Write([]byte{1})
+				ready.Close()
+			}
 			return srv.Serve(lis)
 		},
 	}
@@ -79,6 +86,7 @@ func newAgentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&socket, "socket", "", "Unix socket to listen on")
 	cmd.Flags().StringVar(&pidFile, "pid-file", "", "file to write the pid to")
 	cmd.Flags().IntVar(&hostFD, "host-netns-fd", -1, "inherited descriptor of the host's network namespace")
+	cmd.Flags().IntVar(&readyFD, "ready-fd", -1, "inherited pipe to write one byte to once serving")
 	for _, f := range []string{"lab", "node", "socket", "pid-file"} {
 		_ = cmd.MarkFlagRequired(f)
 	}

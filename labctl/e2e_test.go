@@ -24,6 +24,7 @@ import (
 
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/topologies/examples"
 )
 
 var (
@@ -366,7 +367,7 @@ func TestKilledUpIsCleanedByDown(t *testing.T) {
 		t.Run(fmt.Sprintf("after %d journal records", after), func(t *testing.T) {
 			lab := "e2e-" + randomHex(3)
 			file := filepath.Join(t.TempDir(), "linear.yaml")
-			if err := os.WriteFile(file, []byte(linear(lab, 30)), 0o644); err != nil {
+			if err := os.WriteFile(file, examples.Linear(lab, 30, false), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(c.bin, "up", file, "-q")
@@ -397,25 +398,6 @@ func envValue(env []string, key string) string {
 		}
 	}
 	return ""
-}
-
-// linear is Mininet's linear,N with Linux bridges: N nodes, each on its own
-// bridge, the bridges chained.
-func linear(lab string, n int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "name: %s\ndefaults: {agent: false}\nnodes:\n", lab)
-	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&b, "  h%d: {}\n", i)
-	}
-	b.WriteString("links:\n")
-	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&b, "  - {type: bridge, name: s%d, endpoints: [h%d:eth0]", i, i)
-		if i > 1 {
-			fmt.Fprintf(&b, ", bridges: [s%d]", i-1)
-		}
-		b.WriteString("}\n")
-	}
-	return b.String()
 }
 
 // TestDownWithoutState: down --lab finds a lab by its markers when the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,7 +59,7 @@ func (h *Host) ensureAgents(ctx context.Context, plan *topologies.Plan, progress
 	var started []string
 	done := 0
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
+	g.SetLimit(4 * runtime.NumCPU()) // starting an agent is mostly its exec and Go start-up: CPU
 	for _, n := range want {
 		g.Go(func() error {
 			st := h.AgentStatus(gctx, plan.Lab, n.Name)
@@ -99,42 +100,50 @@ func (h *Host) startAgent(ctx context.Context, lab string, n topologies.Node) er
 	}
 	defer log.Close()
 	// The agent inherits the host's network namespace as fd 3, to reach what
-	// exists only there: the global sysctls, and the trace collector.
+	// exists only there: the global sysctls, and the trace collector; and
+	// the write end of a pipe as fd 4, on which it says it is ready.
 	hostNS, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		return fmt.Errorf("node %s: host namespace: %w", n.Name, err)
 	}
 	defer hostNS.Close()
-	cmd := exec.Command(h.Binary, "agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile, "--host-netns-fd", "3")
-	cmd.ExtraFiles = []*os.File{hostNS}
+	ready, readyW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	defer ready.Close()
+	cmd := exec.Command(h.Binary, "agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile,
+		"--host-netns-fd", "3", "--ready-fd", "4")
+	cmd.ExtraFiles = []*os.File{hostNS, readyW}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := netns.Start(n.Namespace, cmd); err != nil {
+	err = netns.Start(n.Namespace, cmd)
+	readyW.Close() // the agent holds the only write end now
+	if err != nil {
 		return fmt.Errorf("node %s: start agent: %w", n.Name, err)
 	}
-	// Reap it if it dies while we wait, so that a crash shows as an exit
-	// status instead of a zombie that still looks alive.
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	deadline := time.Now().Add(agentStartTimeout)
-	for {
-		if st := h.AgentStatus(ctx, lab, n.Name); st.Health == "SERVING" {
-			return nil
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("node %s: agent exited at start (%v); its log: %s", n.Name, err, tail(h.agentFile(lab, n.Name, "log")))
-		case <-ctx.Done():
-			stopProcess(cmd.Process.Pid)
+	// Reap it if it dies, so that a crash shows as an exit status instead
+	// of a zombie that still looks alive.
+	go func() { _ = cmd.Wait() }()
+	// The agent writes one byte once it listens and serves health; EOF
+	// means it exited first.
+	_ = ready.SetReadDeadline(time.Now().Add(agentStartTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = ready.SetReadDeadline(time.Now()) })
+	defer stop()
+	var b [1]byte
+	if _, err := ready.Read(b[:]); err != nil {
+		stopProcess(cmd.Process.Pid)
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
 		}
-		if time.Now().After(deadline) {
-			stopProcess(cmd.Process.Pid)
-			return fmt.Errorf("node %s: agent not serving after %v; its log: %s", n.Name, agentStartTimeout, tail(h.agentFile(lab, n.Name, "log")))
+		what := "exited at start"
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			what = fmt.Sprintf("not ready after %v", agentStartTimeout)
 		}
+		return fmt.Errorf("node %s: agent %s; its log: %s", n.Name, what, tail(h.agentFile(lab, n.Name, "log")))
 	}
+	return nil
 }
 
 func tail(path string) string {

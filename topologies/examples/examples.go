@@ -4,6 +4,7 @@ package examples
 
 import (
 	"embed"
+	"fmt"
 	"io/fs"
 	"sort"
 	"strings"
@@ -29,4 +30,24 @@ func Read(name string) (path string, data []byte, err error) {
 	path = "topologies/examples/" + name + ".yaml"
 	data, err = files.ReadFile(name + ".yaml")
 	return path, data, err
+}
+
+// Linear is Mininet's linear,N shape with Linux bridges: N nodes h1..hN,
+// each on its own bridge s1..sN, the bridges chained s1-s2-...-sN. Used to
+// compare bring-up with Mininet (`mn --topo linear,N --switch lxbr`).
+func Linear(lab string, n int, agents bool) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "name: %s\ndefaults: {agent: %v}\nnodes:\n", lab, agents)
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "  h%d: {}\n", i)
+	}
+	b.WriteString("links:\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "  - {type: bridge, name: s%d, endpoints: [h%d:eth0]", i, i)
+		if i > 1 {
+			fmt.Fprintf(&b, ", bridges: [s%d]", i-1)
+		}
+		b.WriteString("}\n")
+	}
+	return []byte(b.String())
 }
