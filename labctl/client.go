@@ -19,12 +19,15 @@ import (
 // maxMessage allows results with many steps and their histograms.
 const maxMessage = 64 << 20
 
-// localServer builds the LabService of this host.
-func localServer() *lab.Server {
+// localServer builds the LabService of this host. Agents it starts export
+// their spans where this labctl does.
+func (g *globals) localServer() *lab.Server {
 	host := labs.DefaultHost(version)
+	host.OTLPEndpoint, host.TraceDir = g.otlpEndpoint, traceDir()
 	return &lab.Server{
-		Host:   host,
-		Runner: &runs.Runner{Registry: all.Registry(), Store: &runs.Store{Dir: host.ResultsDir()}, Version: version},
+		Host:         host,
+		Runner:       &runs.Runner{Registry: all.Registry(), Store: &runs.Store{Dir: host.ResultsDir()}, Version: version},
+		AgentOptions: []grpc.DialOption{clientTracing()},
 	}
 }
 
@@ -36,12 +39,13 @@ func (g *globals) connect(ctx context.Context) (labv1.LabServiceClient, func(), 
 		return g.remote(ctx)
 	}
 	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage))
-	labv1.RegisterLabServiceServer(srv, localServer())
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage), serverTracing())
+	labv1.RegisterLabServiceServer(srv, g.localServer())
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///local",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)),
+		clientTracing(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
 	if err != nil {
 		srv.Stop()

@@ -13,16 +13,18 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/labctl/labctl/experiments/all"
 	"github.com/labctl/labctl/netns"
 	"github.com/labctl/labctl/services/agent"
+	"github.com/labctl/labctl/traces"
 )
 
 // newAgentCmd is the agent that up starts in every node (hidden: users
 // never run it by hand).
-func newAgentCmd() *cobra.Command {
-	var lab, node, socket, pidFile string
+func newAgentCmd(g *globals) *cobra.Command {
+	var lab, node, socket, pidFile, traceDir string
 	hostFD, readyFD := -1, -1
 	cmd := &cobra.Command{
 		Use:    "agent",
@@ -58,7 +60,22 @@ func newAgentCmd() *cobra.Command {
 			if restored, err := svc.RestoreSettings(); len(restored) > 0 || err != nil {
 				logger.Printf("restored settings left by a previous agent: %v (errors: %v)", restored, err)
 			}
-			srv := agent.NewGRPCServer(svc)
+			topts := traces.Options{Service: "labctl-agent", Endpoint: g.otlpEndpoint, LocalDir: traceDir,
+				Attributes: []attribute.KeyValue{traces.KeyLab.String(lab), traces.KeyNode.String(node)}}
+			if hostFD >= 0 {
+				// The collector listens in the host's namespace, not this node's.
+				topts.Dial = traces.DialInNamespace(hostFD)
+			}
+			tp, err := traces.Setup(cmd.Context(), topts)
+			if err != nil {
+				return fmt.Errorf("agent %s/%s: %w", lab, node, err)
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), traces.ShutdownTimeout+time.Second)
+				defer cancel()
+				_ = tp.Shutdown(ctx)
+			}()
+			srv := agent.NewGRPCServer(svc, serverTracing())
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			go func() {
@@ -86,6 +103,7 @@ func newAgentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&socket, "socket", "", "Unix socket to listen on")
 	cmd.Flags().StringVar(&pidFile, "pid-file", "", "file to write the pid to")
 	cmd.Flags().IntVar(&hostFD, "host-netns-fd", -1, "inherited descriptor of the host's network namespace")
+	cmd.Flags().StringVar(&traceDir, "trace-dir", "", "local store of the agent's spans")
 	cmd.Flags().IntVar(&readyFD, "ready-fd", -1, "inherited pipe to write one byte to once serving")
 	for _, f := range []string{"lab", "node", "socket", "pid-file"} {
 		_ = cmd.MarkFlagRequired(f)

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
 
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/traces"
 )
 
 func newDownCmd(g *globals) *cobra.Command {
@@ -36,44 +39,51 @@ names and markers.`,
 			case lab == "":
 				return usagef("which lab? labctl down LAB (labctl status lists them)")
 			}
-			client, done, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			stream, err := client.Down(cmd.Context(), &labv1.DownRequest{Lab: lab})
-			if err != nil {
-				return err
-			}
-			prog := newProgress(g.quiet)
-			var change *labv1.Change
-			for {
-				ev, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					prog.end()
-					return err
-				}
-				prog.update(ev.GetProgress())
-				if c := ev.GetChange(); c != nil {
-					change = c
-				}
-			}
-			prog.end()
-			if change == nil {
-				return fmt.Errorf("down ended without saying what it removed")
-			}
-			return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) {
-				if len(change.GetRemoved()) == 0 && len(change.GetAgents()) == 0 {
-					fmt.Fprintf(w, "lab %s: nothing to remove\n", lab)
-					return
-				}
-				changeTable(w, change, "down")
+			return g.traced(cmd.Context(), "labctl down", []attribute.KeyValue{traces.KeyLab.String(lab)}, func(ctx context.Context) error {
+				return down(ctx, cmd, g, lab)
 			})
 		},
 	}
 	cmd.Flags().StringVar(&labFlag, "lab", "", "the lab to remove (same as the argument)")
 	return cmd
+}
+
+func down(ctx context.Context, cmd *cobra.Command, g *globals, lab string) error {
+	client, done, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	stream, err := client.Down(ctx, &labv1.DownRequest{Lab: lab})
+	if err != nil {
+		return err
+	}
+	prog := newProgress(g.quiet)
+	var change *labv1.Change
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			prog.end()
+			return err
+		}
+		prog.update(ev.GetProgress())
+		if c := ev.GetChange(); c != nil {
+			change = c
+		}
+	}
+	prog.end()
+	if change == nil {
+		return fmt.Errorf("down ended without saying what it removed")
+	}
+	change.TraceId = traceID(ctx)
+	return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) {
+		if len(change.GetRemoved()) == 0 && len(change.GetAgents()) == 0 {
+			fmt.Fprintf(w, "lab %s: nothing to remove\n", lab)
+			return
+		}
+		changeTable(w, change, "down")
+	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,9 +10,11 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
 
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/traces"
 )
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -47,12 +50,12 @@ shows its parameters with defaults and bounds.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
 			if list {
+				c, done, err := g.connect(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer done()
 				resp, err := c.ListExperiments(cmd.Context(), &labv1.ListExperimentsRequest{})
 				if err != nil {
 					return err
@@ -80,32 +83,10 @@ shows its parameters with defaults and bounds.`,
 			if server != "" {
 				req.Nodes["server"] = server
 			}
-			stream, err := c.Run(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			prog := newProgress(g.quiet)
-			var result *experimentv1.Result
-			for {
-				ev, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				if p := ev.GetProgress(); p != nil {
-					prog.line("%s", p.GetMessage())
-				}
-				if r := ev.GetResult(); r != nil {
-					result = r
-				}
-			}
-			if result == nil {
-				return fmt.Errorf("the run ended without a result")
-			}
-			spec := findSpec(cmd, c, result.GetExperiment())
-			return emit(cmd.OutOrStdout(), g.output, result, func(w *tabwriter.Writer) { resultTable(w, result, spec, false) })
+			attrs := []attribute.KeyValue{traces.KeyLab.String(req.Lab), traces.KeyExperiment.String(req.Experiment)}
+			return g.traced(cmd.Context(), "labctl run "+req.Experiment, attrs, func(ctx context.Context) error {
+				return runExperiment(ctx, cmd, g, req)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&list, "list", false, "describe every experiment and its parameters")
@@ -125,6 +106,40 @@ shows its parameters with defaults and bounds.`,
 		defaultHelp(cmd, args)
 	})
 	return cmd
+}
+
+func runExperiment(ctx context.Context, cmd *cobra.Command, g *globals, req *labv1.RunRequest) error {
+	c, done, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	stream, err := c.Run(ctx, req)
+	if err != nil {
+		return err
+	}
+	prog := newProgress(g.quiet)
+	var result *experimentv1.Result
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if p := ev.GetProgress(); p != nil {
+			prog.line("%s", p.GetMessage())
+		}
+		if r := ev.GetResult(); r != nil {
+			result = r
+		}
+	}
+	if result == nil {
+		return fmt.Errorf("the run ended without a result")
+	}
+	spec := findSpec(cmd, c, result.GetExperiment())
+	return emit(cmd.OutOrStdout(), g.output, result, func(w *tabwriter.Writer) { resultTable(w, result, spec, false) })
 }
 
 // firstArg is the first argument after "run" that is not a flag.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/services/lab"
+	"github.com/labctl/labctl/traces"
 )
 
 // minToken is the shortest token serve accepts (128 bits as hex is 32).
@@ -61,8 +63,17 @@ Make a token with: head -c 32 /dev/urandom | base64 > token`,
 			if cert == "" && !isLoopback(listen) {
 				return usagef("refusing to serve %s without TLS: the token would cross the network in clear text; add --tls-cert and --tls-key, or listen on 127.0.0.1", listen)
 			}
+			p, err := g.tracing(cmd.Context(), "labctl")
+			if err != nil {
+				return err
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), traces.ShutdownTimeout+time.Second)
+				defer cancel()
+				_ = p.Shutdown(ctx)
+			}()
 			unary, stream := lab.TokenAuth(token)
-			opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream),
+			opts := []grpc.ServerOption{serverTracing(), grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream),
 				grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage)}
 			if cert != "" {
 				creds, err := serverTLS(cert, key, clientCA)
@@ -72,7 +83,7 @@ Make a token with: head -c 32 /dev/urandom | base64 > token`,
 				opts = append(opts, grpc.Creds(creds))
 			}
 			srv := grpc.NewServer(opts...)
-			service := localServer()
+			service := g.localServer()
 			service.Runner.MaxRun = maxRun
 			labv1.RegisterLabServiceServer(srv, service)
 			h := health.NewServer()

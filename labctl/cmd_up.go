@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
 
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 )
@@ -38,41 +40,48 @@ FILE is a topology file, or the name of an embedded example.`,
 			if err != nil {
 				return err
 			}
-			client, done, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			stream, err := client.Up(cmd.Context(), &labv1.UpRequest{Source: source, Topology: data})
-			if err != nil {
-				return err
-			}
-			prog := newProgress(g.quiet)
-			var change *labv1.Change
-			for {
-				ev, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					prog.end()
-					return err
-				}
-				prog.update(ev.GetProgress())
-				if c := ev.GetChange(); c != nil {
-					change = c
-				}
-			}
-			prog.end()
-			if change == nil {
-				return fmt.Errorf("up ended without saying what it changed")
-			}
-			return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) {
-				changeTable(w, change, "up")
-				fmt.Fprintf(w, "\nnext: labctl status %s; labctl exec %s NODE -- CMD; labctl down %s\n", change.GetLab(), change.GetLab(), change.GetLab())
+			return g.traced(cmd.Context(), "labctl up", []attribute.KeyValue{attribute.String("labctl.source", source)}, func(ctx context.Context) error {
+				return up(ctx, cmd, g, source, data)
 			})
 		},
 	}
+}
+
+func up(ctx context.Context, cmd *cobra.Command, g *globals, source string, data []byte) error {
+	client, done, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	stream, err := client.Up(ctx, &labv1.UpRequest{Source: source, Topology: data})
+	if err != nil {
+		return err
+	}
+	prog := newProgress(g.quiet)
+	var change *labv1.Change
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			prog.end()
+			return err
+		}
+		prog.update(ev.GetProgress())
+		if c := ev.GetChange(); c != nil {
+			change = c
+		}
+	}
+	prog.end()
+	if change == nil {
+		return fmt.Errorf("up ended without saying what it changed")
+	}
+	change.TraceId = traceID(ctx)
+	return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) {
+		changeTable(w, change, "up")
+		fmt.Fprintf(w, "\nnext: labctl status %s; labctl exec %s NODE -- CMD; labctl down %s\n", change.GetLab(), change.GetLab(), change.GetLab())
+	})
 }
 
 // changeTable prints what up or down did.

@@ -103,6 +103,13 @@ func rootServerFirst(args []string) []string {
 	return out
 }
 
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
 // usageError is a bad argument or flag; it exits with code 2.
 type usageError struct{ msg string }
 
@@ -116,6 +123,8 @@ type globals struct {
 	quiet  bool
 	server string // remote LabService address; empty for this host
 	remoteFlags
+	otlpEndpoint string // OTLP collector; "" means $OTEL_EXPORTER_OTLP_ENDPOINT or localhost:4317
+	jaegerURL    string // Jaeger query service, for trace links and labctl trace
 }
 
 func newRoot() *cobra.Command {
@@ -150,6 +159,8 @@ Start with the embedded example:
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", os.Getenv("LABCTL_SERVER"), "use the lab service at HOST:PORT (labctl serve) instead of this host [$LABCTL_SERVER]")
 	pf.StringVar(&g.tokenFile, "token-file", os.Getenv("LABCTL_TOKEN_FILE"), "bearer token for --server [$LABCTL_TOKEN_FILE]")
+	pf.StringVar(&g.otlpEndpoint, "otlp-endpoint", "", "OTLP collector for traces (default $OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317; \"none\" to keep traces only locally)")
+	pf.StringVar(&g.jaegerURL, "jaeger-url", envOr("LABCTL_JAEGER_URL", defaultJaegerURL), "Jaeger query service, for trace links and labctl trace [$LABCTL_JAEGER_URL]")
 	pf.StringVar(&g.tlsCA, "server-ca", "", "CA certificate that signed --server's certificate; enables TLS")
 	pf.StringVar(&g.tlsCert, "client-cert", "", "client certificate for mutual TLS to --server")
 	pf.StringVar(&g.tlsKey, "client-key", "", "client key for mutual TLS to --server")
@@ -163,8 +174,9 @@ Start with the embedded example:
 		newRunCmd(g),
 		newResultsCmd(g),
 		newServeCmd(g),
+		newTraceCmd(g),
 		newSchemaCmd(),
-		newAgentCmd(),
+		newAgentCmd(g),
 	)
 	return root
 }

@@ -60,7 +60,7 @@ func isLoopback(hostport string) bool {
 
 // remote connects to the LabService at --server.
 func (g *globals) remote(context.Context) (labv1.LabServiceClient, func(), error) {
-	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage))}
+	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)), clientTracing()}
 	if g.remoteFlags.tokenFile != "" {
 		tok, err := readToken(g.remoteFlags.tokenFile)
 		if err != nil {

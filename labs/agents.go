@@ -14,6 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,7 +27,10 @@ import (
 	"github.com/labctl/labctl/netns"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/traces"
 )
+
+var tracer = otel.Tracer("github.com/labctl/labctl/labs")
 
 // Each agent is the labctl binary itself (`labctl agent`), started inside
 // its node's namespace as a daemon of its own session, so that it outlives
@@ -55,6 +62,8 @@ func (h *Host) ensureAgents(ctx context.Context, plan *topologies.Plan, progress
 			want = append(want, n)
 		}
 	}
+	ctx, span := tracer.Start(ctx, "agents", trace.WithAttributes(traces.KeyLab.String(plan.Lab), attribute.Int("labctl.agents", len(want))))
+	defer span.End()
 	var mu sync.Mutex
 	var started []string
 	done := 0
@@ -86,7 +95,15 @@ func (h *Host) ensureAgents(ctx context.Context, plan *topologies.Plan, progress
 	return started, err
 }
 
-func (h *Host) startAgent(ctx context.Context, lab string, n topologies.Node) error {
+func (h *Host) startAgent(ctx context.Context, lab string, n topologies.Node) (err error) {
+	_, span := tracer.Start(ctx, "agent.start", trace.WithAttributes(traces.KeyNode.String(n.Name)))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(otelcodes.Error, err.Error())
+		}
+		span.End()
+	}()
 	if h.Binary == "" {
 		return fmt.Errorf("node %s: no labctl binary to start an agent from", n.Name)
 	}
@@ -112,8 +129,12 @@ func (h *Host) startAgent(ctx context.Context, lab string, n topologies.Node) er
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	defer ready.Close()
-	cmd := exec.Command(h.Binary, "agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile,
-		"--host-netns-fd", "3", "--ready-fd", "4")
+	args := []string{"agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile,
+		"--host-netns-fd", "3", "--ready-fd", "4", "--otlp-endpoint", h.OTLPEndpoint}
+	if h.TraceDir != "" {
+		args = append(args, "--trace-dir", h.TraceDir)
+	}
+	cmd := exec.Command(h.Binary, args...)
 	cmd.ExtraFiles = []*os.File{hostNS, readyW}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = "/"

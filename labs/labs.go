@@ -39,6 +39,10 @@ type Host struct {
 	// Binary is the labctl executable that agents are started from.
 	Binary  string
 	Version string
+	// OTLPEndpoint and TraceDir are where agents send their spans (the
+	// collector, reached from the host's namespace) and keep a local copy.
+	OTLPEndpoint string
+	TraceDir     string
 }
 
 // DefaultHost uses LABCTL_STATE_DIR and LABCTL_RUN_DIR when set (tests use

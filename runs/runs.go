@@ -16,6 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -26,7 +30,10 @@ import (
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/services/rpcerr"
 	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/traces"
 )
+
+var tracer = otel.Tracer("github.com/labctl/labctl/runs")
 
 // Agents reaches the agent of a node.
 type Agents interface {
@@ -79,9 +86,22 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 		return nil, rpcerr.Status(experiments.ParamErrors{{Param: "duration", Msg: fmt.Sprintf(
 			"the run would take about %v (%d steps of warm-up plus duration); this server allows %v", est.Round(time.Second), len(steps), r.MaxRun)}}, codes.InvalidArgument)
 	}
+	ctx, span := tracer.Start(ctx, "run "+req.Experiment)
+	defer span.End()
 	res := &experimentv1.Result{
 		Id: NewID(req.Experiment, time.Now()), Lab: req.Plan.Lab, Experiment: req.Experiment, Params: params.Map(),
 		Started: timestamppb.Now(), State: experimentv1.RunState_RUN_STATE_RUNNING, Host: experiments.Host(r.Version), Nodes: roles,
+	}
+	if sc := span.SpanContext(); sc.IsValid() && span.IsRecording() {
+		res.TraceId = sc.TraceID().String()
+	}
+	span.SetAttributes(traces.KeyRunID.String(res.Id), traces.KeyExperiment.String(req.Experiment), traces.KeyLab.String(req.Plan.Lab),
+		attribute.Int("labctl.steps", len(steps)))
+	for _, k := range SortedKeys(res.Params) {
+		span.SetAttributes(attribute.String("labctl.param."+k, res.Params[k]))
+	}
+	for _, role := range SortedKeys(roles) {
+		span.SetAttributes(attribute.String("labctl.node."+role, roles[role]))
 	}
 	if req.Started != nil {
 		req.Started(res.Id)
@@ -98,8 +118,10 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 				RunId: res.Id, Step: int32(i + 1), Total: int32(len(steps)), Variant: step.GetVariant(), Message: msg}}})
 		}
 		progress(fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, len(steps), step.GetVariant(), step.GetRepeat()+1))
-		sr, err := r.runStep(ctx, req, res.Id, step, progress)
+		sr, err := r.tracedStep(ctx, req, res.Id, i, step, progress)
 		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(otelcodes.Error, rpcerr.Message(err))
 			res.State = experimentv1.RunState_RUN_STATE_FAILED
 			if ctx.Err() != nil {
 				res.State = experimentv1.RunState_RUN_STATE_CANCELLED
@@ -115,6 +137,18 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 		send(&labv1.RunResponse{Event: &labv1.RunResponse_Step{Step: sr}})
 	}
 	res.Summary, res.Verdict = exp.Judge(params, res.Steps)
+	span.SetAttributes(attribute.String("labctl.verdict.outcome", res.GetVerdict().GetOutcome().String()),
+		attribute.String("labctl.verdict.claim", res.GetVerdict().GetClaim()),
+		attribute.String("labctl.verdict.explanation", res.GetVerdict().GetExplanation()))
+	for _, row := range res.Summary {
+		medians := map[string]float64{}
+		for _, name := range exp.Spec().GetSummaryMetrics() {
+			if m, ok := row.GetMetrics()[name]; ok {
+				medians[name] = m.GetMedian()
+			}
+		}
+		traces.Summary(span, "summary."+row.GetVariant(), medians)
+	}
 	res.State = experimentv1.RunState_RUN_STATE_COMPLETED
 	res.Finished = timestamppb.Now()
 	if err := r.Store.Save(res); err != nil {
@@ -196,6 +230,24 @@ type roleOutcome struct {
 	role   string
 	report *experimentv1.RoleReport
 	err    error
+}
+
+// tracedStep runs one step under a span of its own, which carries every
+// role's metrics as attributes.
+func (r *Runner) tracedStep(ctx context.Context, req Request, runID string, i int, step *experimentv1.Step, progress func(string)) (*experimentv1.StepResult, error) {
+	ctx, span := tracer.Start(ctx, fmt.Sprintf("step %d %s", i+1, step.GetVariant()), trace.WithAttributes(
+		attribute.String("labctl.variant", step.GetVariant()), attribute.Int("labctl.repeat", int(step.GetRepeat()))))
+	defer span.End()
+	sr, err := r.runStep(ctx, req, runID, step, progress)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, rpcerr.Message(err))
+		return nil, err
+	}
+	for _, rep := range sr.GetReports() {
+		traces.Summary(span, rep.GetRole(), rep.GetMetrics())
+	}
+	return sr, nil
 }
 
 // runStep starts the step's roles in order, each once the previous one is

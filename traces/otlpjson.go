@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -115,4 +116,19 @@ func hexToBase64(s string) (string, error) {
 		return "", fmt.Errorf("id %q is not hex: %w", s, err)
 	}
 	return base64.StdEncoding.EncodeToString(b), nil
+}
+
+// MarshalTrace writes spans as OTLP JSON ({"resourceSpans": [...]}, ids in
+// hex), the form the lab service sends a local trace in.
+func MarshalTrace(rss []*tracepb.ResourceSpans) ([]byte, error) {
+	return marshalOTLPJSON(&tracepb.TracesData{ResourceSpans: rss})
+}
+
+// UnmarshalTrace reads what MarshalTrace wrote.
+func UnmarshalTrace(b []byte) ([]*tracepb.ResourceSpans, error) {
+	var td tracepb.TracesData
+	if err := unmarshalOTLPJSON(b, &td); err != nil {
+		return nil, err
+	}
+	return td.GetResourceSpans(), nil
 }

@@ -103,6 +103,12 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		return nil, err
 	}
 	p := &Provider{}
+	if disabled() {
+		// OTEL_SDK_DISABLED=true, the standard switch: no spans at all, the
+		// global provider stays the no-op one (benchmarks compare with it).
+		p.tp = sdktrace.NewTracerProvider(sdktrace.WithResource(res))
+		return p, nil
+	}
 	var exp sdktrace.SpanExporter
 	if ep != nil {
 		if exp, err = newOTLPExporter(ctx, ep, o.Dial); err != nil {
@@ -132,6 +138,15 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	otel.SetTracerProvider(p.tp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	return p, nil
+}
+
+// disabled reports OTEL_SDK_DISABLED=true (case-insensitive, as the
+// specification says).
+func disabled() bool { return strings.EqualFold(os.Getenv("OTEL_SDK_DISABLED"), "true") }
+
+// Disabled reports whether tracing was switched off with OTEL_SDK_DISABLED.
+func (p *Provider) Disabled() bool {
+	return p.local == nil && p.otlp == nil && p.target == "" && disabled()
 }
 
 // TracerProvider returns the provider Setup installed globally, for code

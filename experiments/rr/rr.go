@@ -230,15 +230,21 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 		return nil
 	}
 	env.Progressf("warming up for %v", o.Warmup)
+	_, warm := experiments.Phase(ctx, "warm-up")
 	buf[0] = phaseWarmup
 	for t0 := time.Now(); time.Since(t0) < o.Warmup; {
 		if err := roundTrip(); err != nil {
+			warm.End()
 			return nil, ctxErr(ctx, err)
 		}
 	}
+	warm.End()
 	env.Progressf("measuring %s", describe(o))
+	_, span := experiments.Phase(ctx, "measure")
+	defer span.End()
 	before, _ := kstat.ReadNetStat()
 	var h measure.Histogram
+	slow := experiments.NewSlowest(5)
 	start, _ := measure.ThreadUsage()
 	begin := time.Now()
 	deadline := begin.Add(o.Duration)
@@ -251,6 +257,7 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 		}
 		t1 := time.Now()
 		h.Record(t1.Sub(t0))
+		slow.Add(t0.Sub(begin), t1.Sub(t0))
 		n++
 		if (o.Count > 0 && n >= o.Count) || (o.Count == 0 && !t1.Before(deadline)) {
 			break
@@ -258,6 +265,7 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 	}
 	elapsed := time.Since(begin)
 	end, _ := measure.ThreadUsage()
+	slow.Events(span, "slow round trip")
 	r := env.Report()
 	experiments.AddLatency(r, "rtt", &h)
 	r.Metrics["messages"] = float64(n)

@@ -15,6 +15,10 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -26,7 +30,10 @@ import (
 	"github.com/labctl/labctl/experiments/settings"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	"github.com/labctl/labctl/services/rpcerr"
+	"github.com/labctl/labctl/traces"
 )
+
+var tracer = otel.Tracer("github.com/labctl/labctl/services/agent")
 
 // Server implements AgentService for one node.
 type Server struct {
@@ -127,13 +134,28 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		return status.Errorf(codes.FailedPrecondition, "node %s: %v", s.Node, err)
 	}
 	env.Settings = journal
-	report, err := exp.Run(stream.Context(), env)
+	ctx, span := tracer.Start(stream.Context(), "role "+req.GetExperiment()+" "+req.GetRole(), trace.WithAttributes(
+		traces.KeyRunID.String(req.GetRunId()), traces.KeyExperiment.String(req.GetExperiment()),
+		attribute.String("labctl.role", req.GetRole()), attribute.String("labctl.variant", req.GetStep().GetVariant()),
+		attribute.Int("labctl.repeat", int(req.GetStep().GetRepeat()))))
+	report, err := exp.Run(ctx, env)
 	if rerr := journal.Restore(); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("restore settings: %w", rerr))
 	}
 	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, err.Error())
+		span.End()
 		return rpcerr.Status(fmt.Errorf("node %s: %s %s: %w", s.Node, req.GetExperiment(), req.GetRole(), err), codes.Aborted)
 	}
+	traces.Summary(span, "metric", report.GetMetrics())
+	for _, e := range report.GetEvidence() {
+		span.SetAttributes(attribute.Float64("labctl.evidence."+e.GetName(), e.GetValue()))
+	}
+	for _, n := range report.GetNotes() {
+		span.AddEvent("note", trace.WithAttributes(attribute.String("labctl.note", n)))
+	}
+	span.End()
 	env.Ready(0)
 	send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Report{Report: report}})
 	return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/labctl/labctl/runs"
 	"github.com/labctl/labctl/services/rpcerr"
 	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/traces"
 )
 
 // Server implements LabService on one host.
@@ -26,6 +27,33 @@ type Server struct {
 	Runner *runs.Runner
 	// AgentOptions are added to every connection to an agent (tracing).
 	AgentOptions []grpc.DialOption
+}
+
+// GetTrace returns the local copy of a trace, by trace id or run id.
+func (s *Server) GetTrace(_ context.Context, req *labv1.GetTraceRequest) (*labv1.GetTraceResponse, error) {
+	id, err := traces.ParseTraceID(req.GetId())
+	if err != nil {
+		r, gerr := s.Runner.Store.Get(req.GetId())
+		if gerr != nil {
+			return nil, status.Errorf(codes.NotFound, "%q is neither a trace id (32 hex digits) nor a stored run: %v", req.GetId(), gerr)
+		}
+		if r.GetTraceId() == "" {
+			return nil, status.Errorf(codes.NotFound, "run %s has no trace (it ran without tracing)", r.GetId())
+		}
+		id = r.GetTraceId()
+	}
+	spans, err := traces.Read(s.Host.TraceDir, id)
+	if errors.Is(err, traces.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "trace %s: no local copy on this host", id)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "trace %s: %v", id, err)
+	}
+	b, err := traces.MarshalTrace(spans)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "trace %s: %v", id, err)
+	}
+	return &labv1.GetTraceResponse{TraceId: id, OtlpJson: b}, nil
 }
 
 // maxTopology bounds the topology a request may carry.

@@ -1675,6 +1675,105 @@ func (x *GetResultResponse) GetResult() *v1.Result {
 	return nil
 }
 
+type GetTraceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trace id (32 hex digits), or a run id whose trace is wanted.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTraceRequest) Reset() {
+	*x = GetTraceRequest{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTraceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTraceRequest) ProtoMessage() {}
+
+func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
+func (*GetTraceRequest) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetTraceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetTraceResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	TraceId string                 `protobuf:"bytes,1,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// OTLP JSON of the spans: {"resourceSpans": [...]} with hex ids, as
+	// Jaeger's /api/v3/traces returns under "result".
+	OtlpJson      []byte `protobuf:"bytes,2,opt,name=otlp_json,json=otlpJson,proto3" json:"otlp_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTraceResponse) Reset() {
+	*x = GetTraceResponse{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTraceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTraceResponse) ProtoMessage() {}
+
+func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
+func (*GetTraceResponse) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetTraceResponse) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *GetTraceResponse) GetOtlpJson() []byte {
+	if x != nil {
+		return x.OtlpJson
+	}
+	return nil
+}
+
 var File_labctl_lab_v1_lab_proto protoreflect.FileDescriptor
 
 const file_labctl_lab_v1_lab_proto_rawDesc = "" +
@@ -1803,7 +1902,12 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x10GetResultRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
 	"\x11GetResultResponse\x124\n" +
-	"\x06result\x18\x01 \x01(\v2\x1c.labctl.experiment.v1.ResultR\x06result2\xf1\x04\n" +
+	"\x06result\x18\x01 \x01(\v2\x1c.labctl.experiment.v1.ResultR\x06result\"!\n" +
+	"\x0fGetTraceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
+	"\x10GetTraceResponse\x12\x19\n" +
+	"\btrace_id\x18\x01 \x01(\tR\atraceId\x12\x1b\n" +
+	"\totlp_json\x18\x02 \x01(\fR\botlpJson2\xbe\x05\n" +
 	"\n" +
 	"LabService\x12;\n" +
 	"\x02Up\x12\x18.labctl.lab.v1.UpRequest\x1a\x19.labctl.lab.v1.UpResponse0\x01\x12A\n" +
@@ -1813,7 +1917,8 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x0fListExperiments\x12%.labctl.lab.v1.ListExperimentsRequest\x1a&.labctl.lab.v1.ListExperimentsResponse\x12>\n" +
 	"\x03Run\x12\x19.labctl.lab.v1.RunRequest\x1a\x1a.labctl.lab.v1.RunResponse0\x01\x12T\n" +
 	"\vListResults\x12!.labctl.lab.v1.ListResultsRequest\x1a\".labctl.lab.v1.ListResultsResponse\x12N\n" +
-	"\tGetResult\x12\x1f.labctl.lab.v1.GetResultRequest\x1a .labctl.lab.v1.GetResultResponseB4Z2github.com/labctl/labctl/proto/labctl/lab/v1;labv1b\x06proto3"
+	"\tGetResult\x12\x1f.labctl.lab.v1.GetResultRequest\x1a .labctl.lab.v1.GetResultResponse\x12K\n" +
+	"\bGetTrace\x12\x1e.labctl.lab.v1.GetTraceRequest\x1a\x1f.labctl.lab.v1.GetTraceResponseB4Z2github.com/labctl/labctl/proto/labctl/lab/v1;labv1b\x06proto3"
 
 var (
 	file_labctl_lab_v1_lab_proto_rawDescOnce sync.Once
@@ -1827,7 +1932,7 @@ func file_labctl_lab_v1_lab_proto_rawDescGZIP() []byte {
 	return file_labctl_lab_v1_lab_proto_rawDescData
 }
 
-var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*UpRequest)(nil),               // 0: labctl.lab.v1.UpRequest
 	(*UpResponse)(nil),              // 1: labctl.lab.v1.UpResponse
@@ -1855,13 +1960,15 @@ var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*ResultSummary)(nil),           // 23: labctl.lab.v1.ResultSummary
 	(*GetResultRequest)(nil),        // 24: labctl.lab.v1.GetResultRequest
 	(*GetResultResponse)(nil),       // 25: labctl.lab.v1.GetResultResponse
-	nil,                             // 26: labctl.lab.v1.RunRequest.ParamsEntry
-	nil,                             // 27: labctl.lab.v1.RunRequest.NodesEntry
-	(*v1.ExperimentSpec)(nil),       // 28: labctl.experiment.v1.ExperimentSpec
-	(*v1.StepResult)(nil),           // 29: labctl.experiment.v1.StepResult
-	(*v1.Result)(nil),               // 30: labctl.experiment.v1.Result
-	(v1.RunState)(0),                // 31: labctl.experiment.v1.RunState
-	(v1.Outcome)(0),                 // 32: labctl.experiment.v1.Outcome
+	(*GetTraceRequest)(nil),         // 26: labctl.lab.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),        // 27: labctl.lab.v1.GetTraceResponse
+	nil,                             // 28: labctl.lab.v1.RunRequest.ParamsEntry
+	nil,                             // 29: labctl.lab.v1.RunRequest.NodesEntry
+	(*v1.ExperimentSpec)(nil),       // 30: labctl.experiment.v1.ExperimentSpec
+	(*v1.StepResult)(nil),           // 31: labctl.experiment.v1.StepResult
+	(*v1.Result)(nil),               // 32: labctl.experiment.v1.Result
+	(v1.RunState)(0),                // 33: labctl.experiment.v1.RunState
+	(v1.Outcome)(0),                 // 34: labctl.experiment.v1.Outcome
 }
 var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	4,  // 0: labctl.lab.v1.UpResponse.progress:type_name -> labctl.lab.v1.Progress
@@ -1874,16 +1981,16 @@ var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	10, // 7: labctl.lab.v1.NodeStatus.interfaces:type_name -> labctl.lab.v1.InterfaceStatus
 	12, // 8: labctl.lab.v1.NodeStatus.agent:type_name -> labctl.lab.v1.AgentStatus
 	15, // 9: labctl.lab.v1.ListLabsResponse.labs:type_name -> labctl.lab.v1.LabSummary
-	28, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
-	26, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
-	27, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
+	30, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
+	28, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
+	29, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
 	20, // 13: labctl.lab.v1.RunResponse.progress:type_name -> labctl.lab.v1.RunProgress
-	29, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
-	30, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
+	31, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
+	32, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
 	23, // 16: labctl.lab.v1.ListResultsResponse.results:type_name -> labctl.lab.v1.ResultSummary
-	31, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
-	32, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
-	30, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
+	33, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
+	34, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
+	32, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
 	0,  // 20: labctl.lab.v1.LabService.Up:input_type -> labctl.lab.v1.UpRequest
 	2,  // 21: labctl.lab.v1.LabService.Down:input_type -> labctl.lab.v1.DownRequest
 	6,  // 22: labctl.lab.v1.LabService.GetStatus:input_type -> labctl.lab.v1.GetStatusRequest
@@ -1892,16 +1999,18 @@ var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	18, // 25: labctl.lab.v1.LabService.Run:input_type -> labctl.lab.v1.RunRequest
 	21, // 26: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
 	24, // 27: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
-	1,  // 28: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
-	3,  // 29: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
-	7,  // 30: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
-	14, // 31: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
-	17, // 32: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
-	19, // 33: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
-	22, // 34: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
-	25, // 35: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
-	28, // [28:36] is the sub-list for method output_type
-	20, // [20:28] is the sub-list for method input_type
+	26, // 28: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
+	1,  // 29: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
+	3,  // 30: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
+	7,  // 31: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
+	14, // 32: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
+	17, // 33: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
+	19, // 34: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
+	22, // 35: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
+	25, // 36: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
+	27, // 37: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
+	29, // [29:38] is the sub-list for method output_type
+	20, // [20:29] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -1931,7 +2040,7 @@ func file_labctl_lab_v1_lab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_lab_v1_lab_proto_rawDesc), len(file_labctl_lab_v1_lab_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

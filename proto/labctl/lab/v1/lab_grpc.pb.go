@@ -27,6 +27,7 @@ const (
 	LabService_Run_FullMethodName             = "/labctl.lab.v1.LabService/Run"
 	LabService_ListResults_FullMethodName     = "/labctl.lab.v1.LabService/ListResults"
 	LabService_GetResult_FullMethodName       = "/labctl.lab.v1.LabService/GetResult"
+	LabService_GetTrace_FullMethodName        = "/labctl.lab.v1.LabService/GetTrace"
 )
 
 // LabServiceClient is the client API for LabService service.
@@ -56,6 +57,9 @@ type LabServiceClient interface {
 	ListResults(ctx context.Context, in *ListResultsRequest, opts ...grpc.CallOption) (*ListResultsResponse, error)
 	// GetResult returns one stored result.
 	GetResult(ctx context.Context, in *GetResultRequest, opts ...grpc.CallOption) (*GetResultResponse, error)
+	// GetTrace returns the local copy of a trace: the spans that this host's
+	// labctl and agents kept, whether or not a collector received them.
+	GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (*GetTraceResponse, error)
 }
 
 type labServiceClient struct {
@@ -173,6 +177,16 @@ func (c *labServiceClient) GetResult(ctx context.Context, in *GetResultRequest, 
 	return out, nil
 }
 
+func (c *labServiceClient) GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (*GetTraceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTraceResponse)
+	err := c.cc.Invoke(ctx, LabService_GetTrace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LabServiceServer is the server API for LabService service.
 // All implementations must embed UnimplementedLabServiceServer
 // for forward compatibility.
@@ -200,6 +214,9 @@ type LabServiceServer interface {
 	ListResults(context.Context, *ListResultsRequest) (*ListResultsResponse, error)
 	// GetResult returns one stored result.
 	GetResult(context.Context, *GetResultRequest) (*GetResultResponse, error)
+	// GetTrace returns the local copy of a trace: the spans that this host's
+	// labctl and agents kept, whether or not a collector received them.
+	GetTrace(context.Context, *GetTraceRequest) (*GetTraceResponse, error)
 	mustEmbedUnimplementedLabServiceServer()
 }
 
@@ -233,6 +250,9 @@ func (UnimplementedLabServiceServer) ListResults(context.Context, *ListResultsRe
 }
 func (UnimplementedLabServiceServer) GetResult(context.Context, *GetResultRequest) (*GetResultResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetResult not implemented")
+}
+func (UnimplementedLabServiceServer) GetTrace(context.Context, *GetTraceRequest) (*GetTraceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTrace not implemented")
 }
 func (UnimplementedLabServiceServer) mustEmbedUnimplementedLabServiceServer() {}
 func (UnimplementedLabServiceServer) testEmbeddedByValue()                    {}
@@ -378,6 +398,24 @@ func _LabService_GetResult_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LabService_GetTrace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTraceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LabServiceServer).GetTrace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LabService_GetTrace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LabServiceServer).GetTrace(ctx, req.(*GetTraceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LabService_ServiceDesc is the grpc.ServiceDesc for LabService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -404,6 +442,10 @@ var LabService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetResult",
 			Handler:    _LabService_GetResult_Handler,
+		},
+		{
+			MethodName: "GetTrace",
+			Handler:    _LabService_GetTrace_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
