@@ -1,0 +1,255 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/internal/privtest"
+)
+
+// jaeger starts the Jaeger built from tools/jaeger on ports of its own and
+// returns its OTLP gRPC endpoint and query URL; it is stopped at cleanup.
+func jaeger(t *testing.T) (otlp, query string) {
+	t.Helper()
+	bin := os.Getenv("LABCTL_JAEGER_BIN")
+	if bin == "" {
+		bin, _ = filepath.Abs("../bin/jaeger")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		privtest.Unavailable(t, "no Jaeger binary at "+bin+" (scripts/jaeger.sh build; scripts/test.sh builds it)")
+	}
+	dir := t.TempDir()
+	grpcPort, httpPort, queryPort, queryGRPC := freePort(t), freePort(t), freePort(t), freePort(t)
+	port := func(addr string) string { return addr[strings.LastIndex(addr, ":")+1:] }
+	env := append(os.Environ(), "LABCTL_JAEGER_BIN="+bin, "LABCTL_JAEGER_DIR="+dir,
+		"LABCTL_JAEGER_OTLP_GRPC_PORT="+port(grpcPort), "LABCTL_JAEGER_OTLP_HTTP_PORT="+port(httpPort),
+		"LABCTL_JAEGER_QUERY_HTTP_PORT="+port(queryPort), "LABCTL_JAEGER_QUERY_GRPC_PORT="+port(queryGRPC))
+	script, _ := filepath.Abs("../scripts/jaeger.sh")
+	start := exec.Command(script, "start")
+	start.Env = env
+	if out, err := start.CombinedOutput(); err != nil {
+		t.Fatalf("jaeger start: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		stop := exec.Command(script, "stop")
+		stop.Env = env
+		_ = stop.Run()
+	})
+	return "http://" + grpcPort, "http://" + queryPort
+}
+
+// otlpTrace is the part of Jaeger's /api/v3/traces answer the test reads.
+type otlpTrace struct {
+	Result struct {
+		ResourceSpans []struct {
+			Resource struct {
+				Attributes []struct {
+					Key   string `json:"key"`
+					Value struct {
+						StringValue string `json:"stringValue"`
+					} `json:"value"`
+				} `json:"attributes"`
+			} `json:"resource"`
+			ScopeSpans []struct {
+				Spans []struct {
+					SpanID       string `json:"spanId"`
+					ParentSpanID string `json:"parentSpanId"`
+					Name         string `json:"name"`
+				} `json:"spans"`
+			} `json:"scopeSpans"`
+		} `json:"resourceSpans"`
+	} `json:"result"`
+}
+
+type jspan struct{ service, name, parent string }
+
+func fetchJaeger(t *testing.T, query, id string) map[string]jspan {
+	t.Helper()
+	resp, err := http.Get(query + "/api/v3/traces/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	spans := map[string]jspan{}
+	if resp.StatusCode != http.StatusOK {
+		return spans
+	}
+	var tr otlpTrace
+	if err := json.Unmarshal(body, &tr); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	for _, rs := range tr.Result.ResourceSpans {
+		service := ""
+		for _, a := range rs.Resource.Attributes {
+			if a.Key == "service.name" {
+				service = a.Value.StringValue
+			}
+		}
+		for _, ss := range rs.ScopeSpans {
+			for _, s := range ss.Spans {
+				spans[s.SpanID] = jspan{service, s.Name, s.ParentSpanID}
+			}
+		}
+	}
+	return spans
+}
+
+// TestTracesInJaeger: up and an rr run are traces in a real Jaeger, with
+// spans of the CLI and of the agents linked parent to child across the
+// gRPC hop; labctl trace renders the run from Jaeger.
+func TestTracesInJaeger(t *testing.T) {
+	c := newCLI(t)
+	otlp, query := jaeger(t)
+	c.env = append(c.env, "OTEL_EXPORTER_OTLP_ENDPOINT="+otlp, "LABCTL_JAEGER_URL="+query)
+	lab, file := c.labFile(examplePath("quickstart"))
+	r := c.run("up", file)
+	if r.code != 0 || !strings.Contains(r.stderr, query+"/trace/") {
+		t.Fatalf("up: exit %d; stderr does not link the trace in Jaeger:\n%s", r.code, r.stderr)
+	}
+	var res struct {
+		ID      string `json:"id"`
+		TraceID string `json:"trace_id"`
+	}
+	c.json(&res, append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
+	if res.TraceID == "" {
+		t.Fatal("the stored result has no trace id")
+	}
+	// Agents export on their own schedule (half a second): wait for them.
+	var spans map[string]jspan
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		spans = fetchJaeger(t, query, res.TraceID)
+		services := map[string]bool{}
+		for _, s := range spans {
+			services[s.service] = true
+		}
+		if services["labctl"] && services["labctl-agent"] && countNamed(spans, "role rr") == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Jaeger has %d spans of trace %s, services %v", len(spans), res.TraceID, services)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, s := range spans {
+		if !strings.HasPrefix(s.name, "role rr") {
+			continue
+		}
+		// role (agent) <- RunRole server span (agent) <- RunRole client span (labctl)
+		srv, ok := spans[s.parent]
+		if !ok || srv.service != "labctl-agent" {
+			t.Fatalf("%s has no parent in the agent: %+v", s.name, srv)
+		}
+		cli, ok := spans[srv.parent]
+		if !ok || cli.service != "labctl" {
+			t.Errorf("the agent's server span is not a child of a labctl span: %+v", cli)
+		}
+	}
+	out := c.ok("trace", res.ID)
+	for _, want := range []string{"from Jaeger at " + query, "run rr", "role rr client", "labctl-agent/n1", query + "/trace/" + res.TraceID} {
+		if !strings.Contains(out, want) {
+			t.Errorf("labctl trace lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func countNamed(spans map[string]jspan, prefix string) int {
+	n := 0
+	for _, s := range spans {
+		if strings.HasPrefix(s.name, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestTracesWithoutCollector: with nothing listening at the OTLP endpoint,
+// up and run finish normally, the local copy exists, and labctl trace
+// renders it.
+func TestTracesWithoutCollector(t *testing.T) {
+	c := newCLI(t)
+	closed := freePort(t) // nothing listens there any more
+	c.env = append(c.env, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+closed, "LABCTL_JAEGER_URL=http://"+closed)
+	lab, file := c.labFile(examplePath("quickstart"))
+	r := c.run("up", file)
+	if r.code != 0 || !strings.Contains(r.stderr, "kept locally") {
+		t.Fatalf("up: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	var res struct {
+		ID      string `json:"id"`
+		TraceID string `json:"trace_id"`
+	}
+	c.json(&res, append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
+	dir := filepath.Join(envValue(c.env, "LABCTL_STATE_DIR"), "traces", res.TraceID)
+	var out string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		out = c.ok("trace", res.ID)
+		if strings.Count(out, "role rr") == 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl")); len(files) < 3 {
+		t.Errorf("local copy in %s: %v; want the CLI's and both agents'", dir, files)
+	}
+	for _, want := range []string{"from the local copy", "run rr", "role rr server", "role rr client", "measure"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("labctl trace lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestJaegerUIShowsRun opens the Jaeger UI page of a run's trace in
+// headless Chromium and checks that it shows the run's spans, keeping a
+// screenshot. The Go module Jaeger is built from ships a placeholder
+// instead of the UI (Jaeger's releases add it from the jaeger-ui
+// repository, which is not reachable from here and not published to npm),
+// so the test needs a built jaeger-ui in LABCTL_JAEGER_UI_ASSETS.
+func TestJaegerUIShowsRun(t *testing.T) {
+	if os.Getenv("LABCTL_JAEGER_UI_ASSETS") == "" {
+		t.Skip("blocked: needs a built jaeger-ui in LABCTL_JAEGER_UI_ASSETS (the Jaeger Go module ships only a placeholder page)")
+	}
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		privtest.Unavailable(t, "chromium is not installed (scripts/deps.sh installs it)")
+	}
+	c := newCLI(t)
+	otlp, query := jaeger(t)
+	c.env = append(c.env, "OTEL_EXPORTER_OTLP_ENDPOINT="+otlp, "LABCTL_JAEGER_URL="+query)
+	lab, file := c.labFile(examplePath("quickstart"))
+	c.ok("up", file, "-q")
+	var res struct {
+		TraceID string `json:"trace_id"`
+	}
+	c.json(&res, append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
+	time.Sleep(2 * time.Second) // the agents' last batch
+	artifacts := os.Getenv("LABCTL_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = t.TempDir()
+	}
+	shot := filepath.Join(artifacts, "jaeger-ui-"+res.TraceID+".png")
+	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+		"--no-first-run", "--user-data-dir=" + t.TempDir(), "--virtual-time-budget=15000", "--window-size=1600,1200"}
+	url := query + "/trace/" + res.TraceID
+	dom, err := exec.Command(chromium, append(flags, "--dump-dom", url)...).Output()
+	if err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	for _, name := range []string{"run rr", "role rr client", "role rr server"} {
+		if !strings.Contains(string(dom), name) {
+			t.Errorf("the Jaeger UI page does not show %q", name)
+		}
+	}
+	if out, err := exec.Command(chromium, append(flags, "--screenshot="+shot, url)...).CombinedOutput(); err != nil {
+		t.Errorf("screenshot: %v\n%s", err, out)
+	}
+	t.Logf("screenshot: %s", shot)
+}
