@@ -6,7 +6,8 @@
 # It installs what is missing (scripts/deps.sh), checks formatting, vet and
 # the generated protobuf code, runs every test (the privileged ones need
 # root: they skip without it, and fail instead when LABCTL_REQUIRE_PRIV=1,
-# which .ci/run sets), then fuzzes the topology loader for a short budget.
+# which .ci/run sets; the trace tests run against a real Jaeger built from
+# tools/jaeger), then fuzzes the topology loader for a short budget.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -28,6 +29,9 @@ go vet ./...
 
 step "protobuf: buf lint, regenerate, compare with the commit"
 scripts/proto.sh --check
+
+step "Jaeger for the trace tests (built once from tools/jaeger; the first build takes ~10 minutes)"
+scripts/jaeger.sh build
 
 step "go test (LABCTL_REQUIRE_PRIV=${LABCTL_REQUIRE_PRIV:-0})"
 go test -count=1 -timeout 20m ./...

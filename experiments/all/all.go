@@ -4,12 +4,18 @@ package all
 
 import (
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/busypoll"
+	"github.com/labctl/labctl/experiments/iomodels"
 	"github.com/labctl/labctl/experiments/rr"
+	"github.com/labctl/labctl/experiments/zerocopy"
 )
 
 // Registry returns a registry of every experiment.
 func Registry() *experiments.Registry {
 	return experiments.NewRegistry(
 		rr.Experiment{},
+		busypoll.Experiment{},
+		zerocopy.Experiment{},
+		iomodels.Experiment{},
 	)
 }
