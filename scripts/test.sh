@@ -8,15 +8,26 @@
 # root: they skip without it, and fail instead when LABCTL_REQUIRE_PRIV=1,
 # which .ci/run sets; the trace tests run against a real Jaeger built from
 # tools/jaeger), then fuzzes the topology loader for a short budget.
+#
+# Jaeger takes ~10 minutes to build the first time and its build leaves a
+# core idle much of the time, so it builds in the background while the rest
+# runs; only the tests that need it wait for it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export PATH=$PATH:/usr/local/go/bin
 
-step() { printf '\n== %s\n' "$*" >&2; }
+step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)" >&2; }
+jaeger_tests='TestTracesInJaeger|TestJaegerUIShowsRun'
 
 step "dependencies"
 scripts/deps.sh
+
+step "Jaeger build, in the background"
+jaeger_log=$(mktemp)
+scripts/jaeger.sh build >"$jaeger_log" 2>&1 &
+jaeger_pid=$!
+trap 'kill $jaeger_pid 2>/dev/null || true; rm -f "$jaeger_log"' EXIT
 
 step "gofmt and go vet"
 unformatted=$(git ls-files -z '*.go' | xargs -0 gofmt -l)
@@ -30,11 +41,18 @@ go vet ./...
 step "protobuf: buf lint, regenerate, compare with the commit"
 scripts/proto.sh --check
 
-step "Jaeger for the trace tests (built once from tools/jaeger; the first build takes ~10 minutes)"
-scripts/jaeger.sh build
-
 step "go test (LABCTL_REQUIRE_PRIV=${LABCTL_REQUIRE_PRIV:-0})"
-go test -count=1 -timeout 20m ./...
+go test -count=1 -timeout 20m -skip "$jaeger_tests" ./...
+
+step "waiting for the Jaeger build"
+if ! wait "$jaeger_pid"; then
+	cat "$jaeger_log" >&2
+	echo "the Jaeger build failed" >&2
+	exit 1
+fi
+
+step "the tests against Jaeger"
+go test -count=1 -timeout 10m -run "$jaeger_tests" ./labctl
 
 step "fuzz the topology loader (${LABCTL_FUZZ_TIME:-20s})"
 go test -run='^$' -fuzz=FuzzDecode -fuzztime="${LABCTL_FUZZ_TIME:-20s}" ./topologies
