@@ -213,7 +213,7 @@ func formatMetric(name string, v float64) string {
 func formatNs(ns float64) string {
 	switch a := math.Abs(ns); {
 	case a < 1e3:
-		return fmt.Sprintf("%.0f ns", ns)
+		return fmt.Sprintf("%.3g ns", ns) // per-byte costs are fractions of a ns
 	case a < 1e6:
 		return fmt.Sprintf("%.2f µs", ns/1e3)
 	case a < 1e9:

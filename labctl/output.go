@@ -43,7 +43,7 @@ func emit(w io.Writer, format string, v any, table func(*tabwriter.Writer)) erro
 
 func toJSON(v any) ([]byte, error) {
 	if m, ok := v.(proto.Message); ok {
-		return protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(m)
+		return protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true, EmitDefaultValues: true}.Marshal(m)
 	}
 	return json.MarshalIndent(v, "", "  ")
 }

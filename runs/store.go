@@ -38,7 +38,7 @@ func NewID(experiment string, now time.Time) string {
 // RunDir is the directory of one run.
 func (s *Store) RunDir(id string) string { return filepath.Join(s.Dir, id) }
 
-var marshal = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}
+var marshal = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true, EmitDefaultValues: true}
 
 // Save writes r atomically (a reader never sees half a result).
 func (s *Store) Save(r *experimentv1.Result) error {
