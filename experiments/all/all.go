@@ -4,7 +4,14 @@ package all
 
 import (
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/busypoll"
+	"github.com/labctl/labctl/experiments/captureorder"
+	"github.com/labctl/labctl/experiments/iomodels"
+	"github.com/labctl/labctl/experiments/lowlatency"
+	"github.com/labctl/labctl/experiments/paths"
 	"github.com/labctl/labctl/experiments/rr"
+	"github.com/labctl/labctl/experiments/sndbuf"
+	"github.com/labctl/labctl/experiments/softirq"
 	"github.com/labctl/labctl/experiments/zerocopy"
 )
 
@@ -12,6 +19,9 @@ import (
 func Registry() *experiments.Registry {
 	return experiments.NewRegistry(
 		rr.Experiment{},
+		busypoll.Experiment{},
 		zerocopy.Experiment{},
+		iomodels.Experiment{}, lowlatency.Experiment{}, sndbuf.Experiment{},
+		paths.Experiment{}, captureorder.Experiment{}, softirq.Experiment{},
 	)
 }

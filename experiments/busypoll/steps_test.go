@@ -1,0 +1,100 @@
+package busypoll
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/topologies"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func lab(t *testing.T, example, client, server string) experiments.Lab {
+	t.Helper()
+	plan, err := topologies.Load(filepath.Join("..", "..", "topologies", "examples", example+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return experiments.Lab{Plan: plan, Roles: map[string]string{"client": client, "server": server}}
+}
+
+func params(t *testing.T, given map[string]string) experiments.Params {
+	t.Helper()
+	p, err := experiments.Validate(Experiment{}.Spec(), given)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestStepsGolden lays out the steps of runs on the example labs: which
+// path each device condition takes, which devices' polls are counted, and
+// the interleaving of variants across repeats.
+func TestStepsGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name, example, client, server string
+		params                        map[string]string
+	}{
+		{"busy-poll", "busy-poll", "client", "server", map[string]string{
+			"devices": "loopback,veth,veth-gro,veth-gro-tso,veth-xdp,nic", "mechanisms": "blocking,busy_read,so_busy_poll_budget",
+			"timeouts": "25us,50us", "repeats": "2"}},
+		{"paths-nic", "paths", "n1", "n4", map[string]string{"devices": "veth,nic", "mechanisms": "spin", "repeats": "1"}},
+		{"paths-veth", "paths", "n1", "n2", map[string]string{"devices": "veth,veth-xdp", "mechanisms": "epoll_params", "repeats": "1", "napi_devices": "eth9"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			steps, err := Experiment{}.Steps(params(t, tc.params), lab(t, tc.example, tc.client, tc.server))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b strings.Builder
+			for _, s := range steps {
+				srv, cli := s.GetRoles()[0], s.GetRoles()[1]
+				fmt.Fprintf(&b, "%d %-40s server %s@%s client %s napi_devices=%s\n", s.GetRepeat(), s.GetVariant(),
+					srv.GetNode(), srv.GetAddress(), cli.GetNode(), s.GetParams()["napi_devices"])
+				if _, err := experiments.Validate(Experiment{}.Spec(), s.GetParams()); err != nil {
+					t.Errorf("step %s: its parameters do not validate, the agent would refuse them: %v", s.GetVariant(), err)
+				}
+			}
+			golden := filepath.Join("testdata", "steps-"+tc.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != string(want) {
+				t.Errorf("steps differ from %s (go test -update rewrites it):\n%s", golden, b.String())
+			}
+		})
+	}
+}
+
+func TestStepsRefuseALabWithoutAnyDevice(t *testing.T) {
+	// quickstart has one plain veth: no GRO link, no NIC.
+	_, err := Experiment{}.Steps(params(t, map[string]string{"devices": "veth-gro,nic"}), lab(t, "quickstart", "n1", "n2"))
+	if err == nil || !strings.Contains(err.Error(), "veth-gro, nic") {
+		t.Errorf("Steps: %v; want an error naming the devices", err)
+	}
+}
+
+func TestSpecParamsValidate(t *testing.T) {
+	p := params(t, nil)
+	if got := p.List("devices"); strings.Join(got, ",") != "loopback,veth,veth-gro,veth-xdp,nic" {
+		t.Errorf("default devices %v", got)
+	}
+	for _, bad := range []map[string]string{
+		{"timeouts": "2ms"}, {"mechanisms": "blocking,poll"}, {"devices": "wifi"}, {"connections": "0"}, {"budget": "0"},
+	} {
+		if _, err := experiments.Validate(Experiment{}.Spec(), bad); err == nil {
+			t.Errorf("parameters %v were accepted", bad)
+		}
+	}
+}

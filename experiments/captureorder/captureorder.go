@@ -1,0 +1,477 @@
+// Package captureorder is the experiment behind claim C7: where a packet
+// capture (tcpdump's AF_PACKET socket) sits relative to netfilter. A peer
+// sends a known number of UDP datagrams that a rule drops, once in INPUT on
+// the receiver and once in OUTPUT on the sender, and the run counts them at
+// every stage: sent, on the sender's interface, captured at the receiver,
+// matched by the rule, delivered to the application.
+package captureorder
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/kstat"
+	"github.com/labctl/labctl/experiments/sock"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+)
+
+// Experiment is capture-order; the zero value is ready to use.
+type Experiment struct{}
+
+// Variants: where the drop rule sits.
+const (
+	VariantInput  = "input"  // INPUT chain of the receiver
+	VariantOutput = "output" // OUTPUT chain of the sender
+)
+
+// Where the rules come from.
+const (
+	RulesTopology = "topology" // the nodes' firewall rules from the topology file
+	RulesRun      = "run"      // a table created for each step and deleted after it
+)
+
+// tagLen is the length of the tag that starts every datagram of a step.
+const tagLen = 16
+
+// Spec describes capture-order.
+func (Experiment) Spec() *experimentv1.ExperimentSpec {
+	return &experimentv1.ExperimentSpec{
+		Name:    "capture-order",
+		Summary: "Does tcpdump see packets that netfilter drops? INPUT drop vs OUTPUT drop, counted at every stage",
+		Description: `Claim C7 says tcpdump captures packets that the firewall drops on the way in,
+because the capture tap runs before netfilter, and misses packets dropped on
+the way out, because there the tap runs after it.
+
+The client sends count UDP datagrams of size bytes, each starting with a tag
+unique to the step, to the server's address. Variant input: they go to
+input_port, which the server's node drops in its INPUT chain. Variant output:
+they go to output_port, which the client's node drops in its OUTPUT chain.
+Counted, for each step:
+  sent           sendto calls, and how many succeeded or failed with EPERM;
+  wire           frames with the tag leaving the client's interface (an
+                 AF_PACKET capture there, egress copies);
+  captured       frames with the tag arriving on the server's interface (an
+                 AF_PACKET capture, ingress copies): what tcpdump would show;
+  rule           the packets counter of the drop rule (nft -j list table);
+  delivered      datagrams with the tag read from a UDP socket bound to the
+                 port on the server.
+When tcpdump is installed (and the tcpdump parameter is true) both roles also
+run tcpdump -Q in|out on their interface and report its "packets captured".
+The capture sockets are the mechanism tcpdump uses: SOCK_RAW AF_PACKET
+sockets bound with ETH_P_ALL, so they sit on the ptype_all list.
+
+Expected on every kernel since netfilter's hooks have been where they are
+(Linux 2.4): input: captured == sent, rule == sent, delivered == 0. On
+ingress, __netif_receive_skb_core hands the frame to every ptype_all socket
+before ip_rcv runs; the NF_INET_LOCAL_IN hook comes later, in
+ip_local_deliver. Output: every sendto fails with EPERM (a locally generated
+packet dropped in NF_INET_LOCAL_OUT returns -EPERM from ip_local_out), rule ==
+sent, wire == 0 and captured == 0: the egress tap, dev_queue_xmit_nit, runs in
+dev_hard_start_xmit, long after ip_local_out. (With rules=run the rule also
+counts, but the sender sees the same errors.)
+
+rules=topology uses the nodes' firewall rules (topologies/examples/
+capture-order.yaml has both); rules=run creates, for each step, a table
+inet labctl_capture with one chain at priority -10 (before the topology's
+filter chains) and deletes it when the role ends, also when the run is
+cancelled or fails.`,
+		Claims:         []string{"C7"},
+		Roles:          []string{"server", "client"},
+		SummaryMetrics: []string{"client.sent_packets", "client.send_eperm_packets", "client.wire_packets", "server.captured_packets", "server.rule_packets", "client.rule_packets", "server.delivered_packets", "server.tcpdump_packets", "client.tcpdump_packets"},
+		Params: []*experimentv1.ParamSpec{
+			experiments.IntParam("count", "datagrams sent per step", 1000, 1, 100_000),
+			experiments.SizeParam("size", "UDP payload bytes per datagram (the first 16 are the step's tag)", 64, tagLen, 1472),
+			experiments.IntParam("input_port", "UDP port the receiver's INPUT chain drops", 9000, 1, 65535),
+			experiments.IntParam("output_port", "UDP port the sender's OUTPUT chain drops", 9001, 1, 65535),
+			experiments.EnumParam("rules", "topology: the nodes' own firewall rules; run: a table created for each step and deleted after it", RulesTopology, RulesTopology, RulesRun),
+			experiments.BoolParam("tcpdump", "cross-check with tcpdump when it is installed", true),
+			experiments.Repeats(5),
+		},
+	}
+}
+
+// Steps alternates the two variants; both roles keep their nodes.
+func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
+	client, server := lab.Node("client"), lab.Node("server")
+	if p.Int("input_port") == p.Int("output_port") {
+		return nil, fmt.Errorf("input_port and output_port are both %d; the variants need a port each", p.Int("input_port"))
+	}
+	addr := netip.MustParseAddr("127.0.0.1")
+	if client != server {
+		var err error
+		if addr, err = lab.Address(client, server); err != nil {
+			return nil, err
+		}
+	}
+	if p.String("rules") == RulesTopology {
+		for _, c := range []struct{ node, chain, param string }{{server, "input", "input_port"}, {client, "output", "output_port"}} {
+			n, ok := lab.Plan.Node(c.node)
+			if !ok {
+				return nil, fmt.Errorf("lab has no node %s", c.node)
+			}
+			if _, ok := TopologyRule(n, c.chain, p.Int(c.param)); !ok {
+				return nil, fmt.Errorf("node %s has no firewall rule that drops udp dport %d in chain %s (and nothing else); add one to the topology or run with --param rules=run",
+					c.node, p.Int(c.param), c.chain)
+			}
+		}
+	}
+	var steps []*experimentv1.Step
+	for rep := range p.Int("repeats") {
+		for _, v := range []string{VariantInput, VariantOutput} {
+			steps = append(steps, &experimentv1.Step{
+				Variant: v, Repeat: int32(rep), Params: p.Map(),
+				Roles: []*experimentv1.RoleAssignment{
+					{Role: "server", Node: server, Address: addr.String()},
+					{Role: "client", Node: client},
+				},
+			})
+		}
+	}
+	return steps, nil
+}
+
+// plan is what one role of one step does, from the variant and parameters.
+type plan struct {
+	variant string
+	port    int
+	// ownsRule: the drop rule is in this role's node and chain.
+	ownsRule bool
+	chain    string
+	table    string
+	tag      []byte
+}
+
+func planOf(env *experiments.Env) (plan, error) {
+	p := env.Params
+	v := env.Step.GetVariant()
+	pl := plan{variant: v, table: topologyTable, tag: Tag(env.RunID, v, env.Step.GetRepeat())}
+	if p.String("rules") == RulesRun {
+		pl.table = RunTable
+	}
+	switch v {
+	case VariantInput:
+		pl.port, pl.chain, pl.ownsRule = p.Int("input_port"), "input", env.Role == "server"
+	case VariantOutput:
+		pl.port, pl.chain, pl.ownsRule = p.Int("output_port"), "output", env.Role == "client"
+	default:
+		return plan{}, fmt.Errorf("capture-order has no variant %q", v)
+	}
+	return pl, nil
+}
+
+// Tag is the first bytes of every datagram of one step: both roles compute
+// it from the run, the variant and the repeat, so captures count the step's
+// own datagrams and nothing else.
+func Tag(runID, variant string, repeat int32) []byte {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%s/%d", runID, variant, repeat)
+	tag := make([]byte, tagLen)
+	copy(tag, "labctlC7")
+	binary.BigEndian.PutUint64(tag[8:], h.Sum64())
+	return tag
+}
+
+// Run runs the receiver (server) or the sender (client).
+func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
+	pl, err := planOf(env)
+	if err != nil {
+		return nil, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if pl.ownsRule && env.Params.String("rules") == RulesRun {
+		if err := env.Settings.Run(ctx, RunRuleUndo(), "nft", RunRuleScript(pl.chain, pl.port)); err != nil {
+			return nil, fmt.Errorf("node %s: create the run's drop rule: %w", env.Node, err)
+		}
+	}
+	switch env.Role {
+	case "server":
+		return serve(ctx, env, pl)
+	case "client":
+		return send(ctx, env, pl)
+	}
+	return nil, fmt.Errorf("capture-order has no role %q", env.Role)
+}
+
+// observers are the counters a role runs on its interface during a step.
+type observers struct {
+	capture *Capture
+	tcpdump *Tcpdump
+	note    string // why tcpdump did not run
+	rule    Rule   // the rule's counter before the step
+}
+
+// abort ends the observers of a step that failed; after stop it does
+// nothing.
+func (o *observers) abort() {
+	o.capture.Stop()
+	if o.tcpdump != nil {
+		o.tcpdump.Stop()
+	}
+}
+
+func startObservers(ctx context.Context, env *experiments.Env, iface string, dir Direction, pl plan) (*observers, error) {
+	o := &observers{}
+	var err error
+	if pl.ownsRule {
+		if o.rule, err = ReadRule(ctx, pl.table, pl.chain, pl.port); err != nil {
+			return nil, fmt.Errorf("node %s: the drop rule: %w", env.Node, err)
+		}
+	}
+	if o.capture, err = OpenCapture(iface, dir, pl.port, pl.tag); err != nil {
+		return nil, fmt.Errorf("node %s: %w", env.Node, err)
+	}
+	switch {
+	case !env.Params.Bool("tcpdump"):
+		o.note = "tcpdump cross-check off (tcpdump=false)"
+	case dir == Egress && iface == "lo":
+		// libpcap skips the outgoing copy of every frame on a loopback
+		// device, since the same frame comes back as incoming.
+		o.note = "no tcpdump cross-check for frames leaving lo: libpcap ignores the outgoing copies on loopback"
+	default:
+		o.tcpdump, err = StartTcpdump(ctx, iface, dir, pl.port, env.Params.Int("count"))
+		switch {
+		case errors.Is(err, ErrNoTcpdump):
+			o.note = "tcpdump is not installed: no cross-check"
+		case err != nil:
+			o.capture.Stop()
+			return nil, fmt.Errorf("node %s: %w", env.Node, err)
+		}
+	}
+	return o, nil
+}
+
+// stop ends the observers and reports what they counted.
+func (o *observers) stop(ctx context.Context, env *experiments.Env, r *experimentv1.RoleReport, pl plan, metric string) error {
+	cc, err := o.capture.Stop()
+	if err != nil {
+		return fmt.Errorf("node %s: %w", env.Node, err)
+	}
+	where := fmt.Sprintf("%s %s", env.Node, o.capture.Iface)
+	r.Metrics[metric] = float64(cc.Matched)
+	experiments.AddEvidence(r, "capture_"+o.capture.Dir.String()+"_packets", float64(cc.Matched), "packets",
+		fmt.Sprintf("AF_PACKET SOCK_RAW ETH_P_ALL socket on %s, %s copies, IPv4 UDP to port %d with the step's tag", where, o.capture.Dir, pl.port), "")
+	experiments.AddEvidence(r, "capture_drops", float64(cc.Drops), "packets", "PACKET_STATISTICS tp_drops of that socket",
+		"frames the kernel could not queue to the capture; non-zero makes the count a lower bound")
+	if o.tcpdump != nil {
+		tc, err := o.tcpdump.Stop()
+		if err != nil {
+			return fmt.Errorf("node %s: %w", env.Node, err)
+		}
+		r.Metrics["tcpdump_packets"] = float64(tc.Captured)
+		experiments.AddEvidence(r, "tcpdump_packets", float64(tc.Captured), "packets",
+			fmt.Sprintf("tcpdump -i %s -Q %s 'udp dst port %d': packets captured", o.capture.Iface, map[Direction]string{Ingress: "in", Egress: "out"}[o.capture.Dir], pl.port),
+			fmt.Sprintf("received by filter %d, dropped by kernel %d", tc.ReceivedByFilter, tc.DroppedByKernel))
+	} else {
+		r.Notes = append(r.Notes, o.note)
+	}
+	if pl.ownsRule {
+		after, err := ReadRule(ctx, pl.table, pl.chain, pl.port)
+		if err != nil {
+			return fmt.Errorf("node %s: the drop rule: %w", env.Node, err)
+		}
+		d := after.Packets - o.rule.Packets
+		r.Metrics["rule_packets"] = float64(d)
+		experiments.AddEvidence(r, "rule_packets", float64(d), "packets",
+			"nft -j list table inet "+pl.table+": counter delta of "+after.String()+" in node "+env.Node,
+			fmt.Sprintf("the first rule of chain %s that drops udp dport %d", pl.chain, pl.port))
+	}
+	return nil
+}
+
+// serve receives: it captures on its interface, counts what reaches a UDP
+// socket on the port, and waits for the sender's word that it is done.
+func serve(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.RoleReport, error) {
+	addr := env.Address()
+	iface, err := ifaceWithAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", env.Node, err)
+	}
+	udp, err := sock.Listen(sock.UDP, netip.AddrPortFrom(addr, uint16(pl.port)), 0)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: the application's socket: %w", env.Node, err)
+	}
+	defer udp.Close()
+	delivered, err := startTally(int(udp), 2048, func(b []byte, _ unix.Sockaddr) bool { return hasTag(b, pl.tag) })
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", env.Node, err)
+	}
+	defer delivered.Stop()
+	obs, err := startObservers(ctx, env, iface, Ingress, pl)
+	if err != nil {
+		return nil, err
+	}
+	defer obs.abort()
+	ctl, err := sock.Listen(sock.TCP, netip.AddrPortFrom(addr, 0), 1)
+	if err != nil {
+		return nil, err
+	}
+	defer ctl.Close()
+	local, err := sock.LocalAddr(ctl)
+	if err != nil {
+		return nil, err
+	}
+	stop := experiments.ShutdownOnDone(ctx, ctl)
+	env.Ready(int(local.Port()))
+	conn, err := sock.Accept(ctl)
+	stop()
+	if err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
+	}
+	defer conn.Close()
+	stop = experiments.ShutdownOnDone(ctx, conn)
+	defer stop()
+	var done [8]byte // the sender's count of successful sends
+	if _, err := sock.ReadFull(conn, done[:]); err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
+	}
+	r := env.Report()
+	n, err := delivered.Stop()
+	if err != nil {
+		return nil, fmt.Errorf("node %s: the application's socket: %w", env.Node, err)
+	}
+	r.Metrics["delivered_packets"] = float64(n)
+	experiments.AddEvidence(r, "delivered_packets", float64(n), "packets",
+		fmt.Sprintf("datagrams with the step's tag read from a UDP socket bound to %v in node %s", netip.AddrPortFrom(addr, uint16(pl.port)), env.Node), "")
+	if err := obs.stop(ctx, env, r, pl, "captured_packets"); err != nil {
+		return nil, err
+	}
+	if _, err := sock.WriteFull(conn, []byte{1}); err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("control connection: %w", err))
+	}
+	r.Environment = experiments.Node(ctx, env.Node, nil)
+	return r, nil
+}
+
+// send captures its own outgoing frames and sends the step's datagrams.
+func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.RoleReport, error) {
+	peer, err := env.Peer("server")
+	if err != nil {
+		return nil, err
+	}
+	dst := netip.AddrPortFrom(peer.Addr(), uint16(pl.port))
+	iface, err := routeIface(peer.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", env.Node, err)
+	}
+	obs, err := startObservers(ctx, env, iface, Egress, pl)
+	if err != nil {
+		return nil, err
+	}
+	defer obs.abort()
+	env.Ready(0)
+	conn, err := sock.Connect(sock.TCP, peer)
+	if err != nil {
+		return nil, fmt.Errorf("control connection: %w", err)
+	}
+	defer conn.Close()
+	stop := experiments.ShutdownOnDone(ctx, conn)
+	defer stop()
+	fd, err := sock.Listen(sock.UDP, netip.AddrPortFrom(netip.IPv4Unspecified(), 0), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	count := env.Params.Int("count")
+	payload := make([]byte, env.Params.Size("size"))
+	copy(payload, pl.tag)
+	before, _ := kstat.ReadNetStat()
+	env.Progressf("sending %d datagrams to %v", count, dst)
+	var ok, eperm, other int
+	var otherErr error
+	for i := range count {
+		binary.BigEndian.PutUint32(payload[tagLen:min(tagLen+4, len(payload))], uint32(i))
+		switch _, err := sock.SendTo(fd, payload, 0, dst); {
+		case err == nil:
+			ok++
+		case errors.Is(err, unix.EPERM):
+			eperm++
+		default:
+			other++
+			otherErr = err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	after, _ := kstat.ReadNetStat()
+	var word [8]byte
+	binary.BigEndian.PutUint64(word[:], uint64(ok))
+	if _, err := sock.WriteFull(conn, word[:]); err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("control connection: %w", err))
+	}
+	// The receiver answers once it has counted; the step ends then.
+	if _, err := sock.ReadFull(conn, word[:1]); err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
+	}
+	r := env.Report()
+	r.Metrics["sent_packets"] = float64(count)
+	r.Metrics["send_ok_packets"] = float64(ok)
+	r.Metrics["send_eperm_packets"] = float64(eperm)
+	r.Metrics["send_error_packets"] = float64(other)
+	if other > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d sends failed with an error other than EPERM, the last: %v", other, otherErr))
+	}
+	experiments.AddEvidence(r, "send_eperm_packets", float64(eperm), "packets",
+		"sendto calls that failed with EPERM", "a locally generated packet dropped by netfilter makes ip_local_out return -EPERM")
+	experiments.AddEvidence(r, "ip_out_discards", float64(after.Sub(before)["Ip.OutDiscards"]), "packets",
+		"/proc/net/snmp Ip.OutDiscards delta in node "+env.Node, "ip_send_skb counts a send that ip_local_out refused")
+	if err := obs.stop(ctx, env, r, pl, "wire_packets"); err != nil {
+		return nil, err
+	}
+	r.Environment = experiments.Node(ctx, env.Node, nil)
+	return r, nil
+}
+
+func hasTag(b, tag []byte) bool {
+	return len(b) >= len(tag) && string(b[:len(tag)]) == string(tag)
+}
+
+// ifaceWithAddr is the interface that holds addr (lo for 127.0.0.1).
+func ifaceWithAddr(addr netip.Addr) (string, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return "", fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+			l, err := netlink.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return "", fmt.Errorf("interface of %v: %w", addr, err)
+			}
+			return l.Attrs().Name, nil
+		}
+	}
+	return "", fmt.Errorf("no interface has address %v", addr)
+}
+
+// routeIface is the interface the kernel sends to dst through.
+func routeIface(dst netip.Addr) (string, error) {
+	routes, err := netlink.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return "", fmt.Errorf("route to %v: %v", dst, err)
+	}
+	l, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return "", fmt.Errorf("route to %v: interface %d: %w", dst, routes[0].LinkIndex, err)
+	}
+	return l.Attrs().Name, nil
+}
+
+// ctxErr prefers the context's error: a role whose socket was shut down
+// because the run was cancelled failed because of the cancel.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}

@@ -1,0 +1,179 @@
+package iomodels
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/measure"
+	"github.com/labctl/labctl/experiments/sock"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+)
+
+// clientConfig is the client's part of a step. The client is the same for
+// every model: rr's blocking request/response on a locked thread.
+type clientConfig struct {
+	Variant
+	Size     int
+	Duration time.Duration
+	Warmup   time.Duration
+	CPU      int
+}
+
+// udpTimeout bounds the wait for a UDP response. One datagram is in flight
+// at a time, so nothing in the lab drops one unless something is wrong; the
+// step then fails instead of hanging.
+const udpTimeout = 2 * time.Second
+
+// runClient connects (idle connections first, then the active one) and
+// times round trips.
+func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, cfg clientConfig) (*experimentv1.RoleReport, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := pin(cfg.CPU); err != nil {
+		return nil, err
+	}
+	env.Ready(0)
+	idle, err := connectIdle(ctx, env, peer, cfg.Idle)
+	defer closeIdle(idle)
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	fd, err := sock.Connect(sock.Network(cfg.Proto), peer)
+	if err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("io-models client: %w", err))
+	}
+	defer fd.Close()
+	stop := experiments.ShutdownOnDone(ctx, append([]sock.FD{fd}, idle...)...)
+	defer stop()
+	if cfg.Proto == TCP {
+		err = sock.SetNoDelay(fd, true)
+	} else {
+		err = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: int64(udpTimeout / time.Second)})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("io-models client: fd %d: %w", fd, err)
+	}
+	buf := make([]byte, cfg.Size)
+	r := env.Report()
+	// One warm-up round trip always comes first: the server reads it during
+	// setup, learns the UDP client's address from it, and answers declined
+	// when it cannot serve the model.
+	declined, err := roundTrip(fd, cfg.Proto, buf, phaseWarmup)
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if declined {
+		r.Notes = append(r.Notes, "the server declined the variant: it cannot run on this kernel or with this many descriptors (see the server's note)")
+		r.Metrics["declined"] = 1
+		return finish(ctx, r, env.Node, cfg.CPU)
+	}
+	env.Progressf("warming up for %v", cfg.Warmup)
+	for t0 := time.Now(); time.Since(t0) < cfg.Warmup; {
+		if _, err := roundTrip(fd, cfg.Proto, buf, phaseWarmup); err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+	}
+	env.Progressf("measuring %d-byte %s round trips against %s for %v", cfg.Size, cfg.Proto, cfg.Model, cfg.Duration)
+	var h measure.Histogram
+	start, _ := measure.ThreadUsage()
+	begin := time.Now()
+	deadline := begin.Add(cfg.Duration)
+	n := 0
+	for {
+		t0 := time.Now()
+		if _, err := roundTrip(fd, cfg.Proto, buf, phaseMeasured); err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+		t1 := time.Now()
+		h.Record(t1.Sub(t0))
+		n++
+		if !t1.Before(deadline) {
+			break
+		}
+	}
+	elapsed := time.Since(begin)
+	end, _ := measure.ThreadUsage()
+	if _, err := roundTrip(fd, cfg.Proto, buf, phaseDone); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	experiments.AddLatency(r, "rtt", &h)
+	r.Metrics["messages"] = float64(n)
+	r.Metrics["msgs_per_s"] = float64(n) / elapsed.Seconds()
+	experiments.AddUsage(r, end.Sub(start), int64(n), "msg")
+	return finish(ctx, r, env.Node, cfg.CPU)
+}
+
+// roundTrip sends one request with the phase byte and reads the response,
+// reporting whether the server declined.
+func roundTrip(fd sock.FD, proto string, buf []byte, phase byte) (bool, error) {
+	buf[0] = phase
+	if proto == TCP {
+		if _, err := sock.WriteFull(fd, buf); err != nil {
+			return false, fmt.Errorf("io-models client: send: %w", err)
+		}
+		if _, err := sock.ReadFull(fd, buf); err != nil {
+			return false, fmt.Errorf("io-models client: recv: %w", err)
+		}
+	} else {
+		if _, err := sock.Send(fd, buf, 0); err != nil {
+			return false, fmt.Errorf("io-models client: send: %w", err)
+		}
+		n, err := sock.Recv(fd, buf, 0)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return false, fmt.Errorf("io-models client: no UDP response within %v", udpTimeout)
+		case err != nil:
+			return false, fmt.Errorf("io-models client: recv: %w", err)
+		case n != len(buf):
+			return false, fmt.Errorf("io-models client: response of %d bytes, expected %d", n, len(buf))
+		}
+	}
+	switch buf[0] {
+	case phase:
+		return false, nil
+	case phaseDeclined:
+		return true, nil
+	}
+	return false, fmt.Errorf("io-models client: response carries phase %d, the request %d", buf[0], phase)
+}
+
+// connectIdle opens n idle TCP connections to the server. They close with
+// a reset (SO_LINGER 0), so that thousands of them per step do not pile up
+// in TIME_WAIT.
+func connectIdle(ctx context.Context, env *experiments.Env, peer netip.AddrPort, n int) ([]sock.FD, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	if err := raiseNoFile(n); err != nil {
+		return nil, err
+	}
+	env.Progressf("opening %d idle connections", n)
+	fds := make([]sock.FD, 0, n)
+	for range n {
+		if ctx.Err() != nil {
+			return fds, ctx.Err()
+		}
+		fd, err := sock.Connect(sock.TCP, peer)
+		if err != nil {
+			return fds, fmt.Errorf("io-models client: idle connection %d of %d: %w", len(fds)+1, n, err)
+		}
+		fds = append(fds, fd)
+		if err := unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+			return fds, fmt.Errorf("io-models client: SO_LINGER on fd %d: %w", fd, err)
+		}
+	}
+	return fds, nil
+}
+
+func closeIdle(fds []sock.FD) {
+	for _, fd := range fds {
+		fd.Close()
+	}
+}

@@ -1,0 +1,137 @@
+package paths
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/measure"
+	"github.com/labctl/labctl/experiments/sock"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+)
+
+// A bulk stream: the client writes chunks of a fixed size over one TCP
+// connection for a fixed time; the server reads until EOF and times the
+// stream from its first byte to its last, so that what the client's send
+// buffer held at the end is not counted as carried.
+
+// serveBulk accepts one connection on the role's address and reads it to
+// the end.
+func serveBulk(ctx context.Context, env *experiments.Env, chunk, cpu int) (*experimentv1.RoleReport, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := pin(cpu); err != nil {
+		return nil, err
+	}
+	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	local, err := sock.LocalAddr(ln)
+	if err != nil {
+		return nil, err
+	}
+	stop := experiments.ShutdownOnDone(ctx, ln)
+	env.Ready(int(local.Port()))
+	fd, err := sock.Accept(ln)
+	stop()
+	if err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("bulk server: accept: %w", err))
+	}
+	defer fd.Close()
+	stop = experiments.ShutdownOnDone(ctx, fd)
+	defer stop()
+	buf := make([]byte, chunk)
+	var (
+		total       int64
+		first, last time.Time
+		start       measure.Usage
+	)
+	for {
+		n, err := sock.Recv(fd, buf, 0)
+		if err != nil {
+			return nil, ctxErr(ctx, fmt.Errorf("bulk server: %w", err))
+		}
+		if n == 0 {
+			break
+		}
+		last = time.Now()
+		if total == 0 {
+			first = last
+			start, _ = measure.ThreadUsage()
+		}
+		total += int64(n)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err() // the EOF came from our own shutdown
+	}
+	end, _ := measure.ThreadUsage()
+	r := env.Report()
+	r.Metrics["received_bytes"] = float64(total)
+	if d := last.Sub(first); total > 0 && d > 0 {
+		r.Metrics["throughput_bps"] = float64(total) * 8 / d.Seconds()
+		experiments.AddUsage(r, end.Sub(start), total, "byte")
+	}
+	r.Environment = experiments.Node(ctx, env.Node, nil)
+	r.Environment.PinnedCpu = int32(cpu)
+	return r, nil
+}
+
+// BulkOptions are the sender's knobs.
+type BulkOptions struct {
+	Chunk    int // bytes per write
+	Duration time.Duration
+	CPU      int
+}
+
+// sendBulk connects to peer and writes for o.Duration.
+func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o BulkOptions) (*experimentv1.RoleReport, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := pin(o.CPU); err != nil {
+		return nil, err
+	}
+	env.Ready(0)
+	fd, err := sock.Connect(sock.TCP, peer)
+	if err != nil {
+		return nil, fmt.Errorf("bulk client: %w", err)
+	}
+	defer fd.Close()
+	stop := experiments.ShutdownOnDone(ctx, fd)
+	defer stop()
+	buf := make([]byte, o.Chunk)
+	env.Progressf("writing %d-byte chunks for %v", o.Chunk, o.Duration)
+	var total int64
+	start, _ := measure.ThreadUsage()
+	begin := time.Now()
+	for time.Since(begin) < o.Duration {
+		n, err := sock.WriteFull(fd, buf)
+		total += int64(n)
+		if err != nil {
+			return nil, ctxErr(ctx, fmt.Errorf("bulk client: %w", err))
+		}
+	}
+	elapsed := time.Since(begin)
+	end, _ := measure.ThreadUsage()
+	// Close the stream and wait for the server's close, so that the step
+	// ends only once every byte is read (and counted on the interfaces).
+	if err := shutdownWrite(fd); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if _, err := sock.Recv(fd, buf[:1], 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, ctxErr(ctx, fmt.Errorf("bulk client: waiting for the server's close: %w", err))
+	}
+	r := env.Report()
+	r.Metrics["sent_bytes"] = float64(total)
+	r.Metrics["tx_bps"] = float64(total) * 8 / elapsed.Seconds()
+	experiments.AddUsage(r, end.Sub(start), total, "byte")
+	r.Environment = experiments.Node(ctx, env.Node, nil)
+	r.Environment.PinnedCpu = int32(o.CPU)
+	return r, nil
+}

@@ -1,0 +1,185 @@
+package paths
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/measure"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+)
+
+// minLoShare is the part of a node's packets lo must carry for a loopback
+// path to count as carried by lo: the lab interfaces may see a stray IPv6
+// router solicitation or MLD report during a step, never the traffic.
+const minLoShare = 0.99
+
+// Judge summarises each path and answers C12 from the loopback and own-ip
+// paths.
+func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
+	rows := experiments.Aggregate(steps)
+	for _, row := range rows {
+		row.Engagement, row.Note = engagement(row.GetVariant(), stepsOf(steps, row.GetVariant()))
+	}
+	return rows, verdict(p, steps)
+}
+
+func stepsOf(steps []*experimentv1.StepResult, variant string) []*experimentv1.StepResult {
+	var out []*experimentv1.StepResult
+	for _, s := range steps {
+		if s.GetStep().GetVariant() == variant {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// onLo reports whether lo carried the client node's packets in every step.
+func onLo(steps []*experimentv1.StepResult) (bool, string) {
+	if len(steps) == 0 {
+		return false, "no step ran"
+	}
+	for _, s := range steps {
+		c, ok := CarrierOf(experiments.ReportOf(s, "client"))
+		if !ok {
+			return false, fmt.Sprintf("repeat %d: the client's node counted no packets", s.GetStep().GetRepeat()+1)
+		}
+		if c.Iface != "lo" || c.Share < minLoShare {
+			return false, fmt.Sprintf("repeat %d: %s", s.GetStep().GetRepeat()+1, c)
+		}
+	}
+	c, _ := CarrierOf(experiments.ReportOf(steps[0], "client"))
+	return true, c.String()
+}
+
+// engagement decides from the interface counters whether the path ran
+// over the device its kind promises: lo for loopback and own-ip, a lab
+// interface in both nodes for the others.
+func engagement(kind string, steps []*experimentv1.StepResult) (experimentv1.Engagement, string) {
+	if kind == KindLoopback || kind == KindOwnIP {
+		ok, detail := onLo(steps)
+		if !ok {
+			return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, "not carried by lo: " + detail
+		}
+		return experimentv1.Engagement_ENGAGEMENT_ENGAGED, "carried by lo in every repeat; client node, repeat 1: " + detail
+	}
+	var notes []string
+	for i, s := range steps {
+		for _, role := range []string{"client", "server"} {
+			r := experiments.ReportOf(s, role)
+			c, ok := CarrierOf(r)
+			if !ok || c.Iface == "lo" {
+				return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED,
+					fmt.Sprintf("repeat %d: the %s's node did not carry the packets on a lab interface: %s", s.GetStep().GetRepeat()+1, role, c)
+			}
+			if i > 0 {
+				continue
+			}
+			note := fmt.Sprintf("%s %s: %s", role, r.GetNode(), c)
+			if k := ifaceKind(r, c.Iface); k != "" {
+				note += ", " + c.Iface + " is a " + k
+				if role == "server" && (kind == KindNIC || kind == KindMacvlan) && k == "veth" {
+					note += " (a stand-in for a NIC: no NIC driver on this path)"
+				}
+			}
+			notes = append(notes, note)
+		}
+	}
+	return experimentv1.Engagement_ENGAGEMENT_ENGAGED, "repeat 1: " + strings.Join(notes, "; ")
+}
+
+// verdict answers C12: 127.0.0.1 and the own address both over lo, at the
+// same speed within the spread of repeats.
+func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experimentv1.Verdict {
+	v := &experimentv1.Verdict{Claim: "C12"}
+	variants := experiments.Variants(steps)
+	var missing []string
+	for _, k := range p.List("paths") {
+		if !slices.Contains(variants, k) {
+			missing = append(missing, k)
+		}
+	}
+	lacks := ""
+	if len(missing) > 0 {
+		lacks = fmt.Sprintf(" The lab had no %s path from the client's node.", strings.Join(missing, ", "))
+	}
+	var loSteps, ownSteps []*experimentv1.StepResult
+	for _, s := range steps {
+		switch s.GetStep().GetVariant() {
+		case KindLoopback:
+			loSteps = append(loSteps, s)
+		case KindOwnIP:
+			ownSteps = append(ownSteps, s)
+		}
+	}
+	if len(loSteps) == 0 || len(ownSteps) == 0 {
+		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
+		v.Explanation = "C12 compares the loopback and own-ip paths; this run did not measure both." + lacks
+		return v
+	}
+	for _, c := range []struct {
+		name  string
+		steps []*experimentv1.StepResult
+	}{{"127.0.0.1", loSteps}, {"the own address", ownSteps}} {
+		if ok, detail := onLo(c.steps); !ok {
+			v.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
+			v.Explanation = fmt.Sprintf("Traffic to %s was not carried by lo in the client's node: %s.%s", c.name, detail, lacks)
+			return v
+		}
+	}
+	_, own := onLo(ownSteps)
+	var (
+		parts       []string
+		significant []string
+	)
+	for _, m := range []struct {
+		metric, what string
+		format       func(float64) string
+	}{
+		{"client.rtt_p50_ns", "RTT p50", func(x float64) string { return fmt.Sprintf("%.1f µs", x/1e3) }},
+		{"sink.throughput_bps", "bulk throughput", func(x float64) string { return fmt.Sprintf("%.2f Gbit/s", x/1e9) }},
+	} {
+		a := experiments.Values(steps, KindLoopback, m.metric)
+		b := experiments.Values(steps, KindOwnIP, m.metric)
+		if len(a) == 0 || len(b) == 0 {
+			continue
+		}
+		c := measure.Compare(a, b)
+		parts = append(parts, fmt.Sprintf("%s %s (127.0.0.1) vs %s (own IP), %s", m.what, m.format(c.A.Median), m.format(c.B.Median), c.Reason))
+		if c.Significant {
+			significant = append(significant, fmt.Sprintf("%s differs by %.1f%%", m.what, 100*(c.Ratio-1)))
+		}
+	}
+	if len(parts) == 0 {
+		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
+		v.Explanation = "Both paths were carried by lo, but their reports hold no RTT or throughput to compare." + lacks
+		return v
+	}
+	others := othersText(steps)
+	switch {
+	case len(significant) > 0:
+		v.Outcome = experimentv1.Outcome_OUTCOME_CONDITIONAL
+		v.Explanation = fmt.Sprintf("Both 127.0.0.1 and the own address went over lo (own IP: %s), but not at the same speed: %s. %s.%s%s",
+			own, strings.Join(significant, "; "), strings.Join(parts, "; "), others, lacks)
+	default:
+		v.Outcome = experimentv1.Outcome_OUTCOME_HOLDS
+		v.Explanation = fmt.Sprintf("Both 127.0.0.1 and the own address went over lo (own IP: %s) at the same speed within the spread: %s.%s%s",
+			own, strings.Join(parts, "; "), others, lacks)
+	}
+	return v
+}
+
+// othersText quotes the RTT of the other paths, for scale.
+func othersText(steps []*experimentv1.StepResult) string {
+	var parts []string
+	for _, k := range Kinds[2:] {
+		if xs := experiments.Values(steps, k, "client.rtt_p50_ns"); len(xs) > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.1f µs", k, measure.SpreadOf(xs).Median/1e3))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " For scale, RTT p50 over " + strings.Join(parts, ", ") + "."
+}

@@ -1,0 +1,165 @@
+// Package softirq is the experiment behind claims C4, C5, C6 and C18: UDP at
+// rising offered load between two nodes, with the kernel's receive-side
+// accounting read around each step: packets, NET_RX softirqs, NAPI polls
+// (the backlog's and the interface's), hard interrupts, softnet drops and
+// time squeezes, RPS IPIs, and the CPU time of softirqs and of ksoftirqd.
+package softirq
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/labctl/labctl/experiments"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+)
+
+// Experiment is softirq; the zero value is ready to use.
+type Experiment struct{}
+
+// Spec describes softirq.
+func (Experiment) Spec() *experimentv1.ExperimentSpec {
+	return &experimentv1.ExperimentSpec{
+		Name:    "softirq",
+		Summary: "Receive-side accounting under rising UDP load: packets vs softirqs vs NAPI polls vs IRQs, backlog drops, RPS, ksoftirqd",
+		Description: `The client sends UDP datagrams of size bytes to the server over flows
+connected sockets (distinct source ports), at each of rates datagrams per
+second for duration, and as fast as it can (rate 0, "flood") for
+flood_duration; the server reads them on one socket. Every direct link between
+the two nodes is measured (topologies/examples/busy-poll.yaml has two veths:
+napi0 with GRO on, plain0 without). Around each step the server reads:
+  /proc/net/softnet_stat  processed, dropped, time_squeeze, received_rps per CPU
+  /proc/softirqs          NET_RX runs per CPU
+  napi:napi_poll          polls per CPU (perf counters): all, those of the
+                          per-CPU backlog (dev_name "(no_device)") and those of
+                          devices named like the receiving interface (a
+                          tracepoint filter on dev_name, evaluated in the
+                          kernel; host-wide, so another namespace's interface
+                          of the same name counts too)
+  /proc/interrupts        device IRQs (host-wide), those naming the interface,
+                          and the CAL (function call) IPIs RPS uses
+  /proc/stat, ksoftirqd/N softirq time and ksoftirqd CPU time per CPU
+  the node's netstat      Udp.InDatagrams, Udp.RcvbufErrors
+  SO_INCOMING_NAPI_ID     of the receiving socket
+The client counts napi:napi_poll on its sending thread alone (a per-thread
+perf counter): the polls that ran inside its own send calls, when bottom
+halves were enabled again. That count is exact; the receive path is told by
+the socket's NAPI id (only a device's NAPI instance has one).
+Everything but the node's counters is host-wide: other work on the host shows
+up in it. Each step first reads the same counters over baseline of idle time;
+packets_per_softirq and packets_per_poll divide the interface's packets by the
+step's softirqs and polls minus what the host did at the baseline's rate
+(own_net_rx_softirqs, own_napi_polls); a step whose background would be more
+than half of a count leaves that ratio out and says so, and a note flags a
+step whose background is more than 10% of its softirqs.
+
+Variants (variants parameter): load is the rates ladder; rps is a flood with
+rps_cpus set on every rx queue of the receiving interface (through the
+node's own sysfs, restored afterwards); backlog is a flood with
+net.core.netdev_max_backlog set to backlog (a host-wide sysctl, restored
+afterwards, also when the run is cancelled); rps-backlog is both.
+
+What to expect on veth (Linux 6.x): a veth has no interrupt, so device IRQs
+attributable to it are 0 (C4's "10,000 interrupts" has no subject here).
+Without GRO, veth_xmit queues each packet to the sending CPU's backlog
+(netif_rx) and raises NET_RX; the softirq then runs when the sender's send
+call re-enables bottom halves, so each packet tends to get its own softirq and
+its own backlog poll: no batching, no backlog build-up, no drops however small
+the backlog (C5 does not hold without RPS). With GRO on, veth has its own NAPI
+instance, but since Linux 5.13 veth_xmit only hands it packets eligible for
+GRO (veth_skb_is_eligible_for_gro): from a sender with TSO on, as veths are
+by default, that is UDP to a peer with rx-gro-list or rx-udp-gro-forwarding
+on. So with udp_gro_forwarding (default true) the server turns that feature
+on, for the step, on an interface that has GRO on (ethtool -K, undone
+afterwards); then the interface's own polls count and the socket sees a NAPI
+id. With udp_gro_forwarding=false a GRO veth shows the backlog like a plain
+one. With RPS the packets are queued
+to another CPU's backlog and that CPU, kicked by an IPI, polls many at once:
+packets per poll rises, the backlog can overflow (C5), and if the budget
+(netdev_budget, netdev_budget_usecs) runs out the rest moves to ksoftirqd
+(time_squeeze, C18). Whether RPS raises throughput (C6) depends on spare CPUs:
+with 2 vCPUs the receiving CPU also runs the reader. Softirq and ksoftirqd
+times come in 10 ms ticks: a 300 ms step resolves about 3%.`,
+		Claims:         []string{"C4", "C5", "C6", "C18"},
+		Roles:          []string{"server", "client"},
+		SummaryMetrics: []string{"client.offered_per_s", "client.sender_polls_per_packet", "server.delivered_per_s", "server.link_rx_packets", "server.own_net_rx_softirqs", "server.own_napi_polls", "server.packets_per_poll", "server.device_irqs", "server.softnet_dropped", "server.time_squeeze", "server.ksoftirqd_share"},
+		Params: []*experimentv1.ParamSpec{
+			experiments.ListParam("variants", "groups of steps: load (the rates), rps, backlog, rps-backlog (floods)", experimentv1.ParamKind_PARAM_KIND_ENUM,
+				"load,rps,backlog,rps-backlog", "", "", Groups...),
+			experiments.ListParam("rates", "offered loads of the load group, datagrams/s; 0 is a flood", experimentv1.ParamKind_PARAM_KIND_INT, "10000,100000,0", "0", "5000000"),
+			experiments.DurationParam("duration", "how long each paced load of the rates lasts", 300*time.Millisecond, 100*time.Millisecond, 10*time.Second),
+			experiments.DurationParam("flood_duration", "how long a flood lasts", 300*time.Millisecond, 100*time.Millisecond, time.Second),
+			experiments.SizeParam("size", "UDP payload bytes", 64, 1, 1472),
+			experiments.IntParam("flows", "sending sockets (source ports), used in turn: RPS spreads by flow", 8, 1, 64),
+			experiments.IntParam("backlog", "net.core.netdev_max_backlog of the backlog variants", 8, 1, 100000),
+			{Name: "rps_cpus", Help: "CPUs RPS may steer to: all (every online CPU) or a hex mask such as 2", Kind: experimentv1.ParamKind_PARAM_KIND_STRING, Default: "all"},
+			experiments.BoolParam("udp_gro_forwarding", "on a receiving interface with GRO on, turn rx-udp-gro-forwarding on for the step (veth's own NAPI then takes the UDP)", true),
+			experiments.DurationParam("baseline", "idle time read before each step, to measure the host's background", 100*time.Millisecond, 0, time.Second),
+			experiments.IntParam("client_cpu", "pin the sender to this CPU (-1: not pinned)", 0, -1, 4095),
+			experiments.IntParam("server_cpu", "pin the reader to this CPU (-1: not pinned)", 1, -1, 4095),
+			experiments.Repeats(5),
+		},
+	}
+}
+
+// Steps measures every variant on every direct link from the client to the
+// server, interleaved within each repeat.
+func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
+	client, server := lab.Node("client"), lab.Node("server")
+	if client == server {
+		return nil, fmt.Errorf("softirq needs the client and the server on two nodes (both are on %s)", client)
+	}
+	if _, err := RPSMask(p.String("rps_cpus"), []int{0}); err != nil {
+		return nil, err
+	}
+	var links []experiments.Path
+	for _, path := range lab.Paths(client, server) {
+		if path.Direct {
+			links = append(links, path)
+		}
+	}
+	if len(links) == 0 {
+		return nil, fmt.Errorf("node %s has no link of its own to node %s", client, server)
+	}
+	var steps []*experimentv1.Step
+	for rep := range p.Int("repeats") {
+		for _, l := range links {
+			for _, v := range Variants(l.Iface, p.List("variants"), p.Ints("rates"), p.Int("backlog")) {
+				steps = append(steps, &experimentv1.Step{
+					Variant: v.String(), Repeat: int32(rep), Params: stepParams(p, v),
+					Roles: []*experimentv1.RoleAssignment{
+						{Role: "server", Node: server, Address: l.Addr.String()},
+						{Role: "client", Node: client},
+					},
+				})
+			}
+		}
+	}
+	return steps, nil
+}
+
+// stepParams are the run's parameters with duration set to what the step
+// lasts (flood_duration for a flood), so that roles read one duration and
+// the run's time estimate counts floods right.
+func stepParams(p experiments.Params, v Variant) map[string]string {
+	m := p.Map()
+	if v.Flood() {
+		m["duration"] = m["flood_duration"]
+	}
+	return m
+}
+
+// Run runs the receiver (server) or the sender (client).
+func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
+	v, err := ParseVariant(env.Step.GetVariant())
+	if err != nil {
+		return nil, err
+	}
+	switch env.Role {
+	case "server":
+		return receive(ctx, env, v)
+	case "client":
+		return flood(ctx, env, v)
+	}
+	return nil, fmt.Errorf("softirq has no role %q", env.Role)
+}
