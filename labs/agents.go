@@ -226,7 +226,7 @@ func (h *Host) restoreSettings(lab string, plan *topologies.Plan) error {
 		// Node settings are restored in the node's namespace; host settings
 		// (global sysctls) here, where labctl runs.
 		err := netns.Do(n.Namespace, func() error {
-			_, err := settings.RestoreAll(pattern, hostScope)
+			_, err := settings.RestoreAll(pattern, hostScope, notSysfs)
 			return err
 		})
 		if err != nil {
@@ -235,6 +235,12 @@ func (h *Host) restoreSettings(lab string, plan *topologies.Plan) error {
 	}
 	return errors.Join(errs...)
 }
+
+// notSysfs leaves out device attributes under /sys: the agent wrote them
+// in its own sysfs, which shows the node's interfaces, while /sys here shows
+// the host's, where an interface of the same name is another device. The
+// node's interfaces go away with its namespace anyway.
+func notSysfs(r settings.Record) bool { return !strings.HasPrefix(r.File, "/sys/") }
 
 // hostScope runs a function in labctl's own namespace, the host's: from
 // inside netns.Do that means on another goroutine, whose thread is not

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -218,11 +217,11 @@ func (m *meter) report(r *role) *experimentv1.RoleReport {
 // serveEpoll echoes requests on several connections, waiting in
 // epoll_wait for the next one.
 func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(r.o.cpu); err != nil {
+	unlock, err := experiments.LockThread(r.o.cpu)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(r.env.Address(), 0), r.o.conns)
 	if err != nil {
 		return nil, err
@@ -279,11 +278,11 @@ func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error)
 // clientEpoll sends each request on the next of several connections and
 // waits in epoll_wait for its response.
 func (r *role) clientEpoll(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(r.o.cpu); err != nil {
+	unlock, err := experiments.LockThread(r.o.cpu)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	r.env.Ready(0)
 	fds, err := connectAll(peer, r.o.conns)
 	if err != nil {
@@ -340,11 +339,11 @@ func (r *role) clientEpoll(ctx context.Context, peer netip.AddrPort) (*experimen
 // serveSpin echoes requests on one non-blocking connection, calling recv
 // until it returns data.
 func (r *role) serveSpin(ctx context.Context) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(r.o.cpu); err != nil {
+	unlock, err := experiments.LockThread(r.o.cpu)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(r.env.Address(), 0), 1)
 	if err != nil {
 		return nil, err
@@ -387,11 +386,11 @@ func (r *role) serveSpin(ctx context.Context) (*experimentv1.RoleReport, error) 
 
 // clientSpin times round trips on one non-blocking connection.
 func (r *role) clientSpin(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(r.o.cpu); err != nil {
+	unlock, err := experiments.LockThread(r.o.cpu)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	r.env.Ready(0)
 	fds, err := connectAll(peer, 1, sock.NonBlock)
 	if err != nil {
@@ -514,15 +513,6 @@ func (r *role) finish(ctx context.Context, rep *experimentv1.RoleReport) *experi
 	return rep
 }
 
-func pin(cpu int) error {
-	if cpu < 0 {
-		return nil
-	}
-	if err := sock.PinThread(cpu); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
-	}
-	return nil
-}
 
 // ctxErr prefers the context's error: a role whose socket was shut down
 // because the run was cancelled failed because of the cancel.

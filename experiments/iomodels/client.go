@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,11 +33,11 @@ const udpTimeout = 2 * time.Second
 // runClient connects (idle connections first, then the active one) and
 // times round trips.
 func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, cfg clientConfig) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(cfg.CPU); err != nil {
+	unlock, err := experiments.LockThread(cfg.CPU)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	env.Ready(0)
 	idle, err := connectIdle(ctx, env, peer, cfg.Idle)
 	defer closeIdle(idle)

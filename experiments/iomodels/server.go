@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -122,11 +121,11 @@ func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experi
 	if cfg.Model == NetConn {
 		return serveNetConn(ctx, env, cfg)
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(cfg.CPU); err != nil {
+	unlock, err := experiments.LockThread(cfg.CPU)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	s, err := open(ctx, env, cfg)
 	if err != nil {
 		return nil, ctxErr(ctx, err)
@@ -332,15 +331,6 @@ func raiseNoFile(idle int) error {
 	return nil
 }
 
-func pin(cpu int) error {
-	if cpu < 0 {
-		return nil
-	}
-	if err := sock.PinThread(cpu); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
-	}
-	return nil
-}
 
 // finish adds the node's environment to a report.
 func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu int) (*experimentv1.RoleReport, error) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"github.com/labctl/labctl/experiments"
@@ -23,11 +22,11 @@ import (
 // serveBulk accepts one connection on the role's address and reads it to
 // the end.
 func serveBulk(ctx context.Context, env *experiments.Env, chunk, cpu int) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(cpu); err != nil {
+	unlock, err := experiments.LockThread(cpu)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
 	if err != nil {
 		return nil, err
@@ -92,11 +91,11 @@ type BulkOptions struct {
 
 // sendBulk connects to peer and writes for o.Duration.
 func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o BulkOptions) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(o.CPU); err != nil {
+	unlock, err := experiments.LockThread(o.CPU)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	env.Ready(0)
 	fd, err := sock.Connect(sock.TCP, peer)
 	if err != nil {

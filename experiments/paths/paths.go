@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -111,13 +110,6 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 // before and after it.
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
 	p := env.Params
-	// The roles pin the thread they run on when asked to; such a thread
-	// must not go back to the runtime for other goroutines. Held locked to
-	// this goroutine, it ends with it.
-	runtime.LockOSThread()
-	if p.Int("client_cpu") < 0 && p.Int("server_cpu") < 0 {
-		defer runtime.UnlockOSThread()
-	}
 	before, err := kstat.ReadLinkStats(nil)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
@@ -190,16 +182,6 @@ func routeNote(dst net.IP) string {
 		typ = "local (the local table: the address is this node's own)"
 	}
 	return fmt.Sprintf("route to %s: dev %s, type %s", dst, dev, typ)
-}
-
-func pin(cpu int) error {
-	if cpu < 0 {
-		return nil
-	}
-	if err := sock.PinThread(cpu); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
-	}
-	return nil
 }
 
 func shutdownWrite(fd sock.FD) error {

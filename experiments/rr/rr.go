@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"github.com/labctl/labctl/experiments"
@@ -116,11 +115,11 @@ type SocketHook func(fd sock.FD) error
 // Serve accepts one connection on the role's address and echoes requests of
 // size bytes until the client closes it.
 func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook SocketHook) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(cpu); err != nil {
+	unlock, err := experiments.LockThread(cpu)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
 	if err != nil {
 		return nil, err
@@ -198,11 +197,11 @@ type ClientOptions struct {
 
 // Client connects to peer and times round trips.
 func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o ClientOptions, hook SocketHook) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := pin(o.CPU); err != nil {
+	unlock, err := experiments.LockThread(o.CPU)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	env.Ready(0)
 	fd, err := sock.Connect(sock.TCP, peer)
 	if err != nil {
@@ -282,15 +281,6 @@ func describe(o ClientOptions) string {
 	return fmt.Sprintf("%d-byte round trips for %v", o.Size, o.Duration)
 }
 
-func pin(cpu int) error {
-	if cpu < 0 {
-		return nil
-	}
-	if err := sock.PinThread(cpu); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
-	}
-	return nil
-}
 
 func napiDetail(id uint32) string {
 	if id == 0 {

@@ -208,9 +208,10 @@ func undo(records []Record, host Scope) error {
 
 // RestoreFile undoes the changes recorded in a journal left by a process
 // that died, and removes it; host runs what belongs to the host's
-// namespace. A journal whose last line was cut short by the kill loses only
+// namespace, and keep, when not nil, chooses the records to undo (the rest
+// are dropped). A journal whose last line was cut short by the kill loses only
 // that line (its change was never made).
-func RestoreFile(path string, host Scope) error {
+func RestoreFile(path string, host Scope, keep func(Record) bool) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -222,7 +223,7 @@ func RestoreFile(path string, host Scope) error {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var r Record
-		if json.Unmarshal(sc.Bytes(), &r) == nil {
+		if json.Unmarshal(sc.Bytes(), &r) == nil && (keep == nil || keep(r)) {
 			records = append(records, r)
 		}
 	}
@@ -236,14 +237,14 @@ func RestoreFile(path string, host Scope) error {
 
 // RestoreAll restores every leftover journal matching pattern (a glob),
 // returning what it restored.
-func RestoreAll(pattern string, host Scope) ([]string, error) {
+func RestoreAll(pattern string, host Scope, keep func(Record) bool) ([]string, error) {
 	paths, err := filepath.Glob(pattern)
 	if err != nil {
 		return nil, err
 	}
 	var errs []error
 	for _, p := range paths {
-		if err := RestoreFile(p, host); err != nil {
+		if err := RestoreFile(p, host, keep); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		}
 	}

@@ -71,7 +71,7 @@ func TestLeftoverJournalIsRestored(t *testing.T) {
 	f, _ := os.OpenFile(j.Path(), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString(`{"file":"/nonexist`)
 	f.Close()
-	restored, err := RestoreAll(filepath.Join(dir, "n1-*.settings.jsonl"), nil)
+	restored, err := RestoreAll(filepath.Join(dir, "n1-*.settings.jsonl"), nil, nil)
 	if err != nil || len(restored) != 1 {
 		t.Fatalf("restored %v: %v", restored, err)
 	}

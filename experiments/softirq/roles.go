@@ -389,8 +389,7 @@ func startReader(fd sock.FD, cpu int) (*reader, error) {
 	go func() {
 		// Locked and never unlocked: the pinned thread ends with the
 		// goroutine instead of going back to the runtime pinned.
-		runtime.LockOSThread()
-		if err := pin(cpu); err != nil {
+		if _, err := experiments.LockThread(cpu); err != nil {
 			rd.done <- err
 			return
 		}
@@ -539,8 +538,7 @@ func send(ctx context.Context, fds []sock.FD, o sendOptions) sendResult {
 	out := make(chan sendResult, 1)
 	go func() {
 		// Locked and never unlocked, as the reader.
-		runtime.LockOSThread()
-		if err := pin(o.cpu); err != nil {
+		if _, err := experiments.LockThread(o.cpu); err != nil {
 			out <- sendResult{err: err}
 			return
 		}
@@ -649,15 +647,6 @@ func readTrim(path string) (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-func pin(cpu int) error {
-	if cpu < 0 {
-		return nil
-	}
-	if err := sock.PinThread(cpu); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
-	}
-	return nil
-}
 
 // ctxErr prefers the context's error: a role whose socket was shut down
 // because the run was cancelled failed because of the cancel.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"time"
 
@@ -21,12 +20,12 @@ import (
 // for warmup and then for duration, measures the second phase, waits for
 // the kernel to complete every zero-copy send, and closes.
 func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	cpu := env.Params.Int("client_cpu")
-	if err := pin(cpu); err != nil {
+	unlock, err := experiments.LockThread(cpu)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	_, path, _, size := stepVariant(env.Params)
 	peer, err := env.Peer("server")
 	if err != nil {
@@ -224,12 +223,3 @@ func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu in
 	return r, nil
 }
 
-func pin(cpu int) error {
-	if cpu < 0 {
-		return nil
-	}
-	if err := sock.PinThread(cpu); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
-	}
-	return nil
-}

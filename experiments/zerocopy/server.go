@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,12 +22,12 @@ import (
 // ends at the end of the stream; per-byte costs do not need the two windows
 // to coincide, only to lie in the steady stream.
 func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	cpu := env.Params.Int("server_cpu")
-	if err := pin(cpu); err != nil {
+	unlock, err := experiments.LockThread(cpu)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	_, _, path, _ := stepVariant(env.Params)
 	page := unix.Getpagesize()
 	chunk := (env.Params.Size("recv_chunk") + page - 1) / page * page

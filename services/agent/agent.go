@@ -52,7 +52,7 @@ type Server struct {
 // RestoreSettings undoes the settings changes that a previous agent of this
 // node left behind when it died.
 func (s *Server) RestoreSettings() ([]string, error) {
-	return settings.RestoreAll(filepath.Join(s.SettingsDir, s.Node+"-*.settings.jsonl"), s.Host)
+	return settings.RestoreAll(filepath.Join(s.SettingsDir, s.Node+"-*.settings.jsonl"), s.Host, nil)
 }
 
 // NewGRPCServer returns a gRPC server with the agent, the standard health
