@@ -97,7 +97,7 @@ func resultTable(w *tabwriter.Writer, r *experimentv1.Result, spec *experimentv1
 	fmt.Fprintf(w, "run %s: %s in lab %s, %s\n", r.GetId(), r.GetExperiment(), r.GetLab(), stateName(r.GetState()))
 	var roles []string
 	for _, role := range sortedKeys(r.GetNodes()) {
-		roles = append(roles, role+" on "+r.GetNodes()[role])
+		roles = append(roles, role+" on "+strings.Join(placements(r, role), "|"))
 	}
 	h := r.GetHost()
 	fmt.Fprintf(w, "  %s; kernel %s, %d CPUs; params %s\n", strings.Join(roles, ", "), h.GetKernel(), h.GetCpus(), paramsText(r.GetParams()))
@@ -119,16 +119,20 @@ func resultTable(w *tabwriter.Writer, r *experimentv1.Result, spec *experimentv1
 			if full || len(names) == 0 {
 				names = sortedKeys(s.GetMetrics())
 			}
-			for i, name := range names {
+			first := true
+			for _, name := range names {
 				m, ok := s.GetMetrics()[name]
 				if !ok {
 					continue
 				}
 				variant, engaged := "", ""
-				if i == 0 {
-					variant, engaged = s.GetVariant(), engagementName(s.GetEngagement())
+				if first {
+					variant, engaged, first = s.GetVariant(), engagementName(s.GetEngagement()), false
 				}
 				row(w, "  "+variant, name, formatMetric(name, m.GetMedian()), "["+formatMetric(name, m.GetMin())+" .. "+formatMetric(name, m.GetMax())+"]", engaged)
+			}
+			if first {
+				row(w, "  "+s.GetVariant(), "", "", "", engagementName(s.GetEngagement()))
 			}
 			if s.GetNote() != "" {
 				row(w, "", "note: "+s.GetNote())
@@ -144,6 +148,25 @@ func resultTable(w *tabwriter.Writer, r *experimentv1.Result, spec *experimentv1
 	if !full {
 		fmt.Fprintf(w, "\nstored as %s (labctl results show %s)\n", r.GetId(), r.GetId())
 	}
+}
+
+// placements lists the nodes a role ran on: the run's placement, unless its
+// steps put the role elsewhere (paths places its servers per path).
+func placements(r *experimentv1.Result, role string) []string {
+	seen := map[string]bool{}
+	var nodes []string
+	for _, s := range r.GetSteps() {
+		for _, ra := range s.GetStep().GetRoles() {
+			if ra.GetRole() == role && !seen[ra.GetNode()] {
+				seen[ra.GetNode()] = true
+				nodes = append(nodes, ra.GetNode())
+			}
+		}
+	}
+	if len(nodes) == 0 {
+		return []string{r.GetNodes()[role]}
+	}
+	return nodes
 }
 
 // evidenceTable lists the evidence of the first repeat of each variant, and
