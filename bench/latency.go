@@ -51,12 +51,13 @@ func (b *bench) runJSON(ctx context.Context, args ...string) (map[string]any, er
 	return r, json.Unmarshal(out, &r)
 }
 
-// median of a role-qualified metric in a result's summary row.
+// median of a role-qualified metric in the first summary row whose variant
+// contains variant.
 func summaryMedian(r map[string]any, variant, metric string) (float64, bool) {
 	rows, _ := r["summary"].([]any)
 	for _, row := range rows {
 		m, _ := row.(map[string]any)
-		if variant != "" && m["variant"] != variant {
+		if name, _ := m["variant"].(string); !strings.Contains(name, variant) {
 			continue
 		}
 		metrics, _ := m["metrics"].(map[string]any)
@@ -71,15 +72,27 @@ func summaryMedian(r map[string]any, variant, metric string) (float64, bool) {
 // sockperf runs ping-pong from one node to a sockperf server in another
 // and returns its p50 and p99 in µs.
 func sockperf(ctx context.Context, client, server, addr string, size int, seconds int, extra ...string) (p50, p99 float64, err error) {
+	return sockperfPinned(ctx, client, server, addr, size, seconds, -1, -1, extra...)
+}
+
+// sockperfPinned is sockperf with each side pinned to a CPU (-1: not).
+func sockperfPinned(ctx context.Context, client, server, addr string, size int, seconds, clientCPU, serverCPU int, extra ...string) (p50, p99 float64, err error) {
 	port := "11111"
-	srv := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", server, "sockperf", "server", "--tcp", "-i", addr, "-p", port}, extra...)...)
+	pin := func(cpu int) []string {
+		if cpu < 0 {
+			return nil
+		}
+		return []string{"taskset", "-c", strconv.Itoa(cpu)}
+	}
+	srvArgs := append(append([]string{"netns", "exec", server}, pin(serverCPU)...), append([]string{"sockperf", "server", "--tcp", "-i", addr, "-p", port}, extra...)...)
+	srv := exec.CommandContext(ctx, "ip", srvArgs...)
 	if err := srv.Start(); err != nil {
 		return 0, 0, err
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	time.Sleep(300 * time.Millisecond)
-	args := append([]string{"netns", "exec", client, "sockperf", "ping-pong", "--tcp", "--full-rtt", "-m", strconv.Itoa(size),
-		"-i", addr, "-p", port, "-t", strconv.Itoa(seconds)}, extra...)
+	args := append(append([]string{"netns", "exec", client}, pin(clientCPU)...), append([]string{"sockperf", "ping-pong", "--tcp", "--full-rtt", "-m", strconv.Itoa(size),
+		"-i", addr, "-p", port, "-t", strconv.Itoa(seconds)}, extra...)...)
 	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
 	if err != nil {
 		return 0, 0, fmt.Errorf("sockperf: %v\n%s", err, out)
@@ -142,6 +155,59 @@ func latency(ctx context.Context, b *bench) (string, error) {
 	s.WriteString(table([]string{"size (B)", "tool", "p50 RTT", "p99 RTT"}, rows))
 	s.WriteString("\nrr relative to sockperf, pair by pair:\n\n")
 	s.WriteString(table([]string{"size (B)", "p50", "p99"}, ratios))
+	s.WriteString("\n")
+	bp, err := busyPollVsSockperf(ctx, b, seconds)
+	if err != nil {
+		fmt.Fprintf(&s, "busy-poll vs sockperf --lls: not measured: %v\n\n", err)
+	} else {
+		s.WriteString(bp)
+	}
+	return s.String(), nil
+}
+
+// busyPollVsSockperf compares busy-poll's so_busy_poll variant with
+// sockperf --lls (which sets SO_BUSY_POLL) on the veth that has NAPI (GRO
+// on, TSO off: busy-poll.yaml's napi0), both sides pinned as busy-poll pins
+// them (client CPU 0, server CPU 1).
+func busyPollVsSockperf(ctx context.Context, b *bench, seconds int) (string, error) {
+	lab, down, err := b.lab(ctx, "busy-poll", "bench-bp")
+	if err != nil {
+		return "", err
+	}
+	defer down()
+	client, server := "labctl-"+lab+"-client", "labctl-"+lab+"-server"
+	var ours, theirs figure
+	var oursBase, theirsBase figure
+	for rep := range b.reps {
+		b.log("busy-poll vs sockperf --lls rep %d", rep+1)
+		r, err := b.runJSON(ctx, "busy-poll", lab, "-p", "devices=veth-gro", "-p", "mechanisms=blocking,so_busy_poll", "-p", "timeouts=50us",
+			"-p", "repeats=1", "-p", fmt.Sprintf("duration=%ds", seconds), "-p", "warmup=500ms")
+		if err != nil {
+			return "", err
+		}
+		bp, ok1 := summaryMedian(r, "so_busy_poll", "client.rtt_p50_ns")
+		base, ok2 := summaryMedian(r, "blocking", "client.rtt_p50_ns")
+		if !ok1 || !ok2 {
+			return "", fmt.Errorf("busy-poll result lacks the so_busy_poll or blocking row")
+		}
+		ours, oursBase = append(ours, bp/1e3), append(oursBase, base/1e3)
+		p50, _, err := sockperfPinned(ctx, client, server, "198.18.0.2", 64, seconds, 0, 1, "--lls", "50")
+		if err != nil {
+			return "", err
+		}
+		p50b, _, err := sockperfPinned(ctx, client, server, "198.18.0.2", 64, seconds, 0, 1)
+		if err != nil {
+			return "", err
+		}
+		theirs, theirsBase = append(theirs, p50), append(theirsBase, p50b)
+	}
+	var s strings.Builder
+	s.WriteString("### busy-poll vs sockperf --lls\n\n")
+	fmt.Fprintf(&s, "64-byte TCP round trips on busy-poll.yaml's napi0 (veth with GRO on and TSO off, so it has NAPI), %d s each, both tools pinned client CPU 0 / server CPU 1; SO_BUSY_POLL 50 µs on both sides (`--lls 50`).\n\n", seconds)
+	s.WriteString(table([]string{"", "labctl busy-poll", "sockperf", "labctl/sockperf"}, [][]string{
+		{"blocking (no busy poll)", oursBase.cell(usec), theirsBase.cell(usec), ratio(oursBase, theirsBase).cell(pct)},
+		{"SO_BUSY_POLL 50 µs", ours.cell(usec), theirs.cell(usec), ratio(ours, theirs).cell(pct)},
+	}))
 	s.WriteString("\n")
 	return s.String(), nil
 }

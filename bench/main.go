@@ -35,6 +35,8 @@ type section struct {
 var sections = []section{
 	{"bringup", bringup},
 	{"latency", latency},
+	{"throughput", throughput},
+	{"tracing", tracing},
 }
 
 // bench carries what every section shares.
@@ -48,7 +50,7 @@ type bench struct {
 
 func main() {
 	out := flag.String("o", "BENCHMARKS.md", "file to write")
-	only := flag.String("sections", "bringup,latency", "sections to run")
+	only := flag.String("sections", "bringup,latency,throughput,tracing", "sections to run")
 	reps := flag.Int("reps", 5, "alternating repetitions of each comparison")
 	quick := flag.Bool("quick", false, "smaller sizes, for trying the harness out")
 	flag.Parse()
