@@ -513,7 +513,6 @@ func (r *role) finish(ctx context.Context, rep *experimentv1.RoleReport) *experi
 	return rep
 }
 
-
 // ctxErr prefers the context's error: a role whose socket was shut down
 // because the run was cancelled failed because of the cancel.
 func ctxErr(ctx context.Context, err error) error {

@@ -30,7 +30,7 @@ type window struct {
 	// and the kernel counts BusyPollRxPackets in that device's namespace.
 	lower         kstat.NetStat
 	host          bool
-	polls, worked *pollCounter
+	polls, worked *kstat.TracepointCounter
 	softirqs      kstat.Softirqs
 	cpu           kstat.CPUStat
 }
@@ -43,10 +43,10 @@ func (r *role) open() (*window, error) {
 	}
 	if w.host && r.o.countPolls && len(r.o.napiDevices) > 0 {
 		var err error
-		if w.polls, err = openPollCounter(devFilter(r.o.napiDevices, "")); err != nil {
+		if w.polls, err = kstat.OpenTracepoint("napi", "napi_poll", kstat.WithFilter(devFilter(r.o.napiDevices, ""))); err != nil {
 			return nil, err
 		}
-		if w.worked, err = openPollCounter(devFilter(r.o.napiDevices, "work > 0")); err != nil {
+		if w.worked, err = kstat.OpenTracepoint("napi", "napi_poll", kstat.WithFilter(devFilter(r.o.napiDevices, "work > 0"))); err != nil {
 			w.close()
 			return nil, err
 		}
@@ -76,7 +76,7 @@ func (r *role) open() (*window, error) {
 }
 
 func (w *window) close() {
-	for _, c := range []*pollCounter{w.polls, w.worked} {
+	for _, c := range []*kstat.TracepointCounter{w.polls, w.worked} {
 		if c != nil {
 			c.Close()
 		}
@@ -241,14 +241,15 @@ func (w *window) hostEvidence(rep *experimentv1.RoleReport, r *role, segsIn uint
 	if w.polls == nil {
 		return nil
 	}
-	polls, err := w.polls.Read()
+	pollCount, err := w.polls.Read()
 	if err != nil {
 		return err
 	}
-	worked, err := w.worked.Read()
+	workedCount, err := w.worked.Read()
 	if err != nil {
 		return err
 	}
+	polls, worked := pollCount.Total, workedCount.Total
 	devs := strings.Join(r.o.napiDevices, ", ")
 	experiments.AddEvidence(rep, "napi_polls", float64(polls), "polls", "napi:napi_poll tracepoint, perf counters filtered to devices "+devs,
 		"polls of the path's NAPI instances, by the softirq or a busy-polling task; 0 means the devices received without NAPI")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/kstat"
 	"github.com/labctl/labctl/experiments/measure"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -47,7 +48,7 @@ type meter struct {
 	// does not count them (netconn).
 	counts func() counts
 	// sys counts every system call of the process; nil when not counting.
-	sys *processSyscalls
+	sys *kstat.TracepointCounter
 	// sqTID is the SQPOLL kernel thread of the ring, 0 without one.
 	sqTID int
 
@@ -77,7 +78,9 @@ func (m *meter) snap() snapshot {
 		s.counts = m.counts()
 	}
 	if m.sys != nil {
-		s.sys, err = m.sys.Read()
+		var n kstat.TracepointCount
+		n, err = m.sys.Read()
+		s.sys = n.Total
 		m.note(err)
 	}
 	if m.sqTID != 0 {

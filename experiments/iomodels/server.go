@@ -331,7 +331,6 @@ func raiseNoFile(idle int) error {
 	return nil
 }
 
-
 // finish adds the node's environment to a report.
 func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu int) (*experimentv1.RoleReport, error) {
 	r.Environment = experiments.Node(ctx, node, nil)

@@ -26,9 +26,11 @@
 //     has all its threads there and reads its node; code that switches a
 //     locked thread into a namespace must read on that thread.
 //   - Host-wide, whoever reads: Softnet (though under /proc/net), Softirqs,
-//     Interrupts, CPUStat, SlabInfo, tracepoint counts. A delta on these
-//     includes every other namespace's traffic and the host's; read them
-//     over a quiet baseline, or attribute with per-namespace counters.
+//     Interrupts, CPUStat, SlabInfo, tracepoint counts (unless opened
+//     ForThread or ForProcess; WithFilter can keep to one device name, which
+//     other namespaces may share). A delta on these includes every other
+//     namespace's traffic and the host's; read them over a quiet baseline,
+//     or attribute with per-namespace counters.
 //   - Tasks: FindKsoftirqd and ReadTaskStat see the PID namespace of the
 //     process; kernel threads are visible only from the host's.
 //

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/labctl/labctl/internal/privtest"
@@ -365,12 +368,12 @@ func TestReadLinkStatsThroughHandle(t *testing.T) {
 // openTracepointPrivately opens a counter from a thread in a private mount
 // namespace, so the tracefs mount OpenTracepoint may make never reaches the
 // host and vanishes with the thread; the counter's perf events outlive it.
-func openTracepointPrivately(t testing.TB, group, event string) *TracepointCounter {
+func openTracepointPrivately(t testing.TB, group, event string, opts ...TracepointOption) *TracepointCounter {
 	t.Helper()
 	var c *TracepointCounter
 	onFreshThread(t, unix.CLONE_NEWNS, func() error {
 		var err error
-		c, err = OpenTracepoint(group, event)
+		c, err = OpenTracepoint(group, event, opts...)
 		return err
 	})
 	t.Cleanup(func() {
@@ -421,8 +424,17 @@ func TestTracepointCounter(t *testing.T) {
 
 func TestOpenTracepointErrors(t *testing.T) {
 	privtest.Root(t)
+	pidMax, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSuchPID, err := strconv.Atoi(strings.TrimSpace(string(pidMax)))
+	if err != nil {
+		t.Fatalf("/proc/sys/kernel/pid_max: %v", err)
+	}
 	tests := []struct {
 		group, event string
+		opts         []TracepointOption
 		wantErr      string
 		wantNotExist bool
 	}{
@@ -430,16 +442,233 @@ func TestOpenTracepointErrors(t *testing.T) {
 		{group: "sock", event: "a/b", wantErr: `invalid tracepoint name part "a/b"`},
 		{group: "", event: "x", wantErr: `invalid tracepoint name part ""`},
 		{group: "labctl_no_such_group", event: "nothing", wantErr: "events/labctl_no_such_group/nothing/id", wantNotExist: true},
+		{group: "sock", event: "inet_sock_set_state", opts: []TracepointOption{WithFilter("labctl_no_such_field == 1")},
+			wantErr: `tracepoint sock:inet_sock_set_state (filter "labctl_no_such_field == 1"): set filter: invalid argument`},
+		{group: "sock", event: "inet_sock_set_state", opts: []TracepointOption{ForProcess(0)}, wantErr: "invalid pid 0"},
+		// pid_max is one more than the largest pid.
+		{group: "sock", event: "inet_sock_set_state", opts: []TracepointOption{ForProcess(noSuchPID)},
+			wantErr: fmt.Sprintf("/proc/%d/task", noSuchPID), wantNotExist: true},
 	}
 	for _, tt := range tests {
 		onFreshThread(t, unix.CLONE_NEWNS, func() error {
-			_, err := OpenTracepoint(tt.group, tt.event)
+			_, err := OpenTracepoint(tt.group, tt.event, tt.opts...)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || tt.wantNotExist != errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("OpenTracepoint(%q, %q) err = %v, want %q", tt.group, tt.event, err, tt.wantErr)
 			}
 			return nil
 		})
 	}
+}
+
+// TestTracepointFilter counts sock:inet_sock_set_state over one TCP
+// connection with three counters of the whole host: a filter that matches
+// nothing (no TCP state is 0) must count 0 while the unfiltered counter and
+// one filtered to TCP_SYN_SENT grow.
+func TestTracepointFilter(t *testing.T) {
+	privtest.Root(t)
+	filters := []string{"", "newstate == 2", "newstate == 0"}
+	counters := make([]*TracepointCounter, len(filters))
+	before := make([]TracepointCount, len(filters))
+	for i, f := range filters {
+		counters[i] = openTracepointPrivately(t, "sock", "inet_sock_set_state", WithFilter(f))
+		var err error
+		if before[i], err = counters[i].Read(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onFreshThread(t, unix.CLONE_NEWNET, func() error {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+		return tcpOverLoopback()
+	})
+	d := make([]uint64, len(filters))
+	for i, c := range counters {
+		after, err := c.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d[i] = after.Sub(before[i]).Total
+	}
+	// The client alone moves CLOSE -> SYN_SENT -> ESTABLISHED -> FIN_WAIT1.
+	if d[0] < 3 {
+		t.Errorf("unfiltered: +%d over one TCP connection, want >= 3", d[0])
+	}
+	if d[1] < 1 {
+		t.Errorf("filter %q: +%d over one TCP connection, want >= 1 (the client's connect)", filters[1], d[1])
+	}
+	if d[2] != 0 {
+		t.Errorf("filter %q: +%d, want 0: no socket ever enters state 0", filters[2], d[2])
+	}
+}
+
+// TestTracepointForThread counts raw_syscalls:sys_enter of one thread
+// while another thread of the process makes n system calls, then while the
+// counted thread makes n itself: the first must not reach n, the second
+// must.
+func TestTracepointForThread(t *testing.T) {
+	privtest.Root(t)
+	const n = 10000
+	onFreshThread(t, unix.CLONE_NEWNS, func() error {
+		c, err := OpenTracepoint("raw_syscalls", "sys_enter", ForThread())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c0, err := c.Read()
+		if err != nil {
+			return err
+		}
+		done := make(chan struct{})
+		go func() { // on another thread: this goroutine's thread is locked
+			for range n {
+				unix.Getppid()
+			}
+			close(done)
+		}()
+		<-done
+		c1, err := c.Read()
+		if err != nil {
+			return err
+		}
+		for range n {
+			unix.Getppid()
+		}
+		c2, err := c.Read()
+		if err != nil {
+			return err
+		}
+		if other := c1.Sub(c0).Total; other >= n {
+			return fmt.Errorf("+%d while another thread made %d system calls, want fewer: only this thread's own", other, n)
+		}
+		if own := c2.Sub(c1).Total; own < n {
+			return fmt.Errorf("+%d while this thread made %d system calls, want at least %d", own, n, n)
+		}
+		if !reflect.DeepEqual(c2.CPUs, []int{-1}) || !reflect.DeepEqual(c2.PerCPU, []uint64{c2.Total}) {
+			return fmt.Errorf("count %+v, want the one slot of CPU -1", c2)
+		}
+		return nil
+	})
+}
+
+// TestTracepointForProcess counts raw_syscalls:sys_enter of this process,
+// whose threads started after the open must be counted too, and of another
+// process (a sleep), which must not count this one's system calls.
+func TestTracepointForProcess(t *testing.T) {
+	privtest.Root(t)
+	if _, err := exec.LookPath("sleep"); err != nil {
+		privtest.Unavailable(t, "no sleep command: "+err.Error())
+	}
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sleeper.Process.Kill()
+		sleeper.Wait()
+	})
+	self, listed := openSelfSettled(t)
+	other := openTracepointPrivately(t, "raw_syscalls", "sys_enter", ForProcess(sleeper.Process.Pid))
+	s0, err := self.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o0, err := other.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Workers that hold their threads all at once, so that the runtime must
+	// start threads for some of them. Each never unlocks: its thread ends
+	// with it, and perf adds an ended child's count to its parent's.
+	const workers, k = 16, 10000
+	tids := make(chan int, workers)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			tids <- unix.Gettid()
+			<-release
+			for range k {
+				unix.Getppid()
+			}
+		})
+	}
+	started := 0
+	for range workers {
+		if !listed[<-tids] {
+			started++
+		}
+	}
+	close(release)
+	wg.Wait()
+	if started == 0 {
+		t.Fatalf("all %d workers ran on threads that existed when the counter opened: nothing tests inheritance", workers)
+	}
+	s1, err := self.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o1, err := other.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Any other thread of the process only adds to the count.
+	if d := s1.Sub(s0).Total; d < workers*k {
+		t.Errorf("this process: +%d over %d system calls on %d threads (%d started after the open), want at least %d", d, workers*k, workers, started, workers*k)
+	}
+	if d := o1.Sub(o0).Total; d >= workers*k {
+		t.Errorf("the sleep process: +%d while this process made %d system calls, want fewer: only its own", d, workers*k)
+	}
+	if !reflect.DeepEqual(s1.CPUs, []int{-1}) || !reflect.DeepEqual(s1.PerCPU, []uint64{s1.Total}) {
+		t.Errorf("count %+v, want the one slot of CPU -1", s1)
+	}
+}
+
+// openSelfSettled opens a ForProcess counter of raw_syscalls:sys_enter of
+// this process, again until no thread started while it opened, and returns
+// the threads alive then. A thread the runtime starts during the open from
+// a thread not yet counted is missed (see ForProcess); once none did, every
+// thread alive has an event of its own and every later thread inherits one,
+// so the test's count is exact.
+func openSelfSettled(t *testing.T) (*TracepointCounter, map[int]bool) {
+	t.Helper()
+	for range 10 {
+		var c *TracepointCounter
+		var before, after []int
+		onFreshThread(t, unix.CLONE_NEWNS, func() error {
+			var err error
+			if before, err = processThreads(os.Getpid()); err != nil {
+				return err
+			}
+			if c, err = OpenTracepoint("raw_syscalls", "sys_enter", ForProcess(os.Getpid())); err != nil {
+				return err
+			}
+			after, err = processThreads(os.Getpid())
+			return err
+		})
+		alive := map[int]bool{}
+		for _, tid := range before {
+			alive[tid] = true
+		}
+		settled := true
+		for _, tid := range after {
+			settled = settled && alive[tid]
+		}
+		if settled {
+			t.Cleanup(func() {
+				if err := c.Close(); err != nil {
+					t.Error(err)
+				}
+			})
+			return c, alive
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("threads started during every one of 10 opens of a process counter")
+	return nil, nil
 }
 
 // TestEnsureTracefsMountsOnce checks that tracefs gets mounted when missing

@@ -281,7 +281,6 @@ func describe(o ClientOptions) string {
 	return fmt.Sprintf("%d-byte round trips for %v", o.Size, o.Duration)
 }
 
-
 func napiDetail(id uint32) string {
 	if id == 0 {
 		return "0: packets reached the socket without a NAPI context (loopback, veth without GRO or XDP)"

@@ -1,16 +1,10 @@
 package softirq
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/experiments/kstat"
 )
@@ -20,130 +14,25 @@ import (
 // netif_rx and RPS queue packets to (include/trace/events/napi.h).
 const noDevice = "(no_device)"
 
-// pollCounter counts napi:napi_poll hits on every CPU whose dev_name is
-// dev, with a tracepoint filter (PERF_EVENT_IOC_SET_FILTER) evaluated by
-// the kernel, so no record leaves it. kstat.TracepointCounter counts every
-// poll; this one tells the backlog's polls from a device's.
-type pollCounter struct {
-	dev  string
-	cpus []int
-	fds  []int
-}
-
-// tracepointIDFile holds the id of napi:napi_poll once tracefs is mounted
-// (kstat.OpenTracepoint mounts it).
-const tracepointIDFile = "/sys/kernel/tracing/events/napi/napi_poll/id"
-
-func openPollCounter(dev string, cpus []int) (*pollCounter, error) {
-	b, err := os.ReadFile(tracepointIDFile)
-	if err != nil {
-		return nil, fmt.Errorf("napi:napi_poll for %s: %w", dev, err)
-	}
-	id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", tracepointIDFile, err)
-	}
-	c := &pollCounter{dev: dev, cpus: cpus}
-	attr := unix.PerfEventAttr{
-		Type:   unix.PERF_TYPE_TRACEPOINT,
-		Size:   uint32(unsafe.Sizeof(unix.PerfEventAttr{})),
-		Config: id,
-		Bits:   unix.PerfBitDisabled, // enabled once the filter is set
-	}
+// openDevicePolls counts, on every CPU, the napi:napi_poll hits of the NAPI
+// instances whose dev_name is dev, with a filter the kernel evaluates, so
+// no record leaves it: it tells the backlog's polls from a device's.
+func openDevicePolls(dev string) (*kstat.TracepointCounter, error) {
 	// The filter grammar quotes strings in double quotes without escapes;
 	// Linux allows quotes in interface names, the filter cannot hold them.
 	if strings.ContainsAny(dev, `"\`) {
 		return nil, fmt.Errorf("napi:napi_poll filter: device name %q has a quote or backslash", dev)
 	}
-	filter := fmt.Sprintf(`dev_name == "%s"`, dev)
-	for _, cpu := range cpus {
-		fd, err := unix.PerfEventOpen(&attr, -1, cpu, -1, unix.PERF_FLAG_FD_CLOEXEC)
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("napi:napi_poll for %s: perf_event_open on CPU %d: %w", dev, cpu, err)
-		}
-		c.fds = append(c.fds, fd)
-		if err := unix.IoctlSetString(fd, unix.PERF_EVENT_IOC_SET_FILTER, filter); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("napi:napi_poll: filter %q: %w", filter, err)
-		}
-		if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("napi:napi_poll for %s: enable on CPU %d: %w", dev, cpu, err)
-		}
-	}
-	return c, nil
+	return kstat.OpenTracepoint("napi", "napi_poll", kstat.WithFilter(fmt.Sprintf(`dev_name == "%s"`, dev)))
 }
-
-// Read returns the polls counted per CPU, in the order of cpus.
-func (c *pollCounter) Read() ([]uint64, error) {
-	out := make([]uint64, len(c.fds))
-	var buf [8]byte
-	for i, fd := range c.fds {
-		if _, err := unix.Read(fd, buf[:]); err != nil {
-			return nil, fmt.Errorf("napi:napi_poll for %s: read CPU %d: %w", c.dev, c.cpus[i], err)
-		}
-		out[i] = binary.NativeEndian.Uint64(buf[:])
-	}
-	return out, nil
-}
-
-func (c *pollCounter) Close() error {
-	var errs []error
-	for _, fd := range c.fds {
-		errs = append(errs, unix.Close(fd))
-	}
-	c.fds = nil
-	return errors.Join(errs...)
-}
-
-// threadPolls counts napi:napi_poll hits while the calling thread runs:
-// the polls that softirqs ran in its context, as when a send re-enables
-// bottom halves and the NET_RX it raised runs on the spot. It is exact:
-// nothing else on the host is counted. The thread must stay locked.
-type threadPolls struct{ fd int }
-
-func openThreadPolls() (*threadPolls, error) {
-	// OpenTracepoint mounts tracefs if needed, which the id file is on.
-	all, err := kstat.OpenTracepoint("napi", "napi_poll")
-	if err != nil {
-		return nil, err
-	}
-	all.Close()
-	b, err := os.ReadFile(tracepointIDFile)
-	if err != nil {
-		return nil, fmt.Errorf("napi:napi_poll: %w", err)
-	}
-	id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", tracepointIDFile, err)
-	}
-	attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_TRACEPOINT, Size: uint32(unsafe.Sizeof(unix.PerfEventAttr{})), Config: id}
-	// pid 0, cpu -1: this thread, on whichever CPU it runs.
-	fd, err := unix.PerfEventOpen(&attr, 0, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("napi:napi_poll of this thread: perf_event_open: %w", err)
-	}
-	return &threadPolls{fd: fd}, nil
-}
-
-func (c *threadPolls) Read() (uint64, error) {
-	var buf [8]byte
-	if _, err := unix.Read(c.fd, buf[:]); err != nil {
-		return 0, fmt.Errorf("napi:napi_poll of this thread: read: %w", err)
-	}
-	return binary.NativeEndian.Uint64(buf[:]), nil
-}
-
-func (c *threadPolls) Close() error { return unix.Close(c.fd) }
 
 // probe holds the host-wide counters a step reads before and after, and
 // the node's own.
 type probe struct {
 	cpus      []int
 	all       *kstat.TracepointCounter
-	backlog   *pollCounter
-	device    *pollCounter
+	backlog   *kstat.TracepointCounter
+	device    *kstat.TracepointCounter
 	ksoftirqd []kstat.Ksoftirqd
 	iface     string
 }
@@ -159,11 +48,11 @@ func openProbe(iface string) (*probe, error) {
 	if p.all, err = kstat.OpenTracepoint("napi", "napi_poll"); err != nil {
 		return nil, err
 	}
-	if p.backlog, err = openPollCounter(noDevice, cpus); err != nil {
+	if p.backlog, err = openDevicePolls(noDevice); err != nil {
 		p.Close()
 		return nil, err
 	}
-	if p.device, err = openPollCounter(iface, cpus); err != nil {
+	if p.device, err = openDevicePolls(iface); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -224,13 +113,15 @@ func (p *probe) read() (Snapshot, error) {
 	if err != nil {
 		return s, err
 	}
-	s.Polls = all.PerCPU
-	if s.BacklogPolls, err = p.backlog.Read(); err != nil {
+	backlog, err := p.backlog.Read()
+	if err != nil {
 		return s, err
 	}
-	if s.DevicePolls, err = p.device.Read(); err != nil {
+	device, err := p.device.Read()
+	if err != nil {
 		return s, err
 	}
+	s.Polls, s.BacklogPolls, s.DevicePolls = all.PerCPU, backlog.PerCPU, device.PerCPU
 	for _, k := range p.ksoftirqd {
 		st, err := kstat.ReadTaskStat(k.PID, k.PID)
 		if err != nil {

@@ -542,7 +542,10 @@ func send(ctx context.Context, fds []sock.FD, o sendOptions) sendResult {
 			out <- sendResult{err: err}
 			return
 		}
-		polls, err := openThreadPolls()
+		// The polls that softirqs ran in this thread's context, as when a
+		// send re-enables bottom halves and the NET_RX it raised runs on
+		// the spot: nothing else on the host is counted.
+		polls, err := kstat.OpenTracepoint("napi", "napi_poll", kstat.ForThread())
 		if err != nil {
 			out <- sendResult{err: err}
 			return
@@ -558,7 +561,7 @@ func send(ctx context.Context, fds []sock.FD, o sendOptions) sendResult {
 		if err != nil && res.err == nil {
 			res.err = err
 		}
-		res.polls = p1 - p0
+		res.polls = p1.Sub(p0).Total
 		out <- res
 	}()
 	return <-out
@@ -646,7 +649,6 @@ func readTrim(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return strings.TrimSpace(string(b)), err
 }
-
 
 // ctxErr prefers the context's error: a role whose socket was shut down
 // because the run was cancelled failed because of the cancel.

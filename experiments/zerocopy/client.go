@@ -222,4 +222,3 @@ func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu in
 	}
 	return r, nil
 }
-
