@@ -6,6 +6,7 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/busypoll"
 	"github.com/labctl/labctl/experiments/captureorder"
+	"github.com/labctl/labctl/experiments/conncost"
 	"github.com/labctl/labctl/experiments/iomodels"
 	"github.com/labctl/labctl/experiments/lowlatency"
 	"github.com/labctl/labctl/experiments/paths"
@@ -22,6 +23,7 @@ func Registry() *experiments.Registry {
 		busypoll.Experiment{},
 		zerocopy.Experiment{},
 		iomodels.Experiment{}, lowlatency.Experiment{}, sndbuf.Experiment{},
+		conncost.Cost{}, conncost.Limits{},
 		paths.Experiment{}, captureorder.Experiment{}, softirq.Experiment{},
 	)
 }
