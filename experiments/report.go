@@ -2,6 +2,8 @@ package experiments
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -182,4 +184,48 @@ func ShutdownOnDone(ctx context.Context, fds ...sock.FD) (stop func()) {
 		done = true
 		mu.Unlock()
 	}
+}
+
+// AcceptOne listens for one TCP connection on the role's address, tells the
+// orchestrator its port, and accepts. setup, when not nil, configures the
+// listening socket first (options an accepted socket inherits, such as
+// SO_RCVBUF). The connection is shut down if ctx ends while it is in use;
+// done stops that watch and closes it.
+func AcceptOne(ctx context.Context, env *Env, setup func(ln sock.FD) error) (fd sock.FD, done func(), err error) {
+	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
+	if err != nil {
+		return -1, nil, err
+	}
+	defer ln.Close()
+	if setup != nil {
+		if err := setup(ln); err != nil {
+			return -1, nil, err
+		}
+	}
+	local, err := sock.LocalAddr(ln)
+	if err != nil {
+		return -1, nil, err
+	}
+	stop := ShutdownOnDone(ctx, ln)
+	env.Ready(int(local.Port()))
+	fd, err = sock.Accept(ln)
+	stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			return -1, nil, ctx.Err()
+		}
+		return -1, nil, fmt.Errorf("%s %s: accept: %w", env.Step.GetVariant(), env.Role, err)
+	}
+	stop = ShutdownOnDone(ctx, fd)
+	return fd, func() { stop(); fd.Close() }, nil
+}
+
+// CtxErr prefers the context's error: a role whose socket was shut down
+// because the run was cancelled failed because of the cancel, not because
+// of the EOF or EPIPE the shutdown caused.
+func CtxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }

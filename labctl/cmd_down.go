@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -58,23 +56,10 @@ func down(ctx context.Context, cmd *cobra.Command, g *globals, lab string) error
 	if err != nil {
 		return err
 	}
-	prog := newProgress(g.quiet)
-	var change *labv1.Change
-	for {
-		ev, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			prog.end()
-			return err
-		}
-		prog.update(ev.GetProgress())
-		if c := ev.GetChange(); c != nil {
-			change = c
-		}
+	change, err := followChange(stream.Recv, g.quiet)
+	if err != nil {
+		return err
 	}
-	prog.end()
 	if change == nil {
 		return fmt.Errorf("down ended without saying what it removed")
 	}

@@ -57,23 +57,10 @@ func up(ctx context.Context, cmd *cobra.Command, g *globals, source string, data
 	if err != nil {
 		return err
 	}
-	prog := newProgress(g.quiet)
-	var change *labv1.Change
-	for {
-		ev, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			prog.end()
-			return err
-		}
-		prog.update(ev.GetProgress())
-		if c := ev.GetChange(); c != nil {
-			change = c
-		}
+	change, err := followChange(stream.Recv, g.quiet)
+	if err != nil {
+		return err
 	}
-	prog.end()
 	if change == nil {
 		return fmt.Errorf("up ended without saying what it changed")
 	}
@@ -82,6 +69,33 @@ func up(ctx context.Context, cmd *cobra.Command, g *globals, source string, data
 		changeTable(w, change, "up")
 		fmt.Fprintf(w, "\nnext: labctl status %s; labctl exec %s NODE -- CMD; labctl down %s\n", change.GetLab(), change.GetLab(), change.GetLab())
 	})
+}
+
+// changeEvent is an event of the Up or Down stream.
+type changeEvent interface {
+	GetProgress() *labv1.Progress
+	GetChange() *labv1.Change
+}
+
+// followChange draws the progress of an Up or Down stream and returns the
+// change it ends with.
+func followChange[T changeEvent](recv func() (T, error), quiet bool) (*labv1.Change, error) {
+	prog := newProgress(quiet)
+	defer prog.end()
+	var change *labv1.Change
+	for {
+		ev, err := recv()
+		if errors.Is(err, io.EOF) {
+			return change, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		prog.update(ev.GetProgress())
+		if c := ev.GetChange(); c != nil {
+			change = c
+		}
+	}
 }
 
 // changeTable prints what up or down did.

@@ -103,7 +103,7 @@ func acceptAll(ctx context.Context, env *experiments.Env, ln sock.FD, n int) ([]
 		fd, err := sock.Accept(ln)
 		if err != nil {
 			closeAll(fds)
-			return nil, ctxErr(ctx, fmt.Errorf("busy-poll server: accept: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: accept: %w", err))
 		}
 		fds = append(fds, fd)
 	}
@@ -248,13 +248,13 @@ func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error)
 	for open := len(fds); open > 0; {
 		n, err := ep.Wait(events, -1)
 		if err != nil {
-			return nil, ctxErr(ctx, err)
+			return nil, experiments.CtxErr(ctx, err)
 		}
 		for _, ev := range events[:n] {
 			fd := sock.FD(ev.Fd)
 			if _, err := sock.ReadFull(fd, buf); err != nil {
 				if !errors.Is(err, io.EOF) {
-					return nil, ctxErr(ctx, fmt.Errorf("busy-poll server: recv: %w", err))
+					return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: recv: %w", err))
 				}
 				m.stop()
 				if err := ep.Del(fd); err != nil {
@@ -265,7 +265,7 @@ func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error)
 			}
 			m.request(buf[0])
 			if _, err := sock.WriteFull(fd, buf); err != nil {
-				return nil, ctxErr(ctx, fmt.Errorf("busy-poll server: send: %w", err))
+				return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: send: %w", err))
 			}
 		}
 	}
@@ -331,7 +331,7 @@ func (r *role) clientEpoll(ctx context.Context, peer netip.AddrPort) (*experimen
 	}
 	rep, err := r.measure(ctx, buf, roundTrip, nil)
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	return r.finish(ctx, rep), nil
 }
@@ -371,11 +371,11 @@ func (r *role) serveSpin(ctx context.Context) (*experimentv1.RoleReport, error) 
 				m.stop()
 				break
 			}
-			return nil, ctxErr(ctx, fmt.Errorf("busy-poll server: recv: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: recv: %w", err))
 		}
 		m.request(buf[0])
 		if err := spinWrite(fd, buf); err != nil {
-			return nil, ctxErr(ctx, fmt.Errorf("busy-poll server: send: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: send: %w", err))
 		}
 	}
 	if ctx.Err() != nil {
@@ -416,7 +416,7 @@ func (r *role) clientSpin(ctx context.Context, peer netip.AddrPort) (*experiment
 	}
 	rep, err := r.measure(ctx, buf, roundTrip, &empty)
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	return r.finish(ctx, rep), nil
 }
@@ -511,13 +511,4 @@ func (r *role) finish(ctx context.Context, rep *experimentv1.RoleReport) *experi
 	rep.Environment = experiments.Node(ctx, r.env.Node, nil)
 	rep.Environment.PinnedCpu = int32(r.o.cpu)
 	return rep
-}
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }

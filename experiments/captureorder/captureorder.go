@@ -325,14 +325,14 @@ func serve(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Ro
 	conn, err := sock.Accept(ctl)
 	stop()
 	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
 	}
 	defer conn.Close()
 	stop = experiments.ShutdownOnDone(ctx, conn)
 	defer stop()
 	var done [8]byte // the sender's count of successful sends
 	if _, err := sock.ReadFull(conn, done[:]); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
 	}
 	r := env.Report()
 	n, err := delivered.Stop()
@@ -346,7 +346,7 @@ func serve(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Ro
 		return nil, err
 	}
 	if _, err := sock.WriteFull(conn, []byte{1}); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	r.Environment = experiments.Node(ctx, env.Node, nil)
 	return r, nil
@@ -407,11 +407,11 @@ func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Rol
 	var word [8]byte
 	binary.BigEndian.PutUint64(word[:], uint64(ok))
 	if _, err := sock.WriteFull(conn, word[:]); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	// The receiver answers once it has counted; the step ends then.
 	if _, err := sock.ReadFull(conn, word[:1]); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
 	}
 	r := env.Report()
 	r.Metrics["sent_packets"] = float64(count)
@@ -465,13 +465,4 @@ func routeIface(dst netip.Addr) (string, error) {
 		return "", fmt.Errorf("route to %v: interface %d: %w", dst, routes[0].LinkIndex, err)
 	}
 	return l.Attrs().Name, nil
-}
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }

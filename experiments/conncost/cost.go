@@ -206,19 +206,10 @@ func (Cost) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleRe
 		err = fmt.Errorf("conn-cost has no role %q", env.Role)
 	}
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	r.Environment = experiments.Node(ctx, env.Node, []string{"net.ipv4.ip_local_port_range", "net.ipv4.tcp_max_tw_buckets", "net.core.somaxconn"})
 	return r, nil
-}
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }
 
 // listenControl listens on the role's address and returns the first

@@ -220,7 +220,7 @@ func (Limits) Run(ctx context.Context, env *experiments.Env) (*experimentv1.Role
 		err = fmt.Errorf("conn-limits has no role %q", env.Role)
 	}
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	r.Environment = experiments.Node(ctx, env.Node, []string{"net.ipv4.ip_local_port_range", "net.core.somaxconn"})
 	return r, nil

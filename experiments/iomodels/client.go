@@ -42,11 +42,11 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	idle, err := connectIdle(ctx, env, peer, cfg.Idle)
 	defer closeIdle(idle)
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	fd, err := sock.Connect(sock.Network(cfg.Proto), peer)
 	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("io-models client: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models client: %w", err))
 	}
 	defer fd.Close()
 	stop := experiments.ShutdownOnDone(ctx, append([]sock.FD{fd}, idle...)...)
@@ -66,7 +66,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	// when it cannot serve the model.
 	declined, err := roundTrip(fd, cfg.Proto, buf, phaseWarmup)
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	if declined {
 		r.Notes = append(r.Notes, "the server declined the variant: it cannot run on this kernel or with this many descriptors (see the server's note)")
@@ -76,7 +76,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	env.Progressf("warming up for %v", cfg.Warmup)
 	for t0 := time.Now(); time.Since(t0) < cfg.Warmup; {
 		if _, err := roundTrip(fd, cfg.Proto, buf, phaseWarmup); err != nil {
-			return nil, ctxErr(ctx, err)
+			return nil, experiments.CtxErr(ctx, err)
 		}
 	}
 	env.Progressf("measuring %d-byte %s round trips against %s for %v", cfg.Size, cfg.Proto, cfg.Model, cfg.Duration)
@@ -88,7 +88,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	for {
 		t0 := time.Now()
 		if _, err := roundTrip(fd, cfg.Proto, buf, phaseMeasured); err != nil {
-			return nil, ctxErr(ctx, err)
+			return nil, experiments.CtxErr(ctx, err)
 		}
 		t1 := time.Now()
 		h.Record(t1.Sub(t0))
@@ -100,7 +100,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	elapsed := time.Since(begin)
 	end, _ := measure.ThreadUsage()
 	if _, err := roundTrip(fd, cfg.Proto, buf, phaseDone); err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	experiments.AddLatency(r, "rtt", &h)
 	r.Metrics["messages"] = float64(n)

@@ -43,7 +43,7 @@ func serveNetConn(ctx context.Context, env *experiments.Env, cfg serverConfig) (
 		err = netConnTCP(ctx, env, &net.TCPAddr{IP: addr}, req, resp, m)
 	}
 	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("io-models server (netconn): %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models server (netconn): %w", err))
 	}
 	m.report(r)
 	if m.sys != nil {

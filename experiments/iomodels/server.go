@@ -128,7 +128,7 @@ func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experi
 	defer unlock()
 	s, err := open(ctx, env, cfg)
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	defer s.close()
 	stop := experiments.ShutdownOnDone(ctx, s.all()...)
@@ -147,7 +147,7 @@ func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experi
 		// stops and reports why instead of the step failing.
 		s.req[0] = phaseDeclined
 		if _, err := s.respond(&meter{}); err != nil {
-			return nil, ctxErr(ctx, fmt.Errorf("io-models server: decline: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models server: decline: %w", err))
 		}
 		r.Notes = append(r.Notes, "unsupported: "+reason)
 		experiments.AddEvidence(r, "supported", 0, "", string(cfg.Model), reason)
@@ -166,10 +166,10 @@ func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experi
 	}
 	// The first request was read during setup (always a warm-up one).
 	if _, err := s.respond(m); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("io-models server: send: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models server: send: %w", err))
 	}
 	if err := loop(m); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("io-models server (%s): %w", cfg.Model, err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models server (%s): %w", cfg.Model, err))
 	}
 	m.report(r)
 	if s.waitCost > 0 {
@@ -336,13 +336,4 @@ func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu in
 	r.Environment = experiments.Node(ctx, node, nil)
 	r.Environment.PinnedCpu = int32(cpu)
 	return r, nil
-}
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }

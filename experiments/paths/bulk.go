@@ -27,25 +27,11 @@ func serveBulk(ctx context.Context, env *experiments.Env, chunk, cpu int) (*expe
 		return nil, err
 	}
 	defer unlock()
-	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
+	fd, done, err := experiments.AcceptOne(ctx, env, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
-	local, err := sock.LocalAddr(ln)
-	if err != nil {
-		return nil, err
-	}
-	stop := experiments.ShutdownOnDone(ctx, ln)
-	env.Ready(int(local.Port()))
-	fd, err := sock.Accept(ln)
-	stop()
-	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("bulk server: accept: %w", err))
-	}
-	defer fd.Close()
-	stop = experiments.ShutdownOnDone(ctx, fd)
-	defer stop()
+	defer done()
 	buf := make([]byte, chunk)
 	var (
 		total       int64
@@ -55,7 +41,7 @@ func serveBulk(ctx context.Context, env *experiments.Env, chunk, cpu int) (*expe
 	for {
 		n, err := sock.Recv(fd, buf, 0)
 		if err != nil {
-			return nil, ctxErr(ctx, fmt.Errorf("bulk server: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("bulk server: %w", err))
 		}
 		if n == 0 {
 			break
@@ -113,7 +99,7 @@ func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o 
 		n, err := sock.WriteFull(fd, buf)
 		total += int64(n)
 		if err != nil {
-			return nil, ctxErr(ctx, fmt.Errorf("bulk client: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("bulk client: %w", err))
 		}
 	}
 	elapsed := time.Since(begin)
@@ -121,10 +107,10 @@ func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o 
 	// Close the stream and wait for the server's close, so that the step
 	// ends only once every byte is read (and counted on the interfaces).
 	if err := shutdownWrite(fd); err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	if _, err := sock.Recv(fd, buf[:1], 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, ctxErr(ctx, fmt.Errorf("bulk client: waiting for the server's close: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("bulk client: waiting for the server's close: %w", err))
 	}
 	r := env.Report()
 	r.Metrics["sent_bytes"] = float64(total)

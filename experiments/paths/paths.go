@@ -190,12 +190,3 @@ func shutdownWrite(fd sock.FD) error {
 	}
 	return nil
 }
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
-}

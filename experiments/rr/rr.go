@@ -120,25 +120,11 @@ func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook Socket
 		return nil, err
 	}
 	defer unlock()
-	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
+	fd, done, err := experiments.AcceptOne(ctx, env, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
-	local, err := sock.LocalAddr(ln)
-	if err != nil {
-		return nil, err
-	}
-	stop := experiments.ShutdownOnDone(ctx, ln)
-	env.Ready(int(local.Port()))
-	fd, err := sock.Accept(ln)
-	stop()
-	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("rr server: accept: %w", err))
-	}
-	defer fd.Close()
-	stop = experiments.ShutdownOnDone(ctx, fd)
-	defer stop()
+	defer done()
 	if err := sock.SetNoDelay(fd, true); err != nil {
 		return nil, err
 	}
@@ -156,7 +142,7 @@ func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook Socket
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return nil, ctxErr(ctx, fmt.Errorf("rr server: recv: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("rr server: recv: %w", err))
 		}
 		if buf[0] == phaseMeasured {
 			if measured == 0 {
@@ -165,7 +151,7 @@ func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook Socket
 			measured++
 		}
 		if _, err := sock.WriteFull(fd, buf); err != nil {
-			return nil, ctxErr(ctx, fmt.Errorf("rr server: send: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("rr server: send: %w", err))
 		}
 	}
 	if ctx.Err() != nil {
@@ -234,7 +220,7 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 	for t0 := time.Now(); time.Since(t0) < o.Warmup; {
 		if err := roundTrip(); err != nil {
 			warm.End()
-			return nil, ctxErr(ctx, err)
+			return nil, experiments.CtxErr(ctx, err)
 		}
 	}
 	warm.End()
@@ -252,7 +238,7 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 		buf[0] = phaseMeasured
 		t0 := time.Now()
 		if err := roundTrip(); err != nil {
-			return nil, ctxErr(ctx, err)
+			return nil, experiments.CtxErr(ctx, err)
 		}
 		t1 := time.Now()
 		h.Record(t1.Sub(t0))
@@ -303,15 +289,6 @@ func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu in
 	r.Environment = experiments.Node(ctx, node, nil)
 	r.Environment.PinnedCpu = int32(cpu)
 	return r, nil
-}
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }
 
 // Judge summarises the repeats; rr answers no claim, it measures.

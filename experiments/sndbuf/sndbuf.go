@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -155,28 +154,11 @@ func monotonic() time.Duration {
 // serve accepts one connection, leaves it unread for stall, notes what is
 // queued, then reads it to the end.
 func serve(ctx context.Context, env *experiments.Env, rcvbuf int, stall time.Duration) (*experimentv1.RoleReport, error) {
-	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
+	fd, done, err := experiments.AcceptOne(ctx, env, func(ln sock.FD) error { return sock.SetRecvBuffer(ln, rcvbuf) })
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
-	if err := sock.SetRecvBuffer(ln, rcvbuf); err != nil {
-		return nil, err
-	}
-	local, err := sock.LocalAddr(ln)
-	if err != nil {
-		return nil, err
-	}
-	stop := experiments.ShutdownOnDone(ctx, ln)
-	env.Ready(int(local.Port()))
-	fd, err := sock.Accept(ln)
-	stop()
-	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("sndbuf server: accept: %w", err))
-	}
-	defer fd.Close()
-	stop = experiments.ShutdownOnDone(ctx, fd)
-	defer stop()
+	defer done()
 	accepted := time.Now()
 	env.Progressf("leaving the connection unread for %v", stall)
 	select {
@@ -209,7 +191,7 @@ func serve(ctx context.Context, env *experiments.Env, rcvbuf int, stall time.Dur
 	experiments.AddEvidence(r, "released_at", float64(released), "ns", "CLOCK_MONOTONIC when the server began reading", "")
 	n, err := drain(fd)
 	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("sndbuf server: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("sndbuf server: %w", err))
 	}
 	r.Metrics["bytes_read"] = float64(n)
 	return finish(ctx, r, env.Node)
@@ -268,7 +250,7 @@ func send(ctx context.Context, env *experiments.Env, peer netip.AddrPort, cfg cl
 		err = sendBlocking(fd, r, cfg)
 	}
 	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("sndbuf client (%s): %w", cfg.variant, err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("sndbuf client (%s): %w", cfg.variant, err))
 	}
 	return finish(ctx, r, env.Node)
 }
@@ -402,18 +384,6 @@ func sendBlocking(fd sock.FD, r *experimentv1.RoleReport, cfg clientConfig) erro
 func finish(ctx context.Context, r *experimentv1.RoleReport, node string) (*experimentv1.RoleReport, error) {
 	r.Environment = experiments.Node(ctx, node, []string{"net.ipv4.tcp_wmem", "net.ipv4.tcp_rmem"})
 	return r, nil
-}
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: the peer closed early", err)
-	}
-	return err
 }
 
 // Judge summarises the variants and answers C17.

@@ -198,7 +198,7 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 	conn, err := sock.Accept(ctl)
 	stop()
 	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
 	}
 	defer conn.Close()
 	stop = experiments.ShutdownOnDone(ctx, conn, udp)
@@ -231,18 +231,18 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 	var port [2]byte
 	binary.BigEndian.PutUint16(port[:], udpAddr.Port())
 	if _, err := sock.WriteFull(conn, port[:]); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	msg := make([]byte, 16)
 	if _, err := sock.ReadFull(conn, msg); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
 	}
 	sent := decodeDone(msg)
 	// Stopping the reader drains the socket, which also lets the last
 	// datagrams clear any backlog before the counters are read.
 	delivered, usage, err := rd.Stop()
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 	s1, err := probe.read()
 	if err != nil {
@@ -251,7 +251,7 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 	napi, _ := sock.IncomingNAPIID(udp)
 	incoming, _ := sock.IncomingCPU(udp)
 	if _, err := sock.WriteFull(conn, []byte{1}); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	d, bg := s1.Sub(s0, v.Iface), b1.Sub(b0, v.Iface)
 	report(r, v, d, bg, delivered, sent, napi, incoming)
@@ -453,7 +453,7 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 	defer stop()
 	var port [2]byte
 	if _, err := sock.ReadFull(conn, port[:]); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: waiting for go: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for go: %w", err))
 	}
 	dst := netip.AddrPortFrom(peer.Addr(), binary.BigEndian.Uint16(port[:]))
 	var fds []sock.FD
@@ -476,18 +476,18 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 	env.Progressf("sending %s for %v", v, p.Duration("duration"))
 	res := send(ctx, fds, sendOptions{size: p.Size("size"), rate: v.Rate, duration: p.Duration("duration"), cpu: p.Int("client_cpu")})
 	if res.err != nil {
-		return nil, ctxErr(ctx, res.err)
+		return nil, experiments.CtxErr(ctx, res.err)
 	}
 	after, err := kstat.ReadLinkStats(nil)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := sock.WriteFull(conn, done{Sent: uint64(res.sent), Elapsed: res.elapsed}.encode()); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	var ack [1]byte
 	if _, err := sock.ReadFull(conn, ack[:]); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
+		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
 	}
 	r := env.Report()
 	r.Metrics["sent_packets"] = float64(res.sent)
@@ -648,13 +648,4 @@ func routeIface(dst netip.Addr) (string, error) {
 func readTrim(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return strings.TrimSpace(string(b)), err
-}
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }

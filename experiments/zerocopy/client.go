@@ -60,7 +60,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 			addUnsupported(r, path, u)
 			return finish(ctx, r, env.Node, cpu, "")
 		} else if err != nil {
-			return nil, ctxErr(ctx, err)
+			return nil, experiments.CtxErr(ctx, err)
 		}
 	}
 
@@ -79,7 +79,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 	var msgs int64
 	for {
 		if err := s.send(); err != nil {
-			return nil, ctxErr(ctx, err)
+			return nil, experiments.CtxErr(ctx, err)
 		}
 		msgs++
 		if !time.Now().Before(deadline) {
@@ -97,7 +97,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 		return nil, err
 	}
 	if err := s.finish(ctx); err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, experiments.CtxErr(ctx, err)
 	}
 
 	bytes := msgs * int64(size)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -12,7 +11,6 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/kstat"
 	"github.com/labctl/labctl/experiments/measure"
-	"github.com/labctl/labctl/experiments/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -31,25 +29,11 @@ func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport,
 	_, _, path, _ := stepVariant(env.Params)
 	page := unix.Getpagesize()
 	chunk := (env.Params.Size("recv_chunk") + page - 1) / page * page
-	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
+	fd, done, err := experiments.AcceptOne(ctx, env, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
-	local, err := sock.LocalAddr(ln)
-	if err != nil {
-		return nil, err
-	}
-	stop := experiments.ShutdownOnDone(ctx, ln)
-	env.Ready(int(local.Port()))
-	fd, err := sock.Accept(ln)
-	stop()
-	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("zerocopy server: accept: %w", err))
-	}
-	defer fd.Close()
-	stop = experiments.ShutdownOnDone(ctx, fd)
-	defer stop()
+	defer done()
 	r := env.Report()
 	rx, err := newReceiver(fd, path, chunk)
 	var u *unsupported
@@ -75,7 +59,7 @@ func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport,
 	for {
 		n, eof, err := rx.next()
 		if err != nil {
-			return nil, ctxErr(ctx, fmt.Errorf("zerocopy server: %w", err))
+			return nil, experiments.CtxErr(ctx, fmt.Errorf("zerocopy server: %w", err))
 		}
 		if eof {
 			break

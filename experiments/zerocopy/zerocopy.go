@@ -179,12 +179,3 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	}
 	return nil, fmt.Errorf("zerocopy has no role %q", env.Role)
 }
-
-// ctxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
-}
