@@ -5,8 +5,8 @@
 #
 # installs what is missing, builds labctl, brings up the embedded quickstart
 # lab (two nodes, one veth pair, an agent in each), runs the rr experiment
-# between them, shows the stored result and where its trace is, and brings
-# the lab down again (--keep leaves it up to explore).
+# between them, shows the stored result and its trace, and brings the lab
+# down again (--keep leaves it up to explore).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -26,11 +26,14 @@ $labctl up quickstart
 $labctl status quickstart
 
 step "labctl run rr quickstart --client n1 --server n2"
-id=$($labctl run rr quickstart --client n1 --server n2 --param duration=2s --param repeats=3 -o json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
+id=$($labctl run rr quickstart --client n1 --server n2 --param duration=2s --param repeats=3 -o yaml | sed -n 's/^id: //p')
 
 step "the stored result"
 $labctl results show "$id"
 echo "stored in ${LABCTL_STATE_DIR:-/var/lib/labctl}/results/$id/" >&2
+
+step "its trace (from Jaeger when one runs: scripts/jaeger.sh start; else the local copy)"
+$labctl trace "$id"
 
 if [[ ${1:-} == --keep ]]; then
 	step "the lab stays up: labctl exec quickstart n1 -- ip -br addr; labctl down quickstart"
