@@ -11,37 +11,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/experiments"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
-
-// busyPollResult is the part of a stored busy-poll result the test reads.
-type busyPollResult struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Steps []struct {
-		Step struct {
-			Variant string `json:"variant"`
-		} `json:"step"`
-		Reports []struct {
-			Role     string             `json:"role"`
-			Metrics  map[string]float64 `json:"metrics"`
-			Evidence []struct {
-				Name  string  `json:"name"`
-				Value float64 `json:"value"`
-			} `json:"evidence"`
-		} `json:"reports"`
-	} `json:"steps"`
-	Summary []struct {
-		Variant    string `json:"variant"`
-		Engagement string `json:"engagement"`
-		Note       string `json:"note"`
-	} `json:"summary"`
-	Verdict struct {
-		Claim       string `json:"claim"`
-		Outcome     string `json:"outcome"`
-		Explanation string `json:"explanation"`
-	} `json:"verdict"`
-}
 
 // hostBusyRead reads net.core.busy_read of the host, which the experiment
 // changes host-wide.
@@ -82,16 +55,6 @@ func settingsState(t *testing.T, lab string) string {
 	return "busy_read=" + hostBusyRead(t) + " client[" + nodeState(t, lab, "client") + "] server[" + nodeState(t, lab, "server") + "]"
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 func journals(t *testing.T, c *cli, lab string) []string {
 	t.Helper()
 	m, err := filepath.Glob(filepath.Join(envValue(c.env, "LABCTL_RUN_DIR"), lab, "*.settings.jsonl"))
@@ -108,92 +71,85 @@ func journals(t *testing.T, c *cli, lab string) []string {
 // mid-run (restored by the next up) or the run is interrupted.
 func TestBusyPollEndToEnd(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("busy-poll"))
-	c.ok("up", file, "-q")
+	lab, file := c.up("busy-poll")
 	before := settingsState(t, lab)
 
-	var res busyPollResult
-	c.json(&res, "run", "busy-poll", lab, "--client", "client", "--server", "server", "-q",
+	res := c.result("run", "busy-poll", lab, "--client", "client", "--server", "server", "-q",
 		"-p", "devices=loopback,veth,veth-gro,veth-xdp", "-p", "mechanisms=blocking,busy_read,epoll_params",
 		"-p", "timeouts=100us", "-p", "repeats=3", "-p", "duration=100ms", "-p", "warmup=10ms")
-	if res.State != "RUN_STATE_COMPLETED" || len(res.Steps) != 4*3*3 {
-		t.Fatalf("result %s: state %s, %d steps", res.ID, res.State, len(res.Steps))
-	}
+	completed(t, res, 4*3*3)
 	if after := settingsState(t, lab); after != before {
 		t.Errorf("settings changed by the run:\nbefore %s\nafter  %s", before, after)
 	}
 
 	napiDevice := map[string]bool{"loopback": false, "veth": false, "veth-gro": true, "veth-xdp": true}
-	for _, s := range res.Steps {
-		device, mech, _ := strings.Cut(s.Step.Variant, "/")
-		for _, r := range s.Reports {
-			ev := map[string]float64{}
-			for _, e := range r.Evidence {
-				ev[e.Name] = e.Value
+	for _, s := range res.GetSteps() {
+		variant := s.GetStep().GetVariant()
+		device, mech, _ := strings.Cut(variant, "/")
+		for _, r := range s.GetReports() {
+			ev := func(name string) float64 {
+				v, _ := experiments.EvidenceValue(r, name)
+				return v
 			}
-			if (ev["napi_id"] != 0) != napiDevice[device] {
-				t.Errorf("%s %s: napi_id %v", s.Step.Variant, r.Role, ev["napi_id"])
+			if (ev("napi_id") != 0) != napiDevice[device] {
+				t.Errorf("%s %s: napi_id %v", variant, r.GetRole(), ev("napi_id"))
 			}
-			if !napiDevice[device] && ev["busy_poll_rx_packets"] != 0 {
-				t.Errorf("%s %s: %v packets busy polled without a NAPI id", s.Step.Variant, r.Role, ev["busy_poll_rx_packets"])
+			if !napiDevice[device] && ev("busy_poll_rx_packets") != 0 {
+				t.Errorf("%s %s: %v packets busy polled without a NAPI id", variant, r.GetRole(), ev("busy_poll_rx_packets"))
 			}
-			if device == "veth-gro" && (ev["gro_on"] != 1 || ev["tso_on"] != 0) {
-				t.Errorf("%s %s: gro_on %v tso_on %v; the condition wants GRO on and TSO off", s.Step.Variant, r.Role, ev["gro_on"], ev["tso_on"])
+			if device == "veth-gro" && (ev("gro_on") != 1 || ev("tso_on") != 0) {
+				t.Errorf("%s %s: gro_on %v tso_on %v; the condition wants GRO on and TSO off", variant, r.GetRole(), ev("gro_on"), ev("tso_on"))
 			}
-			if device == "veth-xdp" && ev["xdp_packets"] < r.Metrics["messages"] {
-				t.Errorf("%s %s: the XDP program saw %v packets for %v messages", s.Step.Variant, r.Role, ev["xdp_packets"], r.Metrics["messages"])
+			if messages := r.GetMetrics()["messages"]; device == "veth-xdp" && ev("xdp_packets") < messages {
+				t.Errorf("%s %s: the XDP program saw %v packets for %v messages", variant, r.GetRole(), ev("xdp_packets"), messages)
 			}
-			if mech == "busy_read-100us" && ev["socket_busy_poll_us"] != 100 {
-				t.Errorf("%s %s: the socket's SO_BUSY_POLL is %v µs, want busy_read's 100", s.Step.Variant, r.Role, ev["socket_busy_poll_us"])
+			if mech == "busy_read-100us" && ev("socket_busy_poll_us") != 100 {
+				t.Errorf("%s %s: the socket's SO_BUSY_POLL is %v µs, want busy_read's 100", variant, r.GetRole(), ev("socket_busy_poll_us"))
 			}
 		}
 	}
-	for _, row := range res.Summary {
-		device, mech, _ := strings.Cut(row.Variant, "/")
+	for _, row := range res.GetSummary() {
+		device, mech, _ := strings.Cut(row.GetVariant(), "/")
 		if !slices.Contains([]string{"busy_read-100us", "epoll_params-100us"}, mech) {
 			continue
 		}
-		switch {
-		case !napiDevice[device] && (row.Engagement != "ENGAGEMENT_NOT_ENGAGED" || !strings.Contains(row.Note, "busy polling not engaged")):
-			t.Errorf("%s: %s (%s); want not engaged, said so", row.Variant, row.Engagement, row.Note)
-		case napiDevice[device] && row.Engagement != "ENGAGEMENT_ENGAGED":
-			t.Errorf("%s: %s (%s); want engaged", row.Variant, row.Engagement, row.Note)
+		switch e := row.GetEngagement(); {
+		case !napiDevice[device] && (e != experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED || !strings.Contains(row.GetNote(), "busy polling not engaged")):
+			t.Errorf("%s: %s (%s); want not engaged, said so", row.GetVariant(), e, row.GetNote())
+		case napiDevice[device] && e != experimentv1.Engagement_ENGAGEMENT_ENGAGED:
+			t.Errorf("%s: %s (%s); want engaged", row.GetVariant(), e, row.GetNote())
 		}
 	}
-	if res.Verdict.Claim != "C1" || res.Verdict.Outcome == "OUTCOME_NOT_ENGAGED" || !strings.Contains(res.Verdict.Explanation, "not engaged on loopback, veth") {
-		t.Errorf("verdict %+v", res.Verdict)
+	if v := res.GetVerdict(); v.GetClaim() != "C1" || v.GetOutcome() == experimentv1.Outcome_OUTCOME_NOT_ENGAGED ||
+		!strings.Contains(v.GetExplanation(), "not engaged on loopback, veth") {
+		t.Errorf("verdict %v", v)
 	}
 
 	// A long busy_read step on veth-gro: the server's agent sets the
 	// host's busy_read and both agents take TSO off napi0.
 	longRun := func(variant ...string) *exec.Cmd {
-		args := append([]string{"run", "busy-poll", lab, "--client", "client", "--server", "server", "-q",
-			"-p", "duration=5m", "-p", "warmup=0s", "-p", "repeats=1"}, variant...)
-		cmd := exec.Command(c.bin, args...)
-		cmd.Env = c.env
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
+		return c.start(nil, append([]string{"run", "busy-poll", lab, "--client", "client", "--server", "server", "-q",
+			"-p", "duration=5m", "-p", "warmup=0s", "-p", "repeats=1"}, variant...)...)
 	}
 
 	t.Run("SIGKILL of the server's agent", func(t *testing.T) {
 		cmd := longRun("-p", "devices=veth-gro", "-p", "mechanisms=busy_read", "-p", "timeouts=77us")
-		waitFor(t, "busy_read=77 and TSO off on both napi0", func() bool {
+		set := poll(20*time.Second, func() bool {
 			s := settingsState(t, lab)
 			return strings.HasPrefix(s, "busy_read=77 ") && strings.Count(s, "napi0:tso-off") == 2
 		})
-		var st labStatus
-		c.json(&st, "status", lab)
+		if !set {
+			t.Fatal("timed out waiting for busy_read=77 and TSO off on both napi0")
+		}
+		st := c.status(lab)
 		var pid int
-		for _, n := range st.Nodes {
-			if n.Name == "server" {
-				pid = n.Agent.Pid
+		for _, n := range st.GetNodes() {
+			if n.GetName() == "server" {
+				pid = int(n.GetAgent().GetPid())
 			}
 		}
 		if pid <= 0 {
-			t.Fatalf("no pid for the server's agent: %+v", st.Nodes)
+			t.Fatalf("no pid for the server's agent: %v", st.GetNodes())
 		}
 		if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -207,7 +163,9 @@ func TestBusyPollEndToEnd(t *testing.T) {
 		if got := hostBusyRead(t); got != "77" {
 			t.Errorf("busy_read is %s right after the kill; the test expects the dead agent's change to be left for its journal", got)
 		}
-		waitFor(t, "the client's journal to be restored", func() bool { return len(journals(t, c, lab)) == 1 })
+		if !poll(20*time.Second, func() bool { return len(journals(t, c, lab)) == 1 }) {
+			t.Fatal("timed out waiting for the client's journal to be restored")
+		}
 		if j := journals(t, c, lab); !strings.Contains(filepath.Base(j[0]), "server") {
 			t.Errorf("journal left after the kill: %v, want the server's", j)
 		}
@@ -222,9 +180,9 @@ func TestBusyPollEndToEnd(t *testing.T) {
 
 	t.Run("SIGINT of the CLI", func(t *testing.T) {
 		cmd := longRun("-p", "devices=veth-xdp", "-p", "mechanisms=prefer_busy_poll", "-p", "defer_hard_irqs=3", "-p", "gro_flush_timeout=150us")
-		waitFor(t, "XDP and the NAPI settings on both plain0", func() bool {
-			return strings.Count(settingsState(t, lab), ",xdp,defer/flush=3/150000") == 2
-		})
+		if !poll(20*time.Second, func() bool { return strings.Count(settingsState(t, lab), ",xdp,defer/flush=3/150000") == 2 }) {
+			t.Fatal("timed out waiting for XDP and the NAPI settings on both plain0")
+		}
 		if err := cmd.Process.Signal(unix.SIGINT); err != nil {
 			t.Fatal(err)
 		}
@@ -232,6 +190,8 @@ func TestBusyPollEndToEnd(t *testing.T) {
 			t.Error("the interrupted run exited 0")
 		}
 		// The agents restore as their roles end; give them the moment.
-		waitFor(t, "the settings before the run", func() bool { return settingsState(t, lab) == before && len(journals(t, c, lab)) == 0 })
+		if !poll(20*time.Second, func() bool { return settingsState(t, lab) == before && len(journals(t, c, lab)) == 0 }) {
+			t.Fatal("timed out waiting for the settings before the run")
+		}
 	})
 }

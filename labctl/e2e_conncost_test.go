@@ -5,48 +5,13 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/experiments"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
-
-// connResult is the part of a stored conn-cost or conn-limits result the
-// tests check.
-type connResult struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Steps []struct {
-		Step struct {
-			Variant string            `json:"variant"`
-			Params  map[string]string `json:"params"`
-		} `json:"step"`
-		Reports []struct {
-			Role     string             `json:"role"`
-			Metrics  map[string]float64 `json:"metrics"`
-			Evidence []struct {
-				Name   string  `json:"name"`
-				Value  float64 `json:"value"`
-				Detail string  `json:"detail"`
-			} `json:"evidence"`
-		} `json:"reports"`
-	} `json:"steps"`
-	Summary []struct {
-		Variant    string `json:"variant"`
-		Engagement string `json:"engagement"`
-		Note       string `json:"note"`
-		Metrics    map[string]struct {
-			N      int     `json:"n"`
-			Median float64 `json:"median"`
-		} `json:"metrics"`
-	} `json:"summary"`
-	Verdict struct {
-		Claim       string `json:"claim"`
-		Outcome     string `json:"outcome"`
-		Explanation string `json:"explanation"`
-	} `json:"verdict"`
-}
 
 // TestConnCostOnQuickstart opens 1,000 and 4,000 connections between the
 // nodes of quickstart, idle and with epoll and a byte each, twice (20,000
@@ -56,17 +21,14 @@ type connResult struct {
 // judged.
 func TestConnCostOnQuickstart(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("quickstart"))
-	c.ok("up", file, "-q")
-	var res connResult
-	c.json(&res, "run", "conn-cost", lab, "--client", "n1", "--server", "n2", "-q",
+	lab, _ := c.up("quickstart")
+	res := c.result("run", "conn-cost", lab, "--client", "n1", "--server", "n2", "-q",
 		"-p", "counts=1000,4000", "-p", "variants=idle,epoll+byte", "-p", "repeats=2", "-p", "hold=0s")
-	if res.State != "RUN_STATE_COMPLETED" || len(res.Steps) != 8 {
-		t.Fatalf("result %s: state %s, %d steps", res.ID, res.State, len(res.Steps))
-	}
-	for _, s := range res.Steps {
-		n, _ := strconv.ParseFloat(s.Step.Params["counts"], 64)
-		withExtras := s.Step.Params["variants"] == "epoll+byte"
+	completed(t, res, 8)
+	for _, s := range res.GetSteps() {
+		params := s.GetStep().GetParams()
+		n, _ := strconv.ParseFloat(params["counts"], 64)
+		withExtras := params["variants"] == "epoll+byte"
 		want := map[string]float64{
 			"client_established": n, "client_fin_wait2": n, "client_time_wait": n, "time_wait_destroyed": n,
 			"server_established": n, "server_close_wait": n, "server_left": 0, "server_unread_bytes": 0,
@@ -76,26 +38,28 @@ func TestConnCostOnQuickstart(t *testing.T) {
 			want["client_epoll_registrations"] = n
 			want["server_epoll_registrations"] = n
 		}
-		got := map[string]float64{}
-		for _, r := range s.Reports {
-			for _, e := range r.Evidence {
-				got[e.Name] = e.Value
-			}
-		}
 		for name, w := range want {
-			if v, ok := got[name]; !ok || v != w {
-				t.Errorf("%s: evidence %s = %v (present %v), want %v", s.Step.Variant, name, v, ok, w)
+			// Either role's report may hold it.
+			var v float64
+			var ok bool
+			for _, r := range s.GetReports() {
+				if x, found := experiments.EvidenceValue(r, name); found {
+					v, ok = x, true
+				}
+			}
+			if !ok || v != w {
+				t.Errorf("%s: evidence %s = %v (present %v), want %v", s.GetStep().GetVariant(), name, v, ok, w)
 			}
 		}
 	}
 	fits := 0
-	for _, row := range res.Summary {
-		if !strings.HasSuffix(row.Variant, " fit") {
+	for _, row := range res.GetSummary() {
+		if !strings.HasSuffix(row.GetVariant(), " fit") {
 			continue
 		}
 		fits++
-		if row.Engagement != "ENGAGEMENT_ENGAGED" {
-			t.Errorf("%s: %s %s", row.Variant, row.Engagement, row.Note)
+		if row.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
+			t.Errorf("%s: %s %s", row.GetVariant(), row.GetEngagement(), row.GetNote())
 		}
 		// Slope, intercept and R² per slab line and kind, over both
 		// repeats. What they weigh is host-wide, so measured, not
@@ -104,8 +68,8 @@ func TestConnCostOnQuickstart(t *testing.T) {
 			for _, series := range []string{"TCP", "tw_sock_TCP", "sock_inode_cache", "conn_caches", "all_slab"} {
 				for _, suffix := range []string{"_bytes", "_intercept_bytes", "_r2"} {
 					key := "fit." + kind + "." + series + suffix
-					if m, ok := row.Metrics[key]; !ok || m.N != 2 {
-						t.Errorf("%s: %s = %+v, want 2 repeats", row.Variant, key, m)
+					if m, ok := row.GetMetrics()[key]; !ok || m.GetN() != 2 {
+						t.Errorf("%s: %s = %v, want 2 repeats", row.GetVariant(), key, m)
 					}
 				}
 			}
@@ -114,9 +78,9 @@ func TestConnCostOnQuickstart(t *testing.T) {
 	if fits != 2 {
 		t.Errorf("%d fit rows, want 2", fits)
 	}
-	if res.Verdict.Claim != "C13" || !strings.Contains(res.Verdict.Explanation, "per ESTABLISHED socket") ||
-		res.Verdict.Outcome == "OUTCOME_NOT_ENGAGED" || res.Verdict.Outcome == "" {
-		t.Errorf("verdict %+v", res.Verdict)
+	if v := res.GetVerdict(); v.GetClaim() != "C13" || !strings.Contains(v.GetExplanation(), "per ESTABLISHED socket") ||
+		v.GetOutcome() == experimentv1.Outcome_OUTCOME_NOT_ENGAGED || v.GetOutcome() == experimentv1.Outcome_OUTCOME_UNSPECIFIED {
+		t.Errorf("verdict %v", v)
 	}
 	connNoSockets(t, lab)
 }
@@ -150,22 +114,16 @@ func connNoSockets(t *testing.T, lab string) {
 // the middle of a scenario.
 func TestConnLimitsOnQuickstart(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("quickstart"))
-	c.ok("up", file, "-q")
+	lab, _ := c.up("quickstart")
 	before := connNodeSettings(t, lab)
-	var res connResult
-	c.json(&res, "run", "conn-limits", lab, "--client", "n1", "--server", "n2", "-q",
+	res := c.result("run", "conn-limits", lab, "--client", "n1", "--server", "n2", "-q",
 		"-p", "scenarios=nofile,ports,sources,backlog", "-p", "max_conns=3000", "-p", "nofile=256", "-p", "port_range=200",
 		"-p", "sources=2", "-p", "somaxconn=16", "-p", "repeats=1")
-	if res.State != "RUN_STATE_COMPLETED" || len(res.Steps) != 4 {
-		t.Fatalf("result %s: state %s, %d steps", res.ID, res.State, len(res.Steps))
-	}
+	completed(t, res, 4)
 	conns := map[string]float64{}
-	for _, s := range res.Steps {
-		for _, r := range s.Reports {
-			if r.Role == "client" {
-				conns[s.Step.Variant] = r.Metrics["conns"]
-			}
+	for _, s := range res.GetSteps() {
+		if r := experiments.ReportOf(s, "client"); r != nil {
+			conns[s.GetStep().GetVariant()] = r.GetMetrics()["conns"]
 		}
 	}
 	// Ports: one per connection to one server port; three source
@@ -173,13 +131,13 @@ func TestConnLimitsOnQuickstart(t *testing.T) {
 	if conns["ports"] != 200 || conns["sources"] != 600 || conns["backlog"] != 17 || conns["nofile"] <= 0 || conns["nofile"] >= 256 {
 		t.Errorf("connections per scenario: %v", conns)
 	}
-	for _, row := range res.Summary {
-		if row.Engagement != "ENGAGEMENT_ENGAGED" {
-			t.Errorf("%s: %s %s", row.Variant, row.Engagement, row.Note)
+	for _, row := range res.GetSummary() {
+		if row.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
+			t.Errorf("%s: %s %s", row.GetVariant(), row.GetEngagement(), row.GetNote())
 		}
 	}
-	if res.Verdict.Claim != "C14" || res.Verdict.Outcome != "OUTCOME_HOLDS" || !strings.Contains(res.Verdict.Explanation, "3.0-fold") {
-		t.Errorf("verdict %+v", res.Verdict)
+	if v := res.GetVerdict(); v.GetClaim() != "C14" || v.GetOutcome() != experimentv1.Outcome_OUTCOME_HOLDS || !strings.Contains(v.GetExplanation(), "3.0-fold") {
+		t.Errorf("verdict %v", v)
 	}
 	if after := connNodeSettings(t, lab); after != before {
 		t.Errorf("settings after the run:\n%s\nwant\n%s", after, before)
@@ -217,27 +175,13 @@ func TestConnLimitsOnQuickstart(t *testing.T) {
 		t.Fatal("the run ended before it opened connections")
 	}
 	time.Sleep(300 * time.Millisecond)
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("the run survived SIGINT")
-		}
-	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatal("the run still going 20s after SIGINT")
+	if err := interrupt(t, cmd, nil); err == nil {
+		t.Fatal("the run survived SIGINT")
 	}
 	// The CLI is gone once its stream ends; the agents restore the
 	// settings when the cancelled roles return, moments later.
-	after := connNodeSettings(t, lab)
-	for deadline := time.Now().Add(10 * time.Second); after != before && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-		after = connNodeSettings(t, lab)
-	}
+	var after string
+	poll(10*time.Second, func() bool { after = connNodeSettings(t, lab); return after == before })
 	if after != before {
 		t.Errorf("settings after the cancelled run:\n%s\nwant\n%s", after, before)
 	}

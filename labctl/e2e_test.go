@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,8 +22,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/labctl/labctl/internal/privtest"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/topologies"
 	"github.com/labctl/labctl/topologies/examples"
 )
@@ -32,6 +37,15 @@ var (
 	binPath   string
 	buildErr  error
 )
+
+// TestMain removes the binaries the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
 
 // labctlBinary builds the binary once per test run.
 func labctlBinary(t *testing.T) string {
@@ -77,12 +91,13 @@ func newCLI(t *testing.T) *cli {
 	return &cli{t: t, bin: labctlBinary(t), env: append(os.Environ(), "LABCTL_STATE_DIR="+state, "LABCTL_RUN_DIR="+run)}
 }
 
-type result struct {
+// ran is what a finished labctl printed and how it exited.
+type ran struct {
 	stdout, stderr string
 	code           int
 }
 
-func (c *cli) run(args ...string) result {
+func (c *cli) run(args ...string) ran {
 	c.t.Helper()
 	cmd := exec.Command(c.bin, args...)
 	cmd.Env = c.env
@@ -95,7 +110,7 @@ func (c *cli) run(args ...string) result {
 	} else if err != nil {
 		c.t.Fatalf("labctl %v: %v", args, err)
 	}
-	return result{out.String(), errb.String(), code}
+	return ran{out.String(), errb.String(), code}
 }
 
 func (c *cli) ok(args ...string) string {
@@ -107,11 +122,105 @@ func (c *cli) ok(args ...string) string {
 	return r.stdout
 }
 
+// json decodes the -o json output of a command that prints a Go value
+// (plan); API messages go through message.
 func (c *cli) json(v any, args ...string) {
 	c.t.Helper()
 	out := c.ok(append(args, "-o", "json")...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		c.t.Fatalf("labctl %v: %v\n%s", args, err, out)
+	}
+}
+
+// message decodes the -o json output of a command that prints an API
+// message (labctl writes those with protojson) into m.
+func (c *cli) message(m proto.Message, args ...string) {
+	c.t.Helper()
+	out := c.ok(append(args, "-o", "json")...)
+	if err := decodeMessage(out, m); err != nil {
+		c.t.Fatalf("labctl %v: %v\n%s", args, err, out)
+	}
+}
+
+// decodeMessage decodes protojson output. The tests read only what they
+// check, so a field the test binary does not know is no failure.
+func decodeMessage(out string, m proto.Message) error {
+	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal([]byte(out), m)
+}
+
+// result runs a command that prints a stored result (run, results show).
+func (c *cli) result(args ...string) *experimentv1.Result {
+	c.t.Helper()
+	res := &experimentv1.Result{}
+	c.message(res, args...)
+	return res
+}
+
+// status is the lab's status as GetStatus answers it.
+func (c *cli) status(lab string) *labv1.LabStatus {
+	c.t.Helper()
+	st := &labv1.LabStatus{}
+	c.message(st, "status", lab)
+	return st
+}
+
+// completed fails the test unless the run completed with as many steps as
+// given.
+func completed(t *testing.T, res *experimentv1.Result, steps int) {
+	t.Helper()
+	if res.GetState() != experimentv1.RunState_RUN_STATE_COMPLETED || len(res.GetSteps()) != steps {
+		t.Fatalf("result %s: state %s, %d steps, want %d", res.GetId(), res.GetState(), len(res.GetSteps()), steps)
+	}
+}
+
+// poll checks cond every 20 ms until it holds or limit has passed, and
+// says whether it held at the last check.
+func poll(limit time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// start runs labctl in the background with the test's directories, its
+// stdout and stderr to out (which may be nil); it is killed at cleanup if
+// still running.
+func (c *cli) start(out io.Writer, args ...string) *exec.Cmd {
+	c.t.Helper()
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = c.env
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+// interrupt sends SIGINT to a background run and returns how it exited; a
+// run still going 20 s later is killed and fails the test, with its output
+// when out is not nil.
+func interrupt(t *testing.T, cmd *exec.Cmd, out fmt.Stringer) error {
+	t.Helper()
+	if err := cmd.Process.Signal(unix.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		msg := "the run still going 20s after SIGINT"
+		if out != nil {
+			msg += ":\n" + out.String()
+		}
+		t.Fatal(msg)
+		return nil
 	}
 }
 
@@ -121,12 +230,12 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// labFile copies a topology under a name of the test's own, with the
-// replacements given (old, new, ...), and brings the lab down at cleanup
-// (and checks it is gone).
-func (c *cli) labFile(src string, replace ...string) (lab, path string) {
+// labFile copies an example topology under a name of the test's own, with
+// the replacements given (old, new, ...), and brings the lab down at
+// cleanup (and checks it is gone).
+func (c *cli) labFile(example string, replace ...string) (lab, path string) {
 	c.t.Helper()
-	data, err := os.ReadFile(src)
+	data, err := os.ReadFile(filepath.Join("..", "topologies", "examples", example+".yaml"))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -143,6 +252,14 @@ func (c *cli) labFile(src string, replace ...string) (lab, path string) {
 		c.run("down", lab)
 		assertGone(c.t, lab)
 	})
+	return lab, path
+}
+
+// up brings up a lab of the test's own from an example (see labFile).
+func (c *cli) up(example string, replace ...string) (lab, path string) {
+	c.t.Helper()
+	lab, path = c.labFile(example, replace...)
+	c.ok("up", path, "-q")
 	return lab, path
 }
 
@@ -180,10 +297,6 @@ func inNode(t *testing.T, ns string, args ...string) string {
 	return string(out)
 }
 
-func examplePath(name string) string {
-	return filepath.Join("..", "topologies", "examples", name+".yaml")
-}
-
 // TestExamplesUpVerifyDown brings each example up and checks with ip,
 // ethtool, tc, sysctl and nft, inside the namespaces, that everything the
 // plan declares is in place; then that traffic passes, that a second up
@@ -194,11 +307,9 @@ func TestExamplesUpVerifyDown(t *testing.T) {
 			c := newCLI(t)
 			var replace []string
 			if ex == "paths" {
-				nic := "lt" + randomHex(3)
-				standIn(t, nic+"a", nic+"b", "198.19.254.1/24")
-				replace = []string{"labnic0p", nic + "b", "labnic0", nic + "a"}
+				replace = standInNIC(t)
 			}
-			lab, file := c.labFile(examplePath(ex), replace...)
+			lab, file := c.labFile(ex, replace...)
 			var plan topologies.Plan
 			c.json(&plan, "plan", file)
 			c.ok("up", file, "-q")
@@ -209,12 +320,8 @@ func TestExamplesUpVerifyDown(t *testing.T) {
 			if out := c.ok("up", file, "-q"); !strings.Contains(out, "no changes") {
 				t.Errorf("second up changed something:\n%s", out)
 			}
-			var st struct {
-				Drift []string `json:"drift"`
-			}
-			c.json(&st, "status", lab)
-			if len(st.Drift) > 0 {
-				t.Errorf("drift right after up: %v", st.Drift)
+			if drift := c.status(lab).GetDrift(); len(drift) > 0 {
+				t.Errorf("drift right after up: %v", drift)
 			}
 			for _, f := range []string{"mermaid", "dot"} {
 				if out := c.ok("graph", lab, "-f", f); !strings.Contains(out, plan.Nodes[0].Name) {
@@ -246,11 +353,15 @@ var pings = map[string][]ping{
 	"paths":         {{"n1", "198.18.0.2"}, {"n1", "198.18.0.6"}, {"n1", "198.19.255.4"}},
 }
 
-// standIn makes a veth pair in the host as a stand-in for a NIC (there is
-// no dummy or netdevsim here), with an address on the first end that a
-// move must restore.
-func standIn(t *testing.T, a, b, addr string) {
+// standInNIC makes a veth pair in the host as a stand-in for the paths
+// example's NIC (there is no dummy or netdevsim here), under names of the
+// test's own, with an address on the end the lab moves that a move must
+// restore. It returns the replacements for labFile; replace[1] is the end
+// with the address.
+func standInNIC(t *testing.T) (replace []string) {
 	t.Helper()
+	nic := "lt" + randomHex(3)
+	a, b, addr := nic+"a", nic+"b", "198.19.254.1/24"
 	for _, args := range [][]string{
 		{"link", "add", a, "type", "veth", "peer", "name", b},
 		{"addr", "add", addr, "dev", b},
@@ -261,6 +372,7 @@ func standIn(t *testing.T, a, b, addr string) {
 		}
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", a).Run() })
+	return []string{"labnic0p", b, "labnic0", a}
 }
 
 // verifyPlan checks the kernel against every address, MTU, offload, qdisc,
@@ -337,7 +449,7 @@ func verifyPlan(t *testing.T, p *topologies.Plan) {
 // namespaces and links, and must roll all of them back.
 func TestFailedUpLeavesNothing(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("quickstart"), "  n2: {}", "  n2:\n    sysctls: {net.core.busy_read: 50}")
+	lab, file := c.labFile("quickstart", "  n2: {}", "  n2:\n    sysctls: {net.core.busy_read: 50}")
 	r := c.run("up", file, "-q")
 	if r.code != 1 || !strings.Contains(r.stderr, "busy_read") {
 		t.Fatalf("up: exit %d, stderr %q; want exit 1 naming the sysctl", r.code, r.stderr)
@@ -351,7 +463,7 @@ func TestFailedUpLeavesNothing(t *testing.T) {
 // TestBadTopologyChangesNothing: exit 2, the place in the file, no state.
 func TestBadTopologyChangesNothing(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("quickstart"), "[n1:eth0, n2:eth0]", "[n1:eth0, n3:eth0]")
+	lab, file := c.labFile("quickstart", "[n1:eth0, n2:eth0]", "[n1:eth0, n3:eth0]")
 	r := c.run("up", file)
 	if r.code != 2 || !regexp.MustCompile(`\.yaml:\d+:\d+: links\[0\]\.endpoints\[1\]\.node`).MatchString(r.stderr) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
@@ -404,8 +516,7 @@ func envValue(env []string, key string) string {
 // state directory is gone.
 func TestDownWithoutState(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("quickstart"))
-	c.ok("up", file, "-q")
+	lab, _ := c.up("quickstart")
 	if err := os.RemoveAll(envValue(c.env, "LABCTL_STATE_DIR")); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +529,7 @@ func TestDownWithoutState(t *testing.T) {
 // lock error and changes nothing.
 func TestConcurrentUpOfOneLabIsLocked(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("quickstart"))
+	lab, file := c.labFile("quickstart")
 	dir := filepath.Join(envValue(c.env, "LABCTL_STATE_DIR"), "labs", lab)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -439,55 +550,23 @@ func TestConcurrentUpOfOneLabIsLocked(t *testing.T) {
 	c.ok("up", file, "-q") // and once the lock is free, up works
 }
 
-// status as the JSON of GetStatus.
-type labStatus struct {
-	Nodes []struct {
-		Name  string `json:"name"`
-		Agent struct {
-			Wanted  bool   `json:"wanted"`
-			Health  string `json:"health"`
-			Version string `json:"version"`
-			Pid     int    `json:"pid"`
-			Socket  string `json:"socket"`
-		} `json:"agent"`
-	} `json:"nodes"`
-	Drift []string `json:"drift"`
-}
-
-// runResult is the part of a stored result the tests look at.
-type runResult struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Steps []struct {
-		Reports []struct {
-			Role    string             `json:"role"`
-			Metrics map[string]float64 `json:"metrics"`
-		} `json:"reports"`
-	} `json:"steps"`
-	Verdict struct {
-		Outcome string `json:"outcome"`
-	} `json:"verdict"`
-}
-
 var shortRR = []string{"-p", "duration=300ms", "-p", "warmup=50ms", "-p", "repeats=2"}
 
-func checkRR(t *testing.T, r runResult) {
+func checkRR(t *testing.T, r *experimentv1.Result) {
 	t.Helper()
-	if r.State != "RUN_STATE_COMPLETED" || len(r.Steps) != 2 {
-		t.Fatalf("result %s: state %s, %d steps", r.ID, r.State, len(r.Steps))
-	}
+	completed(t, r, 2)
 	want := map[string][]string{
 		"client": {"rtt_p50_ns", "rtt_p90_ns", "rtt_p99_ns", "rtt_p999_ns", "rtt_p9999_ns", "msgs_per_s", "cpu_ns_per_msg", "vcsw_per_msg", "ivcsw_per_msg"},
 		"server": {"cpu_ns_per_msg", "vcsw_per_msg", "ivcsw_per_msg"},
 	}
-	for _, s := range r.Steps {
-		if len(s.Reports) != 2 {
-			t.Fatalf("step has %d reports", len(s.Reports))
+	for _, s := range r.GetSteps() {
+		if len(s.GetReports()) != 2 {
+			t.Fatalf("step has %d reports", len(s.GetReports()))
 		}
-		for _, rep := range s.Reports {
-			for _, m := range want[rep.Role] {
-				if _, ok := rep.Metrics[m]; !ok {
-					t.Errorf("%s report lacks %s", rep.Role, m)
+		for _, rep := range s.GetReports() {
+			for _, m := range want[rep.GetRole()] {
+				if _, ok := rep.GetMetrics()[m]; !ok {
+					t.Errorf("%s report lacks %s", rep.GetRole(), m)
 				}
 			}
 		}
@@ -500,40 +579,35 @@ func checkRR(t *testing.T, r runResult) {
 // restarted by up; down leaves no agent and no socket.
 func TestAgentsServeRunAndRecover(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("quickstart"))
-	c.ok("up", file, "-q")
-	var st labStatus
-	c.json(&st, "status", lab)
-	for _, n := range st.Nodes {
-		if n.Agent.Health != "SERVING" || n.Agent.Version != "e2e" {
-			t.Fatalf("node %s: agent %+v right after up", n.Name, n.Agent)
+	lab, file := c.up("quickstart")
+	st := c.status(lab)
+	for _, n := range st.GetNodes() {
+		if a := n.GetAgent(); a.GetHealth() != "SERVING" || a.GetVersion() != "e2e" {
+			t.Fatalf("node %s: agent %v right after up", n.GetName(), a)
 		}
-		info, err := os.Stat(n.Agent.Socket)
+		info, err := os.Stat(n.GetAgent().GetSocket())
 		if err != nil || info.Mode().Perm() != 0o600 {
-			t.Errorf("node %s: socket %s: %v, mode %v; want 0600", n.Name, n.Agent.Socket, err, info.Mode().Perm())
+			t.Errorf("node %s: socket %s: %v, mode %v; want 0600", n.GetName(), n.GetAgent().GetSocket(), err, info.Mode().Perm())
 		}
 	}
 	t.Run("reflection", func(t *testing.T) {
-		out, err := exec.Command(grpcurl(t), "-plaintext", "-unix", st.Nodes[0].Agent.Socket, "list").CombinedOutput()
+		out, err := exec.Command(grpcurl(t), "-plaintext", "-unix", st.GetNodes()[0].GetAgent().GetSocket(), "list").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "labctl.agent.v1.AgentService") || !strings.Contains(string(out), "grpc.health.v1.Health") {
 			t.Errorf("grpcurl list: %v\n%s", err, out)
 		}
 	})
 
-	var res runResult
-	c.json(&res, append([]string{"run", "rr", lab, "--client", "n1", "--server", "n2", "-q"}, shortRR...)...)
+	res := c.result(append([]string{"run", "rr", lab, "--client", "n1", "--server", "n2", "-q"}, shortRR...)...)
 	checkRR(t, res)
-	var shown runResult
-	c.json(&shown, "results", "show", res.ID)
-	if shown.ID != res.ID {
-		t.Errorf("results show %s gave %s", res.ID, shown.ID)
+	if shown := c.result("results", "show", res.GetId()); shown.GetId() != res.GetId() {
+		t.Errorf("results show %s gave %s", res.GetId(), shown.GetId())
 	}
-	if out := c.ok("results", "list"); !strings.Contains(out, res.ID) {
-		t.Errorf("results list lacks %s:\n%s", res.ID, out)
+	if out := c.ok("results", "list"); !strings.Contains(out, res.GetId()) {
+		t.Errorf("results list lacks %s:\n%s", res.GetId(), out)
 	}
 
 	// Kill n2's agent.
-	pid := st.Nodes[1].Agent.Pid
+	pid := int(st.GetNodes()[1].GetAgent().GetPid())
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -541,12 +615,12 @@ func TestAgentsServeRunAndRecover(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	killed := time.Now()
-	c.json(&st, "status", lab)
+	st = c.status(lab)
 	t.Logf("status after the kill answered in %v", time.Since(killed))
-	if h := st.Nodes[1].Agent.Health; h == "SERVING" {
+	if h := st.GetNodes()[1].GetAgent().GetHealth(); h == "SERVING" {
 		t.Errorf("status shows the killed agent %s", h)
 	}
-	if len(st.Drift) == 0 {
+	if len(st.GetDrift()) == 0 {
 		t.Error("status shows no drift with a dead agent")
 	}
 	r := c.run(append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
@@ -556,9 +630,8 @@ func TestAgentsServeRunAndRecover(t *testing.T) {
 	if out := c.ok("up", file); !strings.Contains(out, "agents started") || !strings.Contains(out, "n2") {
 		t.Errorf("up did not restart the agent:\n%s", out)
 	}
-	c.json(&st, "status", lab)
-	if st.Nodes[1].Agent.Health != "SERVING" {
-		t.Errorf("after up: agent of n2 is %s", st.Nodes[1].Agent.Health)
+	if h := c.status(lab).GetNodes()[1].GetAgent().GetHealth(); h != "SERVING" {
+		t.Errorf("after up: agent of n2 is %s", h)
 	}
 	c.ok("down", lab, "-q")
 	assertGone(t, lab)
@@ -587,8 +660,7 @@ func grpcurl(t *testing.T) string {
 // 20 clients at once.
 func TestRemoteAPI(t *testing.T) {
 	c := newCLI(t)
-	lab, file := c.labFile(examplePath("quickstart"))
-	c.ok("up", file, "-q")
+	lab, file := c.up("quickstart")
 	dir := t.TempDir()
 	token := filepath.Join(dir, "token")
 	if err := os.WriteFile(token, []byte(randomHex(24)+"\n"), 0o600); err != nil {
@@ -624,13 +696,11 @@ func TestRemoteAPI(t *testing.T) {
 		}
 	}
 	remote := []string{"--server", addr, "--token-file", token}
-	var res runResult
-	c.json(&res, append(append(remote, "run", "rr", lab, "--server", "n2", "-q"), shortRR...)...)
-	checkRR(t, res)
+	checkRR(t, c.result(append(append(remote, "run", "rr", lab, "--server", "n2", "-q"), shortRR...)...))
 
 	const clients = 20
 	var wg sync.WaitGroup
-	results := make([]result, clients)
+	results := make([]ran, clients)
 	for i := range clients {
 		wg.Add(1)
 		go func() {
@@ -641,12 +711,13 @@ func TestRemoteAPI(t *testing.T) {
 	wg.Wait()
 	ids := map[string]bool{}
 	for i, r := range results {
-		var rr runResult
-		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rr) != nil || rr.State != "RUN_STATE_COMPLETED" || len(rr.Steps) != 1 || len(rr.Steps[0].Reports) != 2 {
-			t.Errorf("client %d: exit %d, state %q, stderr %q", i, r.code, rr.State, r.stderr)
+		rr := &experimentv1.Result{}
+		if r.code != 0 || decodeMessage(r.stdout, rr) != nil || rr.GetState() != experimentv1.RunState_RUN_STATE_COMPLETED ||
+			len(rr.GetSteps()) != 1 || len(rr.GetSteps()[0].GetReports()) != 2 {
+			t.Errorf("client %d: exit %d, state %q, stderr %q", i, r.code, rr.GetState(), r.stderr)
 			continue
 		}
-		ids[rr.ID] = true
+		ids[rr.GetId()] = true
 	}
 	if len(ids) != clients {
 		t.Errorf("%d distinct results for %d clients", len(ids), clients)
@@ -665,12 +736,14 @@ func freePort(t *testing.T) string {
 
 func waitPort(t *testing.T, addr string) {
 	t.Helper()
-	for i := 0; i < 500; i++ {
-		if conn, err := net.Dial("tcp", addr); err == nil {
+	listens := poll(5*time.Second, func() bool {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
 			conn.Close()
-			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		return err == nil
+	})
+	if !listens {
+		t.Fatalf("nothing listens on %s", addr)
 	}
-	t.Fatalf("nothing listens on %s", addr)
 }

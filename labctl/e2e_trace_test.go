@@ -109,35 +109,29 @@ func TestTracesInJaeger(t *testing.T) {
 	c := newCLI(t)
 	otlp, query := jaeger(t)
 	c.env = append(c.env, "OTEL_EXPORTER_OTLP_ENDPOINT="+otlp, "LABCTL_JAEGER_URL="+query)
-	lab, file := c.labFile(examplePath("quickstart"))
+	lab, file := c.labFile("quickstart")
 	r := c.run("up", file)
 	if r.code != 0 || !strings.Contains(r.stderr, query+"/trace/") {
 		t.Fatalf("up: exit %d; stderr does not link the trace in Jaeger:\n%s", r.code, r.stderr)
 	}
-	var res struct {
-		ID      string `json:"id"`
-		TraceID string `json:"trace_id"`
-	}
-	c.json(&res, append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
-	if res.TraceID == "" {
+	res := c.result(append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
+	traceID := res.GetTraceId()
+	if traceID == "" {
 		t.Fatal("the stored result has no trace id")
 	}
 	// Agents export on their own schedule (half a second): wait for them.
 	var spans map[string]jspan
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		spans = fetchJaeger(t, query, res.TraceID)
-		services := map[string]bool{}
+	var services map[string]bool
+	exported := poll(20*time.Second, func() bool {
+		spans = fetchJaeger(t, query, traceID)
+		services = map[string]bool{}
 		for _, s := range spans {
 			services[s.service] = true
 		}
-		if services["labctl"] && services["labctl-agent"] && countNamed(spans, "role rr") == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Jaeger has %d spans of trace %s, services %v", len(spans), res.TraceID, services)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return services["labctl"] && services["labctl-agent"] && countNamed(spans, "role rr") == 4
+	})
+	if !exported {
+		t.Fatalf("Jaeger has %d spans of trace %s, services %v", len(spans), traceID, services)
 	}
 	for _, s := range spans {
 		if !strings.HasPrefix(s.name, "role rr") {
@@ -153,8 +147,8 @@ func TestTracesInJaeger(t *testing.T) {
 			t.Errorf("the agent's server span is not a child of a labctl span: %+v", cli)
 		}
 	}
-	out := c.ok("trace", res.ID)
-	for _, want := range []string{"from Jaeger at " + query, "run rr", "role rr client", "labctl-agent/n1", query + "/trace/" + res.TraceID} {
+	out := c.ok("trace", res.GetId())
+	for _, want := range []string{"from Jaeger at " + query, "run rr", "role rr client", "labctl-agent/n1", query + "/trace/" + traceID} {
 		if !strings.Contains(out, want) {
 			t.Errorf("labctl trace lacks %q:\n%s", want, out)
 		}
@@ -178,25 +172,17 @@ func TestTracesWithoutCollector(t *testing.T) {
 	c := newCLI(t)
 	closed := freePort(t) // nothing listens there any more
 	c.env = append(c.env, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+closed, "LABCTL_JAEGER_URL=http://"+closed)
-	lab, file := c.labFile(examplePath("quickstart"))
+	lab, file := c.labFile("quickstart")
 	r := c.run("up", file)
 	if r.code != 0 || !strings.Contains(r.stderr, "kept locally") {
 		t.Fatalf("up: exit %d, stderr:\n%s", r.code, r.stderr)
 	}
-	var res struct {
-		ID      string `json:"id"`
-		TraceID string `json:"trace_id"`
-	}
-	c.json(&res, append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
-	dir := filepath.Join(envValue(c.env, "LABCTL_STATE_DIR"), "traces", res.TraceID)
+	res := c.result(append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
+	dir := filepath.Join(envValue(c.env, "LABCTL_STATE_DIR"), "traces", res.GetTraceId())
+	// The agents' spans come in their own time; the checks below say what
+	// is missing if they never do.
 	var out string
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		out = c.ok("trace", res.ID)
-		if strings.Count(out, "role rr") == 4 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	poll(10*time.Second, func() bool { out = c.ok("trace", res.GetId()); return strings.Count(out, "role rr") == 4 })
 	if files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl")); len(files) < 3 {
 		t.Errorf("local copy in %s: %v; want the CLI's and both agents'", dir, files)
 	}
@@ -224,21 +210,17 @@ func TestJaegerUIShowsRun(t *testing.T) {
 	c := newCLI(t)
 	otlp, query := jaeger(t)
 	c.env = append(c.env, "OTEL_EXPORTER_OTLP_ENDPOINT="+otlp, "LABCTL_JAEGER_URL="+query)
-	lab, file := c.labFile(examplePath("quickstart"))
-	c.ok("up", file, "-q")
-	var res struct {
-		TraceID string `json:"trace_id"`
-	}
-	c.json(&res, append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
+	lab, _ := c.up("quickstart")
+	traceID := c.result(append([]string{"run", "rr", lab, "-q"}, shortRR...)...).GetTraceId()
 	time.Sleep(2 * time.Second) // the agents' last batch
 	artifacts := os.Getenv("LABCTL_ARTIFACTS")
 	if artifacts == "" {
 		artifacts = t.TempDir()
 	}
-	shot := filepath.Join(artifacts, "jaeger-ui-"+res.TraceID+".png")
+	shot := filepath.Join(artifacts, "jaeger-ui-"+traceID+".png")
 	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
 		"--no-first-run", "--user-data-dir=" + t.TempDir(), "--virtual-time-budget=15000", "--window-size=1600,1200"}
-	url := query + "/trace/" + res.TraceID
+	url := query + "/trace/" + traceID
 	dom, err := exec.Command(chromium, append(flags, "--dump-dom", url)...).Output()
 	if err != nil {
 		t.Fatalf("chromium: %v", err)
