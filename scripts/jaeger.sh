@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/jaeger.sh: build and run a local Jaeger v2 (all-in-one, in-memory storage)
 # without Docker, from the Go module pinned in tools/jaeger (github.com/jaegertracing/jaeger
-# v1.76.0, whose cmd/jaeger is Jaeger v2).
+# v1.75.0, whose cmd/jaeger is Jaeger v2).
 #
 # Usage: scripts/jaeger.sh build|start|stop|restart|status
 #   build    build the binary if it is missing or older than tools/jaeger/go.mod or go.sum
@@ -131,7 +131,7 @@ cmd_build() {
 	# -mod=readonly: every module is checked against the committed go.sum, whatever
 	# GOFLAGS says. GOWORK=off: never let a go.work above pull in other modules.
 	if ! GOWORK=off "$GO" build -C "$TOOL_DIR" -mod=readonly \
-		-ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=v1.76.0" \
+		-ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=v1.75.0" \
 		-o "$tmp" github.com/jaegertracing/jaeger/cmd/jaeger; then
 		rm -f "$tmp"
 		die "go build failed"
