@@ -246,7 +246,7 @@ func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error)
 	events := make([]unix.EpollEvent, len(fds))
 	var m meter
 	for open := len(fds); open > 0; {
-		n, err := ep.Wait(events, -1)
+		n, err := ep.WaitHot(events)
 		if err != nil {
 			return nil, experiments.CtxErr(ctx, err)
 		}
@@ -309,7 +309,7 @@ func (r *role) clientEpoll(ctx context.Context, peer netip.AddrPort) (*experimen
 			return fmt.Errorf("busy-poll client: send: %w", err)
 		}
 		for {
-			n, err := ep.Wait(events, -1)
+			n, err := ep.WaitHot(events)
 			if err != nil {
 				return err
 			}

@@ -133,12 +133,16 @@ func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook Socket
 			return nil, err
 		}
 	}
+	hot, err := sock.NewHot(fd)
+	if err != nil {
+		return nil, err
+	}
 	before, _ := kstat.ReadNetStat()
 	buf := make([]byte, size)
 	var start measure.Usage
 	var measured int64
 	for {
-		if _, err := sock.ReadFull(fd, buf); err != nil {
+		if _, err := hot.ReadFull(buf); err != nil {
 			if errors.Is(err, io.EOF) {
 				break
 			}
@@ -150,7 +154,7 @@ func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook Socket
 			}
 			measured++
 		}
-		if _, err := sock.WriteFull(fd, buf); err != nil {
+		if _, err := hot.WriteFull(buf); err != nil {
 			return nil, experiments.CtxErr(ctx, fmt.Errorf("rr server: send: %w", err))
 		}
 	}
@@ -204,12 +208,16 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 			return nil, err
 		}
 	}
+	hot, err := sock.NewHot(fd)
+	if err != nil {
+		return nil, err
+	}
 	buf := make([]byte, o.Size)
 	roundTrip := func() error {
-		if _, err := sock.WriteFull(fd, buf); err != nil {
+		if _, err := hot.WriteFull(buf); err != nil {
 			return fmt.Errorf("rr client: send: %w", err)
 		}
-		if _, err := sock.ReadFull(fd, buf); err != nil {
+		if _, err := hot.ReadFull(buf); err != nil {
 			return fmt.Errorf("rr client: recv: %w", err)
 		}
 		return nil
