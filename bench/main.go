@@ -87,6 +87,11 @@ func run(ctx context.Context, out string, only []string, reps int, quick bool) e
 	var doc bytes.Buffer
 	fmt.Fprintf(&doc, "# Benchmarks\n\nWritten by `go run ./bench` (see bench/main.go); every figure is the median of %d alternating repetitions with its range [min .. max], and labctl/peer ratios are computed pair by pair (repetition i of labctl over repetition i of the peer), then summarised the same way.\n\n", reps)
 	fmt.Fprintf(&doc, "%s\n", machine())
+	// The reading of the numbers is written by hand (bench/READING.md).
+	if reading, err := os.ReadFile("bench/READING.md"); err == nil {
+		doc.Write(reading)
+		doc.WriteString("\n")
+	}
 	for _, s := range sections {
 		if !contains(only, s.name) {
 			continue
@@ -122,9 +127,14 @@ func experimentTables() string {
 		if err != nil {
 			continue
 		}
-		// Demote headings one level so they nest under this one.
+		// Demote headings one level so they nest under this one; a # in a
+		// fenced block is a shell comment, not a heading.
+		fenced := false
 		for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
-			if strings.HasPrefix(line, "#") {
+			if strings.HasPrefix(line, "```") {
+				fenced = !fenced
+			}
+			if !fenced && strings.HasPrefix(line, "#") {
 				line = "#" + line
 			}
 			b.WriteString(line + "\n")
