@@ -89,7 +89,14 @@ func checkSpace(c *nsCache, lab string, o Object) string {
 	if _, err := os.Lstat(p); os.IsNotExist(err) {
 		return ""
 	}
-	// A file left by an interrupted create counts as what it holds.
+	want := nsMarker(lab, o.Name)
+	if o.Kind == KindFabric {
+		want = fabricMarker(lab)
+	}
+	if unfinished(o.Namespace, want) {
+		return ""
+	}
+	// A file left by another's interrupted create counts as what it holds.
 	alias, ok := leftoverMarker(o.Namespace)
 	if !ok {
 		if !Exists(o.Namespace) {
@@ -102,10 +109,6 @@ func checkSpace(c *nsCache, lab string, o Object) string {
 		if alias, err = nsMarkerOf(ent); err != nil {
 			return err.Error()
 		}
-	}
-	want := nsMarker(lab, o.Name)
-	if o.Kind == KindFabric {
-		want = fabricMarker(lab)
 	}
 	switch otherLab, node, ok := parseNSMarker(alias); {
 	case alias == want:

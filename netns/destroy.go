@@ -281,14 +281,15 @@ func (a *applier) owned(o Object) (*nsEntry, error) {
 	if o.Kind == KindFabric {
 		want = fabricMarker(a.lab)
 	}
-	if m, ok := leftoverMarker(o.Namespace); ok {
-		if m == want {
-			if err := removeNamespace(o.Namespace); err != nil {
-				return nil, err
-			}
-			a.removed(o.String() + " (unfinished)")
+	if unfinished(o.Namespace, want) {
+		if err := removeNamespace(o.Namespace); err != nil {
+			return nil, err
 		}
+		a.removed(o.String() + " (unfinished)")
 		return nil, nil
+	}
+	if _, ok := leftoverMarker(o.Namespace); ok {
+		return nil, nil // another's unfinished create
 	}
 	ent, err := a.ns.get(o.Namespace)
 	if isNotExist(err) {

@@ -136,9 +136,9 @@ func TestStartAndDestroyKills(t *testing.T) {
 }
 
 // TestLeftoverFile: a kill between creating a namespace's file and
-// mounting the namespace on it leaves the file, holding the marker. Up
-// takes it over, down removes it, and a file holding anything else is
-// left alone.
+// mounting the namespace on it leaves the file, holding the marker, or
+// empty when the kill came before the marker was written. Up takes it over,
+// down removes it, and a file holding anything else is left alone.
 func TestLeftoverFile(t *testing.T) {
 	lab := uniqueLab(t)
 	j := newLab(t, lab)
@@ -165,7 +165,21 @@ func TestLeftoverFile(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	leave(n1, "")
+	if err := CheckHost(p); err != nil {
+		t.Errorf("CheckHost with an empty leftover: %v", err)
+	}
+	if _, err := Apply(context.Background(), nil, p, Options{Journal: j}); err != nil {
+		t.Fatal(err)
+	}
+	ping(t, n1, "198.18.0.2")
+	if _, err := Destroy(context.Background(), lab, p, Options{Journal: j}); err != nil {
+		t.Fatal(err)
+	}
+
 	leave(n2, nsMarker(lab, "n2"))
+	empty := topologies.Namespace(lab, "n4")
+	leave(empty, "")
 	stranger := topologies.Namespace(lab, "n3")
 	leave(stranger, "not labctl's")
 	t.Cleanup(func() { os.Remove(RunDir + "/" + stranger) })
@@ -176,11 +190,13 @@ func TestLeftoverFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(ch.Removed, []string{"node n2 (unfinished)"}) {
+	if got := slices.Sorted(slices.Values(ch.Removed)); !slices.Equal(got, []string{"node n2 (unfinished)", "node n4 (unfinished)"}) {
 		t.Errorf("removed %q", ch.Removed)
 	}
-	if _, err := os.Stat(RunDir + "/" + n2); !os.IsNotExist(err) {
-		t.Errorf("leftover %s is still there: %v", n2, err)
+	for _, ns := range []string{n2, empty} {
+		if _, err := os.Stat(RunDir + "/" + ns); !os.IsNotExist(err) {
+			t.Errorf("leftover %s is still there: %v", ns, err)
+		}
 	}
 	if _, err := os.Stat(RunDir + "/" + stranger); err != nil {
 		t.Errorf("the stranger's file is gone: %v", err)

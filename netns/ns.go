@@ -210,13 +210,12 @@ func createNamespace(name, marker string, fabric bool) (_ *nsEntry, err error) {
 }
 
 // createNSFile creates the file that names a namespace, holding marker. A
-// file left by an interrupted create with the same marker is taken over.
+// file left by an interrupted create with the same marker, or with none, is
+// taken over.
 func createNSFile(p, marker string) error {
 	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0)
-	if err == unix.EEXIST {
-		if m, ok := leftoverMarker(filepath.Base(p)); ok && m == marker {
-			return nil
-		}
+	if err == unix.EEXIST && unfinished(filepath.Base(p), marker) {
+		fd, err = unix.Open(p, unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
 		return &os.PathError{Op: "create", Path: p, Err: err}
@@ -247,6 +246,16 @@ func leftoverMarker(name string) (string, bool) {
 		return "", false
 	}
 	return string(b), true
+}
+
+// unfinished reports whether the file of namespace name is what an
+// interrupted create of the namespace that carries marker left: a file that
+// is not a namespace and holds that marker, or nothing at all (a create
+// killed between making the file and writing the marker into it; an empty
+// file has nothing to protect).
+func unfinished(name, marker string) bool {
+	m, ok := leftoverMarker(name)
+	return ok && (m == marker || m == "")
 }
 
 // loIndex is lo's ifindex in every namespace but the initial one.
@@ -331,26 +340,30 @@ func listLab(c *nsCache, lab string) (map[string]string, error) {
 
 // ownedBy reports whether namespace name belongs to lab, and to which node
 // ("" for the fabric): its lo alias, or for a file left by an interrupted
-// create the file's content, is the lab's marker for that name.
+// create the file's content, is the lab's marker for that name (an empty
+// leftover counts: see unfinished).
 func ownedBy(c *nsCache, name, lab string) (node string, ok bool, err error) {
-	alias, ok := leftoverMarker(name)
-	if !ok {
-		e, err := c.get(name)
-		if errors.Is(err, os.ErrNotExist) {
-			return "", false, nil
-		}
-		if err != nil {
-			return "", false, err
-		}
-		if alias, err = nsMarkerOf(e); err != nil {
-			return "", false, err
-		}
+	node = strings.TrimPrefix(name, topologies.Namespace(lab, ""))
+	want := nsMarker(lab, node)
+	if name == topologies.FabricNamespace(lab) {
+		node, want = "", fabricMarker(lab)
 	}
-	switch {
-	case name == topologies.FabricNamespace(lab) && alias == fabricMarker(lab):
-		return "", true, nil
-	case alias == nsMarker(lab, strings.TrimPrefix(name, topologies.Namespace(lab, ""))):
-		return strings.TrimPrefix(name, topologies.Namespace(lab, "")), true, nil
+	if unfinished(name, want) {
+		return node, true, nil
 	}
-	return "", false, nil
+	if _, ok := leftoverMarker(name); ok {
+		return "", false, nil // another's unfinished create
+	}
+	e, err := c.get(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	alias, err := nsMarkerOf(e)
+	if err != nil || alias != want {
+		return "", false, err
+	}
+	return node, true, nil
 }
