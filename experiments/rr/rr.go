@@ -38,7 +38,8 @@ func (Experiment) Spec() *experimentv1.ExperimentSpec {
 		Summary: "TCP request/response latency over one connection (the calibration target)",
 		Description: `The client sends a request of size bytes and waits for the server's response of
 the same size, one at a time, over one TCP connection with TCP_NODELAY, using
-blocking send/recv on a locked OS thread. Each round trip is timed with the
+blocking write/read on a locked OS thread, entered as raw system calls so that
+Go's scheduler stays out of the loop (sock.Hot). Each round trip is timed with the
 monotonic clock into a histogram (0.4% resolution, exact below 256 ns).
 
 Reported per step: RTT percentiles p50 to p99.99, messages per second, and for
