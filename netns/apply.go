@@ -338,11 +338,11 @@ func (a *applier) createSpace(ctx context.Context, o Object) (err error) {
 	if err := a.begin(o); err != nil {
 		return err
 	}
-	marker, what := nsMarker(a.lab, o.Name), "node "+o.Name
+	what := "node " + o.Name
 	if o.Kind == KindFabric {
-		marker, what = fabricMarker(a.lab), "fabric"
+		what = "fabric"
 	}
-	e, err := createNamespace(o.Namespace, marker, o.Kind == KindFabric)
+	e, err := createNamespace(o.Namespace, spaceMarker(a.lab, o), o.Kind == KindFabric)
 	if err != nil {
 		// createNamespace leaves nothing behind when it fails.
 		return a.failed(o, notMade{fmt.Errorf("%s: create namespace %s: %w", what, o.Namespace, err)})

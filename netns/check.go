@@ -89,15 +89,12 @@ func checkSpace(c *nsCache, lab string, o Object) string {
 	if _, err := os.Lstat(p); os.IsNotExist(err) {
 		return ""
 	}
-	want := nsMarker(lab, o.Name)
-	if o.Kind == KindFabric {
-		want = fabricMarker(lab)
-	}
-	if unfinished(o.Namespace, want) {
+	want := spaceMarker(lab, o)
+	// A file left by an interrupted create counts as what it holds.
+	alias, ok := leftoverMarker(o.Namespace)
+	if ok && unfinished(alias, want) {
 		return ""
 	}
-	// A file left by another's interrupted create counts as what it holds.
-	alias, ok := leftoverMarker(o.Namespace)
 	if !ok {
 		if !Exists(o.Namespace) {
 			return fmt.Sprintf("namespace %s: %s exists and is not a network namespace", o.Namespace, p)

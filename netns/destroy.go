@@ -277,19 +277,15 @@ func (a *applier) removeSpaces(ctx context.Context, phase string, spaces []Objec
 // marker of this lab's node o.Name (or fabric); nil otherwise. A file that
 // an interrupted create left with that marker is removed here.
 func (a *applier) owned(o Object) (*nsEntry, error) {
-	want := nsMarker(a.lab, o.Name)
-	if o.Kind == KindFabric {
-		want = fabricMarker(a.lab)
-	}
-	if unfinished(o.Namespace, want) {
-		if err := removeNamespace(o.Namespace); err != nil {
-			return nil, err
+	want := spaceMarker(a.lab, o)
+	if m, ok := leftoverMarker(o.Namespace); ok {
+		if unfinished(m, want) {
+			if err := removeNamespace(o.Namespace); err != nil {
+				return nil, err
+			}
+			a.removed(o.String() + " (unfinished)")
 		}
-		a.removed(o.String() + " (unfinished)")
 		return nil, nil
-	}
-	if _, ok := leftoverMarker(o.Namespace); ok {
-		return nil, nil // another's unfinished create
 	}
 	ent, err := a.ns.get(o.Namespace)
 	if isNotExist(err) {

@@ -21,6 +21,15 @@ func nsMarker(lab, node string) string { return markerPrefix + lab + ":" + node 
 // fabricMarker is the ifalias of lo in a lab's fabric namespace.
 func fabricMarker(lab string) string { return markerPrefix + lab + ":fabric" }
 
+// spaceMarker is the lo alias of namespace object o of lab: the fabric's or
+// its node's.
+func spaceMarker(lab string, o Object) string {
+	if o.Kind == KindFabric {
+		return fabricMarker(lab)
+	}
+	return nsMarker(lab, o.Name)
+}
+
 // ifaceMarker is the ifalias of every interface labctl creates.
 func ifaceMarker(lab string) string { return markerPrefix + lab }
 

@@ -214,8 +214,10 @@ func createNamespace(name, marker string, fabric bool) (_ *nsEntry, err error) {
 // taken over.
 func createNSFile(p, marker string) error {
 	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0)
-	if err == unix.EEXIST && unfinished(filepath.Base(p), marker) {
-		fd, err = unix.Open(p, unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0)
+	if err == unix.EEXIST {
+		if m, ok := leftoverMarker(filepath.Base(p)); ok && unfinished(m, marker) {
+			fd, err = unix.Open(p, unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0)
+		}
 	}
 	if err != nil {
 		return &os.PathError{Op: "create", Path: p, Err: err}
@@ -248,15 +250,11 @@ func leftoverMarker(name string) (string, bool) {
 	return string(b), true
 }
 
-// unfinished reports whether the file of namespace name is what an
-// interrupted create of the namespace that carries marker left: a file that
-// is not a namespace and holds that marker, or nothing at all (a create
-// killed between making the file and writing the marker into it; an empty
-// file has nothing to protect).
-func unfinished(name, marker string) bool {
-	m, ok := leftoverMarker(name)
-	return ok && (m == marker || m == "")
-}
+// unfinished reports whether a leftover file holding m (see leftoverMarker)
+// is what an interrupted create of the namespace that carries marker left:
+// the marker, or nothing at all (a create killed between making the file
+// and writing the marker into it; an empty file has nothing to protect).
+func unfinished(m, marker string) bool { return m == marker || m == "" }
 
 // loIndex is lo's ifindex in every namespace but the initial one.
 const loIndex = 1
@@ -348,10 +346,10 @@ func ownedBy(c *nsCache, name, lab string) (node string, ok bool, err error) {
 	if name == topologies.FabricNamespace(lab) {
 		node, want = "", fabricMarker(lab)
 	}
-	if unfinished(name, want) {
-		return node, true, nil
-	}
-	if _, ok := leftoverMarker(name); ok {
+	if m, ok := leftoverMarker(name); ok {
+		if unfinished(m, want) {
+			return node, true, nil
+		}
 		return "", false, nil // another's unfinished create
 	}
 	e, err := c.get(name)

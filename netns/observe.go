@@ -106,10 +106,7 @@ func (a *applier) observeSpace(plan *topologies.Plan, o Object) ([]Item, error) 
 			alias = lk.Attrs().Alias
 		}
 	}
-	want := nsMarker(a.lab, o.Name)
-	if o.Kind == KindFabric {
-		want = fabricMarker(a.lab)
-	}
+	want := spaceMarker(a.lab, o)
 	if alias != want {
 		return []Item{item("namespace", ns, StateDifferent, "lo alias "+want, "lo alias "+alias)}, nil
 	}
