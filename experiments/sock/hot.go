@@ -2,7 +2,6 @@ package sock
 
 import (
 	"fmt"
-	"io"
 	"runtime"
 	"time"
 	"unsafe"
@@ -58,45 +57,11 @@ func NewHot(fd FD) (Hot, error) {
 // ReadFull is sock.ReadFull with raw calls: it returns when buf is full, at
 // the peer's shutdown (io.EOF, or io.ErrUnexpectedEOF after a partial read),
 // or on an error; a bound that expires is retried.
-func (h Hot) ReadFull(buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		p := buf[n:]
-		m, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(h.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch {
-		case e == unix.EINTR || e == unix.EAGAIN:
-			runtime.Gosched()
-			continue
-		case e != 0:
-			return n, fmt.Errorf("read fd %d: %w", h.fd, e)
-		case m == 0 && n == 0:
-			return 0, io.EOF
-		case m == 0:
-			return n, io.ErrUnexpectedEOF
-		}
-		n += int(m)
-	}
-	return n, nil
-}
+func (h Hot) ReadFull(buf []byte) (int, error) { return readFull(h.fd, buf, true) }
 
 // WriteFull is sock.WriteFull with raw calls; a bound that expires with
 // nothing sent (a full send buffer) is retried.
-func (h Hot) WriteFull(buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		p := buf[n:]
-		m, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(h.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch e {
-		case 0:
-			n += int(m)
-		case unix.EINTR, unix.EAGAIN:
-			runtime.Gosched()
-		default:
-			return n, fmt.Errorf("write fd %d: %w", h.fd, e)
-		}
-	}
-	return n, nil
-}
+func (h Hot) WriteFull(buf []byte) (int, error) { return writeFull(h.fd, buf, true) }
 
 // WaitHot is Wait without a limit, for a measured loop: epoll_pwait entered
 // with a raw call and a timeout of hotBound, repeated until something is

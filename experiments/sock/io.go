@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,12 +21,25 @@ import (
 // returns the bytes read so far and unix.EAGAIN when the receive queue runs
 // dry. Not for datagram sockets: each read(2) there consumes one datagram,
 // and an empty datagram would look like EOF; use Recv.
-func ReadFull(fd FD, buf []byte) (int, error) {
+func ReadFull(fd FD, buf []byte) (int, error) { return readFull(fd, buf, false) }
+
+// readFull is ReadFull, or with hot set Hot.ReadFull: raw calls, and an
+// EAGAIN (a receive timeout that expired) retried after yielding.
+func readFull(fd FD, buf []byte, hot bool) (int, error) {
 	n := 0
 	for n < len(buf) {
 		p := buf[n:]
-		m, _, e := unix.Syscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		var m uintptr
+		var e unix.Errno
+		if hot {
+			m, _, e = unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		} else {
+			m, _, e = unix.Syscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		}
 		switch {
+		case hot && (e == unix.EINTR || e == unix.EAGAIN):
+			runtime.Gosched()
+			continue
 		case e == unix.EINTR:
 			continue
 		case e == unix.EAGAIN:
@@ -49,16 +63,29 @@ func ReadFull(fd FD, buf []byte) (int, error) {
 // when the send buffer is full. A write to a connection the peer has reset
 // fails with EPIPE; Go's runtime ignores the SIGPIPE that comes with it for
 // descriptors other than stdout and stderr.
-func WriteFull(fd FD, buf []byte) (int, error) {
+func WriteFull(fd FD, buf []byte) (int, error) { return writeFull(fd, buf, false) }
+
+// writeFull is WriteFull, or with hot set Hot.WriteFull: raw calls, and an
+// EAGAIN (a send timeout that expired with nothing sent) retried after
+// yielding.
+func writeFull(fd FD, buf []byte, hot bool) (int, error) {
 	n := 0
 	for n < len(buf) {
 		p := buf[n:]
-		m, _, e := unix.Syscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch e {
-		case 0:
+		var m uintptr
+		var e unix.Errno
+		if hot {
+			m, _, e = unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		} else {
+			m, _, e = unix.Syscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		}
+		switch {
+		case e == 0:
 			n += int(m)
-		case unix.EINTR:
-		case unix.EAGAIN:
+		case hot && (e == unix.EINTR || e == unix.EAGAIN):
+			runtime.Gosched()
+		case e == unix.EINTR:
+		case e == unix.EAGAIN:
 			return n, unix.EAGAIN
 		default:
 			return n, fmt.Errorf("write fd %d: %w", fd, e)
