@@ -21,8 +21,9 @@ import (
 // a few percent of sockperf.
 //
 // The price of RawSyscall: a stop-the-world (the GC's, say) cannot begin
-// until the call returns, and the retry loops below call only nosplit code,
-// so nothing in them is a preemption point. So no hot call blocks for long:
+// until the call returns, and the retry loops (readFull, writeFull, WaitHot)
+// call only nosplit code, so nothing in them is a preemption point. So no hot
+// call blocks for long:
 // Hot sockets get SO_RCVTIMEO and SO_SNDTIMEO of hotBound, WaitHot passes it
 // as the epoll timeout, and every retry (a bound that expired, or EINTR: a
 // socket with a timeout is not restarted after the runtime's preemption
