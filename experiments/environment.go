@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/internal/sysctl"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -52,9 +53,8 @@ func Host(version string) *experimentv1.HostEnvironment {
 func ReadSysctls(keys []string) map[string]string {
 	out := map[string]string{}
 	for _, k := range keys {
-		b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(k, ".", "/"))
-		if err == nil {
-			out[k] = strings.TrimSpace(string(b))
+		if v, err := sysctl.Read(k); err == nil {
+			out[k] = v
 		}
 	}
 	return out

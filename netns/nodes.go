@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/internal/sysctl"
 	"github.com/labctl/labctl/netns/firewall"
 	"github.com/labctl/labctl/topologies"
 )
@@ -77,60 +78,36 @@ func setSysctls(ent *nsEntry, n *topologies.Node) error {
 	})
 }
 
-// sysctlPath maps a net.* sysctl key to its file under /proc/sys. As in
-// sysctl(8), a '/' in the key stands for a '.' in a name (an interface
-// called eth0.100 is net.ipv4.conf.eth0/100.forwarding).
-func sysctlPath(key string) (string, error) {
-	if !strings.HasPrefix(key, "net.") {
-		return "", fmt.Errorf("sysctl %s: only net.* sysctls belong to a network namespace", key)
-	}
-	parts := strings.Split(key, ".")
-	for i, p := range parts {
-		p = strings.ReplaceAll(p, "/", ".")
-		if p == "" || p == "." || p == ".." {
-			return "", fmt.Errorf("sysctl %s: not a valid key", key)
-		}
-		parts[i] = p
-	}
-	return "/proc/sys/" + strings.Join(parts, "/"), nil
-}
-
-// writeSysctl writes one sysctl in the calling thread's namespace.
-func writeSysctl(key, value string) error {
-	p, err := sysctlPath(key)
-	if err != nil {
+// netSysctl checks that key is a net.* sysctl, the only ones that belong
+// to a network namespace.
+func netSysctl(key string) error {
+	if _, err := sysctl.Path(key); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("sysctl %s: does not exist in this namespace (a sysctl that the kernel keeps only for the initial namespace, such as net.core.busy_read, cannot be set per node; set it on the host): %w", key, err)
-	}
-	if err != nil {
-		return fmt.Errorf("sysctl %s: %w", key, err)
-	}
-	_, err = f.WriteString(value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sysctl %s = %q: %w", key, value, err)
+	if !strings.HasPrefix(key, "net.") {
+		return fmt.Errorf("sysctl %s: only net.* sysctls belong to a network namespace", key)
 	}
 	return nil
 }
 
-// readSysctl reads one sysctl in the calling thread's namespace, with its
-// whitespace normalised to single spaces (the kernel separates the values
-// of net.ipv4.tcp_rmem with tabs).
+// writeSysctl writes one net.* sysctl in the calling thread's namespace.
+func writeSysctl(key, value string) error {
+	if err := netSysctl(key); err != nil {
+		return err
+	}
+	err := sysctl.Write(key, value)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w (a sysctl that the kernel keeps only for the initial namespace, such as net.core.busy_read, cannot be set per node; set it on the host)", err)
+	}
+	return err
+}
+
+// readSysctl reads one net.* sysctl in the calling thread's namespace.
 func readSysctl(key string) (string, error) {
-	p, err := sysctlPath(key)
-	if err != nil {
+	if err := netSysctl(key); err != nil {
 		return "", err
 	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return "", fmt.Errorf("sysctl %s: %w", key, err)
-	}
-	return strings.Join(strings.Fields(string(b)), " "), nil
+	return sysctl.Read(key)
 }
 
 // routeProtocol marks the routes labctl adds (shown as "proto static"), so

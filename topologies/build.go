@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/labctl/labctl/internal/sysctl"
 )
 
 // DefaultPool is where automatic addresses come from: 198.18.0.0/15 is
@@ -121,6 +123,13 @@ type pathed[T any] struct {
 
 var sysctlKey = regexp.MustCompile(`^net\.[A-Za-z0-9_./-]+$`)
 
+// badSysctl says why key names no sysctl file (an empty, "." or ".."
+// level), by the rule netns writes it with.
+func badSysctl(key string) error {
+	_, err := sysctl.Path(key)
+	return err
+}
+
 func (b *builder) nodes() {
 	b.nodePaths = map[string]string{}
 	d := b.t.Defaults
@@ -174,6 +183,9 @@ func (b *builder) sysctls(nodePath string, own Map[Scalar]) []Sysctl {
 			switch {
 			case !sysctlKey.MatchString(e.Key):
 				b.errorf(p, "only net.* sysctls belong to a network namespace; %q would change the whole host", e.Key)
+				continue
+			case badSysctl(e.Key) != nil:
+				b.errorf(p, "%v", badSysctl(e.Key))
 				continue
 			case strings.TrimSpace(string(e.Value)) == "" || strings.ContainsAny(string(e.Value), "\n\r"):
 				b.errorf(p, "sysctl %s needs a one-line value", e.Key)

@@ -2,7 +2,6 @@ package topologies
 
 import (
 	"net/netip"
-	"strings"
 	"time"
 )
 
@@ -179,19 +178,4 @@ func (p *Plan) Namespaces() []string {
 		out = append(out, p.Fabric)
 	}
 	return out
-}
-
-// Path is the sysctl's file under /proc/sys, read as sysctl(8) reads keys:
-// dots separate levels and a slash stands for a dot inside a level
-// (net.ipv4.conf.eth0/100.rp_filter is the VLAN interface eth0.100).
-func (s Sysctl) Path() string {
-	return "/proc/sys/" + strings.Map(func(r rune) rune {
-		switch r {
-		case '.':
-			return '/'
-		case '/':
-			return '.'
-		}
-		return r
-	}, s.Key)
 }

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/labctl/labctl/internal/sysctl/sysctltest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -245,13 +248,20 @@ links:
 	}
 }
 
-func TestSysctlPath(t *testing.T) {
-	for key, want := range map[string]string{
-		"net.ipv4.ip_forward":              "/proc/sys/net/ipv4/ip_forward",
-		"net.ipv4.conf.eth0/100.rp_filter": "/proc/sys/net/ipv4/conf/eth0.100/rp_filter",
-	} {
-		if got := (Sysctl{Key: key}).Path(); got != want {
-			t.Errorf("%s: got %s, want %s", key, got, want)
+// TestSysctlKeys: keys are refused at load by the same rule netns writes
+// them with.
+func TestSysctlKeys(t *testing.T) {
+	for _, c := range sysctltest.Corpus(t) {
+		if !strings.HasPrefix(c.Key, "net.") {
+			continue // refused as not namespaced before the rule applies
+		}
+		src := fmt.Sprintf("name: lab\nnodes:\n  n1:\n    sysctls:\n      %q: 1\n", c.Key)
+		topo, err := Decode("k.yaml", []byte(src))
+		if err == nil {
+			_, err = topo.Plan()
+		}
+		if (err != nil) != (c.Error != "") || (err != nil && !strings.Contains(err.Error(), c.Error)) {
+			t.Errorf("sysctl %q: %v; want error %q", c.Key, err, c.Error)
 		}
 	}
 }

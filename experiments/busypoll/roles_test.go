@@ -3,7 +3,6 @@ package busypoll
 import (
 	"context"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/settings"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/sysctl"
 	"github.com/labctl/labctl/netns"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -98,11 +98,11 @@ func evidence(t *testing.T, r *experimentv1.RoleReport, name string) float64 {
 
 func hostSysctl(t *testing.T, key string) string {
 	t.Helper()
-	b, err := os.ReadFile(settings.SysctlPath(key))
+	v, err := sysctl.Read(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(b))
+	return v
 }
 
 // TestRolesOnLoopback runs every data path over loopback, where no
@@ -193,7 +193,7 @@ func TestCancelRestoresHostSysctl(t *testing.T) {
 		// Cancel once the server has set the sysctl.
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
-			if b, _ := os.ReadFile(settings.SysctlPath("net.core.busy_read")); strings.TrimSpace(string(b)) == want {
+			if v, _ := sysctl.Read("net.core.busy_read"); v == want {
 				time.Sleep(50 * time.Millisecond)
 				cancel()
 				seen <- true

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/labctl/labctl/internal/sysctl"
 )
 
 // Scope runs a function in the host's network namespace. An agent lives in
@@ -85,15 +87,14 @@ func (j *Journal) append(r Record) error {
 	return nil
 }
 
-// SysctlPath is the file of a sysctl key (dots separate levels).
-func SysctlPath(key string) string {
-	return "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-}
-
 // Sysctl sets a sysctl (net.* keys follow the network namespace of the
 // calling thread) and records its old value.
 func (j *Journal) Sysctl(key, value string) error {
-	if err := j.WriteFile(SysctlPath(key), value); err != nil {
+	p, err := sysctl.Path(key)
+	if err == nil {
+		err = j.WriteFile(p, value)
+	}
+	if err != nil {
 		return fmt.Errorf("sysctl %s: %w", key, err)
 	}
 	return nil
@@ -103,20 +104,23 @@ func (j *Journal) Sysctl(key, value string) error {
 // where the global net.core settings (busy_read, busy_poll,
 // netdev_max_backlog, ...) exist, and records its old value.
 func (j *Journal) HostSysctl(key, value string) error {
-	if err := j.write(true, SysctlPath(key), value); err != nil {
+	p, err := sysctl.Path(key)
+	if err == nil {
+		err = j.write(true, p, value)
+	}
+	if err != nil {
 		return fmt.Errorf("host sysctl %s: %w", key, err)
 	}
 	return nil
 }
 
 // ReadHostSysctl reads a sysctl of the host's namespace.
-func (j *Journal) ReadHostSysctl(key string) (string, error) {
-	var v []byte
-	err := j.host.do(func() (err error) {
-		v, err = os.ReadFile(SysctlPath(key))
+func (j *Journal) ReadHostSysctl(key string) (v string, err error) {
+	err = j.host.do(func() (err error) {
+		v, err = sysctl.Read(key)
 		return err
 	})
-	return strings.TrimSpace(string(v)), err
+	return v, err
 }
 
 // WriteFile writes value to a settings file (sysfs, procfs) after

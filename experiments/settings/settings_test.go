@@ -2,9 +2,14 @@ package settings
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/labctl/labctl/internal/sysctl"
+	"github.com/labctl/labctl/internal/sysctl/sysctltest"
 )
 
 func read(t *testing.T, path string) string {
@@ -94,5 +99,40 @@ func TestSameValueRecordsNothing(t *testing.T) {
 	}
 	if len(j.records) != 0 {
 		t.Errorf("recorded %v for an unchanged value", j.records)
+	}
+}
+
+// TestSysctlKeys: a journal maps keys to files by the shared rule. Each
+// key is "set" to the value it has, which changes nothing; a key whose
+// file does not exist fails naming the file it mapped to.
+func TestSysctlKeys(t *testing.T) {
+	j, err := Open(filepath.Join(t.TempDir(), "j.jsonl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Restore()
+	for _, c := range sysctltest.Corpus(t) {
+		if c.Error != "" {
+			if err := j.Sysctl(c.Key, "1"); !errors.Is(err, sysctl.ErrKey) || !strings.Contains(err.Error(), c.Error) {
+				t.Errorf("Sysctl(%q) = %v; want an ErrKey containing %q", c.Key, err, c.Error)
+			}
+			if err := j.HostSysctl(c.Key, "1"); !errors.Is(err, sysctl.ErrKey) {
+				t.Errorf("HostSysctl(%q) = %v; want an ErrKey", c.Key, err)
+			}
+			continue
+		}
+		cur, err := sysctl.Read(c.Key)
+		if err != nil {
+			if err := j.Sysctl(c.Key, "1"); err == nil || !strings.Contains(err.Error(), c.Path) {
+				t.Errorf("Sysctl(%q) = %v; want an error naming %s", c.Key, err, c.Path)
+			}
+			continue
+		}
+		if err := j.Sysctl(c.Key, cur); err != nil {
+			t.Errorf("Sysctl(%q, its own value) = %v", c.Key, err)
+		}
+	}
+	if n := len(j.records); n != 0 {
+		t.Errorf("the journal recorded %d changes", n)
 	}
 }
