@@ -50,7 +50,8 @@ const DefaultWorkers = 8
 // Progress reports one finished object.
 type Progress struct {
 	// Phase is one of recover, remove, namespaces, bridges, links, wires
-	// (links between bridges), nodes, rollback, destroy.
+	// (links between bridges), carrier (waiting for links to come up),
+	// nodes, rollback, destroy.
 	Phase  string
 	Done   int
 	Total  int
@@ -310,6 +311,11 @@ func (a *applier) build(ctx context.Context, plan *topologies.Plan, d delta) err
 	// every node's reports would cross all N bridges into all N nodes, and
 	// up would take time quadratic in N.
 	if err := a.phase(ctx, "wires", wires, a.createLink); err != nil {
+		return err
+	}
+	// Before the nodes' commands run, and before up returns, the new
+	// links carry traffic (see carrierTimeout).
+	if err := a.waitUp(ctx, plan, slices.Concat(bridges, links, wires)); err != nil {
 		return err
 	}
 	freshNodes := map[string]bool{}
