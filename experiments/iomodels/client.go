@@ -21,6 +21,7 @@ type clientConfig struct {
 	Variant
 	Size     int
 	Duration time.Duration
+	Count    int // measured round trips; 0 runs for Duration
 	Warmup   time.Duration
 	CPU      int
 }
@@ -79,7 +80,11 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 			return nil, experiments.CtxErr(ctx, err)
 		}
 	}
-	env.Progressf("measuring %d-byte %s round trips against %s for %v", cfg.Size, cfg.Proto, cfg.Model, cfg.Duration)
+	if cfg.Count > 0 {
+		env.Progressf("measuring %d %d-byte %s round trips against %s", cfg.Count, cfg.Size, cfg.Proto, cfg.Model)
+	} else {
+		env.Progressf("measuring %d-byte %s round trips against %s for %v", cfg.Size, cfg.Proto, cfg.Model, cfg.Duration)
+	}
 	var h measure.Histogram
 	start, _ := measure.ThreadUsage()
 	begin := time.Now()
@@ -93,7 +98,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 		t1 := time.Now()
 		h.Record(t1.Sub(t0))
 		n++
-		if !t1.Before(deadline) {
+		if (cfg.Count > 0 && n >= cfg.Count) || (cfg.Count == 0 && !t1.Before(deadline)) {
 			break
 		}
 	}

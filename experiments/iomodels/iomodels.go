@@ -103,6 +103,7 @@ table in about 70 s (a step with 10,000 connections takes 2-3 s).`,
 				experimentv1.ParamKind_PARAM_KIND_INT, "0,500", "0", "10000"),
 			experiments.SizeParam("size", "bytes per request and per response", 64, 1, 32<<10),
 			experiments.Duration(200 * time.Millisecond),
+			experiments.IntParam("count", "stop after this many measured round trips (0: run for duration)", 0, 0, 100_000_000),
 			experiments.Warmup(50 * time.Millisecond),
 			experiments.Repeats(5),
 			experiments.DurationParam("sqpoll_idle", "time the SQPOLL thread polls without work before it sleeps (whole ms)", 10*time.Millisecond, time.Millisecond, time.Second),
@@ -165,7 +166,7 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 			return nil, err
 		}
 		return runClient(ctx, env, peer, clientConfig{Variant: v, Size: p.Size("size"), Duration: p.Duration("duration"),
-			Warmup: p.Duration("warmup"), CPU: p.Int("client_cpu")})
+			Count: p.Int("count"), Warmup: p.Duration("warmup"), CPU: p.Int("client_cpu")})
 	}
 	return nil, fmt.Errorf("io-models has no role %q", env.Role)
 }
