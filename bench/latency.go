@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/labctl/labctl/topologies"
 )
 
 // lab brings up an example lab under a bench name and returns its name and
@@ -125,7 +127,7 @@ func latency(ctx context.Context, b *bench) (string, error) {
 	if b.quick {
 		seconds = 2
 	}
-	client, server := "labctl-"+lab+"-n1", "labctl-"+lab+"-n2"
+	client, server := topologies.Namespace(lab, "n1"), topologies.Namespace(lab, "n2")
 	var rows, ratios [][]string
 	for _, size := range []int{64, 1024} {
 		var rr50, rr99, sp50, sp99 figure
@@ -175,7 +177,7 @@ func busyPollVsSockperf(ctx context.Context, b *bench, seconds int) (string, err
 		return "", err
 	}
 	defer down()
-	client, server := "labctl-"+lab+"-client", "labctl-"+lab+"-server"
+	client, server := topologies.Namespace(lab, "client"), topologies.Namespace(lab, "server")
 	var ours, theirs figure
 	var oursBase, theirsBase figure
 	for rep := range b.reps {

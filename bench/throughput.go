@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/labctl/labctl/topologies"
 )
 
 // iperf3 runs one TCP stream from client to a one-off server in another
@@ -54,7 +56,7 @@ func throughput(ctx context.Context, b *bench) (string, error) {
 	if b.quick {
 		seconds = 2
 	}
-	client, server := "labctl-"+lab+"-n1", "labctl-"+lab+"-n2"
+	client, server := topologies.Namespace(lab, "n1"), topologies.Namespace(lab, "n2")
 	var rows, ratios [][]string
 	for _, c := range []struct {
 		path     string

@@ -32,7 +32,7 @@ type Path struct {
 // from, directly connected ones first, in plan order.
 func (l Lab) Paths(from, to string) []Path {
 	var direct, routed []Path
-	src := l.Plan.Ifaces(topologies.Namespace(l.Plan.Lab, from))
+	src := l.Plan.IfacesOf(from)
 	for _, link := range l.Plan.Links {
 		for _, e := range link.Ends {
 			if e.Node != to {

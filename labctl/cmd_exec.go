@@ -10,7 +10,6 @@ import (
 
 	"github.com/labctl/labctl/labs"
 	"github.com/labctl/labctl/netns"
-	"github.com/labctl/labctl/topologies"
 )
 
 func newExecCmd(g *globals) *cobra.Command {
@@ -18,7 +17,7 @@ func newExecCmd(g *globals) *cobra.Command {
 		Use:   "exec LAB NODE -- COMMAND [ARG...]",
 		Short: "Run a command inside a node",
 		Long: `Exec runs a command in a node's network namespace, as
-ip netns exec labctl-<lab>-<node> COMMAND does (which works too): /sys shows
+ip netns exec labctl-<lab>.<node> COMMAND does (which works too): /sys shows
 the node's interfaces, and the exit status is the command's. It runs on this
 host only, also with --server.`,
 		Example: `  labctl exec quickstart n1 -- ip -br addr
@@ -44,7 +43,7 @@ host only, also with --server.`,
 			if err != nil {
 				return fmt.Errorf("exec needs iproute2's ip: %w", err)
 			}
-			argv := append([]string{"ip", "netns", "exec", topologies.Namespace(lab, node)}, args[2:]...)
+			argv := append([]string{"ip", "netns", "exec", n.Namespace}, args[2:]...)
 			// Replace this process, so that signals, the terminal and the exit
 			// status are the command's own.
 			return syscall.Exec(ip, argv, os.Environ())

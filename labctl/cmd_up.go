@@ -19,7 +19,7 @@ func newUpCmd(g *globals) *cobra.Command {
 		Use:   "up FILE|EXAMPLE",
 		Short: "Build a lab from a topology, or reconcile it with a changed one",
 		Long: `Up builds the lab a topology describes: one network namespace per node
-(labctl-<lab>-<node>), its links, addresses, routes, sysctls, offloads, qdiscs
+(labctl-<lab>.<node>), its links, addresses, routes, sysctls, offloads, qdiscs
 and firewall rules, and an agent in every node that asks for one. Progress goes
 to stderr.
 

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/labctl/labctl/topologies"
 )
 
 func TestApplyTwoNodes(t *testing.T) {
@@ -153,4 +155,4 @@ func TestApplyRouted(t *testing.T) {
 	ping(t, h2, "198.18.1.2")
 }
 
-func topologiesNS(lab, node string) string { return "labctl-" + lab + "-" + node }
+func topologiesNS(lab, node string) string { return topologies.Namespace(lab, node) }

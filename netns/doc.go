@@ -3,16 +3,18 @@
 //
 // A lab is a set of named network namespaces (one per node, plus a fabric
 // namespace holding the lab's bridges), kept in /run/netns as iproute2
-// keeps them, so `ip netns exec labctl-<lab>-<node> ...` works. Apply builds
+// keeps them, so `ip netns exec labctl-<lab>.<node> ...` works. Apply builds
 // or reconciles a lab as a transaction recorded in a Journal; Destroy takes
 // it away, with or without the journal; Observe compares the kernel with
 // the plan for `status`; CheckHost looks for problems before anything is
 // touched.
 //
 // Everything labctl creates carries a marker: the namespace name
-// labctl-<lab>-<node>, and since lab names may contain '-', the ifalias of
-// lo in each namespace (labctl:<lab>:<node>, labctl:<lab>:fabric), which
-// decides; interfaces get the ifalias labctl:<lab>, and a host interface
+// labctl-<lab>.<node>, and, since a name says nothing of who made it (and
+// labs of earlier versions used labctl-<lab>-<node>, which two labs could
+// share), the ifalias of lo in each namespace (labctl:<lab>:<node>,
+// labctl:<lab>:fabric), which decides; interfaces get the ifalias
+// labctl:<lab>, and a host interface
 // moved into a node records in its ifalias how to give it back. labctl only
 // deletes what carries its marker.
 //

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/labctl/labctl/topologies"
 )
 
-// Ownership markers. A lab's namespaces are named labctl-<lab>-<node> (the
-// fabric labctl-<lab>), but lab names may contain '-', so the name alone
-// cannot tell lab "a" (node "b-n1") from lab "a-b" (node "n1"): the ifalias
-// of lo in each namespace decides. Interfaces labctl creates carry the alias
+// Ownership markers. A lab's namespaces are named labctl-<lab>.<node> (the
+// fabric labctl-<lab>.fabric), which no other lab can make, but labs made by
+// earlier versions used labctl-<lab>-<node>, where lab "a" (node "b-n1")
+// and lab "a-b" (node "n1") share a name; and a name says nothing of who
+// made the namespace: the ifalias of lo in each namespace decides. Interfaces labctl creates carry the alias
 // labctl:<lab>; a host interface moved into a node carries a host marker that
 // also records how to give it back.
 const markerPrefix = "labctl:"
@@ -19,7 +22,7 @@ const markerPrefix = "labctl:"
 func nsMarker(lab, node string) string { return markerPrefix + lab + ":" + node }
 
 // fabricMarker is the ifalias of lo in a lab's fabric namespace.
-func fabricMarker(lab string) string { return markerPrefix + lab + ":fabric" }
+func fabricMarker(lab string) string { return nsMarker(lab, topologies.FabricNode) }
 
 // spaceMarker is the lo alias of namespace object o of lab: the fabric's or
 // its node's.

@@ -289,10 +289,9 @@ func nsMarkerOf(e *nsEntry) (string, error) {
 }
 
 // List returns the namespaces of lab, sorted: those named like the lab's
-// (labctl-<lab>-* and labctl-<lab>) whose lo alias names the lab and the
-// node the name says. Lab "a" thus never lists lab "a-b"'s namespaces. A
-// file that an interrupted up left in RunDir without a namespace on it is
-// listed too when it holds the lab's marker (see createNamespace).
+// whose lo alias names the lab. A file that an interrupted up left in
+// RunDir without a namespace on it is listed too when it holds the lab's
+// marker (see createNamespace).
 func List(lab string) ([]string, error) {
 	c := newNSCache()
 	defer c.close()
@@ -309,6 +308,11 @@ func List(lab string) ([]string, error) {
 }
 
 // listLab maps each namespace of lab to its node name ("" for the fabric).
+// Names of both schemes are looked at: today's labctl-<lab>.<node>, and
+// labctl-<lab>-<node> and labctl-<lab>--fabric of labs made by earlier
+// versions, which down must still find (see topologies.NamespacePrefix).
+// The older names are ambiguous (lab "a" node "b-n1" and lab "a-b" node
+// "n1" share one), so the marker decides.
 func listLab(c *nsCache, lab string) (map[string]string, error) {
 	entries, err := os.ReadDir(RunDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -317,12 +321,10 @@ func listLab(c *nsCache, lab string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("namespaces: %w", err)
 	}
-	fabric := topologies.FabricNamespace(lab)
-	nodePrefix := topologies.Namespace(lab, "")
 	out := map[string]string{}
 	for _, de := range entries {
 		name := de.Name()
-		if name != fabric && !strings.HasPrefix(name, nodePrefix) {
+		if _, ok := nodeOfName(name, lab); !ok {
 			continue
 		}
 		node, ok, err := ownedBy(c, name, lab)
@@ -336,21 +338,40 @@ func listLab(c *nsCache, lab string) (map[string]string, error) {
 	return out, nil
 }
 
+// nodeOfName returns the node ("" for the fabric) that name would be in lab
+// under either scheme, going by the name alone.
+func nodeOfName(name, lab string) (string, bool) {
+	if l, node, ok := topologies.ParseNamespace(name); ok {
+		if l != lab {
+			return "", false
+		}
+		if node == topologies.FabricNode {
+			node = ""
+		}
+		return node, true
+	}
+	rest, ok := strings.CutPrefix(name, topologies.NamespacePrefix+lab+"-")
+	switch {
+	case !ok || rest == "":
+		return "", false
+	case rest == "-fabric":
+		return "", true
+	}
+	return rest, true
+}
+
 // ownedBy reports whether namespace name belongs to lab, and to which node
 // ("" for the fabric): its lo alias, or for a file left by an interrupted
-// create the file's content, is the lab's marker for that name (an empty
-// leftover counts: see unfinished).
+// create the file's content, is a marker of the lab. An empty leftover
+// counts (see unfinished), by its name alone.
 func ownedBy(c *nsCache, name, lab string) (node string, ok bool, err error) {
-	node = strings.TrimPrefix(name, topologies.Namespace(lab, ""))
-	want := nsMarker(lab, node)
-	if name == topologies.FabricNamespace(lab) {
-		node, want = "", fabricMarker(lab)
-	}
 	if m, ok := leftoverMarker(name); ok {
-		if unfinished(m, want) {
-			return node, true, nil
+		if m == "" {
+			node, ok := nodeOfName(name, lab)
+			return node, ok, nil
 		}
-		return "", false, nil // another's unfinished create
+		node, ok := markerNode(m, lab)
+		return node, ok, nil
 	}
 	e, err := c.get(name)
 	if errors.Is(err, os.ErrNotExist) {
@@ -360,8 +381,22 @@ func ownedBy(c *nsCache, name, lab string) (node string, ok bool, err error) {
 		return "", false, err
 	}
 	alias, err := nsMarkerOf(e)
-	if err != nil || alias != want {
+	if err != nil {
 		return "", false, err
 	}
-	return node, true, nil
+	node, ok = markerNode(alias, lab)
+	return node, ok, nil
+}
+
+// markerNode returns the node ("" for the fabric) that a namespace marker
+// of lab names.
+func markerNode(m, lab string) (string, bool) {
+	l, node, ok := parseNSMarker(m)
+	if !ok || l != lab {
+		return "", false
+	}
+	if node == topologies.FabricNode {
+		node = ""
+	}
+	return node, true
 }

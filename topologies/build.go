@@ -137,6 +137,8 @@ func (b *builder) nodes() {
 		path := joinPath("nodes", e.Key)
 		if err := CheckName(e.Key); err != nil {
 			b.errorf(path, "node %v", err)
+		} else if e.Key == FabricNode {
+			b.errorf(path, "node name %q is taken: %s names the namespace of the lab's bridges", e.Key, FabricNamespace(b.t.Name))
 		}
 		b.nodePaths[e.Key] = path
 		n := Node{Name: e.Key, Namespace: Namespace(b.t.Name, e.Key), Agent: true}

@@ -24,9 +24,6 @@ func CheckName(s string) error {
 		return fmt.Errorf("name %q is %d characters; the limit is %d", s, len(s), MaxNameLen)
 	case !labName.MatchString(s):
 		return fmt.Errorf("name %q must be lower-case letters, digits and '-', starting and ending with a letter or digit", s)
-	case strings.Contains(s, "--"):
-		// labctl-<lab>--fabric names a lab's fabric namespace.
-		return fmt.Errorf("name %q contains \"--\", which labctl keeps for its fabric namespaces", s)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package topologies
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -25,16 +26,38 @@ type Plan struct {
 }
 
 // NamespacePrefix starts the name of every namespace labctl creates:
-// labctl-<lab>-<node> for nodes, labctl-<lab>--fabric for a lab's fabric.
-// Names may not contain "--", so no node of any lab can be called like a
-// fabric.
+// labctl-<lab>.<node> for nodes, labctl-<lab>.fabric for a lab's fabric.
+// Lab and node names hold no '.', so the first '.' splits the lab from the
+// node and no two labs can make the same name (lab "a" with node "b-n1" is
+// labctl-a.b-n1, lab "a-b" with node "n1" labctl-a-b.n1); "fabric" is not
+// a node name. Labs made by earlier versions named nodes labctl-<lab>-<node>
+// and fabrics labctl-<lab>--fabric, which could collide; their plans keep
+// those names, so that down finds them (see netns.List).
 const NamespacePrefix = "labctl-"
 
+// FabricNode is the part of a fabric namespace's name where a node's name
+// would be, and so cannot name a node.
+const FabricNode = "fabric"
+
 // Namespace names the namespace of a node of a lab.
-func Namespace(lab, node string) string { return NamespacePrefix + lab + "-" + node }
+func Namespace(lab, node string) string { return NamespacePrefix + lab + "." + node }
 
 // FabricNamespace names the namespace that holds a lab's bridges.
-func FabricNamespace(lab string) string { return NamespacePrefix + lab + "--fabric" }
+func FabricNamespace(lab string) string { return Namespace(lab, FabricNode) }
+
+// ParseNamespace returns the lab and node a namespace name of today's
+// scheme names (node is FabricNode for a fabric).
+func ParseNamespace(name string) (lab, node string, ok bool) {
+	rest, ok := strings.CutPrefix(name, NamespacePrefix)
+	if !ok {
+		return "", "", false
+	}
+	lab, node, ok = strings.Cut(rest, ".")
+	if !ok || CheckName(lab) != nil || (node != FabricNode && CheckName(node) != nil) {
+		return "", "", false
+	}
+	return lab, node, true
+}
 
 // Node is one network namespace and what is set in it once its interfaces
 // exist.
@@ -154,6 +177,15 @@ func (p *Plan) Node(name string) (*Node, bool) {
 }
 
 // Ifaces returns every interface of the plan that lives in namespace ns, in
+// IfacesOf returns the interfaces of node, in plan order.
+func (p *Plan) IfacesOf(node string) []Iface {
+	n, ok := p.Node(node)
+	if !ok {
+		return nil
+	}
+	return p.Ifaces(n.Namespace)
+}
+
 // plan order.
 func (p *Plan) Ifaces(ns string) []Iface {
 	var out []Iface

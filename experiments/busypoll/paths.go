@@ -114,7 +114,7 @@ func hostOf(plan *topologies.Plan, node, iface string) string {
 
 // clientIfaceOn is the client's interface on the subnet of addr.
 func clientIfaceOn(plan *topologies.Plan, client string, addr netip.Addr) (topologies.Iface, bool) {
-	for _, i := range plan.Ifaces(topologies.Namespace(plan.Lab, client)) {
+	for _, i := range plan.IfacesOf(client) {
 		for _, p := range i.Addresses {
 			if p.Masked().Contains(addr) {
 				return i, true

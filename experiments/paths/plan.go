@@ -69,7 +69,7 @@ func Targets(lab experiments.Lab, client string, kinds []string) (found []Target
 
 // ownAddress is the first IPv4 lab address of node.
 func ownAddress(plan *topologies.Plan, node string) (netip.Addr, bool) {
-	for _, i := range plan.Ifaces(topologies.Namespace(plan.Lab, node)) {
+	for _, i := range plan.IfacesOf(node) {
 		for _, a := range i.Addresses {
 			if a.Addr().Is4() {
 				return a.Addr(), true
@@ -85,10 +85,9 @@ func ownAddress(plan *topologies.Plan, node string) (netip.Addr, bool) {
 // says veth or bridge.
 func pathKind(plan *topologies.Plan, client string, p experiments.Path) string {
 	kinds := map[string]bool{p.Kind: true}
-	ns := topologies.Namespace(plan.Lab, client)
 	for _, l := range plan.Links {
 		for _, e := range l.Ends {
-			if e.Namespace != ns {
+			if e.Node != client {
 				continue
 			}
 			for _, a := range e.Addresses {
