@@ -7,9 +7,13 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"go.opentelemetry.io/otel/attribute"
 
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
@@ -120,16 +124,61 @@ func runExperiment(ctx context.Context, cmd *cobra.Command, g *globals, req *lab
 	}
 	prog := newProgress(g.quiet)
 	var result *experimentv1.Result
+	var mu sync.Mutex
+	var runID string
+	var cancelling, known bool // known: restoring is the server's word
+	var restoring []string
 	for {
 		ev, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case cancelling && ctx.Err() != nil:
+				return interruptedError{leftEarly(runID, req.GetLab(), known, restoring)}
+			case cancelling && status.Code(err) == codes.Canceled:
+				if len(restoring) > 0 {
+					return interruptedError{leftEarly(runID, req.GetLab(), known, restoring)}
+				}
+				return interruptedError{fmt.Sprintf("run %s cancelled (stored as cancelled); every role stopped and restored what it changed", runID)}
+			}
 			return err
 		}
 		if p := ev.GetProgress(); p != nil {
 			prog.line("%s", p.GetMessage())
+			mu.Lock()
+			if runID == "" && p.GetRunId() != "" {
+				runID = p.GetRunId()
+				// The first Ctrl-C asks the roles to stop and waits for them
+				// to restore what they changed; the second leaves at once.
+				onFirstInterrupt(func() {
+					mu.Lock()
+					cancelling = true
+					mu.Unlock()
+					prog.line("cancelling run %s: waiting for its roles to stop and restore what they changed (Ctrl-C again to leave now)", runID)
+					go func() {
+						cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+						defer cancel()
+						resp, err := c.CancelRun(cctx, &labv1.CancelRunRequest{RunId: runID})
+						if err != nil {
+							prog.line("labctl: cancel run %s: %s", runID, describe(err))
+							return
+						}
+						mu.Lock()
+						if !known {
+							restoring = resp.GetStopping()
+						}
+						mu.Unlock()
+					}()
+				})
+			}
+			if p.GetStopping() {
+				restoring, known = p.GetRestoring(), true
+			}
+			mu.Unlock()
 		}
 		if r := ev.GetResult(); r != nil {
 			result = r
@@ -142,6 +191,18 @@ func runExperiment(ctx context.Context, cmd *cobra.Command, g *globals, req *lab
 	return emit(cmd.OutOrStdout(), g.output, result, func(w *tabwriter.Writer) { resultTable(w, result, spec, false) })
 }
 
+// leftEarly says what a second Ctrl-C left behind.
+func leftEarly(runID, lab string, known bool, restoring []string) string {
+	what := "its roles may still be restoring what they changed"
+	switch {
+	case len(restoring) > 0:
+		what = "still to restore what they changed: " + strings.Join(restoring, ", ")
+	case known:
+		return fmt.Sprintf("left run %s; every role had stopped and restored what it changed", runID)
+	}
+	return fmt.Sprintf("left run %s without waiting; %s (their agents restore it as the roles stop; if an agent died, labctl down %s restores what it left)",
+		runID, what, lab)
+}
 // firstArg is the first argument after "run" that is not a flag.
 func firstArg(args []string) string {
 	for i, a := range args {

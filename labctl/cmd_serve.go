@@ -8,6 +8,8 @@ import (
 	"log"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,37 +24,62 @@ import (
 	"github.com/labctl/labctl/traces"
 )
 
-// minToken is the shortest token serve accepts (128 bits as hex is 32).
-const minToken = 16
-
 func newServeCmd(g *globals) *cobra.Command {
 	var listen, cert, key, clientCA string
 	var maxRun time.Duration
+	var policy lab.Policy
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the lab API to other machines (LabService over gRPC)",
 		Long: `Serve exposes this host's labs over gRPC (LabService: up, down, status, run,
-results), so that any labctl can use them with --server. Every call needs the
-bearer token of --token-file. Off loopback, serve refuses to listen without TLS
-(--tls-cert and --tls-key); --client-ca also requires client certificates.
-Health and reflection are served behind the same token.
+results), so that any labctl can use them with --server. Every call needs a
+bearer token of --token-file, and the token's role decides what it may do:
 
-Make a token with: head -c 32 /dev/urandom | base64 > token`,
-		Example: `  labctl serve --listen 127.0.0.1:7443 --token-file token
-  labctl --server 127.0.0.1:7443 --token-file token run rr quickstart
-  labctl serve --listen 0.0.0.0:7443 --token-file token --tls-cert srv.pem --tls-key srv.key --client-ca ca.pem`,
+  viewer  status, lists, results, traces
+  runner  also run (and cancel its own runs) on labs that are up
+  admin   also up and down (and cancel any run)
+
+The token file holds one token per line, NAME ROLE SECRET (# starts a comment);
+a file holding a single bare secret is one admin token, as in earlier versions.
+Every call is logged to stderr with the token's name, the method, the lab and
+the outcome; its span carries the token's name, never the secret.
+
+Topologies that reach outside their lab are refused unless allowed here:
+exec commands (they run as root on this host: --allow-exec) and host
+interfaces (--allow-host-nic, only the ones named). --max-labs, --max-nodes and
+--max-concurrent-runs bound what callers take (0: no bound).
+
+Off loopback, serve refuses to listen without TLS (--tls-cert and --tls-key);
+--client-ca also requires client certificates. Health and reflection are
+served behind the same tokens. docs/serve.md explains running it safely.
+
+Make a secret with: head -c 32 /dev/urandom | base64`,
+		Example: `  printf 'me admin %s\n' "$(head -c 32 /dev/urandom | base64)" > tokens
+  labctl serve --listen 127.0.0.1:7443 --token-file tokens
+  labctl --server 127.0.0.1:7443 --token-file my-token run rr quickstart
+  labctl serve --listen 0.0.0.0:7443 --token-file tokens --tls-cert srv.pem --tls-key srv.key --client-ca ca.pem \
+      --max-labs 4 --max-nodes 64 --max-concurrent-runs 1 --allow-host-nic eth1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tokenFile := g.tokenFile
 			if tokenFile == "" {
 				return usagef("serve needs --token-file (every call must carry its token)")
 			}
-			token, err := readToken(tokenFile)
+			data, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return usagef("token file: %v", err)
+			}
+			tokens, err := lab.ParseTokens(tokenFile, data)
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			if len(token) < minToken {
-				return usagef("the token in %s is %d characters; use at least %d (head -c 32 /dev/urandom | base64)", tokenFile, len(token), minToken)
+			for _, p := range []struct {
+				flag string
+				v    int
+			}{{"--max-labs", policy.MaxLabs}, {"--max-nodes", policy.MaxNodes}, {"--max-concurrent-runs", policy.MaxRuns}} {
+				if p.v < 0 {
+					return usagef("%s %d: want 0 (no bound) or more", p.flag, p.v)
+				}
 			}
 			if (cert == "") != (key == "") {
 				return usagef("--tls-cert and --tls-key go together")
@@ -72,7 +99,8 @@ Make a token with: head -c 32 /dev/urandom | base64 > token`,
 				defer cancel()
 				_ = p.Shutdown(ctx)
 			}()
-			unary, stream := lab.TokenAuth(token)
+			logger := log.New(os.Stderr, "serve: ", log.LstdFlags)
+			unary, stream := lab.Guard(tokens, logger)
 			opts := []grpc.ServerOption{serverTracing(), grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream),
 				grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage)}
 			if cert != "" {
@@ -85,6 +113,7 @@ Make a token with: head -c 32 /dev/urandom | base64 > token`,
 			srv := grpc.NewServer(opts...)
 			service := g.localServer()
 			service.Runner.MaxRun = maxRun
+			service.Policy = &policy
 			labv1.RegisterLabServiceServer(srv, service)
 			h := health.NewServer()
 			healthpb.RegisterHealthServer(srv, h)
@@ -93,7 +122,6 @@ Make a token with: head -c 32 /dev/urandom | base64 > token`,
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
-			logger := log.New(os.Stderr, "serve: ", log.LstdFlags)
 			go func() {
 				<-cmd.Context().Done()
 				logger.Print("stopping")
@@ -109,7 +137,7 @@ Make a token with: head -c 32 /dev/urandom | base64 > token`,
 					mode = "mutual TLS"
 				}
 			}
-			logger.Printf("serving LabService on %s, %s, token from %s", lis.Addr(), mode, tokenFile)
+			logger.Printf("serving LabService on %s, %s, %d tokens from %s; %s", lis.Addr(), mode, len(tokens), tokenFile, describePolicy(&policy))
 			return srv.Serve(lis)
 		},
 	}
@@ -119,7 +147,28 @@ Make a token with: head -c 32 /dev/urandom | base64 > token`,
 	f.StringVar(&key, "tls-key", "", "server key (PEM)")
 	f.StringVar(&clientCA, "client-ca", "", "CA of client certificates; requires mutual TLS")
 	f.DurationVar(&maxRun, "max-run", time.Hour, "refuse runs whose estimated length is above this")
+	f.BoolVar(&policy.AllowExec, "allow-exec", false, "let topologies run exec commands (as root, on this host's filesystem)")
+	f.StringSliceVar(&policy.AllowHostNICs, "allow-host-nic", nil, "host interfaces that host-nic links may take (IF[,IF...])")
+	f.IntVar(&policy.MaxLabs, "max-labs", 0, "labs up at once (0: no bound)")
+	f.IntVar(&policy.MaxNodes, "max-nodes", 0, "nodes per lab (0: no bound)")
+	f.IntVar(&policy.MaxRuns, "max-concurrent-runs", 0, "experiment runs at once (0: no bound)")
 	return cmd
+}
+
+// describePolicy says what the server allows, for its first log line.
+func describePolicy(p *lab.Policy) string {
+	bound := func(n int) string {
+		if n == 0 {
+			return "unbounded"
+		}
+		return strconv.Itoa(n)
+	}
+	nics := "none"
+	if len(p.AllowHostNICs) > 0 {
+		nics = strings.Join(p.AllowHostNICs, ",")
+	}
+	return fmt.Sprintf("exec %s, host NICs %s, labs %s, nodes per lab %s, runs at once %s",
+		map[bool]string{true: "allowed", false: "refused"}[p.AllowExec], nics, bound(p.MaxLabs), bound(p.MaxNodes), bound(p.MaxRuns))
 }
 
 func serverTLS(cert, key, clientCA string) (credentials.TransportCredentials, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,20 +179,119 @@ func TestBusyPollEndToEnd(t *testing.T) {
 		}
 	})
 
+	// A run of busy_read on veth-xdp: the server's agent sets the host's
+	// busy_read, both attach XDP.
+	xdpRun := func(out *bytes.Buffer) *exec.Cmd {
+		return c.start(out, "run", "busy-poll", lab, "--client", "client", "--server", "server",
+			"-p", "duration=5m", "-p", "warmup=0s", "-p", "repeats=1", "-p", "devices=veth-xdp", "-p", "mechanisms=busy_read", "-p", "timeouts=66us")
+	}
+	xdpSet := func() bool {
+		s := settingsState(t, lab)
+		return strings.HasPrefix(s, "busy_read=66 ") && strings.Count(s, ",xdp,") == 2
+	}
+
 	t.Run("SIGINT of the CLI", func(t *testing.T) {
-		cmd := longRun("-p", "devices=veth-xdp", "-p", "mechanisms=prefer_busy_poll", "-p", "defer_hard_irqs=3", "-p", "gro_flush_timeout=150us")
-		if !poll(20*time.Second, func() bool { return strings.Count(settingsState(t, lab), ",xdp,defer/flush=3/150000") == 2 }) {
-			t.Fatal("timed out waiting for XDP and the NAPI settings on both plain0")
+		var out bytes.Buffer
+		cmd := xdpRun(&out)
+		if !poll(20*time.Second, xdpSet) {
+			t.Fatal("timed out waiting for busy_read=66 and XDP on both nodes")
+		}
+		err := interrupt(t, cmd, &out)
+		if code := exitCode(err); code != exitInterrupted {
+			t.Errorf("exit %d after SIGINT, want %d:\n%s", code, exitInterrupted, out.String())
+		}
+		// Back when the CLI exits, not some time later: it waited.
+		if after := settingsState(t, lab); after != before {
+			t.Errorf("settings when the CLI exited:\nbefore %s\nafter  %s", before, after)
+		}
+		if j := journals(t, c, lab); len(j) != 0 {
+			t.Errorf("journals left: %v", j)
+		}
+		for _, want := range []string{"cancelling run", "stopped and restored what it changed", "every role stopped and restored what it changed"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("output lacks %q:\n%s", want, out.String())
+			}
+		}
+	})
+
+	t.Run("a second SIGINT", func(t *testing.T) {
+		var out bytes.Buffer
+		cmd := xdpRun(&out)
+		if !poll(20*time.Second, xdpSet) {
+			t.Fatal("timed out waiting for busy_read=66 and XDP on both nodes")
 		}
 		if err := cmd.Process.Signal(unix.SIGINT); err != nil {
 			t.Fatal(err)
 		}
-		if err := cmd.Wait(); err == nil {
-			t.Error("the interrupted run exited 0")
+		err := interrupt(t, cmd, &out)
+		if code := exitCode(err); code != exitInterrupted {
+			t.Errorf("exit %d after two SIGINTs, want %d:\n%s", code, exitInterrupted, out.String())
 		}
-		// The agents restore as their roles end; give them the moment.
+		// It left at once, saying what may be left and how to restore it;
+		// the agents restore as their roles stop.
+		if text := out.String(); !strings.Contains(text, "labctl down "+lab) && !strings.Contains(text, "every role stopped") {
+			t.Errorf("output says nothing of what is left to restore:\n%s", text)
+		}
 		if !poll(20*time.Second, func() bool { return settingsState(t, lab) == before && len(journals(t, c, lab)) == 0 }) {
-			t.Fatal("timed out waiting for the settings before the run")
+			t.Fatalf("settings not restored after the agents stopped their roles:\nbefore %s\nafter  %s", before, settingsState(t, lab))
 		}
 	})
+}
+
+// TestConcurrentHostSettings: two busy-poll runs on two labs change the
+// host's busy_read and busy_poll at the same time. Each change waits for
+// the other's lease, and says so; afterwards both hold their values of
+// before.
+func TestConcurrentHostSettings(t *testing.T) {
+	c := newCLI(t)
+	lab1, _ := c.up("busy-poll")
+	lab2, _ := c.up("busy-poll")
+	before := readHostSysctls(t)
+	outs := make([]bytes.Buffer, 2)
+	cmds := []*exec.Cmd{}
+	for i, lab := range []string{lab1, lab2} {
+		cmds = append(cmds, c.start(&outs[i], "run", "busy-poll", lab, "--client", "client", "--server", "server",
+			"-p", "devices=veth-gro", "-p", "mechanisms=busy_read,busy_poll", "-p", "timeouts=50us",
+			"-p", "repeats=3", "-p", "duration=300ms", "-p", "warmup=10ms"))
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("run %d: %v\n%s", i+1, err, outs[i].String())
+		}
+	}
+	if after := readHostSysctls(t); after != before {
+		t.Errorf("host sysctls before %s, after %s", before, after)
+	}
+	waited := 0
+	for i := range outs {
+		if strings.Contains(outs[i].String(), "waiting for net.core.busy_") {
+			waited++
+		}
+	}
+	if waited == 0 {
+		t.Errorf("neither run waited for the other's change:\n%s\n%s", outs[0].String(), outs[1].String())
+	}
+}
+
+func readHostSysctls(t *testing.T) string {
+	t.Helper()
+	var out []string
+	for _, k := range []string{"busy_read", "busy_poll"} {
+		b, err := os.ReadFile("/proc/sys/net/core/" + k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, k+"="+strings.TrimSpace(string(b)))
+	}
+	return strings.Join(out, " ")
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -33,12 +34,12 @@ const (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(context.Background())
 	args := rootServerFirst(os.Args[1:])
 	root := newRoot()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
-	interrupted := ctx.Err() != nil
+	interrupted := ctx.Err() != nil || errors.As(err, new(interruptedError))
 	stop()
 	if err == nil {
 		return
@@ -52,6 +53,52 @@ func main() {
 	}
 	os.Exit(exitFailure)
 }
+
+// gentle is the handler of the first Ctrl-C, when a command set one (see
+// onFirstInterrupt); nil cancels the command's context at once.
+var gentle struct {
+	sync.Mutex
+	fn func()
+}
+
+// onFirstInterrupt lets the command that calls it handle the first Ctrl-C
+// itself (run asks the roles to stop and waits until they have restored
+// what they changed); a second Ctrl-C, or SIGTERM, still cancels the
+// command's context at once. fn must return quickly: the second Ctrl-C
+// waits for it.
+func onFirstInterrupt(fn func()) {
+	gentle.Lock()
+	gentle.fn = fn
+	gentle.Unlock()
+}
+
+// interruptible returns a context that SIGTERM, or Ctrl-C without a
+// handler of its own, cancels.
+func interruptible(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		for sig := range sigs {
+			gentle.Lock()
+			fn := gentle.fn
+			gentle.fn = nil
+			gentle.Unlock()
+			if sig == os.Interrupt && fn != nil {
+				fn()
+				continue
+			}
+			cancel()
+		}
+	}()
+	return ctx, func() { signal.Stop(sigs); cancel() }
+}
+
+// interruptedError ends a command that the user interrupted, though its
+// context was not cancelled (it stopped gently): exit code 130.
+type interruptedError struct{ msg string }
+
+func (e interruptedError) Error() string { return e.msg }
 
 // describe is an error as the user reads it: a gRPC status by its message,
 // with its code when the code says something the message may not

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/services/lab"
 )
 
 // remoteFlags reach a LabService served by `labctl serve`.
@@ -34,16 +34,21 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 
 func (bearer) RequireTransportSecurity() bool { return false }
 
+// readToken reads the secret a client sends: a file of one token, either a
+// bare secret or one NAME ROLE SECRET line as serve's token file has them.
 func readToken(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("token file: %w", err)
 	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
+	tokens, err := lab.ParseTokens(path, b)
+	if err != nil {
+		return "", err
 	}
-	return tok, nil
+	if len(tokens) > 1 {
+		return "", fmt.Errorf("token file %s holds %d tokens; a client sends one: give it a file with its own line", path, len(tokens))
+	}
+	return tokens[0].Secret(), nil
 }
 
 func isLoopback(hostport string) bool {

@@ -226,7 +226,7 @@ func (h *Host) restoreSettings(lab string, plan *topologies.Plan) error {
 		// Node settings are restored in the node's namespace; host settings
 		// (global sysctls) here, where labctl runs.
 		err := netns.Do(n.Namespace, func() error {
-			_, err := settings.RestoreAll(pattern, hostScope, notSysfs)
+			_, err := settings.RestoreAll(pattern, settings.Options{Host: hostScope}, notSysfs)
 			return err
 		})
 		if err != nil {

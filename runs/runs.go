@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +50,72 @@ type Runner struct {
 	// MaxRun refuses runs whose steps would take longer in total
 	// (warm-up plus duration of each); 0 allows any.
 	MaxRun time.Duration
+
+	mu     sync.Mutex
+	active map[string]*activeRun // run id -> run in progress
+}
+
+// activeRun is a run in progress, for Cancel.
+type activeRun struct {
+	owner string
+	once  sync.Once
+	stop  chan struct{} // closed by Cancel
+
+	mu      sync.Mutex
+	running map[string]bool // "node role" of the roles running now
+}
+
+func (a *activeRun) setRunning(role string, on bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if on {
+		a.running[role] = true
+	} else {
+		delete(a.running, role)
+	}
+}
+
+// ErrNoRun says no run in progress has the id.
+var ErrNoRun = errors.New("no run in progress has that id")
+
+// ErrNotOwner says a caller may not cancel another caller's run.
+var ErrNotOwner = errors.New("the run was started by another caller")
+
+// Cancel stops a run in progress: its roles are asked to stop and restore
+// what they changed, and its Run reports each as it is done, then returns
+// with the result stored as cancelled. owner is the caller asking ("" for
+// an operator, who may cancel any run); a caller may cancel only its own.
+// It returns the roles running ("node role"), which are now stopping.
+func (r *Runner) Cancel(id, owner string) ([]string, error) {
+	r.mu.Lock()
+	a, ok := r.active[id]
+	r.mu.Unlock()
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("run %s: %w", id, ErrNoRun)
+	case owner != "" && a.owner != owner:
+		return nil, fmt.Errorf("run %s: %w (%s)", id, ErrNotOwner, a.owner)
+	}
+	a.once.Do(func() { close(a.stop) })
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Sorted(maps.Keys(a.running)), nil
+}
+
+// track registers a run in progress until the returned function is called.
+func (r *Runner) track(id, owner string) (*activeRun, func()) {
+	a := &activeRun{owner: owner, stop: make(chan struct{}), running: map[string]bool{}}
+	r.mu.Lock()
+	if r.active == nil {
+		r.active = map[string]*activeRun{}
+	}
+	r.active[id] = a
+	r.mu.Unlock()
+	return a, func() {
+		r.mu.Lock()
+		delete(r.active, id)
+		r.mu.Unlock()
+	}
 }
 
 // Request is one run to make.
@@ -60,6 +128,9 @@ type Request struct {
 	// Started is called once the run has an id, before the first step (the
 	// caller names its trace after it).
 	Started func(id string)
+	// Owner is the caller that starts the run, who may cancel it ("" when
+	// callers are not told apart).
+	Owner string
 }
 
 // Run runs req, sending progress, each step's reports and the final result
@@ -106,6 +177,8 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 	if req.Started != nil {
 		req.Started(res.Id)
 	}
+	run, untrack := r.track(res.Id, req.Owner)
+	defer untrack()
 	var mu sync.Mutex
 	send := func(ev *labv1.RunResponse) {
 		mu.Lock()
@@ -113,17 +186,17 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 		emit(ev)
 	}
 	for i, step := range steps {
-		progress := func(msg string) {
-			send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: &labv1.RunProgress{
-				RunId: res.Id, Step: int32(i + 1), Total: int32(len(steps)), Variant: step.GetVariant(), Message: msg}}})
+		progress := func(p *labv1.RunProgress) {
+			p.RunId, p.Step, p.Total, p.Variant = res.Id, int32(i+1), int32(len(steps)), step.GetVariant()
+			send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: p}})
 		}
-		progress(fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, len(steps), step.GetVariant(), step.GetRepeat()+1))
-		sr, err := r.tracedStep(ctx, req, res.Id, i, step, progress)
+		progress(&labv1.RunProgress{Message: fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, len(steps), step.GetVariant(), step.GetRepeat()+1)})
+		sr, err := r.tracedStep(ctx, req, run, res.Id, i, step, progress)
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(otelcodes.Error, rpcerr.Message(err))
 			res.State = experimentv1.RunState_RUN_STATE_FAILED
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || isCancel(err) {
 				res.State = experimentv1.RunState_RUN_STATE_CANCELLED
 			}
 			res.Error = rpcerr.Message(err)
@@ -234,11 +307,11 @@ type roleOutcome struct {
 
 // tracedStep runs one step under a span of its own, which carries every
 // role's metrics as attributes.
-func (r *Runner) tracedStep(ctx context.Context, req Request, runID string, i int, step *experimentv1.Step, progress func(string)) (*experimentv1.StepResult, error) {
+func (r *Runner) tracedStep(ctx context.Context, req Request, run *activeRun, runID string, i int, step *experimentv1.Step, progress func(*labv1.RunProgress)) (*experimentv1.StepResult, error) {
 	ctx, span := tracer.Start(ctx, fmt.Sprintf("step %d %s", i+1, step.GetVariant()), trace.WithAttributes(
 		attribute.String("labctl.variant", step.GetVariant()), attribute.Int("labctl.repeat", int(step.GetRepeat()))))
 	defer span.End()
-	sr, err := r.runStep(ctx, req, runID, step, progress)
+	sr, err := r.runStep(ctx, req, run, runID, step, progress)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(otelcodes.Error, rpcerr.Message(err))
@@ -250,15 +323,29 @@ func (r *Runner) tracedStep(ctx context.Context, req Request, runID string, i in
 	return sr, nil
 }
 
+// restoreTimeout bounds how long a cancelled step waits for its roles to
+// stop and restore what they changed, before it cuts their calls (the
+// agents then still restore, but nobody waits to hear it).
+const restoreTimeout = 30 * time.Second
+
 // runStep starts the step's roles in order, each once the previous one is
 // ready, and waits for every report. The first failure cancels the others.
-func (r *Runner) runStep(ctx context.Context, req Request, runID string, step *experimentv1.Step, progress func(string)) (*experimentv1.StepResult, error) {
+// When the run is cancelled (run.stop), the agents are asked to stop the
+// roles, and runStep waits until each has stopped and restored what it
+// changed, telling progress which are left.
+func (r *Runner) runStep(ctx context.Context, req Request, run *activeRun, runID string, step *experimentv1.Step, progress func(*labv1.RunProgress)) (*experimentv1.StepResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	roles := step.GetRoles()
-	done := make([]chan roleOutcome, 0, len(roles))
+	type indexed struct {
+		i int
+		roleOutcome
+	}
+	outcomes := make(chan indexed, len(roles))
 	collected := make([]*roleOutcome, len(roles))
+	started := 0
 	peers := map[string]string{}
+	say := func(msg string) { progress(&labv1.RunProgress{Message: msg}) }
 	// start launches one role and waits until it is ready (or ends).
 	start := func(i int, ra *experimentv1.RoleAssignment) error {
 		client, err := req.Agents.Agent(ra.GetNode())
@@ -270,43 +357,96 @@ func (r *Runner) runStep(ctx context.Context, req Request, runID string, step *e
 		if err != nil {
 			return nodeError(ra.GetNode(), err)
 		}
+		started++
 		ready := make(chan int32, 1)
-		ch := make(chan roleOutcome, 1)
-		done = append(done, ch)
-		go func() { ch <- follow(stream, ra, ready, progress) }()
-		select {
-		case port := <-ready:
-			if ra.GetAddress() != "" {
-				peers[ra.GetRole()] = net.JoinHostPort(ra.GetAddress(), strconv.Itoa(int(port)))
+		name := ra.GetNode() + " " + ra.GetRole()
+		run.setRunning(name, true)
+		go func() {
+			o := follow(stream, ra, ready, say)
+			run.setRunning(name, false)
+			outcomes <- indexed{i, o}
+		}()
+		for {
+			select {
+			case port := <-ready:
+				if ra.GetAddress() != "" {
+					peers[ra.GetRole()] = net.JoinHostPort(ra.GetAddress(), strconv.Itoa(int(port)))
+				}
+				return nil
+			case o := <-outcomes:
+				collected[o.i] = &o.roleOutcome
+				if o.i == i || o.err != nil {
+					return o.err
+				}
+			case <-run.stop:
+				return status.Error(codes.Canceled, "run cancelled")
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			return nil
-		case o := <-ch:
-			collected[i] = &o
-			return o.err
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 	var errs []error
 	for i, ra := range roles {
 		if err := start(i, ra); err != nil {
 			errs = append(errs, err)
-			cancel()
 			break
 		}
 	}
-	sr := &experimentv1.StepResult{Step: step}
-	for i, ch := range done {
-		if collected[i] == nil {
-			o := <-ch
-			collected[i] = &o
+	if len(errs) > 0 {
+		select {
+		case <-run.stop:
+		default:
+			cancel() // a role failed: the others end at once
 		}
+	}
+	// Wait for every started role; on a cancel of the run, ask the agents
+	// to stop the roles and say which are still restoring.
+	stopping := false
+	var hardStop <-chan time.Time
+	stopCh := run.stop
+	left := func() []string {
+		var out []string
+		for i := range started {
+			if collected[i] == nil {
+				out = append(out, roles[i].GetNode()+" "+roles[i].GetRole())
+			}
+		}
+		return out
+	}
+	for pending := started - countDone(collected); pending > 0; {
+		select {
+		case o := <-outcomes:
+			collected[o.i] = &o.roleOutcome
+			pending--
+			if o.err != nil && !isCancel(o.err) {
+				cancel()
+			}
+			if stopping {
+				ra := roles[o.i]
+				progress(&labv1.RunProgress{Message: fmt.Sprintf("%s %s stopped and restored what it changed", ra.GetNode(), ra.GetRole()), Restoring: left(), Stopping: true})
+			}
+		case <-stopCh:
+			stopCh = nil
+			stopping = true
+			progress(&labv1.RunProgress{Message: "cancelling: waiting for " + strings.Join(left(), ", ") + " to stop and restore what they changed", Restoring: left(), Stopping: true})
+			r.stopRoles(ctx, req.Agents, runID, roles[:started])
+			hardStop = time.After(restoreTimeout)
+		case <-hardStop:
+			progress(&labv1.RunProgress{Message: fmt.Sprintf("%s did not stop within %v; cutting their calls (their agents still restore; labctl down restores what a dead agent left)", strings.Join(left(), ", "), restoreTimeout), Restoring: left(), Stopping: true})
+			hardStop = nil
+			cancel()
+		}
+	}
+	sr := &experimentv1.StepResult{Step: step}
+	for i := range started {
 		if o := collected[i]; o.err != nil {
 			errs = append(errs, o.err)
-			cancel()
 		} else {
 			sr.Reports = append(sr.Reports, o.report)
 		}
+	}
+	if stopping {
+		return nil, status.Error(codes.Canceled, "run cancelled")
 	}
 	// A role that failed takes the others down with it; those report the
 	// cancel, so the cause is the first error that is not one.
@@ -319,6 +459,43 @@ func (r *Runner) runStep(ctx context.Context, req Request, runID string, step *e
 		return nil, status.Error(codes.Canceled, "run cancelled")
 	}
 	return sr, nil
+}
+
+func countDone(c []*roleOutcome) int {
+	n := 0
+	for _, o := range c {
+		if o != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// stopTimeout bounds each agent's answer to StopRun.
+const stopTimeout = 5 * time.Second
+
+// stopRoles asks the agent of every node of roles to stop the run's roles.
+func (r *Runner) stopRoles(ctx context.Context, agents Agents, runID string, roles []*experimentv1.RoleAssignment) {
+	nodes := map[string]bool{}
+	var wg sync.WaitGroup
+	for _, ra := range roles {
+		if nodes[ra.GetNode()] {
+			continue
+		}
+		nodes[ra.GetNode()] = true
+		client, err := agents.Agent(ra.GetNode())
+		if err != nil {
+			continue // its stream has ended or will end with the error
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+			defer cancel()
+			_, _ = client.StopRun(ctx, &agentv1.StopRunRequest{RunId: runID})
+		}()
+	}
+	wg.Wait()
 }
 
 func isCancel(err error) bool {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -195,5 +196,84 @@ func TestCancelStopsRun(t *testing.T) {
 	stored, err := r.Store.Get(res.GetId())
 	if err != nil || stored.GetState() != experimentv1.RunState_RUN_STATE_CANCELLED {
 		t.Errorf("stored: %v %v", stored.GetState(), err)
+	}
+}
+
+// TestCancelWaitsForRoles: Cancel stops the roles of a run through their
+// agents; Run reports each role as it stops and restores, then returns the
+// run as cancelled. Only the run's owner may cancel it.
+func TestCancelWaitsForRoles(t *testing.T) {
+	r := newRunner(t)
+	var mu sync.Mutex
+	var progress []*labv1.RunProgress
+	ids := make(chan string, 1)
+	measuring := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	var res *experimentv1.Result
+	go func() {
+		var err error
+		res, err = r.Run(context.Background(), Request{
+			Plan: loopbackPlan(), Agents: startAgents(t, "n1", "n2"), Experiment: "rr", Owner: "alice",
+			Params: map[string]string{"duration": "5m", "warmup": "0s", "repeats": "1"},
+			Started: func(id string) { ids <- id },
+		}, func(ev *labv1.RunResponse) {
+			if p := ev.GetProgress(); p != nil {
+				mu.Lock()
+				progress = append(progress, p)
+				mu.Unlock()
+				if strings.Contains(p.GetMessage(), "measuring") {
+					select {
+					case measuring <- struct{}{}:
+					default:
+					}
+				}
+			}
+		})
+		done <- err
+	}()
+	id := <-ids
+	select {
+	case <-measuring:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the run never started measuring")
+	}
+	if _, err := r.Cancel(id, "mallory"); !errors.Is(err, ErrNotOwner) {
+		t.Errorf("a cancel by another caller: %v", err)
+	}
+	stopping, err := r.Cancel(id, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(stopping, ",") != "n1 client,n2 server" {
+		t.Errorf("stopping %q", stopping)
+	}
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.Canceled {
+			t.Errorf("run ended with %v, want Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the cancelled run did not end")
+	}
+	if res.GetState() != experimentv1.RunState_RUN_STATE_CANCELLED {
+		t.Errorf("stored as %v", res.GetState())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var said []string
+	for _, p := range progress {
+		said = append(said, p.GetMessage())
+	}
+	text := strings.Join(said, "\n")
+	for _, want := range []string{"cancelling: waiting for n2 server, n1 client", "n1 client stopped and restored", "n2 server stopped and restored"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("progress lacks %q:\n%s", want, text)
+		}
+	}
+	if last := progress[len(progress)-1]; len(last.GetRestoring()) != 0 {
+		t.Errorf("still restoring at the end: %v", last.GetRestoring())
+	}
+	if _, err := r.Cancel(id, ""); !errors.Is(err, ErrNoRun) {
+		t.Errorf("cancel of an ended run: %v", err)
 	}
 }

@@ -68,17 +68,7 @@ type segment struct {
 	ends []endRef
 }
 
-func (b *builder) at(path string) Pos {
-	for {
-		if p, ok := b.t.pos[path]; ok {
-			return p
-		}
-		if path == "" {
-			return Pos{File: b.t.file}
-		}
-		path = path[:max(strings.LastIndexAny(path, ".["), 0)]
-	}
-}
+func (b *builder) at(path string) Pos { return b.t.at(path) }
 
 func (b *builder) errorf(path, format string, args ...any) {
 	b.errs = append(b.errs, &Error{Pos: b.at(path), Field: path, Msg: fmt.Sprintf(format, args...)})

@@ -169,7 +169,7 @@ func (r *role) setUp(ctx context.Context, peer netip.AddrPort) error {
 		}
 	}
 	if key := r.v.Mechanism.HostSysctl(); key != "" && r.env.Role == "server" {
-		if err := r.env.Settings.HostSysctl(key, us(r.v.Timeout)); err != nil {
+		if err := r.env.Settings.HostSysctl(ctx, key, us(r.v.Timeout)); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return unsupportedf("%v (a kernel without CONFIG_NET_RX_BUSY_POLL)", err)
 			}

@@ -42,7 +42,7 @@ func runPairIn(t *testing.T, ctx context.Context, variant string, given map[stri
 	step := &experimentv1.Step{Variant: variant, Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "s", Address: at.serverAddr.String()}, {Role: "client", Node: "c"}}}
 	role := func(name string, peers map[string]netip.AddrPort, ready func(int)) (rep *experimentv1.RoleReport, err error) {
-		j, err := settings.Open(filepath.Join(t.TempDir(), name+".settings.jsonl"), nil)
+		j, err := settings.Open(filepath.Join(t.TempDir(), name+".settings.jsonl"), settings.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -366,7 +366,7 @@ func runRole(t *testing.T, ctx context.Context, ns netns.NsHandle, role string, 
 	t.Helper()
 	journal := filepath.Join(t.TempDir(), role)
 	return inNetns(ns, func() error {
-		j, err := settings.Open(journal, nil)
+		j, err := settings.Open(journal, settings.Options{})
 		if err != nil {
 			return err
 		}

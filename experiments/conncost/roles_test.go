@@ -93,7 +93,7 @@ func runStep(t *testing.T, ctx context.Context, e experiments.Experiment, p pair
 	step := &experimentv1.Step{Variant: variant, Params: ps.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "s", Address: p.serverAddr}, {Role: "client", Node: "c", Address: p.clientAddr}}}
 	run := func(env *experiments.Env) (*experimentv1.RoleReport, error) {
-		j, err := settings.Open(filepath.Join(t.TempDir(), "j"), nil)
+		j, err := settings.Open(filepath.Join(t.TempDir(), "j"), settings.Options{})
 		if err != nil {
 			return nil, err
 		}

@@ -113,7 +113,7 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 		if !ok || (value != "0" && value != "1") {
 			return nil, fmt.Errorf("tcp-low-latency: step variant %q names no value of %s", env.Step.GetVariant(), Sysctl)
 		}
-		if err := env.Settings.HostSysctl(Sysctl, value); err != nil {
+		if err := env.Settings.HostSysctl(ctx, Sysctl, value); err != nil {
 			return nil, fmt.Errorf("tcp-low-latency server: %w", err)
 		}
 		r, err := rr.Serve(ctx, env, p.Size("size"), p.Int("server_cpu"), nil)

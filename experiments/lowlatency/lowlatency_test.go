@@ -142,7 +142,7 @@ func runStep(t *testing.T, ctx context.Context, value string, params map[string]
 	if err != nil {
 		t.Fatal(err)
 	}
-	journal, err := settings.Open(filepath.Join(t.TempDir(), "j"), nil)
+	journal, err := settings.Open(filepath.Join(t.TempDir(), "j"), settings.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

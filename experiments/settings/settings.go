@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -50,24 +51,46 @@ type Record struct {
 	Undo []string `json:"undo,omitempty"`
 }
 
+// Options are where a journal runs what belongs to the host, and how it
+// takes the leases of host settings.
+type Options struct {
+	// Host runs what belongs to the host's network namespace.
+	Host Scope
+	// LeaseDir holds the leases of host settings; "" is DefaultLeaseDir.
+	LeaseDir string
+	// Holder names the changer to whoever waits for its lease ("run X,
+	// lab L, node N, role R").
+	Holder string
+	// Waiting, when set, is told when a change waits for another's lease.
+	Waiting func(msg string)
+}
+
+func (o Options) leaseDir() string {
+	if o.LeaseDir == "" {
+		return DefaultLeaseDir
+	}
+	return o.LeaseDir
+}
+
 // Journal records changes in a file and undoes them.
 type Journal struct {
 	mu      sync.Mutex
-	host    Scope
+	opt     Options
 	path    string
 	f       *os.File
 	records []Record
+	leases  map[string]*lease // host setting file -> its lease, held until Restore
 }
 
 // Open starts a journal at path (its directory must exist). A journal
 // that exists already holds changes of a process that died: restore it
 // first with RestoreFile.
-func Open(path string, host Scope) (*Journal, error) {
+func Open(path string, opt Options) (*Journal, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("settings journal: %w", err)
 	}
-	return &Journal{path: path, f: f, host: host}, nil
+	return &Journal{path: path, f: f, opt: opt, leases: map[string]*lease{}}, nil
 }
 
 // Path is the journal's file.
@@ -102,11 +125,13 @@ func (j *Journal) Sysctl(key, value string) error {
 
 // HostSysctl sets a sysctl of the host's network namespace, the only one
 // where the global net.core settings (busy_read, busy_poll,
-// netdev_max_backlog, ...) exist, and records its old value.
-func (j *Journal) HostSysctl(key, value string) error {
+// netdev_max_backlog, ...) exist, and records its old value. It holds the
+// setting's lease until Restore, waiting (bounded by ctx) while another
+// role holds it (see DefaultLeaseDir).
+func (j *Journal) HostSysctl(ctx context.Context, key, value string) error {
 	p, err := sysctl.Path(key)
 	if err == nil {
-		err = j.write(true, p, value)
+		err = j.writeHost(ctx, p, value)
 	}
 	if err != nil {
 		return fmt.Errorf("host sysctl %s: %w", key, err)
@@ -116,41 +141,85 @@ func (j *Journal) HostSysctl(key, value string) error {
 
 // ReadHostSysctl reads a sysctl of the host's namespace.
 func (j *Journal) ReadHostSysctl(key string) (v string, err error) {
-	err = j.host.do(func() (err error) {
+	err = j.opt.Host.do(func() (err error) {
 		v, err = sysctl.Read(key)
 		return err
 	})
 	return v, err
 }
 
-// WriteFile writes value to a settings file (sysfs, procfs) after
-// recording its current content. Writing the value it already has records
-// nothing.
+// WriteFile writes value to a settings file of the node (sysfs, procfs)
+// after recording its current content. Writing the value it already has
+// records nothing.
 func (j *Journal) WriteFile(path, value string) error {
-	return j.write(false, path, value)
-}
-
-func (j *Journal) write(host bool, path, value string) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	scope := Scope(nil)
-	if host {
-		scope = j.host
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
 	}
-	return scope.do(func() error {
-		old, err := os.ReadFile(path)
+	cur := strings.TrimSpace(string(old))
+	if cur == strings.TrimSpace(value) {
+		return nil
+	}
+	if err := j.append(Record{File: path, Old: cur}); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(value), 0)
+}
+
+// writeHost writes a host setting file under its lease.
+func (j *Journal) writeHost(ctx context.Context, path, value string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	l := j.leases[path]
+	if l == nil {
+		var stale *leaseRecord
+		var err error
+		l, stale, err = acquireLease(ctx, j.opt.leaseDir(), path, j.opt.Waiting)
 		if err != nil {
 			return err
 		}
-		cur := strings.TrimSpace(string(old))
+		if stale != nil {
+			// Its holder died with the setting changed: put the original
+			// back before reading it as this change's "old".
+			if err := j.opt.Host.do(func() error { return os.WriteFile(stale.File, []byte(stale.Old), 0) }); err != nil {
+				_ = l.release()
+				return fmt.Errorf("restore %s to %q, left by %s: %w", stale.File, stale.Old, stale.describe(), err)
+			}
+		}
+		j.leases[path] = l
+	}
+	return j.opt.Host.do(func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		cur := strings.TrimSpace(string(b))
+		if !j.changed(path) {
+			// The lease records the original before anything changes it.
+			if err := l.record(leaseRecord{File: path, Old: cur, Journal: j.path, Holder: j.opt.Holder, Pid: os.Getpid(), Since: time.Now()}); err != nil {
+				return fmt.Errorf("lease of %s: %w", path, err)
+			}
+		}
 		if cur == strings.TrimSpace(value) {
 			return nil
 		}
-		if err := j.append(Record{Host: host, File: path, Old: cur}); err != nil {
+		if err := j.append(Record{Host: true, File: path, Old: cur}); err != nil {
 			return err
 		}
 		return os.WriteFile(path, []byte(value), 0)
 	})
+}
+
+// changed reports whether the journal has changed the host file path.
+func (j *Journal) changed(path string) bool {
+	for _, r := range j.records {
+		if r.Host && r.File == path {
+			return true
+		}
+	}
+	return false
 }
 
 // Run runs a command that changes something, after recording the command
@@ -167,12 +236,19 @@ func (j *Journal) Run(ctx context.Context, undo []string, argv ...string) error 
 	return nil
 }
 
-// Restore undoes every change, newest first, and removes the journal. It
-// tries every record even when one fails, and reports all failures.
+// Restore undoes every change, newest first, releases the leases of host
+// settings (once their values are back), and removes the journal. It tries
+// every record even when one fails, and reports all failures.
 func (j *Journal) Restore() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	err := undo(j.records, j.host)
+	err := undo(j.records, j.opt.Host)
+	for file, l := range j.leases {
+		if rerr := l.release(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("release the lease of %s: %w", file, rerr))
+		}
+	}
+	j.leases = map[string]*lease{}
 	j.records = nil
 	j.f.Close()
 	if rerr := os.Remove(j.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
@@ -211,11 +287,15 @@ func undo(records []Record, host Scope) error {
 }
 
 // RestoreFile undoes the changes recorded in a journal left by a process
-// that died, and removes it; host runs what belongs to the host's
+// that died, and removes it; opt.Host runs what belongs to the host's
 // namespace, and keep, when not nil, chooses the records to undo (the rest
-// are dropped). A journal whose last line was cut short by the kill loses only
-// that line (its change was never made).
-func RestoreFile(path string, host Scope, keep func(Record) bool) error {
+// are dropped). A journal whose last line was cut short by the kill loses
+// only that line (its change was never made).
+//
+// A host setting is put back through its lease: only if the lease still
+// records this journal's change (whoever took the lease since has put the
+// original back already, and may have changed it again).
+func RestoreFile(path string, opt Options, keep func(Record) bool) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -224,31 +304,64 @@ func RestoreFile(path string, host Scope, keep func(Record) bool) error {
 		return err
 	}
 	var records []Record
+	var hostFiles []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var r Record
-		if json.Unmarshal(sc.Bytes(), &r) == nil && (keep == nil || keep(r)) {
-			records = append(records, r)
+		if json.Unmarshal(sc.Bytes(), &r) != nil || (keep != nil && !keep(r)) {
+			continue
 		}
+		if r.Host && r.File != "" {
+			if !slices.Contains(hostFiles, r.File) {
+				hostFiles = append(hostFiles, r.File)
+			}
+			continue
+		}
+		records = append(records, r)
 	}
 	f.Close()
-	err = undo(records, host)
+	err = undo(records, opt.Host)
+	for _, file := range hostFiles {
+		if herr := restoreHost(opt, path, file); herr != nil {
+			err = errors.Join(err, herr)
+		}
+	}
 	if rerr := os.Remove(path); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
 	return err
 }
 
+// restoreHost puts host setting file back to the original that its lease
+// records, if the lease records the change of journal.
+func restoreHost(opt Options, journal, file string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), leaseWait)
+	defer cancel()
+	l, rec, err := acquireLease(ctx, opt.leaseDir(), file, nil)
+	if err != nil {
+		return err
+	}
+	if rec != nil && rec.Journal == journal {
+		if err := opt.Host.do(func() error { return os.WriteFile(file, []byte(rec.Old), 0) }); err != nil && !errors.Is(err, os.ErrNotExist) {
+			l.f.Close() // keep the record for the next try
+			return fmt.Errorf("restore %s to %q: %w", file, rec.Old, err)
+		}
+		return l.release()
+	}
+	unlockLease(l.f)
+	return nil
+}
+
 // RestoreAll restores every leftover journal matching pattern (a glob),
 // returning what it restored.
-func RestoreAll(pattern string, host Scope, keep func(Record) bool) ([]string, error) {
+func RestoreAll(pattern string, opt Options, keep func(Record) bool) ([]string, error) {
 	paths, err := filepath.Glob(pattern)
 	if err != nil {
 		return nil, err
 	}
 	var errs []error
 	for _, p := range paths {
-		if err := RestoreFile(p, host, keep); err != nil {
+		if err := RestoreFile(p, opt, keep); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		}
 	}

@@ -28,7 +28,7 @@ func TestRestoreUndoesInReverse(t *testing.T) {
 		t.Fatal(err)
 	}
 	marker := filepath.Join(dir, "marker")
-	j, err := Open(filepath.Join(dir, "j.jsonl"), nil)
+	j, err := Open(filepath.Join(dir, "j.jsonl"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestLeftoverJournalIsRestored(t *testing.T) {
 	if err := os.WriteFile(knob, []byte("1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	j, err := Open(filepath.Join(dir, "n1-run-server.settings.jsonl"), nil)
+	j, err := Open(filepath.Join(dir, "n1-run-server.settings.jsonl"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestLeftoverJournalIsRestored(t *testing.T) {
 	f, _ := os.OpenFile(j.Path(), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString(`{"file":"/nonexist`)
 	f.Close()
-	restored, err := RestoreAll(filepath.Join(dir, "n1-*.settings.jsonl"), nil, nil)
+	restored, err := RestoreAll(filepath.Join(dir, "n1-*.settings.jsonl"), Options{}, nil)
 	if err != nil || len(restored) != 1 {
 		t.Fatalf("restored %v: %v", restored, err)
 	}
@@ -89,7 +89,7 @@ func TestSameValueRecordsNothing(t *testing.T) {
 	dir := t.TempDir()
 	knob := filepath.Join(dir, "knob")
 	os.WriteFile(knob, []byte("5\n"), 0o644)
-	j, err := Open(filepath.Join(dir, "j"), nil)
+	j, err := Open(filepath.Join(dir, "j"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestSameValueRecordsNothing(t *testing.T) {
 // key is "set" to the value it has, which changes nothing; a key whose
 // file does not exist fails naming the file it mapped to.
 func TestSysctlKeys(t *testing.T) {
-	j, err := Open(filepath.Join(t.TempDir(), "j.jsonl"), nil)
+	j, err := Open(filepath.Join(t.TempDir(), "j.jsonl"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestSysctlKeys(t *testing.T) {
 			if err := j.Sysctl(c.Key, "1"); !errors.Is(err, sysctl.ErrKey) || !strings.Contains(err.Error(), c.Error) {
 				t.Errorf("Sysctl(%q) = %v; want an ErrKey containing %q", c.Key, err, c.Error)
 			}
-			if err := j.HostSysctl(c.Key, "1"); !errors.Is(err, sysctl.ErrKey) {
+			if err := j.HostSysctl(context.Background(), c.Key, "1"); !errors.Is(err, sysctl.ErrKey) {
 				t.Errorf("HostSysctl(%q) = %v; want an ErrKey", c.Key, err)
 			}
 			continue

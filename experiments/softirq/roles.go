@@ -89,7 +89,7 @@ func applySettings(ctx context.Context, env *experiments.Env, v Variant, r *expe
 		}
 	}
 	if v.Backlog > 0 {
-		if err := env.Settings.HostSysctl(backlogSysctl, strconv.Itoa(v.Backlog)); err != nil {
+		if err := env.Settings.HostSysctl(ctx, backlogSysctl, strconv.Itoa(v.Backlog)); err != nil {
 			return err
 		}
 		got, err := env.Settings.ReadHostSysctl(backlogSysctl)

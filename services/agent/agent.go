@@ -47,12 +47,62 @@ type Server struct {
 	// Host runs a function in the host's network namespace (for global
 	// settings); nil runs it where the agent is.
 	Host settings.Scope
+	// LeaseDir holds the leases of host settings ("": the default, one
+	// for the machine).
+	LeaseDir string
+
+	mu      sync.Mutex
+	running map[string]map[*roleRun]bool // run id -> its roles running here
+}
+
+// roleRun is one role running in this agent, for StopRun.
+type roleRun struct {
+	role string
+	stop context.CancelCauseFunc
+}
+
+// errStopped is the cause of a role's end when StopRun stopped it.
+var errStopped = errors.New("stopped by StopRun")
+
+// register records a running role until the returned function is called.
+func (s *Server) register(runID string, rr *roleRun) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running == nil {
+		s.running = map[string]map[*roleRun]bool{}
+	}
+	if s.running[runID] == nil {
+		s.running[runID] = map[*roleRun]bool{}
+	}
+	s.running[runID][rr] = true
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.running[runID], rr)
+		if len(s.running[runID]) == 0 {
+			delete(s.running, runID)
+		}
+	}
+}
+
+// StopRun stops the roles of a run running here; each one's RunRole ends
+// once it has restored what it changed.
+func (s *Server) StopRun(_ context.Context, req *agentv1.StopRunRequest) (*agentv1.StopRunResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := &agentv1.StopRunResponse{}
+	for rr := range s.running[req.GetRunId()] {
+		rr.stop(errStopped)
+		out.Roles = append(out.Roles, rr.role)
+	}
+	slices.Sort(out.Roles)
+	return out, nil
 }
 
 // RestoreSettings undoes the settings changes that a previous agent of this
 // node left behind when it died.
 func (s *Server) RestoreSettings() ([]string, error) {
-	return settings.RestoreAll(filepath.Join(s.SettingsDir, s.Node+"-*.settings.jsonl"), s.Host, nil)
+	return settings.RestoreAll(filepath.Join(s.SettingsDir, s.Node+"-*.settings.jsonl"), settings.Options{Host: s.Host, LeaseDir: s.LeaseDir}, nil)
 }
 
 // NewGRPCServer returns a gRPC server with the agent, the standard health
@@ -129,18 +179,31 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		func(msg string) {
 			send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Progress{Progress: &agentv1.Progress{Message: msg}}})
 		})
-	journal, err := settings.Open(filepath.Join(s.SettingsDir, fmt.Sprintf("%s-%s-%s.settings.jsonl", s.Node, safe(req.GetRunId()), req.GetRole())), s.Host)
+	journal, err := settings.Open(filepath.Join(s.SettingsDir, fmt.Sprintf("%s-%s-%s.settings.jsonl", s.Node, safe(req.GetRunId()), req.GetRole())), settings.Options{
+		Host: s.Host, LeaseDir: s.LeaseDir, Waiting: func(msg string) { env.Progressf("%s", msg) },
+		Holder: fmt.Sprintf("run %s, lab %s, node %s, role %s", req.GetRunId(), s.Lab, s.Node, req.GetRole())})
 	if err != nil {
 		return status.Errorf(codes.FailedPrecondition, "node %s: %v", s.Node, err)
 	}
 	env.Settings = journal
-	ctx, span := tracer.Start(stream.Context(), "role "+req.GetExperiment()+" "+req.GetRole(), trace.WithAttributes(
+	ctx, stop := context.WithCancelCause(stream.Context())
+	defer stop(nil)
+	defer s.register(req.GetRunId(), &roleRun{role: req.GetRole(), stop: stop})()
+	ctx, span := tracer.Start(ctx, "role "+req.GetExperiment()+" "+req.GetRole(), trace.WithAttributes(
 		traces.KeyRunID.String(req.GetRunId()), traces.KeyExperiment.String(req.GetExperiment()),
 		attribute.String("labctl.role", req.GetRole()), attribute.String("labctl.variant", req.GetStep().GetVariant()),
 		attribute.Int("labctl.repeat", int(req.GetStep().GetRepeat()))))
 	report, err := exp.Run(ctx, env)
 	if rerr := journal.Restore(); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("restore settings: %w", rerr))
+	}
+	if errors.Is(context.Cause(ctx), errStopped) {
+		span.AddEvent("stopped")
+		span.End()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return status.Errorf(codes.Canceled, "node %s: %s %s stopped: %v", s.Node, req.GetExperiment(), req.GetRole(), err)
+		}
+		return status.Errorf(codes.Canceled, "node %s: %s %s stopped; what it changed is restored", s.Node, req.GetExperiment(), req.GetRole())
 	}
 	if err != nil {
 		span.RecordError(err)

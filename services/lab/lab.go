@@ -7,6 +7,9 @@ package lab
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -27,6 +30,13 @@ type Server struct {
 	Runner *runs.Runner
 	// AgentOptions are added to every connection to an agent (tracing).
 	AgentOptions []grpc.DialOption
+	// Policy bounds what callers may do; nil (the CLI's in-process
+	// service) allows everything.
+	Policy *Policy
+
+	mu         sync.Mutex
+	pendingUps map[string]int // labs being brought up, for Policy.MaxLabs
+	runs       int            // runs in progress, for Policy.MaxRuns
 }
 
 // GetTrace returns the local copy of a trace, by trace id or run id.
@@ -76,6 +86,18 @@ func (s *Server) Up(req *labv1.UpRequest, stream labv1.LabService_UpServer) erro
 	if err != nil {
 		return rpcerr.Status(err, codes.InvalidArgument)
 	}
+	noteLab(stream.Context(), plan.Lab)
+	if err := s.Policy.checkReach(t); err != nil {
+		return err
+	}
+	if err := s.Policy.checkNodes(plan); err != nil {
+		return err
+	}
+	release, err := s.admitLab(plan.Lab)
+	if err != nil {
+		return err
+	}
+	defer release()
 	progress := func(p labs.Progress) {
 		_ = stream.Send(&labv1.UpResponse{Event: &labv1.UpResponse_Progress{Progress: progressProto(p)}})
 	}
@@ -146,12 +168,95 @@ func (s *Server) Run(req *labv1.RunRequest, stream labv1.LabService_RunServer) e
 	if err != nil {
 		return hostStatus(err)
 	}
+	release, err := s.admitRun()
+	if err != nil {
+		return err
+	}
+	defer release()
 	agents := s.Host.Agents(req.GetLab(), s.AgentOptions...)
 	defer agents.Close()
+	caller, _ := CallerOf(stream.Context())
 	_, err = s.Runner.Run(stream.Context(), runs.Request{
-		Plan: plan, Agents: agents, Experiment: req.GetExperiment(), Params: req.GetParams(), Nodes: req.GetNodes(),
+		Plan: plan, Agents: agents, Experiment: req.GetExperiment(), Params: req.GetParams(), Nodes: req.GetNodes(), Owner: caller.Name,
 	}, func(ev *labv1.RunResponse) { _ = stream.Send(ev) })
 	return err
+}
+
+// CancelRun stops a run in progress; its Run stream tells when every role
+// has restored what it changed. A runner may cancel only its own runs, an
+// admin any.
+func (s *Server) CancelRun(ctx context.Context, req *labv1.CancelRunRequest) (*labv1.CancelRunResponse, error) {
+	owner := ""
+	if c, ok := CallerOf(ctx); ok && c.Role < Admin {
+		owner = c.Name
+	}
+	stopping, err := s.Runner.Cancel(req.GetRunId(), owner)
+	switch {
+	case errors.Is(err, runs.ErrNoRun):
+		return nil, status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, runs.ErrNotOwner):
+		return nil, status.Error(codes.PermissionDenied, err.Error())
+	case err != nil:
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &labv1.CancelRunResponse{Stopping: stopping}, nil
+}
+
+// admitLab reserves a place for lab under Policy.MaxLabs until release; a
+// lab that is up already needs none.
+func (s *Server) admitLab(lab string) (release func(), err error) {
+	if s.Policy == nil || s.Policy.MaxLabs <= 0 {
+		return func() {}, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	up, err := s.Host.Labs()
+	if err != nil {
+		return nil, hostStatus(err)
+	}
+	if slices.Contains(up, lab) {
+		return func() {}, nil
+	}
+	taken := len(up)
+	for l := range s.pendingUps {
+		if l != lab && !slices.Contains(up, l) {
+			taken++
+		}
+	}
+	if taken >= s.Policy.MaxLabs {
+		return nil, status.Errorf(codes.ResourceExhausted, "this server keeps at most %d labs (--max-labs); %d are up or coming up (%s): take one down first",
+			s.Policy.MaxLabs, taken, strings.Join(up, ", "))
+	}
+	if s.pendingUps == nil {
+		s.pendingUps = map[string]int{}
+	}
+	s.pendingUps[lab]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.pendingUps[lab]--; s.pendingUps[lab] == 0 {
+			delete(s.pendingUps, lab)
+		}
+	}, nil
+}
+
+// admitRun counts a run under Policy.MaxRuns until release.
+func (s *Server) admitRun() (release func(), err error) {
+	if s.Policy == nil || s.Policy.MaxRuns <= 0 {
+		return func() {}, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.runs >= s.Policy.MaxRuns {
+		return nil, status.Errorf(codes.ResourceExhausted, "this server runs at most %d experiments at once (--max-concurrent-runs); %d are running: try again when one ends",
+			s.Policy.MaxRuns, s.runs)
+	}
+	s.runs++
+	return func() {
+		s.mu.Lock()
+		s.runs--
+		s.mu.Unlock()
+	}, nil
 }
 
 // ListResults lists stored results.

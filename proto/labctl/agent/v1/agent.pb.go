@@ -22,6 +22,95 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type StopRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopRunRequest) Reset() {
+	*x = StopRunRequest{}
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopRunRequest) ProtoMessage() {}
+
+func (x *StopRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopRunRequest.ProtoReflect.Descriptor instead.
+func (*StopRunRequest) Descriptor() ([]byte, []int) {
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StopRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+type StopRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Roles of the run that were running and were told to stop.
+	Roles         []string `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopRunResponse) Reset() {
+	*x = StopRunResponse{}
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopRunResponse) ProtoMessage() {}
+
+func (x *StopRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopRunResponse.ProtoReflect.Descriptor instead.
+func (*StopRunResponse) Descriptor() ([]byte, []int) {
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StopRunResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
 type GetInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -30,7 +119,7 @@ type GetInfoRequest struct {
 
 func (x *GetInfoRequest) Reset() {
 	*x = GetInfoRequest{}
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +131,7 @@ func (x *GetInfoRequest) String() string {
 func (*GetInfoRequest) ProtoMessage() {}
 
 func (x *GetInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +144,7 @@ func (x *GetInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetInfoRequest) Descriptor() ([]byte, []int) {
-	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 type GetInfoResponse struct {
@@ -71,7 +160,7 @@ type GetInfoResponse struct {
 
 func (x *GetInfoResponse) Reset() {
 	*x = GetInfoResponse{}
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -83,7 +172,7 @@ func (x *GetInfoResponse) String() string {
 func (*GetInfoResponse) ProtoMessage() {}
 
 func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -96,7 +185,7 @@ func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetInfoResponse) Descriptor() ([]byte, []int) {
-	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetInfoResponse) GetLab() string {
@@ -142,7 +231,7 @@ type ListExperimentsRequest struct {
 
 func (x *ListExperimentsRequest) Reset() {
 	*x = ListExperimentsRequest{}
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -154,7 +243,7 @@ func (x *ListExperimentsRequest) String() string {
 func (*ListExperimentsRequest) ProtoMessage() {}
 
 func (x *ListExperimentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -167,7 +256,7 @@ func (x *ListExperimentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExperimentsRequest.ProtoReflect.Descriptor instead.
 func (*ListExperimentsRequest) Descriptor() ([]byte, []int) {
-	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 type ListExperimentsResponse struct {
@@ -179,7 +268,7 @@ type ListExperimentsResponse struct {
 
 func (x *ListExperimentsResponse) Reset() {
 	*x = ListExperimentsResponse{}
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +280,7 @@ func (x *ListExperimentsResponse) String() string {
 func (*ListExperimentsResponse) ProtoMessage() {}
 
 func (x *ListExperimentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +293,7 @@ func (x *ListExperimentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExperimentsResponse.ProtoReflect.Descriptor instead.
 func (*ListExperimentsResponse) Descriptor() ([]byte, []int) {
-	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListExperimentsResponse) GetExperiments() []*v1.ExperimentSpec {
@@ -228,7 +317,7 @@ type RunRoleRequest struct {
 
 func (x *RunRoleRequest) Reset() {
 	*x = RunRoleRequest{}
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +329,7 @@ func (x *RunRoleRequest) String() string {
 func (*RunRoleRequest) ProtoMessage() {}
 
 func (x *RunRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +342,7 @@ func (x *RunRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRoleRequest.ProtoReflect.Descriptor instead.
 func (*RunRoleRequest) Descriptor() ([]byte, []int) {
-	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RunRoleRequest) GetRunId() string {
@@ -305,7 +394,7 @@ type RunRoleResponse struct {
 
 func (x *RunRoleResponse) Reset() {
 	*x = RunRoleResponse{}
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +406,7 @@ func (x *RunRoleResponse) String() string {
 func (*RunRoleResponse) ProtoMessage() {}
 
 func (x *RunRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +419,7 @@ func (x *RunRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRoleResponse.ProtoReflect.Descriptor instead.
 func (*RunRoleResponse) Descriptor() ([]byte, []int) {
-	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RunRoleResponse) GetEvent() isRunRoleResponse_Event {
@@ -400,7 +489,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +501,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +514,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Ready) GetPort() int32 {
@@ -445,7 +534,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +546,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_labctl_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +559,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_labctl_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Progress) GetMessage() string {
@@ -484,7 +573,11 @@ var File_labctl_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_labctl_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1blabctl/agent/v1/agent.proto\x12\x0flabctl.agent.v1\x1a%labctl/experiment/v1/experiment.proto\"\x10\n" +
+	"\x1blabctl/agent/v1/agent.proto\x12\x0flabctl.agent.v1\x1a%labctl/experiment/v1/experiment.proto\"'\n" +
+	"\x0eStopRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"'\n" +
+	"\x0fStopRunResponse\x12\x14\n" +
+	"\x05roles\x18\x01 \x03(\tR\x05roles\"\x10\n" +
 	"\x0eGetInfoRequest\"\xac\x01\n" +
 	"\x0fGetInfoResponse\x12\x10\n" +
 	"\x03lab\x18\x01 \x01(\tR\x03lab\x12\x12\n" +
@@ -515,11 +608,12 @@ const file_labctl_agent_v1_agent_proto_rawDesc = "" +
 	"\x05Ready\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\x05R\x04port\"$\n" +
 	"\bProgress\x12\x18\n" +
-	"\amessage\x18\x01 \x01(\tR\amessage2\x92\x02\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage2\xe0\x02\n" +
 	"\fAgentService\x12L\n" +
 	"\aGetInfo\x12\x1f.labctl.agent.v1.GetInfoRequest\x1a .labctl.agent.v1.GetInfoResponse\x12d\n" +
 	"\x0fListExperiments\x12'.labctl.agent.v1.ListExperimentsRequest\x1a(.labctl.agent.v1.ListExperimentsResponse\x12N\n" +
-	"\aRunRole\x12\x1f.labctl.agent.v1.RunRoleRequest\x1a .labctl.agent.v1.RunRoleResponse0\x01B8Z6github.com/labctl/labctl/proto/labctl/agent/v1;agentv1b\x06proto3"
+	"\aRunRole\x12\x1f.labctl.agent.v1.RunRoleRequest\x1a .labctl.agent.v1.RunRoleResponse0\x01\x12L\n" +
+	"\aStopRun\x12\x1f.labctl.agent.v1.StopRunRequest\x1a .labctl.agent.v1.StopRunResponseB8Z6github.com/labctl/labctl/proto/labctl/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_labctl_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -533,38 +627,42 @@ func file_labctl_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_labctl_agent_v1_agent_proto_rawDescData
 }
 
-var file_labctl_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_labctl_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_labctl_agent_v1_agent_proto_goTypes = []any{
-	(*GetInfoRequest)(nil),          // 0: labctl.agent.v1.GetInfoRequest
-	(*GetInfoResponse)(nil),         // 1: labctl.agent.v1.GetInfoResponse
-	(*ListExperimentsRequest)(nil),  // 2: labctl.agent.v1.ListExperimentsRequest
-	(*ListExperimentsResponse)(nil), // 3: labctl.agent.v1.ListExperimentsResponse
-	(*RunRoleRequest)(nil),          // 4: labctl.agent.v1.RunRoleRequest
-	(*RunRoleResponse)(nil),         // 5: labctl.agent.v1.RunRoleResponse
-	(*Ready)(nil),                   // 6: labctl.agent.v1.Ready
-	(*Progress)(nil),                // 7: labctl.agent.v1.Progress
-	nil,                             // 8: labctl.agent.v1.RunRoleRequest.PeersEntry
-	(*v1.NodeEnvironment)(nil),      // 9: labctl.experiment.v1.NodeEnvironment
-	(*v1.ExperimentSpec)(nil),       // 10: labctl.experiment.v1.ExperimentSpec
-	(*v1.Step)(nil),                 // 11: labctl.experiment.v1.Step
-	(*v1.RoleReport)(nil),           // 12: labctl.experiment.v1.RoleReport
+	(*StopRunRequest)(nil),          // 0: labctl.agent.v1.StopRunRequest
+	(*StopRunResponse)(nil),         // 1: labctl.agent.v1.StopRunResponse
+	(*GetInfoRequest)(nil),          // 2: labctl.agent.v1.GetInfoRequest
+	(*GetInfoResponse)(nil),         // 3: labctl.agent.v1.GetInfoResponse
+	(*ListExperimentsRequest)(nil),  // 4: labctl.agent.v1.ListExperimentsRequest
+	(*ListExperimentsResponse)(nil), // 5: labctl.agent.v1.ListExperimentsResponse
+	(*RunRoleRequest)(nil),          // 6: labctl.agent.v1.RunRoleRequest
+	(*RunRoleResponse)(nil),         // 7: labctl.agent.v1.RunRoleResponse
+	(*Ready)(nil),                   // 8: labctl.agent.v1.Ready
+	(*Progress)(nil),                // 9: labctl.agent.v1.Progress
+	nil,                             // 10: labctl.agent.v1.RunRoleRequest.PeersEntry
+	(*v1.NodeEnvironment)(nil),      // 11: labctl.experiment.v1.NodeEnvironment
+	(*v1.ExperimentSpec)(nil),       // 12: labctl.experiment.v1.ExperimentSpec
+	(*v1.Step)(nil),                 // 13: labctl.experiment.v1.Step
+	(*v1.RoleReport)(nil),           // 14: labctl.experiment.v1.RoleReport
 }
 var file_labctl_agent_v1_agent_proto_depIdxs = []int32{
-	9,  // 0: labctl.agent.v1.GetInfoResponse.environment:type_name -> labctl.experiment.v1.NodeEnvironment
-	10, // 1: labctl.agent.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
-	11, // 2: labctl.agent.v1.RunRoleRequest.step:type_name -> labctl.experiment.v1.Step
-	8,  // 3: labctl.agent.v1.RunRoleRequest.peers:type_name -> labctl.agent.v1.RunRoleRequest.PeersEntry
-	6,  // 4: labctl.agent.v1.RunRoleResponse.ready:type_name -> labctl.agent.v1.Ready
-	7,  // 5: labctl.agent.v1.RunRoleResponse.progress:type_name -> labctl.agent.v1.Progress
-	12, // 6: labctl.agent.v1.RunRoleResponse.report:type_name -> labctl.experiment.v1.RoleReport
-	0,  // 7: labctl.agent.v1.AgentService.GetInfo:input_type -> labctl.agent.v1.GetInfoRequest
-	2,  // 8: labctl.agent.v1.AgentService.ListExperiments:input_type -> labctl.agent.v1.ListExperimentsRequest
-	4,  // 9: labctl.agent.v1.AgentService.RunRole:input_type -> labctl.agent.v1.RunRoleRequest
-	1,  // 10: labctl.agent.v1.AgentService.GetInfo:output_type -> labctl.agent.v1.GetInfoResponse
-	3,  // 11: labctl.agent.v1.AgentService.ListExperiments:output_type -> labctl.agent.v1.ListExperimentsResponse
-	5,  // 12: labctl.agent.v1.AgentService.RunRole:output_type -> labctl.agent.v1.RunRoleResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
+	11, // 0: labctl.agent.v1.GetInfoResponse.environment:type_name -> labctl.experiment.v1.NodeEnvironment
+	12, // 1: labctl.agent.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
+	13, // 2: labctl.agent.v1.RunRoleRequest.step:type_name -> labctl.experiment.v1.Step
+	10, // 3: labctl.agent.v1.RunRoleRequest.peers:type_name -> labctl.agent.v1.RunRoleRequest.PeersEntry
+	8,  // 4: labctl.agent.v1.RunRoleResponse.ready:type_name -> labctl.agent.v1.Ready
+	9,  // 5: labctl.agent.v1.RunRoleResponse.progress:type_name -> labctl.agent.v1.Progress
+	14, // 6: labctl.agent.v1.RunRoleResponse.report:type_name -> labctl.experiment.v1.RoleReport
+	2,  // 7: labctl.agent.v1.AgentService.GetInfo:input_type -> labctl.agent.v1.GetInfoRequest
+	4,  // 8: labctl.agent.v1.AgentService.ListExperiments:input_type -> labctl.agent.v1.ListExperimentsRequest
+	6,  // 9: labctl.agent.v1.AgentService.RunRole:input_type -> labctl.agent.v1.RunRoleRequest
+	0,  // 10: labctl.agent.v1.AgentService.StopRun:input_type -> labctl.agent.v1.StopRunRequest
+	3,  // 11: labctl.agent.v1.AgentService.GetInfo:output_type -> labctl.agent.v1.GetInfoResponse
+	5,  // 12: labctl.agent.v1.AgentService.ListExperiments:output_type -> labctl.agent.v1.ListExperimentsResponse
+	7,  // 13: labctl.agent.v1.AgentService.RunRole:output_type -> labctl.agent.v1.RunRoleResponse
+	1,  // 14: labctl.agent.v1.AgentService.StopRun:output_type -> labctl.agent.v1.StopRunResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -575,7 +673,7 @@ func file_labctl_agent_v1_agent_proto_init() {
 	if File_labctl_agent_v1_agent_proto != nil {
 		return
 	}
-	file_labctl_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
+	file_labctl_agent_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
 		(*RunRoleResponse_Ready)(nil),
 		(*RunRoleResponse_Progress)(nil),
 		(*RunRoleResponse_Report)(nil),
@@ -586,7 +684,7 @@ func file_labctl_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_agent_v1_agent_proto_rawDesc), len(file_labctl_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const (
 	AgentService_GetInfo_FullMethodName         = "/labctl.agent.v1.AgentService/GetInfo"
 	AgentService_ListExperiments_FullMethodName = "/labctl.agent.v1.AgentService/ListExperiments"
 	AgentService_RunRole_FullMethodName         = "/labctl.agent.v1.AgentService/RunRole"
+	AgentService_StopRun_FullMethodName         = "/labctl.agent.v1.AgentService/StopRun"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -41,6 +42,11 @@ type AgentServiceClient interface {
 	// the role's report. Cancelling the call stops the role and restores
 	// whatever it changed.
 	RunRole(ctx context.Context, in *RunRoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunRoleResponse], error)
+	// StopRun stops the roles of a run that this agent runs. Each one's
+	// RunRole call ends once the role has stopped and restored what it
+	// changed, with status CANCELLED: unlike cancelling the call, the caller
+	// learns when the node's settings are back.
+	StopRun(ctx context.Context, in *StopRunRequest, opts ...grpc.CallOption) (*StopRunResponse, error)
 }
 
 type agentServiceClient struct {
@@ -90,6 +96,16 @@ func (c *agentServiceClient) RunRole(ctx context.Context, in *RunRoleRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_RunRoleClient = grpc.ServerStreamingClient[RunRoleResponse]
 
+func (c *agentServiceClient) StopRun(ctx context.Context, in *StopRunRequest, opts ...grpc.CallOption) (*StopRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopRunResponse)
+	err := c.cc.Invoke(ctx, AgentService_StopRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -107,6 +123,11 @@ type AgentServiceServer interface {
 	// the role's report. Cancelling the call stops the role and restores
 	// whatever it changed.
 	RunRole(*RunRoleRequest, grpc.ServerStreamingServer[RunRoleResponse]) error
+	// StopRun stops the roles of a run that this agent runs. Each one's
+	// RunRole call ends once the role has stopped and restored what it
+	// changed, with status CANCELLED: unlike cancelling the call, the caller
+	// learns when the node's settings are back.
+	StopRun(context.Context, *StopRunRequest) (*StopRunResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -125,6 +146,9 @@ func (UnimplementedAgentServiceServer) ListExperiments(context.Context, *ListExp
 }
 func (UnimplementedAgentServiceServer) RunRole(*RunRoleRequest, grpc.ServerStreamingServer[RunRoleResponse]) error {
 	return status.Error(codes.Unimplemented, "method RunRole not implemented")
+}
+func (UnimplementedAgentServiceServer) StopRun(context.Context, *StopRunRequest) (*StopRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopRun not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -194,6 +218,24 @@ func _AgentService_RunRole_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_RunRoleServer = grpc.ServerStreamingServer[RunRoleResponse]
 
+func _AgentService_StopRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).StopRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_StopRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).StopRun(ctx, req.(*StopRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +250,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListExperiments",
 			Handler:    _AgentService_ListExperiments_Handler,
+		},
+		{
+			MethodName: "StopRun",
+			Handler:    _AgentService_StopRun_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

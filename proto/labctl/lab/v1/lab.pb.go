@@ -1313,7 +1313,11 @@ type RunProgress struct {
 	// Run id, known from the first message on.
 	RunId string `protobuf:"bytes,5,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// Trace id of the run (hex), when traced.
-	TraceId       string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	TraceId string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// While a cancelled run stops (stopping is set): the roles, as "node
+	// role", that have not yet stopped and restored what they changed.
+	Restoring     []string `protobuf:"bytes,7,rep,name=restoring,proto3" json:"restoring,omitempty"`
+	Stopping      bool     `protobuf:"varint,8,opt,name=stopping,proto3" json:"stopping,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1390,6 +1394,109 @@ func (x *RunProgress) GetTraceId() string {
 	return ""
 }
 
+func (x *RunProgress) GetRestoring() []string {
+	if x != nil {
+		return x.Restoring
+	}
+	return nil
+}
+
+func (x *RunProgress) GetStopping() bool {
+	if x != nil {
+		return x.Stopping
+	}
+	return false
+}
+
+type CancelRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunRequest) Reset() {
+	*x = CancelRunRequest{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunRequest) ProtoMessage() {}
+
+func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
+func (*CancelRunRequest) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CancelRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+type CancelRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Roles still running that were told to stop, as "node role".
+	Stopping      []string `protobuf:"bytes,1,rep,name=stopping,proto3" json:"stopping,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunResponse) Reset() {
+	*x = CancelRunResponse{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunResponse) ProtoMessage() {}
+
+func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
+func (*CancelRunResponse) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CancelRunResponse) GetStopping() []string {
+	if x != nil {
+		return x.Stopping
+	}
+	return nil
+}
+
 type ListResultsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Lab           string                 `protobuf:"bytes,1,opt,name=lab,proto3" json:"lab,omitempty"`
@@ -1401,7 +1508,7 @@ type ListResultsRequest struct {
 
 func (x *ListResultsRequest) Reset() {
 	*x = ListResultsRequest{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[21]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1520,7 @@ func (x *ListResultsRequest) String() string {
 func (*ListResultsRequest) ProtoMessage() {}
 
 func (x *ListResultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[21]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1533,7 @@ func (x *ListResultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResultsRequest.ProtoReflect.Descriptor instead.
 func (*ListResultsRequest) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{21}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListResultsRequest) GetLab() string {
@@ -1459,7 +1566,7 @@ type ListResultsResponse struct {
 
 func (x *ListResultsResponse) Reset() {
 	*x = ListResultsResponse{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[22]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1578,7 @@ func (x *ListResultsResponse) String() string {
 func (*ListResultsResponse) ProtoMessage() {}
 
 func (x *ListResultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[22]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1591,7 @@ func (x *ListResultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResultsResponse.ProtoReflect.Descriptor instead.
 func (*ListResultsResponse) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{22}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListResultsResponse) GetResults() []*ResultSummary {
@@ -1510,7 +1617,7 @@ type ResultSummary struct {
 
 func (x *ResultSummary) Reset() {
 	*x = ResultSummary{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[23]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1629,7 @@ func (x *ResultSummary) String() string {
 func (*ResultSummary) ProtoMessage() {}
 
 func (x *ResultSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[23]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1642,7 @@ func (x *ResultSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultSummary.ProtoReflect.Descriptor instead.
 func (*ResultSummary) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{23}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResultSummary) GetId() string {
@@ -1596,7 +1703,7 @@ type GetResultRequest struct {
 
 func (x *GetResultRequest) Reset() {
 	*x = GetResultRequest{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[24]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1715,7 @@ func (x *GetResultRequest) String() string {
 func (*GetResultRequest) ProtoMessage() {}
 
 func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[24]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1728,7 @@ func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultRequest.ProtoReflect.Descriptor instead.
 func (*GetResultRequest) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{24}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetResultRequest) GetId() string {
@@ -1640,7 +1747,7 @@ type GetResultResponse struct {
 
 func (x *GetResultResponse) Reset() {
 	*x = GetResultResponse{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[25]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1759,7 @@ func (x *GetResultResponse) String() string {
 func (*GetResultResponse) ProtoMessage() {}
 
 func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[25]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1772,7 @@ func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultResponse.ProtoReflect.Descriptor instead.
 func (*GetResultResponse) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{25}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetResultResponse) GetResult() *v1.Result {
@@ -1685,7 +1792,7 @@ type GetTraceRequest struct {
 
 func (x *GetTraceRequest) Reset() {
 	*x = GetTraceRequest{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[26]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +1804,7 @@ func (x *GetTraceRequest) String() string {
 func (*GetTraceRequest) ProtoMessage() {}
 
 func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[26]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +1817,7 @@ func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
 func (*GetTraceRequest) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{26}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetTraceRequest) GetId() string {
@@ -1732,7 +1839,7 @@ type GetTraceResponse struct {
 
 func (x *GetTraceResponse) Reset() {
 	*x = GetTraceResponse{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[27]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1851,7 @@ func (x *GetTraceResponse) String() string {
 func (*GetTraceResponse) ProtoMessage() {}
 
 func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[27]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1864,7 @@ func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
 func (*GetTraceResponse) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{27}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetTraceResponse) GetTraceId() string {
@@ -1873,14 +1980,20 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\bprogress\x18\x01 \x01(\v2\x1a.labctl.lab.v1.RunProgressH\x00R\bprogress\x126\n" +
 	"\x04step\x18\x02 \x01(\v2 .labctl.experiment.v1.StepResultH\x00R\x04step\x126\n" +
 	"\x06result\x18\x03 \x01(\v2\x1c.labctl.experiment.v1.ResultH\x00R\x06resultB\a\n" +
-	"\x05event\"\x9d\x01\n" +
+	"\x05event\"\xd7\x01\n" +
 	"\vRunProgress\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x05R\x04step\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x05R\x05total\x12\x18\n" +
 	"\avariant\x18\x03 \x01(\tR\avariant\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x15\n" +
 	"\x06run_id\x18\x05 \x01(\tR\x05runId\x12\x19\n" +
-	"\btrace_id\x18\x06 \x01(\tR\atraceId\"\\\n" +
+	"\btrace_id\x18\x06 \x01(\tR\atraceId\x12\x1c\n" +
+	"\trestoring\x18\a \x03(\tR\trestoring\x12\x1a\n" +
+	"\bstopping\x18\b \x01(\bR\bstopping\")\n" +
+	"\x10CancelRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"/\n" +
+	"\x11CancelRunResponse\x12\x1a\n" +
+	"\bstopping\x18\x01 \x03(\tR\bstopping\"\\\n" +
 	"\x12ListResultsRequest\x12\x10\n" +
 	"\x03lab\x18\x01 \x01(\tR\x03lab\x12\x1e\n" +
 	"\n" +
@@ -1907,7 +2020,7 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
 	"\x10GetTraceResponse\x12\x19\n" +
 	"\btrace_id\x18\x01 \x01(\tR\atraceId\x12\x1b\n" +
-	"\totlp_json\x18\x02 \x01(\fR\botlpJson2\xbe\x05\n" +
+	"\totlp_json\x18\x02 \x01(\fR\botlpJson2\x8e\x06\n" +
 	"\n" +
 	"LabService\x12;\n" +
 	"\x02Up\x12\x18.labctl.lab.v1.UpRequest\x1a\x19.labctl.lab.v1.UpResponse0\x01\x12A\n" +
@@ -1915,7 +2028,8 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\tGetStatus\x12\x1f.labctl.lab.v1.GetStatusRequest\x1a .labctl.lab.v1.GetStatusResponse\x12K\n" +
 	"\bListLabs\x12\x1e.labctl.lab.v1.ListLabsRequest\x1a\x1f.labctl.lab.v1.ListLabsResponse\x12`\n" +
 	"\x0fListExperiments\x12%.labctl.lab.v1.ListExperimentsRequest\x1a&.labctl.lab.v1.ListExperimentsResponse\x12>\n" +
-	"\x03Run\x12\x19.labctl.lab.v1.RunRequest\x1a\x1a.labctl.lab.v1.RunResponse0\x01\x12T\n" +
+	"\x03Run\x12\x19.labctl.lab.v1.RunRequest\x1a\x1a.labctl.lab.v1.RunResponse0\x01\x12N\n" +
+	"\tCancelRun\x12\x1f.labctl.lab.v1.CancelRunRequest\x1a .labctl.lab.v1.CancelRunResponse\x12T\n" +
 	"\vListResults\x12!.labctl.lab.v1.ListResultsRequest\x1a\".labctl.lab.v1.ListResultsResponse\x12N\n" +
 	"\tGetResult\x12\x1f.labctl.lab.v1.GetResultRequest\x1a .labctl.lab.v1.GetResultResponse\x12K\n" +
 	"\bGetTrace\x12\x1e.labctl.lab.v1.GetTraceRequest\x1a\x1f.labctl.lab.v1.GetTraceResponseB4Z2github.com/labctl/labctl/proto/labctl/lab/v1;labv1b\x06proto3"
@@ -1932,7 +2046,7 @@ func file_labctl_lab_v1_lab_proto_rawDescGZIP() []byte {
 	return file_labctl_lab_v1_lab_proto_rawDescData
 }
 
-var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*UpRequest)(nil),               // 0: labctl.lab.v1.UpRequest
 	(*UpResponse)(nil),              // 1: labctl.lab.v1.UpResponse
@@ -1955,20 +2069,22 @@ var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*RunRequest)(nil),              // 18: labctl.lab.v1.RunRequest
 	(*RunResponse)(nil),             // 19: labctl.lab.v1.RunResponse
 	(*RunProgress)(nil),             // 20: labctl.lab.v1.RunProgress
-	(*ListResultsRequest)(nil),      // 21: labctl.lab.v1.ListResultsRequest
-	(*ListResultsResponse)(nil),     // 22: labctl.lab.v1.ListResultsResponse
-	(*ResultSummary)(nil),           // 23: labctl.lab.v1.ResultSummary
-	(*GetResultRequest)(nil),        // 24: labctl.lab.v1.GetResultRequest
-	(*GetResultResponse)(nil),       // 25: labctl.lab.v1.GetResultResponse
-	(*GetTraceRequest)(nil),         // 26: labctl.lab.v1.GetTraceRequest
-	(*GetTraceResponse)(nil),        // 27: labctl.lab.v1.GetTraceResponse
-	nil,                             // 28: labctl.lab.v1.RunRequest.ParamsEntry
-	nil,                             // 29: labctl.lab.v1.RunRequest.NodesEntry
-	(*v1.ExperimentSpec)(nil),       // 30: labctl.experiment.v1.ExperimentSpec
-	(*v1.StepResult)(nil),           // 31: labctl.experiment.v1.StepResult
-	(*v1.Result)(nil),               // 32: labctl.experiment.v1.Result
-	(v1.RunState)(0),                // 33: labctl.experiment.v1.RunState
-	(v1.Outcome)(0),                 // 34: labctl.experiment.v1.Outcome
+	(*CancelRunRequest)(nil),        // 21: labctl.lab.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),       // 22: labctl.lab.v1.CancelRunResponse
+	(*ListResultsRequest)(nil),      // 23: labctl.lab.v1.ListResultsRequest
+	(*ListResultsResponse)(nil),     // 24: labctl.lab.v1.ListResultsResponse
+	(*ResultSummary)(nil),           // 25: labctl.lab.v1.ResultSummary
+	(*GetResultRequest)(nil),        // 26: labctl.lab.v1.GetResultRequest
+	(*GetResultResponse)(nil),       // 27: labctl.lab.v1.GetResultResponse
+	(*GetTraceRequest)(nil),         // 28: labctl.lab.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),        // 29: labctl.lab.v1.GetTraceResponse
+	nil,                             // 30: labctl.lab.v1.RunRequest.ParamsEntry
+	nil,                             // 31: labctl.lab.v1.RunRequest.NodesEntry
+	(*v1.ExperimentSpec)(nil),       // 32: labctl.experiment.v1.ExperimentSpec
+	(*v1.StepResult)(nil),           // 33: labctl.experiment.v1.StepResult
+	(*v1.Result)(nil),               // 34: labctl.experiment.v1.Result
+	(v1.RunState)(0),                // 35: labctl.experiment.v1.RunState
+	(v1.Outcome)(0),                 // 36: labctl.experiment.v1.Outcome
 }
 var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	4,  // 0: labctl.lab.v1.UpResponse.progress:type_name -> labctl.lab.v1.Progress
@@ -1981,36 +2097,38 @@ var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	10, // 7: labctl.lab.v1.NodeStatus.interfaces:type_name -> labctl.lab.v1.InterfaceStatus
 	12, // 8: labctl.lab.v1.NodeStatus.agent:type_name -> labctl.lab.v1.AgentStatus
 	15, // 9: labctl.lab.v1.ListLabsResponse.labs:type_name -> labctl.lab.v1.LabSummary
-	30, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
-	28, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
-	29, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
+	32, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
+	30, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
+	31, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
 	20, // 13: labctl.lab.v1.RunResponse.progress:type_name -> labctl.lab.v1.RunProgress
-	31, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
-	32, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
-	23, // 16: labctl.lab.v1.ListResultsResponse.results:type_name -> labctl.lab.v1.ResultSummary
-	33, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
-	34, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
-	32, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
+	33, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
+	34, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
+	25, // 16: labctl.lab.v1.ListResultsResponse.results:type_name -> labctl.lab.v1.ResultSummary
+	35, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
+	36, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
+	34, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
 	0,  // 20: labctl.lab.v1.LabService.Up:input_type -> labctl.lab.v1.UpRequest
 	2,  // 21: labctl.lab.v1.LabService.Down:input_type -> labctl.lab.v1.DownRequest
 	6,  // 22: labctl.lab.v1.LabService.GetStatus:input_type -> labctl.lab.v1.GetStatusRequest
 	13, // 23: labctl.lab.v1.LabService.ListLabs:input_type -> labctl.lab.v1.ListLabsRequest
 	16, // 24: labctl.lab.v1.LabService.ListExperiments:input_type -> labctl.lab.v1.ListExperimentsRequest
 	18, // 25: labctl.lab.v1.LabService.Run:input_type -> labctl.lab.v1.RunRequest
-	21, // 26: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
-	24, // 27: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
-	26, // 28: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
-	1,  // 29: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
-	3,  // 30: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
-	7,  // 31: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
-	14, // 32: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
-	17, // 33: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
-	19, // 34: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
-	22, // 35: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
-	25, // 36: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
-	27, // 37: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
-	29, // [29:38] is the sub-list for method output_type
-	20, // [20:29] is the sub-list for method input_type
+	21, // 26: labctl.lab.v1.LabService.CancelRun:input_type -> labctl.lab.v1.CancelRunRequest
+	23, // 27: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
+	26, // 28: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
+	28, // 29: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
+	1,  // 30: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
+	3,  // 31: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
+	7,  // 32: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
+	14, // 33: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
+	17, // 34: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
+	19, // 35: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
+	22, // 36: labctl.lab.v1.LabService.CancelRun:output_type -> labctl.lab.v1.CancelRunResponse
+	24, // 37: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
+	27, // 38: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
+	29, // 39: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -2040,7 +2158,7 @@ func file_labctl_lab_v1_lab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_lab_v1_lab_proto_rawDesc), len(file_labctl_lab_v1_lab_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	LabService_ListLabs_FullMethodName        = "/labctl.lab.v1.LabService/ListLabs"
 	LabService_ListExperiments_FullMethodName = "/labctl.lab.v1.LabService/ListExperiments"
 	LabService_Run_FullMethodName             = "/labctl.lab.v1.LabService/Run"
+	LabService_CancelRun_FullMethodName       = "/labctl.lab.v1.LabService/CancelRun"
 	LabService_ListResults_FullMethodName     = "/labctl.lab.v1.LabService/ListResults"
 	LabService_GetResult_FullMethodName       = "/labctl.lab.v1.LabService/GetResult"
 	LabService_GetTrace_FullMethodName        = "/labctl.lab.v1.LabService/GetTrace"
@@ -53,6 +54,10 @@ type LabServiceClient interface {
 	// Run runs an experiment between nodes of a lab, streaming progress and
 	// each step's reports, and ends with the stored result.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunResponse], error)
+	// CancelRun stops a run: its roles stop and restore what they changed,
+	// and its Run stream reports each role as it is done, then ends with
+	// the result, stored as cancelled.
+	CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error)
 	// ListResults lists stored results, newest first.
 	ListResults(ctx context.Context, in *ListResultsRequest, opts ...grpc.CallOption) (*ListResultsResponse, error)
 	// GetResult returns one stored result.
@@ -157,6 +162,16 @@ func (c *labServiceClient) Run(ctx context.Context, in *RunRequest, opts ...grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type LabService_RunClient = grpc.ServerStreamingClient[RunResponse]
 
+func (c *labServiceClient) CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelRunResponse)
+	err := c.cc.Invoke(ctx, LabService_CancelRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *labServiceClient) ListResults(ctx context.Context, in *ListResultsRequest, opts ...grpc.CallOption) (*ListResultsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListResultsResponse)
@@ -210,6 +225,10 @@ type LabServiceServer interface {
 	// Run runs an experiment between nodes of a lab, streaming progress and
 	// each step's reports, and ends with the stored result.
 	Run(*RunRequest, grpc.ServerStreamingServer[RunResponse]) error
+	// CancelRun stops a run: its roles stop and restore what they changed,
+	// and its Run stream reports each role as it is done, then ends with
+	// the result, stored as cancelled.
+	CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error)
 	// ListResults lists stored results, newest first.
 	ListResults(context.Context, *ListResultsRequest) (*ListResultsResponse, error)
 	// GetResult returns one stored result.
@@ -244,6 +263,9 @@ func (UnimplementedLabServiceServer) ListExperiments(context.Context, *ListExper
 }
 func (UnimplementedLabServiceServer) Run(*RunRequest, grpc.ServerStreamingServer[RunResponse]) error {
 	return status.Error(codes.Unimplemented, "method Run not implemented")
+}
+func (UnimplementedLabServiceServer) CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelRun not implemented")
 }
 func (UnimplementedLabServiceServer) ListResults(context.Context, *ListResultsRequest) (*ListResultsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListResults not implemented")
@@ -362,6 +384,24 @@ func _LabService_Run_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type LabService_RunServer = grpc.ServerStreamingServer[RunResponse]
 
+func _LabService_CancelRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LabServiceServer).CancelRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LabService_CancelRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LabServiceServer).CancelRun(ctx, req.(*CancelRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _LabService_ListResults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListResultsRequest)
 	if err := dec(in); err != nil {
@@ -434,6 +474,10 @@ var LabService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListExperiments",
 			Handler:    _LabService_ListExperiments_Handler,
+		},
+		{
+			MethodName: "CancelRun",
+			Handler:    _LabService_CancelRun_Handler,
 		},
 		{
 			MethodName: "ListResults",
