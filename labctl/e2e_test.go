@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -25,7 +26,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/netns"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/topologies"
@@ -38,8 +41,21 @@ var (
 	buildErr  error
 )
 
-// TestMain removes the binaries the tests built.
+// TestMain sweeps away what test processes that died left behind, and
+// removes the binaries the tests built.
 func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		swept, err := labtest.Sweep(func(lab string) error {
+			_, err := netns.Destroy(context.Background(), lab, nil, netns.Options{})
+			return err
+		})
+		for _, s := range swept {
+			fmt.Fprintln(os.Stderr, "swept, left by a test process that died:", s)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sweep:", err)
+		}
+	}
 	code := m.Run()
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
@@ -239,7 +255,7 @@ func (c *cli) labFile(example string, replace ...string) (lab, path string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	lab = "e2e-" + randomHex(3)
+	lab = labtest.Lab()
 	text := regexp.MustCompile(`(?m)^name: .*$`).ReplaceAllString(string(data), "name: "+lab)
 	for i := 0; i+1 < len(replace); i += 2 {
 		text = strings.ReplaceAll(text, replace[i], replace[i+1])
@@ -269,7 +285,7 @@ func assertGone(t *testing.T, lab string) {
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	for _, line := range strings.Split(string(out), "\n") {
 		name, _, _ := strings.Cut(line, " ")
-		if name == topologies.FabricNamespace(lab) || strings.HasPrefix(name, topologies.NamespacePrefix+lab+"-") {
+		if l, _, ok := topologies.ParseNamespace(name); ok && l == lab {
 			t.Errorf("namespace %s is left after down", name)
 		}
 	}
@@ -278,7 +294,7 @@ func assertGone(t *testing.T, lab string) {
 		t.Errorf("an interface with the marker of lab %s is left in the host:\n%s", lab, links)
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	if bytes.Contains(mounts, []byte("/run/netns/"+topologies.NamespacePrefix+lab)) {
+	if bytes.Contains(mounts, []byte("/run/netns/"+topologies.NamespacePrefix+lab+".")) {
 		t.Errorf("a namespace mount of lab %s is left", lab)
 	}
 	procs, _ := exec.Command("pgrep", "-f", "agent --lab "+lab+" ").Output()
@@ -364,6 +380,7 @@ func standInNIC(t *testing.T) (replace []string) {
 	a, b, addr := nic+"a", nic+"b", "198.19.254.1/24"
 	for _, args := range [][]string{
 		{"link", "add", a, "type", "veth", "peer", "name", b},
+		{"link", "set", a, "alias", labtest.Marker()}, // for the sweep, if the test dies
 		{"addr", "add", addr, "dev", b},
 		{"link", "set", a, "up"},
 	} {
@@ -477,7 +494,7 @@ func TestKilledUpIsCleanedByDown(t *testing.T) {
 	c := newCLI(t)
 	for _, after := range []int{1, 40, 120} {
 		t.Run(fmt.Sprintf("after %d journal records", after), func(t *testing.T) {
-			lab := "e2e-" + randomHex(3)
+			lab := labtest.Lab()
 			file := filepath.Join(t.TempDir(), "linear.yaml")
 			if err := os.WriteFile(file, examples.Linear(lab, 30, false), 0o644); err != nil {
 				t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/experiments/settings"
 	"github.com/labctl/labctl/netns"
 	"github.com/labctl/labctl/topologies"
 )
@@ -247,6 +248,12 @@ func (h *Host) Down(ctx context.Context, lab string, progress func(Progress)) (*
 	// A setting that cannot be put back must not keep the lab up; it is
 	// reported once the lab is gone.
 	serr := h.restoreSettings(lab, plan)
+	// Host settings whose changer died without putting them back (its
+	// journal lost, or of another lab): their leases still hold the
+	// original.
+	if _, err := settings.SweepLeases(settings.DefaultLeaseDir, nil); err != nil {
+		serr = errors.Join(serr, err)
+	}
 	j, err := netns.OpenJournal(filepath.Join(h.labDir(lab), "journal.jsonl"))
 	if err != nil {
 		return nil, err

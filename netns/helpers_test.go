@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 )
 
@@ -177,7 +178,9 @@ func netnsInode(t testing.TB, path string) uint64 {
 func standIn(t *testing.T, name, peerNS, peerAddr string) netlink.Link {
 	t.Helper()
 	peer := name + "p"
-	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, TxQLen: -1}, PeerName: peer, PeerTxQLen: -1}); err != nil {
+	// Both ends carry the test's marker, so that a sweep finds them if the
+	// test dies before its cleanup.
+	if err := labtest.Veth(name, peer); err != nil {
 		t.Fatalf("stand-in %s: %v", name, err)
 	}
 	t.Cleanup(func() {
@@ -213,6 +216,9 @@ func helperNS(t *testing.T, name string) {
 	})
 	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("%s: lo up: %v: %s", name, err, out)
+	}
+	if err := labtest.Mark(name); err != nil {
+		t.Fatal(err)
 	}
 }
 

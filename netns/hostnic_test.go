@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/topologies"
 )
 
@@ -44,7 +45,7 @@ func setStandIn(lk netlink.Link) error {
 	for _, err := range []error{
 		netlink.LinkSetMTU(lk, 1400),
 		netlink.AddrAdd(lk, addrOf(pfx("198.18.210.1/24"))),
-		netlink.LinkSetAlias(lk, "stand-in"),
+		netlink.LinkSetAlias(lk, labtest.Marker()),
 		netlink.LinkSetUp(lk),
 	} {
 		if err != nil {
@@ -68,7 +69,7 @@ func mustLink(t testing.TB, name string) netlink.Link {
 func assertRestored(t testing.TB, name string) {
 	t.Helper()
 	l := link(t, "", name)
-	if l["mtu"] != 1400.0 || l["ifalias"] != "stand-in" || !hasFlag(l, "UP") {
+	if l["mtu"] != 1400.0 || l["ifalias"] != labtest.Marker() || !hasFlag(l, "UP") {
 		t.Errorf("host interface %s not restored: %v", name, l)
 	}
 	if got := addrs(t, "", name); !slices.Equal(got, []string{"198.18.210.1/24"}) {
@@ -172,7 +173,7 @@ func TestCheckHost(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "host interface "+moved+" is held by lab elsewhere") {
 		t.Errorf("held interface: %v", err)
 	}
-	if err := netlink.LinkSetAlias(lk, "stand-in"); err != nil {
+	if err := netlink.LinkSetAlias(lk, labtest.Marker()); err != nil {
 		t.Fatal(err)
 	}
 }

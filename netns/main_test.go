@@ -2,6 +2,7 @@ package netns
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,10 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/labctl/labctl/internal/labtest"
 )
 
 // The test binary doubles as the child processes some tests need: with
-// NETNS_TEST_CHILD set it runs that child instead of the tests.
+// NETNS_TEST_CHILD set it runs that child instead of the tests. Before the
+// tests, what test processes that died left behind is swept away.
 func TestMain(m *testing.M) {
 	if role := os.Getenv("NETNS_TEST_CHILD"); role != "" {
 		if err := child(role); err != nil {
@@ -21,7 +25,25 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	sweep()
 	os.Exit(m.Run())
+}
+
+// sweep removes what dead test processes left (see labtest.Sweep).
+func sweep() {
+	if os.Geteuid() != 0 {
+		return
+	}
+	swept, err := labtest.Sweep(func(lab string) error {
+		_, err := Destroy(context.Background(), lab, nil, Options{})
+		return err
+	})
+	for _, s := range swept {
+		fmt.Fprintln(os.Stderr, "swept, left by a test process that died:", s)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sweep:", err)
+	}
 }
 
 func child(role string) error {
@@ -43,6 +65,8 @@ func child(role string) error {
 		return nil
 	case "apply":
 		return applyChild()
+	case "leave":
+		return leaveChild()
 	}
 	return fmt.Errorf("unknown child role %q", role)
 }

@@ -96,8 +96,8 @@ func writeSysctl(key, value string) error {
 		return err
 	}
 	err := sysctl.Write(key, value)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%w (a sysctl that the kernel keeps only for the initial namespace, such as net.core.busy_read, cannot be set per node; set it on the host)", err)
+	if pe := (*os.PathError)(nil); errors.As(err, &pe) && errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sysctl %s: does not exist in this namespace (a sysctl that the kernel keeps only for the initial namespace, such as net.core.busy_read, cannot be set per node; set it on the host): %w", key, pe)
 	}
 	return err
 }

@@ -3,22 +3,19 @@ package netns
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"sync/atomic"
 	"testing"
 
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/topologies"
 )
 
 // Plans built by hand, as topologies.Load will build them from YAML.
 
-var labSeq atomic.Int32
-
 // uniqueLab names a lab that no other test, run or package uses at the
-// same time.
+// same time, after this test process (see labtest).
 func uniqueLab(t testing.TB) string {
 	t.Helper()
-	return fmt.Sprintf("t%dx%d", os.Getpid()%100000, labSeq.Add(1))
+	return labtest.Lab()
 }
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -162,3 +162,44 @@ func unlockLease(f *os.File) {
 	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	f.Close()
 }
+
+// SweepLeases puts back the host settings whose lease holder died without
+// restoring them (its lease is free and still holds its record): what a
+// killed process left. host runs what belongs to the host's namespace. It
+// returns the settings it put back.
+func SweepLeases(dir string, host Scope) ([]string, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.lease"))
+	if err != nil {
+		return nil, err
+	}
+	var restored []string
+	var errs []error
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			f.Close() // held: its holder is alive
+			continue
+		}
+		r, err := readLease(f)
+		if err != nil || r == nil {
+			unlockLease(f)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if err := host.do(func() error { return os.WriteFile(r.File, []byte(r.Old), 0) }); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("restore %s to %q, left by %s: %w", settingName(r.File), r.Old, r.describe(), err))
+			unlockLease(f)
+			continue
+		}
+		if err := (&lease{f: f}).release(); err != nil {
+			errs = append(errs, err)
+		}
+		restored = append(restored, fmt.Sprintf("%s = %s (left by %s)", settingName(r.File), r.Old, r.describe()))
+	}
+	return restored, errors.Join(errs...)
+}

@@ -155,3 +155,33 @@ func TestLeaseWaitEndsWithContext(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSweepLeases: a change whose holder died is put back by a sweep, and
+// a change whose holder is alive is left alone.
+func TestSweepLeases(t *testing.T) {
+	knob, opt := hostKnob(t)
+	other := filepath.Join(filepath.Dir(knob), "busy_poll")
+	if err := os.WriteFile(other, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dead := openJ(t, opt("run dead"))
+	if err := dead.writeHost(context.Background(), knob, "50"); err != nil {
+		t.Fatal(err)
+	}
+	die(dead)
+	alive := openJ(t, opt("run alive"))
+	if err := alive.writeHost(context.Background(), other, "70"); err != nil {
+		t.Fatal(err)
+	}
+	defer alive.Restore()
+	restored, err := SweepLeases(opt("").LeaseDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(restored) != 1 || !strings.Contains(restored[0], "run dead") {
+		t.Errorf("restored %q", restored)
+	}
+	if read(t, knob) != "0" || read(t, other) != "70" {
+		t.Errorf("after the sweep: %s=%q, %s=%q", knob, read(t, knob), other, read(t, other))
+	}
+}

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,9 +11,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/labs"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/topologies"
 )
 
 // up sends a topology to c as the admin of roleTokens.
@@ -44,7 +45,7 @@ func TestPolicyRefuses(t *testing.T) {
 	host := &labs.Host{StateDir: t.TempDir(), RunDir: t.TempDir(), Version: "test"}
 	cc, _ := servedTLS(t, roleTokens, &Policy{AllowHostNICs: []string{"lcallowed0"}, MaxNodes: 2}, host)
 	c := labv1.NewLabServiceClient(cc)
-	lab := fmt.Sprintf("pol%d", os.Getpid())
+	lab := labtest.Lab()
 	tests := []struct {
 		name, topology string
 		code           codes.Code
@@ -76,7 +77,7 @@ func TestPolicyRefuses(t *testing.T) {
 			if labs, _ := host.Labs(); len(labs) != 0 {
 				t.Errorf("labs left: %v", labs)
 			}
-			if _, err := os.Stat(filepath.Join("/run/netns", "labctl-"+lab+".n1")); err == nil {
+			if _, err := os.Stat(filepath.Join("/run/netns", topologies.Namespace(lab, "n1"))); err == nil {
 				t.Error("a namespace was made")
 			}
 		})
@@ -123,8 +124,9 @@ func TestPolicyAllows(t *testing.T) {
 	privtest.Root(t)
 	dir := t.TempDir()
 	ran := filepath.Join(dir, "ran")
-	nic := fmt.Sprintf("lcp%d", os.Getpid()%100000)
-	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nic, TxQLen: -1}, PeerName: nic + "p", PeerTxQLen: -1}); err != nil {
+	lab := labtest.Lab()
+	nic := "s" + lab[1:]
+	if err := labtest.Veth(nic, nic+"p"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -141,7 +143,6 @@ func TestPolicyAllows(t *testing.T) {
 	host := &labs.Host{StateDir: t.TempDir(), RunDir: t.TempDir(), Version: "test"}
 	cc, _ := servedTLS(t, roleTokens, &Policy{AllowExec: true, AllowHostNICs: []string{nic}}, host)
 	c := labv1.NewLabServiceClient(cc)
-	lab := fmt.Sprintf("pa%d", os.Getpid()%100000)
 	t.Cleanup(func() { _ = down(c, lab) })
 
 	if err := up(c, "t.yaml", "name: "+lab+"\nnodes:\n  n1:\n    agent: false\n    exec: [\"touch "+ran+"\"]\n"+
@@ -158,7 +159,7 @@ func TestPolicyAllows(t *testing.T) {
 	if _, err := os.Stat(ran); err != nil {
 		t.Errorf("the exec command did not run: %v", err)
 	}
-	if out, err := exec.Command("ip", "-n", "labctl-"+lab+".n1", "link", "show", "mv0").CombinedOutput(); err != nil {
+	if out, err := exec.Command("ip", "-n", topologies.Namespace(lab, "n1"), "link", "show", "mv0").CombinedOutput(); err != nil {
 		t.Errorf("no macvlan on %s in the node: %v: %s", nic, err, out)
 	}
 	if err := down(c, lab); err != nil {
