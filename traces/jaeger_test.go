@@ -220,21 +220,8 @@ func startJaeger(t *testing.T) (query, otlpGRPC, otlpHTTP string) {
 		bin = filepath.Join(repo, "bin", "jaeger")
 	}
 	if _, err := os.Stat(bin); err != nil {
-		// A first build takes 10-20 minutes; only try within the test's time.
-		budget := 25 * time.Minute
-		if d, ok := t.Deadline(); ok {
-			budget = time.Until(d) - 2*time.Minute
-		}
-		if budget < 5*time.Minute {
-			privtest.Unavailable(t, fmt.Sprintf("no Jaeger binary at %s and too little test time to build it (run scripts/jaeger.sh build)", bin))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), budget)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, script, "build")
-		cmd.Env = append(os.Environ(), "LABCTL_JAEGER_BIN="+bin)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			privtest.Unavailable(t, fmt.Sprintf("building Jaeger: %v\n%s", err, out))
-		}
+		// scripts/test.sh builds it once, before the tests that need it.
+		privtest.Unavailable(t, fmt.Sprintf("no Jaeger binary at %s (scripts/jaeger.sh build)", bin))
 	}
 
 	ports := freePorts(t, 4)
