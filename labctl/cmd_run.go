@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"go.opentelemetry.io/otel/attribute"
 
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
@@ -203,6 +203,7 @@ func leftEarly(runID, lab string, known bool, restoring []string) string {
 	return fmt.Sprintf("left run %s without waiting; %s (their agents restore it as the roles stop; if an agent died, labctl down %s restores what it left)",
 		runID, what, lab)
 }
+
 // firstArg is the first argument after "run" that is not a flag.
 func firstArg(args []string) string {
 	for i, a := range args {

@@ -214,7 +214,7 @@ func TestCancelWaitsForRoles(t *testing.T) {
 		var err error
 		res, err = r.Run(context.Background(), Request{
 			Plan: loopbackPlan(), Agents: startAgents(t, "n1", "n2"), Experiment: "rr", Owner: "alice",
-			Params: map[string]string{"duration": "5m", "warmup": "0s", "repeats": "1"},
+			Params:  map[string]string{"duration": "5m", "warmup": "0s", "repeats": "1"},
 			Started: func(id string) { ids <- id },
 		}, func(ev *labv1.RunResponse) {
 			if p := ev.GetProgress(); p != nil {
