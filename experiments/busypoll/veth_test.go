@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/netns"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
@@ -38,6 +39,9 @@ func vethPair(t *testing.T, gro bool) (client, server string) {
 		ip("netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 		ip("-n", ns, "link", "set", "lo", "up")
+		if err := labtest.Mark(ns); err != nil { // swept if the test dies
+			t.Fatal(err)
+		}
 	}
 	ip("-n", client, "link", "add", "bpa", "type", "veth", "peer", "name", "bpb", "netns", server)
 	ip("-n", client, "addr", "add", "198.18.200.1/30", "dev", "bpa")

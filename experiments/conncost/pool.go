@@ -51,8 +51,10 @@ func newShard(netnsFD int, keep []sock.FD) (*shard, error) {
 			started <- fmt.Errorf("private descriptor table (unshare CLONE_FILES): %w", err)
 			return
 		}
-		// The copy references every socket of the process; holding them
-		// would keep them open after their owners close them.
+		// The copy references every socket and pipe of the process;
+		// holding them would keep them open after their owners close
+		// them (a pipe to a command that another goroutine runs at this
+		// moment would never see its end: its Wait would hang).
 		if err := closeSockets(keep); err != nil {
 			started <- err
 			return
@@ -69,10 +71,11 @@ func newShard(netnsFD int, keep []sock.FD) (*shard, error) {
 	return s, nil
 }
 
-// closeSockets closes the sockets of the calling thread's descriptor
-// table but those in keep. Only sockets: the table also holds the Go
-// runtime's own descriptors (the netpoller's epoll instance and eventfd),
-// which the runtime uses from whatever thread it runs on, this one too.
+// closeSockets closes the sockets and pipes of the calling thread's
+// descriptor table but those in keep. Only those: the table also holds the
+// Go runtime's own descriptors (the netpoller's epoll instance and
+// eventfd), which the runtime uses from whatever thread it runs on, this
+// one too.
 func closeSockets(keep []sock.FD) error {
 	entries, err := os.ReadDir("/proc/thread-self/fd")
 	if err != nil {
@@ -84,8 +87,8 @@ func closeSockets(keep []sock.FD) error {
 			continue
 		}
 		var st unix.Stat_t
-		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-			continue // not a socket, or the directory's own descriptor, gone by now
+		if unix.Fstat(fd, &st) != nil || (st.Mode&unix.S_IFMT != unix.S_IFSOCK && st.Mode&unix.S_IFMT != unix.S_IFIFO) {
+			continue // not a socket or pipe, or the directory's own descriptor, gone by now
 		}
 		if err := unix.Close(fd); err != nil {
 			return fmt.Errorf("close inherited socket %d: %w", fd, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/settings"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -43,6 +44,9 @@ func newPair(t *testing.T) pair {
 	for _, ns := range []string{p.server, p.client} {
 		ip("netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		if err := labtest.Mark(ns); err != nil { // swept if the test dies
+			t.Fatal(err)
+		}
 	}
 	ip("link", "add", "cc"+id, "netns", p.client, "type", "veth", "peer", "name", "cc"+id, "netns", p.server)
 	for _, end := range []struct{ ns, addr string }{{p.client, p.clientAddr}, {p.server, p.serverAddr}} {
