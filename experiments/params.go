@@ -224,6 +224,9 @@ func (p Params) With(values map[string]string) (Params, error) {
 	return Validate(p.spec, merged)
 }
 
+// Has reports whether the spec declares parameter name.
+func (p Params) Has(name string) bool { return find(p.spec, name) != nil }
+
 func (p Params) raw(name string, kinds ...experimentv1.ParamKind) string {
 	ps := find(p.spec, name)
 	if ps == nil || !slices.Contains(kinds, ps.GetKind()) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/labctl/labctl/experiments/measure"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 )
@@ -110,6 +111,24 @@ func resultTable(w *tabwriter.Writer, r *experimentv1.Result, spec *experimentv1
 			claim = " on " + v.GetClaim()
 		}
 		fmt.Fprintf(w, "\nverdict%s: %s\n  %s\n", claim, strings.ToUpper(outcomeName(v.GetOutcome())), v.GetExplanation())
+		if len(v.GetComparisons()) > 0 {
+			fmt.Fprintf(w, "\ncomparisons (error rate %.0f%% over up to %d looks; docs/statistics.md):\n", 100*measure.DefaultAlpha, v.GetLooks())
+			row(w, "  METRIC", "B AGAINST A", "VERDICT", "CHANGE [INTERVAL]", "REPEATS")
+			for _, c := range v.GetComparisons() {
+				change := fmt.Sprintf("%+.1f%%", 100*(c.GetRatio()-1))
+				if c.GetHigh() > 0 {
+					change += fmt.Sprintf(" [%+.1f%%, %+.1f%%]", 100*(c.GetLow()-1), 100*(c.GetHigh()-1))
+				}
+				verdict := strings.ToLower(strings.TrimPrefix(c.GetVerdict().String(), "COMPARISON_VERDICT_"))
+				if c.GetMargin() > 0 {
+					verdict += fmt.Sprintf(" (±%.0f%%)", 100*c.GetMargin())
+				}
+				if c.GetMore() > 0 {
+					verdict += fmt.Sprintf(", ~%d more repeats", c.GetMore())
+				}
+				row(w, "  "+c.GetMetric(), c.GetB()+" vs "+c.GetA(), verdict, change, fmt.Sprintf("%d, %d", c.GetRepeatsB(), c.GetRepeatsA()))
+			}
+		}
 	}
 	if len(r.GetSummary()) > 0 {
 		fmt.Fprintln(w, "\nsummary (median over repeats, [min .. max]):")

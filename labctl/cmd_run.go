@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/measure"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/traces"
@@ -254,10 +256,19 @@ func listExperiments(w *tabwriter.Writer, specs []*experimentv1.ExperimentSpec) 
 func describeExperiment(w *tabwriter.Writer, s *experimentv1.ExperimentSpec) {
 	fmt.Fprintf(w, "%s — %s\n\n%s\n\n", s.GetName(), s.GetSummary(), s.GetDescription())
 	if len(s.GetClaims()) > 0 {
-		fmt.Fprintf(w, "Claims: %s (see FIELD-NOTES)\n", strings.Join(s.GetClaims(), ", "))
+		fmt.Fprintf(w, "Claims: %s (see docs/claims.md)\n", strings.Join(s.GetClaims(), ", "))
 	}
 	fmt.Fprintf(w, "Roles: %s\n\nParameters (--param NAME=VALUE):\n", strings.Join(s.GetRoles(), ", "))
 	paramTable(w, s)
+	for _, p := range s.GetParams() {
+		if p.GetName() == "max_repeats" {
+			fmt.Fprintf(w, "\nVerdicts decide or say why not: each comparison is decided (different, or the same within\n"+
+				"the claim's margin) at a %.0f%% error rate over the run's looks at the data: after the\n"+
+				"first repeats, and after each round of %d more repeats of the variants still undecided,\n"+
+				"up to max_repeats and within time_budget. What stays undecided says how many more\n"+
+				"repeats would likely decide it (docs/statistics.md).\n", 100*measure.DefaultAlpha, experiments.RoundRepeats)
+		}
+	}
 	fmt.Fprintf(w, "\nUsage: labctl run %s LAB [--client NODE] [--server NODE] [--param NAME=VALUE ...]\n", s.GetName())
 }
 

@@ -153,7 +153,11 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s in lab %s: %v", req.Experiment, req.Plan.Lab, err)
 	}
-	if est := estimate(steps); r.MaxRun > 0 && est > r.MaxRun {
+	var budget time.Duration
+	if params.Has("time_budget") {
+		budget = params.Duration("time_budget")
+	}
+	if est := max(estimate(steps), budget); r.MaxRun > 0 && est > r.MaxRun {
 		return nil, rpcerr.Status(experiments.ParamErrors{{Param: "duration", Msg: fmt.Sprintf(
 			"the run would take about %v (%d steps of warm-up plus duration); this server allows %v", est.Round(time.Second), len(steps), r.MaxRun)}}, codes.InvalidArgument)
 	}
@@ -185,31 +189,61 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 		defer mu.Unlock()
 		emit(ev)
 	}
-	for i, step := range steps {
-		progress := func(p *labv1.RunProgress) {
-			p.RunId, p.Step, p.Total, p.Variant = res.Id, int32(i+1), int32(len(steps)), step.GetVariant()
-			send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: p}})
-		}
-		progress(&labv1.RunProgress{Message: fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, len(steps), step.GetVariant(), step.GetRepeat()+1)})
-		sr, err := r.tracedStep(ctx, req, run, res.Id, i, step, progress)
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(otelcodes.Error, rpcerr.Message(err))
-			res.State = experimentv1.RunState_RUN_STATE_FAILED
-			if ctx.Err() != nil || isCancel(err) {
-				res.State = experimentv1.RunState_RUN_STATE_CANCELLED
+	// runSteps runs steps; on a failure it stores the result as failed or
+	// cancelled and returns the error.
+	total := len(steps)
+	runSteps := func(steps []*experimentv1.Step) error {
+		for _, step := range steps {
+			i := len(res.Steps)
+			progress := func(p *labv1.RunProgress) {
+				p.RunId, p.Step, p.Total, p.Variant = res.Id, int32(i+1), int32(total), step.GetVariant()
+				send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: p}})
 			}
-			res.Error = rpcerr.Message(err)
-			res.Finished = timestamppb.Now()
-			if serr := r.Store.Save(res); serr != nil {
-				err = errors.Join(err, serr)
+			progress(&labv1.RunProgress{Message: fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, total, step.GetVariant(), step.GetRepeat()+1)})
+			sr, err := r.tracedStep(ctx, req, run, res.Id, i, step, progress)
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(otelcodes.Error, rpcerr.Message(err))
+				res.State = experimentv1.RunState_RUN_STATE_FAILED
+				if ctx.Err() != nil || isCancel(err) {
+					res.State = experimentv1.RunState_RUN_STATE_CANCELLED
+				}
+				res.Error = rpcerr.Message(err)
+				res.Finished = timestamppb.Now()
+				if serr := r.Store.Save(res); serr != nil {
+					err = errors.Join(err, serr)
+				}
+				return err
 			}
-			return res, err
+			res.Steps = append(res.Steps, sr)
+			send(&labv1.RunResponse{Event: &labv1.RunResponse_Step{Step: sr}})
 		}
-		res.Steps = append(res.Steps, sr)
-		send(&labv1.RunResponse{Event: &labv1.RunResponse_Step{Step: sr}})
+		return nil
+	}
+	if err := runSteps(steps); err != nil {
+		return res, err
 	}
 	res.Summary, res.Verdict = exp.Judge(params, res.Steps)
+	// While comparisons are undecided, rounds of more repeats of their
+	// variants, up to the looks the parameters allow and within the budget.
+	looks := experiments.Looks(params)
+	spent := estimate(steps)
+	for look := 2; look <= looks && len(res.GetVerdict().GetNeedMore()) > 0; look++ {
+		more := experiments.MoreSteps(res.Steps, res.GetVerdict().GetNeedMore(), experiments.RoundRepeats)
+		if budget > 0 && spent+estimate(more) > budget {
+			send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: &labv1.RunProgress{RunId: res.Id, Step: int32(len(res.Steps)), Total: int32(total),
+				Message: fmt.Sprintf("undecided (%s), but a round of %d more steps (%v) would pass the budget of %v; stopping", strings.Join(res.GetVerdict().GetNeedMore(), ", "), len(more), estimate(more).Round(time.Second), budget)}}})
+			break
+		}
+		spent += estimate(more)
+		total += len(more)
+		send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: &labv1.RunProgress{RunId: res.Id, Step: int32(len(res.Steps)), Total: int32(total),
+			Message: fmt.Sprintf("undecided: %s; look %d of %d adds %d repeats of each", strings.Join(res.GetVerdict().GetNeedMore(), ", "), look, looks, experiments.RoundRepeats)}}})
+		if err := runSteps(more); err != nil {
+			return res, err
+		}
+		res.Summary, res.Verdict = exp.Judge(params, res.Steps)
+	}
 	span.SetAttributes(attribute.String("labctl.verdict.outcome", res.GetVerdict().GetOutcome().String()),
 		attribute.String("labctl.verdict.claim", res.GetVerdict().GetClaim()),
 		attribute.String("labctl.verdict.explanation", res.GetVerdict().GetExplanation()))

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/all"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
@@ -44,10 +45,15 @@ func (f fakeAgents) Agent(node string) (agentv1.AgentServiceClient, error) {
 
 func startAgents(t *testing.T, nodes ...string) fakeAgents {
 	t.Helper()
+	return startAgentsWith(t, all.Registry(), nodes...)
+}
+
+func startAgentsWith(t *testing.T, reg *experiments.Registry, nodes ...string) fakeAgents {
+	t.Helper()
 	f := fakeAgents{}
 	for _, n := range nodes {
 		lis := bufconn.Listen(1 << 20)
-		srv := agent.NewGRPCServer(&agent.Server{Lab: "t", Node: n, Version: "test", Registry: all.Registry(), SettingsDir: t.TempDir()})
+		srv := agent.NewGRPCServer(&agent.Server{Lab: "t", Node: n, Version: "test", Registry: reg, SettingsDir: t.TempDir()})
 		go func() { _ = srv.Serve(lis) }()
 		cc, err := grpc.NewClient("passthrough:///"+n, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))

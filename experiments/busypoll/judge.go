@@ -36,7 +36,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 				Note: fmt.Sprintf("not measured: the lab has no %s path between the client's and the server's nodes", d)})
 		}
 	}
-	return rows, verdict(steps, rows)
+	return rows, verdict(p, steps, rows)
 }
 
 func stepsOf(steps []*experimentv1.StepResult, variant string) []*experimentv1.StepResult {
@@ -136,7 +136,7 @@ func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engag
 // comparison is an engaged variant against its baseline on its device.
 type comparison struct {
 	v, base  Variant
-	rtt, cpu measure.Comparison
+	rtt, cpu measure.Decision
 	vcsw     [2]float64 // median voluntary switches per message: baseline, variant
 }
 
@@ -146,7 +146,8 @@ const (
 	vcswMetric = "client.vcsw_per_msg"
 )
 
-func verdict(steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow) *experimentv1.Verdict {
+func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow) *experimentv1.Verdict {
+	out := &experimentv1.Verdict{}
 	var cmps []comparison
 	var unsupported []string
 	// Not engaged: per device, the variants that did not and those that did.
@@ -172,9 +173,11 @@ func verdict(steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow) 
 			med := func(variant, metric string) float64 {
 				return measure.SpreadOf(experiments.Values(steps, variant, metric)).Median
 			}
+			// The claim is about the direction: busy polling cuts the
+			// RTT, by whatever it cuts it.
 			cmps = append(cmps, comparison{v: v, base: base,
-				rtt:  measure.Compare(experiments.Values(steps, base.String(), rttMetric), experiments.Values(steps, v.String(), rttMetric)),
-				cpu:  measure.Compare(experiments.Values(steps, base.String(), cpuMetric), experiments.Values(steps, v.String(), cpuMetric)),
+				rtt:  experiments.Compare(out, p, steps, rttMetric, base.String(), v.String(), 0),
+				cpu:  experiments.Decide(p, steps, cpuMetric, base.String(), v.String(), 0),
 				vcsw: [2]float64{med(base.String(), vcswMetric), med(v.String(), vcswMetric)}})
 		case experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED:
 			missed[v.Device] = append(missed[v.Device], v.String())
@@ -186,7 +189,7 @@ func verdict(steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow) 
 	if asked && epollOnly {
 		claim = "C2"
 	}
-	out := &experimentv1.Verdict{Claim: claim}
+	out.Claim = claim
 	var tail []string
 	// A device where nothing engaged is named; elsewhere the variants.
 	var notEngaged []string
@@ -219,15 +222,15 @@ func verdict(steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow) 
 		out.Explanation = "The run says nothing about the claim: " + strings.Join(tail, "; ") + "."
 		return out
 	}
-	var lower, higher, within []comparison
+	var lower, higher, undecided []comparison
 	for _, c := range cmps {
-		switch {
-		case c.rtt.Significant && c.rtt.Diff < 0:
+		switch c.rtt.Verdict {
+		case measure.Lower:
 			lower = append(lower, c)
-		case c.rtt.Significant:
+		case measure.Higher:
 			higher = append(higher, c)
 		default:
-			within = append(within, c)
+			undecided = append(undecided, c)
 		}
 	}
 	switch {
@@ -238,7 +241,7 @@ func verdict(steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow) 
 	case len(higher) > 0:
 		out.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
 	default:
-		out.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
+		out.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
 	}
 	best := cmps[0]
 	for _, c := range cmps[1:] {
@@ -256,8 +259,11 @@ func verdict(steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow) 
 	if spin := experiments.Values(steps, Variant{Device: best.v.Device, Mechanism: Spin}.String(), rttMetric); len(spin) > 0 {
 		first += fmt.Sprintf("; a user-space spin on the same device: %s", usec(measure.SpreadOf(spin).Median))
 	}
-	counts := fmt.Sprintf("%d of %d engaged variants were faster than their baseline beyond the spread of the repeats, %d slower, %d within it",
-		len(lower), len(cmps), len(higher), len(within))
+	counts := fmt.Sprintf("%d of %d engaged variants were faster than their baseline, %d slower, %d undecided (%.0f%% confidence per comparison)",
+		len(lower), len(cmps), len(higher), len(undecided), 100*best.rtt.Level)
+	for _, c := range undecided {
+		counts += fmt.Sprintf("; %s: %s", c.v, c.rtt.Reason)
+	}
 	out.Explanation = first + ". " + strings.Join(append([]string{counts}, tail...), "; ") + "."
 	return out
 }
@@ -274,11 +280,8 @@ func medianEvidence(steps []*experimentv1.StepResult, variant, name string) (flo
 	return measure.SpreadOf(xs).Median, len(xs) > 0
 }
 
-func significance(c measure.Comparison) string {
-	if c.Significant {
-		return fmt.Sprintf("×%.2f, significant", c.Ratio)
-	}
-	return fmt.Sprintf("×%.2f, not significant: within the spread of the repeats", c.Ratio)
+func significance(d measure.Decision) string {
+	return fmt.Sprintf("×%.2f: %s", d.Ratio, d.Reason)
 }
 
 func usec(ns float64) string { return fmt.Sprintf("%.1f µs", ns/1e3) }

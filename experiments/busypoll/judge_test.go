@@ -78,7 +78,7 @@ func TestJudge(t *testing.T) {
 			},
 			notes:   map[string]string{"loopback/busy_read-50us": "busy polling not engaged: NAPI id 0", "veth-gro/busy_read-50us": "NAPI id 8193"},
 			outcome: experimentv1.Outcome_OUTCOME_CONDITIONAL,
-			explain: []string{"On veth-gro, busy_read took the median p50 RTT from 60.2 µs (blocking) to 20.2 µs (×0.34, significant)", "NAPI id 8193",
+			explain: []string{"On veth-gro, busy_read took the median p50 RTT from 60.2 µs (blocking) to 20.2 µs (×0.34: 66.4% lower [", "NAPI id 8193",
 				"a user-space spin on the same device: 21.2 µs", "not engaged on loopback"},
 		},
 		{
@@ -98,13 +98,13 @@ func TestJudge(t *testing.T) {
 			explain: []string{"says nothing", "not engaged on loopback, veth"},
 		},
 		{
-			name:    "engaged but within the spread: inconclusive",
+			name:    "engaged but within the spread: undecided",
 			devices: "veth-xdp",
 			// The ranges overlap: jitter of 30 µs across repeats.
 			steps:   repeats(5, map[string]fake{"veth-xdp/epoll": {p50: 40e3}, "veth-xdp/epoll_params-50us": {p50: 30e3, napi: 9000, bp: 500}}, 30e3),
 			rows:    map[string]experimentv1.Engagement{"veth-xdp/epoll": experimentv1.Engagement_ENGAGEMENT_BASELINE, "veth-xdp/epoll_params-50us": experimentv1.Engagement_ENGAGEMENT_ENGAGED},
-			outcome: experimentv1.Outcome_OUTCOME_INCONCLUSIVE,
-			explain: []string{"not significant: within the spread", "0 of 1 engaged variants were faster"},
+			outcome: experimentv1.Outcome_OUTCOME_UNDECIDED,
+			explain: []string{"(×0.90: undecided: -10.0% [", "0 of 1 engaged variants were faster", "1 undecided"},
 		},
 		{
 			name:    "engaged and slower: does not hold",
@@ -140,7 +140,7 @@ func TestJudge(t *testing.T) {
 			notes: map[string]string{"veth-xdp/busy_read-50us": "in 1 of 5 repeats the softirq delivered every packet"},
 			// The repeat that did not engage is compared too: its 70 µs
 			// overlaps the baseline.
-			outcome: experimentv1.Outcome_OUTCOME_INCONCLUSIVE,
+			outcome: experimentv1.Outcome_OUTCOME_UNDECIDED,
 		},
 		{
 			name:    "a timeout too short to engage, on a device where others did",

@@ -139,11 +139,13 @@ CAP_SYS_RESOURCE and change the whole agent.`,
 		},
 		Params: []*experimentv1.ParamSpec{
 			experiments.ListParam("counts", "connections per step; bytes per connection are fitted across these counts", experimentv1.ParamKind_PARAM_KIND_INT,
-				"1000,10000,100000", "10", fmt.Sprint(maxConns)),
+				"1000,10000,30000", "10", fmt.Sprint(maxConns)),
 			experiments.ListParam("variants", "what each connection carries", experimentv1.ParamKind_PARAM_KIND_ENUM,
 				variantIdle, "", "", costVariants...),
 			experiments.DurationParam("hold", "time the connections stay open before the established snapshot", 200*time.Millisecond, 0, time.Minute),
-			experiments.Repeats(3),
+			experiments.Repeats(6),
+			experiments.MaxRepeats(6),
+			experiments.Budget(3 * time.Minute),
 		},
 	}
 }

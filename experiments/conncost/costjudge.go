@@ -214,41 +214,25 @@ func (Cost) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*ex
 		}
 		row := fitRow(v, fits[v])
 		if v != variantIdle && len(fits[variantIdle]) > 0 {
-			c := measure.Compare(slopes(fits[variantIdle][fitPair+"."+seriesConnCaches]), slopes(fits[v][fitPair+"."+seriesConnCaches]))
+			c := experiments.TestOf(p, 0).Decide(slopes(fits[variantIdle][fitPair+"."+seriesConnCaches]), slopes(fits[v][fitPair+"."+seriesConnCaches]))
 			row.Note = "bytes per pair vs idle: " + c.Reason
 		}
 		engagement(row, steps, func(s *experimentv1.StepResult) bool { return s.GetStep().GetParams()["variants"] == v })
 		rows = append(rows, row)
 	}
-	return rows, costVerdict(fits[variantIdle], experiments.Row(rows, variantIdle+" fit"))
-}
-
-// band says where repeats of a measured value lie against a claimed one:
-// inside the band of ±claimBand around it, outside, or across its edge.
-type band int
-
-const (
-	bandInside band = iota
-	bandOutside
-	bandStraddles
-)
-
-func against(values []float64, claim float64) band {
-	s := measure.SpreadOf(values)
-	lo, hi := claim*(1-claimBand), claim*(1+claimBand)
-	switch {
-	case s.Min >= lo && s.Max <= hi:
-		return bandInside
-	case s.Max < lo || s.Min > hi:
-		return bandOutside
+	var idle []string
+	for _, n := range p.Ints("counts") {
+		idle = append(idle, costVariant(variantIdle, n))
 	}
-	return bandStraddles
+	return rows, costVerdict(p, fits[variantIdle], experiments.Row(rows, variantIdle+" fit"), idle)
 }
 
 // costVerdict judges C13 on the idle variant's fits: the ESTABLISHED part
-// per socket (half a pair) and the TIME_WAIT part, each within ±25% of
-// the claim in every repeat, with fits that explain the memory (R²).
-func costVerdict(fits map[string][]measure.Fit, row *experimentv1.SummaryRow) *experimentv1.Verdict {
+// per socket (half a pair) and the TIME_WAIT part, the confidence interval
+// of each one's median over the repeats (sign test) within ±25% of the
+// claim, with fits that explain the memory (R²). idle are the variants of
+// the idle steps, which more repeats of an undecided verdict would run.
+func costVerdict(p experiments.Params, fits map[string][]measure.Fit, row *experimentv1.SummaryRow, idle []string) *experimentv1.Verdict {
 	v := &experimentv1.Verdict{Claim: "C13"}
 	pair, tw := fits[fitPair+"."+seriesConnCaches], fits[fitTimeWait+"."+seriesConnCaches]
 	if len(pair) == 0 || len(tw) == 0 {
@@ -273,37 +257,30 @@ func costVerdict(fits map[string][]measure.Fit, row *experimentv1.SummaryRow) *e
 		}
 		return measure.SpreadOf(xs).Median
 	}
-	est, tim := against(perSocket, claimEstablished), against(twSlopes, claimTimeWait)
+	test := experiments.TestOf(p, claimBand)
+	est, tim := test.Locate(perSocket, claimEstablished), test.Locate(twSlopes, claimTimeWait)
+	v.Looks = int32(test.Looks)
 	m := row.GetMetrics()
 	text := fmt.Sprintf("idle, per ESTABLISHED socket %s (half a pair; repeats %s; R² %.4f; server end %s, client end %s) vs claimed %s: %s. "+
 		"Per TIME_WAIT socket %s (repeats %s; R² %.4f) vs claimed %s: %s. Pair by slab: %s. TIME_WAIT by slab: %s.",
 		kb(measure.SpreadOf(perSocket).Median), rangeKB(perSocket), r2(pair),
 		kb(m["fit.server_end."+seriesConnCaches+"_bytes"].GetMedian()), kb(m["fit.client_end."+seriesConnCaches+"_bytes"].GetMedian()),
-		kb(claimEstablished), bandText(est),
-		kb(measure.SpreadOf(twSlopes).Median), rangeKB(twSlopes), r2(tw), kb(claimTimeWait), bandText(tim), slabSplit(m, fitPair), slabSplit(m, fitTimeWait))
+		kb(claimEstablished), est.Reason,
+		kb(measure.SpreadOf(twSlopes).Median), rangeKB(twSlopes), r2(tw), kb(claimTimeWait), tim.Reason, slabSplit(m, fitPair), slabSplit(m, fitTimeWait))
 	v.Explanation = text
 	switch {
 	case r2(pair) < minR2 || r2(tw) < minR2:
-		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
-		v.Explanation = fmt.Sprintf("the fits explain the memory poorly (R² below %.2f: the host's other work moved the slabs); ", minR2) + text
-	case est == bandOutside || tim == bandOutside:
+		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
+		v.Explanation = fmt.Sprintf("the fits explain the memory poorly (R² below %.2f: the host's other work moved the slabs; repeat on a quieter host); ", minR2) + text
+	case est.Verdict == measure.Higher || est.Verdict == measure.Lower || tim.Verdict == measure.Higher || tim.Verdict == measure.Lower:
 		v.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
-	case est == bandStraddles || tim == bandStraddles:
-		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
-	default:
+	case est.Verdict == measure.Same && tim.Verdict == measure.Same:
 		v.Outcome = experimentv1.Outcome_OUTCOME_HOLDS
+	default:
+		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
+		v.NeedMore = idle
 	}
 	return v
-}
-
-func bandText(b band) string {
-	switch b {
-	case bandInside:
-		return fmt.Sprintf("within ±%.0f%%", 100*claimBand)
-	case bandOutside:
-		return fmt.Sprintf("outside ±%.0f%%", 100*claimBand)
-	}
-	return fmt.Sprintf("repeats fall on both sides of the ±%.0f%% edge", 100*claimBand)
 }
 
 func kb(b float64) string { return fmt.Sprintf("%.2f KB", b/1000) }

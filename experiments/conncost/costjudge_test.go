@@ -112,7 +112,8 @@ func TestCostJudge(t *testing.T) {
 	small.timeWait = 256
 	slightly := func(tw float64) model { m := good; m.timeWait = tw; return m }
 	// The host took 300 MB during every repeat's middle step.
-	noisy := costRun("idle", counts, good, good, good)
+	six := func(m model) []model { return []model{m, m, m, m, m, m} }
+	noisy := costRun("idle", counts, six(good)...)
 	for _, st := range noisy {
 		if st.GetStep().GetParams()["counts"] == "10000" {
 			m := experiments.ReportOf(st, "client").Metrics
@@ -129,10 +130,11 @@ func TestCostJudge(t *testing.T) {
 		outcome experimentv1.Outcome
 		explain string
 	}{
-		{"holds", costRun("idle", counts, good, good, good), experimentv1.Outcome_OUTCOME_HOLDS, "per ESTABLISHED socket 3.60 KB"},
-		{"time wait smaller than claimed", costRun("idle", counts, small, small, small), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "Per TIME_WAIT socket 0.26 KB"},
-		{"repeats straddle the band's edge", costRun("idle", counts, slightly(290), slightly(305), slightly(320)), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "both sides"},
-		{"host noise swamps the fit", noisy, experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "R² below"},
+		{"holds", costRun("idle", counts, six(good)...), experimentv1.Outcome_OUTCOME_HOLDS, "per ESTABLISHED socket 3.60 KB"},
+		{"time wait smaller than claimed", costRun("idle", counts, six(small)...), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "Per TIME_WAIT socket 0.26 KB"},
+		{"repeats straddle the band's edge", costRun("idle", counts, slightly(290), slightly(305), slightly(320), slightly(295), slightly(310), slightly(300)), experimentv1.Outcome_OUTCOME_UNDECIDED, "reaches across the edge"},
+		{"three repeats decide nothing", costRun("idle", counts, good, good, good), experimentv1.Outcome_OUTCOME_UNDECIDED, "too few"},
+		{"host noise swamps the fit", noisy, experimentv1.Outcome_OUTCOME_UNDECIDED, "R² below"},
 		{"one count: nothing to fit", costRun("idle", []int{1000}, good, good), experimentv1.Outcome_OUTCOME_MEASURED, "two or more counts"},
 		{"idle not run", costRun("epoll", counts, good, good), experimentv1.Outcome_OUTCOME_MEASURED, "variant idle"},
 	} {

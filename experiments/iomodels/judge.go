@@ -27,15 +27,18 @@ const (
 	sqpollAwake = 0.1
 )
 
-// judged is the run as the judge sees it: the variants and their steps.
+// judged is the run as the judge sees it: the variants and their steps,
+// and the verdict whose comparisons the claims' judges record.
 type judged struct {
+	p        experiments.Params
+	v        *experimentv1.Verdict
 	steps    []*experimentv1.StepResult
 	variants map[string]Variant
 	names    []string
 }
 
-func newJudged(steps []*experimentv1.StepResult) judged {
-	j := judged{steps: steps, variants: map[string]Variant{}}
+func newJudged(p experiments.Params, steps []*experimentv1.StepResult) judged {
+	j := judged{p: p, v: &experimentv1.Verdict{}, steps: steps, variants: map[string]Variant{}}
 	for _, s := range steps {
 		name := s.GetStep().GetVariant()
 		if _, ok := j.variants[name]; ok {
@@ -99,7 +102,7 @@ func (j judged) has(m Model) bool {
 // the variants the run has; the one verdict a result holds names the claims
 // it judged and gives each one's outcome in its explanation.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	j := newJudged(steps)
+	j := newJudged(p, steps)
 	rows := experiments.Aggregate(steps)
 	for _, row := range rows {
 		v, ok := j.variants[row.GetVariant()]
@@ -114,7 +117,18 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 			claims = append(claims, c)
 		}
 	}
-	return rows, combine(claims)
+	return rows, combine(j.v, claims)
+}
+
+// compare decides metric of variant b against variant a and records it in
+// the verdict (see experiments.Compare).
+func (j judged) compare(metric string, a, b Variant, margin float64) measure.Decision {
+	return experiments.Compare(j.v, j.p, j.steps, metric, a.Name(), b.Name(), margin)
+}
+
+// describe decides a comparison that only describes (see experiments.Decide).
+func (j judged) describe(metric string, a, b Variant) measure.Decision {
+	return experiments.Decide(j.p, j.steps, metric, a.Name(), b.Name(), 0)
 }
 
 func (j judged) engagement(v Variant) (experimentv1.Engagement, string) {
@@ -147,14 +161,15 @@ type claimVerdict struct {
 	text    string
 }
 
-// combine makes the result's one verdict: the claims' common outcome, or
-// CONDITIONAL when they differ (the explanation gives each).
-func combine(cs []claimVerdict) *experimentv1.Verdict {
+// combine completes the result's one verdict v: the claims' common
+// outcome, or CONDITIONAL when they differ (the explanation gives each).
+func combine(v *experimentv1.Verdict, cs []claimVerdict) *experimentv1.Verdict {
 	if len(cs) == 0 {
-		return &experimentv1.Verdict{Outcome: experimentv1.Outcome_OUTCOME_MEASURED,
-			Explanation: "no claim could be judged: C8 needs blocking, C9 select/poll and epoll at two idle counts, C15 uring and epoll, C16 netconn and epoll or blocking"}
+		v.Outcome = experimentv1.Outcome_OUTCOME_MEASURED
+		v.Explanation = "no claim could be judged: C8 needs blocking, C9 select/poll and epoll at two idle counts, C15 uring and epoll, C16 netconn and epoll or blocking"
+		return v
 	}
-	v := &experimentv1.Verdict{Outcome: cs[0].outcome}
+	v.Outcome = cs[0].outcome
 	var ids, texts []string
 	for _, c := range cs {
 		ids = append(ids, c.claim)
@@ -200,12 +215,12 @@ func (j judged) c8() (claimVerdict, bool) {
 	}
 	if s := (Variant{Model: Spin, Proto: b.Proto}); j.supported(s) {
 		spin := measure.SpreadOf(j.values(s, "server.vcsw_per_msg"))
-		cmp := measure.Compare(j.values(s, "client.rtt_p50_ns"), j.values(b, "client.rtt_p50_ns"))
-		text += fmt.Sprintf("; spin made %.2f; RTT p50 blocking %s vs spin %s", spin.Median, us(cmp.B.Median), us(cmp.A.Median))
-		if cmp.Significant {
-			text += fmt.Sprintf(": sleeping and waking cost %s per round trip", us(cmp.Diff))
+		d := j.describe("client.rtt_p50_ns", s, b)
+		text += fmt.Sprintf("; spin made %.2f; RTT p50 blocking %s vs spin %s", spin.Median, us(d.B.Median), us(d.A.Median))
+		if d.Verdict == measure.Higher {
+			text += fmt.Sprintf(": sleeping and waking cost %s per round trip (%s)", us(d.B.Median-d.A.Median), d.Reason)
 		} else {
-			text += " (difference within the spread)"
+			text += " (" + d.Reason + ")"
 		}
 	}
 	c.text = text + "."
@@ -225,7 +240,7 @@ func (j judged) supported(v Variant) bool {
 type scaling struct {
 	model        Model
 	nLo, nHi     int
-	cmp          measure.Comparison
+	cmp          measure.Decision
 	perDesc      float64 // ns per idle descriptor
 	unsupportedN []int
 }
@@ -255,10 +270,13 @@ func (j judged) scalings() []scaling {
 			continue
 		}
 		s.nLo, s.nHi = ns[0], ns[len(ns)-1]
-		lo := j.values(Variant{Model: m, Proto: TCP, Idle: s.nLo}, "server.wait_ns_per_call")
-		hi := j.values(Variant{Model: m, Proto: TCP, Idle: s.nHi}, "server.wait_ns_per_call")
-		s.cmp = measure.Compare(lo, hi)
-		s.perDesc = s.cmp.Diff / float64(s.nHi-s.nLo)
+		lo, hi := Variant{Model: m, Proto: TCP, Idle: s.nLo}, Variant{Model: m, Proto: TCP, Idle: s.nHi}
+		if m == Select || m == Poll {
+			s.cmp = j.compare("server.wait_ns_per_call", lo, hi, 0) // the claim: it grows
+		} else {
+			s.cmp = j.describe("server.wait_ns_per_call", lo, hi) // judged by its growth per descriptor
+		}
+		s.perDesc = (s.cmp.B.Median - s.cmp.A.Median) / float64(s.nHi-s.nLo)
 		out = append(out, s)
 	}
 	return out
@@ -293,8 +311,17 @@ func (j judged) c9() (claimVerdict, bool) {
 	switch {
 	case len(scan) == 0 || len(ep) == 0:
 		text += "; the claim compares select or poll with epoll, each at two idle counts or more"
-	case slices.ContainsFunc(scan, func(s scaling) bool { return !s.cmp.Significant }):
-		text += "; the growth of select/poll is within the spread of the repeats (" + scan[0].cmp.Reason + ")"
+	case slices.ContainsFunc(scan, func(s scaling) bool { return s.cmp.Verdict == measure.Lower || s.cmp.Verdict == measure.Same }):
+		c.outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
+		for _, s := range scan {
+			text += fmt.Sprintf("; %s from %d to %d idle: %s", s.model, s.nLo, s.nHi, s.cmp.Reason)
+		}
+		text += "; select/poll did not grow with the descriptors watched"
+	case slices.ContainsFunc(scan, func(s scaling) bool { return !s.cmp.Decided() }):
+		c.outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
+		for _, s := range scan {
+			text += fmt.Sprintf("; %s from %d to %d idle: %s", s.model, s.nLo, s.nHi, s.cmp.Reason)
+		}
 	default:
 		minScan := scan[0].perDesc
 		for _, s := range scan[1:] {
@@ -342,18 +369,17 @@ func (j judged) c15() (claimVerdict, bool) {
 	if !ok {
 		return claimVerdict{}, false
 	}
-	cmp := measure.Compare(j.values(e, "server.syscalls_per_msg"), j.values(u, "server.syscalls_per_msg"))
-	text := fmt.Sprintf("system calls per message: %s %.2f, %s %.2f", e.Model, cmp.A.Median, u.Model, cmp.B.Median)
-	switch {
-	case !cmp.Significant:
-		c.outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
-		text += " (" + cmp.Reason + ")"
-	case cmp.Diff < 0:
+	cmp := j.compare("server.syscalls_per_msg", e, u, 0)
+	text := fmt.Sprintf("system calls per message: %s %.2f, %s %.2f (%s)", e.Model, cmp.A.Median, u.Model, cmp.B.Median, cmp.Reason)
+	switch cmp.Verdict {
+	case measure.Undecided:
+		c.outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
+	case measure.Lower:
 		c.outcome = experimentv1.Outcome_OUTCOME_HOLDS
 	default:
 		c.outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
 	}
-	lat := measure.Compare(j.values(e, "client.rtt_p50_ns"), j.values(u, "client.rtt_p50_ns"))
+	lat := j.describe("client.rtt_p50_ns", e, u)
 	text += fmt.Sprintf("; RTT p50 %s vs %s", us(lat.A.Median), us(lat.B.Median))
 	if sq, ok := j.find(UringSQPoll); ok {
 		wake := measure.SpreadOf(j.values(sq, "server.sqpoll_wakeups_per_msg"))
@@ -392,7 +418,7 @@ func (j judged) c16() (claimVerdict, bool) {
 			best = b
 		}
 	}
-	cmp := measure.Compare(rtt(best), rtt(n))
+	cmp := j.compare("client.rtt_p50_ns", best, n, smallCost-1)
 	var parts []string
 	for _, b := range base {
 		cpu := measure.SpreadOf(j.values(b, "server.cpu_ns_per_msg")).Median
@@ -405,15 +431,15 @@ func (j judged) c16() (claimVerdict, bool) {
 	}
 	c := claimVerdict{claim: "C16"}
 	switch {
-	case !cmp.Significant:
-		c.outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
-		text += fmt.Sprintf("; the netpoller's overhead against %s is within the spread (%s)", best.Model, cmp.Reason)
-	case cmp.Ratio <= smallCost:
+	case cmp.Verdict == measure.Same || cmp.Verdict == measure.Lower:
 		c.outcome = experimentv1.Outcome_OUTCOME_HOLDS
-		text += fmt.Sprintf("; %+.0f%% against %s, within the %.0f%% this verdict calls small", 100*(cmp.Ratio-1), best.Model, 100*(smallCost-1))
-	default:
+		text += fmt.Sprintf("; against %s: %s, within the %.0f%% this verdict calls small", best.Model, cmp.Reason, 100*(smallCost-1))
+	case cmp.Verdict == measure.Higher && cmp.Beyond:
 		c.outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
-		text += fmt.Sprintf("; %+.0f%% against %s, more than the %.0f%% this verdict calls small", 100*(cmp.Ratio-1), best.Model, 100*(smallCost-1))
+		text += fmt.Sprintf("; against %s: %s, more than the %.0f%% this verdict calls small", best.Model, cmp.Reason, 100*(smallCost-1))
+	default:
+		c.outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
+		text += fmt.Sprintf("; against %s, whether the overhead is within the %.0f%% this verdict calls small: %s", best.Model, 100*(smallCost-1), cmp.Reason)
 	}
 	c.text = text + "."
 	return c, true

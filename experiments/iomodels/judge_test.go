@@ -113,10 +113,10 @@ func TestClaimVerdicts(t *testing.T) {
 		{"C8 does not hold: recv never slept", run(
 			fake{v: tcp(Blocking), server: srv("vcsw_per_msg", 0.01, 0.005), client: rtt(30e3, 1e3)},
 		), "C8", experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, []string{"almost never slept"}},
-		{"C8 spin RTT within spread", run(
+		{"C8 spin RTT undecided", run(
 			fake{v: tcp(Blocking), server: srv("vcsw_per_msg", 1, 0), client: rtt(30e3, 5e3)},
 			fake{v: tcp(Spin), server: srv("vcsw_per_msg", 0, 0), client: rtt(29e3, 5e3)},
-		), "C8", experimentv1.Outcome_OUTCOME_HOLDS, []string{"within the spread"}},
+		), "C8", experimentv1.Outcome_OUTCOME_HOLDS, []string{"RTT p50 blocking 30.00 µs vs spin 29.00 µs (undecided"}},
 		{"C9 holds: poll and select grow, epoll flat", run(
 			fake{v: idle(Poll, 10), server: wait(1e3, 20)}, fake{v: idle(Poll, 1000), server: wait(31e3, 200)},
 			fake{v: idle(Select, 10), server: wait(1e3, 20)}, fake{v: idle(Select, 1000), server: wait(11e3, 200)},
@@ -127,10 +127,10 @@ func TestClaimVerdicts(t *testing.T) {
 			fake{v: idle(Poll, 0), server: wait(1e3, 20)}, fake{v: idle(Poll, 1000), server: wait(31e3, 200)},
 			fake{v: idle(EpollET, 0), server: wait(500, 20)}, fake{v: idle(EpollET, 1000), server: wait(20e3, 200)},
 		), "C9", experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, []string{"epoll-et grows too"}},
-		{"C9 inconclusive: growth within the spread", run(
+		{"C9 undecided: growth within the spread", run(
 			fake{v: idle(Poll, 0), server: wait(1e3, 500)}, fake{v: idle(Poll, 10), server: wait(1.2e3, 500)},
 			fake{v: idle(EpollLT, 0), server: wait(500, 20)}, fake{v: idle(EpollLT, 10), server: wait(500, 20)},
-		), "C9", experimentv1.Outcome_OUTCOME_INCONCLUSIVE, []string{"within the spread"}},
+		), "C9", experimentv1.Outcome_OUTCOME_UNDECIDED, []string{"poll from 0 to 10 idle: undecided", "more repeats of each would decide it"}},
 		{"C9 inconclusive: no epoll to compare", run(
 			fake{v: idle(Poll, 0), server: wait(1e3, 20)}, fake{v: idle(Poll, 1000), server: wait(31e3, 200)},
 		), "C9", experimentv1.Outcome_OUTCOME_INCONCLUSIVE, []string{"compares select or poll with epoll"}},
@@ -148,20 +148,24 @@ func TestClaimVerdicts(t *testing.T) {
 			fake{v: tcp(EpollLT), server: srv("syscalls_per_msg", 3, 0.001), client: rtt(25e3, 1e3)},
 			fake{v: tcp(Uring), declined: "io_uring_setup: io_uring unavailable: disabled for everyone by kernel.io_uring_disabled=2: operation not permitted"},
 		), "C15", experimentv1.Outcome_OUTCOME_NOT_ENGAGED, []string{"io_uring_disabled=2"}},
-		{"C15 inconclusive: counts overlap", run(
+		{"C15 undecided: counts overlap", run(
 			fake{v: tcp(EpollLT), server: srv("syscalls_per_msg", 3, 1), client: rtt(25e3, 1e3)},
 			fake{v: tcp(Uring), server: srv("syscalls_per_msg", 2.5, 1), client: rtt(24e3, 1e3)},
-		), "C15", experimentv1.Outcome_OUTCOME_INCONCLUSIVE, []string{"overlap"}},
+		), "C15", experimentv1.Outcome_OUTCOME_UNDECIDED, []string{"epoll-lt 3.00, uring 2.50 (undecided"}},
 		{"C16 holds: netpoller 10% slower", run(
 			fake{v: tcp(EpollLT), client: rtt(20e3, 100)}, fake{v: tcp(Blocking), client: rtt(25e3, 100)},
 			fake{v: tcp(NetConn), client: rtt(22e3, 100)},
-		), "C16", experimentv1.Outcome_OUTCOME_HOLDS, []string{"+10% against epoll-lt"}},
+		), "C16", experimentv1.Outcome_OUTCOME_HOLDS, []string{"against epoll-lt: no difference larger than 25%: +10.0% ["}},
 		{"C16 does not hold: netpoller 50% slower", run(
 			fake{v: tcp(EpollLT), client: rtt(20e3, 100)}, fake{v: tcp(NetConn), client: rtt(30e3, 100)},
-		), "C16", experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, []string{"+50% against epoll-lt"}},
-		{"C16 inconclusive: within the spread", run(
+		), "C16", experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, []string{"against epoll-lt: 50.0% higher ["}},
+		{"C16 undecided: within the spread", run(
 			fake{v: tcp(Blocking), client: rtt(20e3, 3e3)}, fake{v: tcp(NetConn), client: rtt(21e3, 3e3)},
-		), "C16", experimentv1.Outcome_OUTCOME_INCONCLUSIVE, []string{"within the spread"}},
+		), "C16", experimentv1.Outcome_OUTCOME_UNDECIDED, []string{"whether the overhead is within the 25%", "more repeats of each would decide it"}},
+		// Medians 50% apart, ranges wide and overlapping: never "small".
+		{"C16 50% apart, wide and overlapping", run(
+			fake{v: tcp(Blocking), client: rtt(20e3, 8e3)}, fake{v: tcp(NetConn), client: rtt(30e3, 8e3)},
+		), "C16", experimentv1.Outcome_OUTCOME_UNDECIDED, []string{"whether the overhead is within the 25%"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

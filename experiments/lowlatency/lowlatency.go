@@ -40,8 +40,10 @@ func (Experiment) Spec() *experimentv1.ExperimentSpec {
 		Summary: "rr with net.ipv4.tcp_low_latency 0 vs 1: a control that should show no difference since Linux 4.14",
 		Description: `Runs rr (one TCP connection, one request of size bytes and its response at a
 time, blocking calls on locked threads) with net.ipv4.tcp_low_latency=0 and =1,
-interleaved across repeats (0 1 0 1 ...), and compares the client's RTT p50
-with the spread of the repeats.
+interleaved across repeats (0 1 0 1 ...), and compares the client's RTT p50:
+"no effect" is an equivalence test, the ratio's confidence interval within
+±5%, not ranges that overlap; while undecided, the run adds rounds of repeats
+up to max_repeats within its budget (docs/statistics.md).
 
 Until Linux 4.14 the sysctl made TCP process incoming segments in softirq
 context instead of queueing them on the prequeue for the reading task. Linux
@@ -49,7 +51,7 @@ context instead of queueing them on the prequeue for the reading task. Linux
 so that scripts writing it do not break, and nothing reads it
 (Documentation/networking/ip-sysctl.rst: "This is a legacy option, it has no
 effect anymore"). Expected verdict on 4.14 and later: does not hold, no
-difference beyond the spread.
+effect larger than 5%.
 
 The sysctl is global, not per network namespace: it exists only in the host's
 namespace, so the server role sets it on the host for its step, through the
@@ -59,7 +61,8 @@ next start or labctl down). While a step runs, the whole host has the value.
 
 Evidence: the value read back from the host during each step, the kernel
 version, TCP retransmissions during the step. Defaults: 2 variants x 5
-repeats x (1 s + 200 ms warm-up), about 15 s.`,
+repeats x (1 s + 200 ms warm-up), about 15 s, and up to 3 rounds more (14
+repeats, 35 s) while undecided.`,
 		Claims:         []string{"C3"},
 		Roles:          []string{"server", "client"},
 		SummaryMetrics: []string{"client.rtt_p50_ns", "client.rtt_p99_ns", "client.msgs_per_s", "server.cpu_ns_per_msg", "server.vcsw_per_msg"},
@@ -68,11 +71,16 @@ repeats x (1 s + 200 ms warm-up), about 15 s.`,
 			experiments.Duration(time.Second),
 			experiments.Warmup(200 * time.Millisecond),
 			experiments.Repeats(5),
+			experiments.MaxRepeats(14),
+			experiments.Budget(time.Minute),
 			experiments.CPUParam("client"),
 			experiments.CPUParam("server"),
 		},
 	}
 }
+
+// Margin is the effect C3 calls none: RTT p50 within 5%.
+const Margin = 0.05
 
 // values are the settings compared, in interleaving order.
 var values = []string{"0", "1"}
@@ -176,9 +184,9 @@ func runningKernel() kernelVersion {
 }
 
 // Judge compares the two settings' RTT p50. On 4.14 and later the sysctl
-// is read by nothing, so the claim does not hold; a difference beyond the
-// spread there is drift on the machine, not the sysctl, and leaves the
-// verdict inconclusive. Before 4.14, a difference beyond the spread shows
+// is read by nothing: the claim does not hold when the RTTs are the same
+// within Margin; a difference there is drift on the machine, not the
+// sysctl, and leaves the verdict undecided. Before 4.14, a difference shows
 // the prequeue bypass at work.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
 	rows := experiments.Aggregate(steps)
@@ -217,27 +225,28 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		return rows, v
 	}
 	kernel := kernelOf(steps)
-	cmp := measure.Compare(experiments.Values(steps, variantName("0"), "client.rtt_p50_ns"), experiments.Values(steps, variantName("1"), "client.rtt_p50_ns"))
-	p99 := measure.Compare(experiments.Values(steps, variantName("0"), "client.rtt_p99_ns"), experiments.Values(steps, variantName("1"), "client.rtt_p99_ns"))
-	numbers := fmt.Sprintf("RTT p50 %s with 0 vs %s with 1 (p99 %s vs %s) over %d+%d repeats: %s",
-		us(cmp.A.Median), us(cmp.B.Median), us(p99.A.Median), us(p99.B.Median), cmp.A.N, cmp.B.N, cmp.Reason)
+	d := experiments.Compare(v, p, steps, "client.rtt_p50_ns", variantName("0"), variantName("1"), Margin)
+	numbers := fmt.Sprintf("RTT p50 with 1 against 0 (%s vs %s): %s", us(d.B.Median), us(d.A.Median), d.Reason)
 	modern := kernel.atLeast(removedIn)
 	switch {
 	case kernel.major == 0:
+		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
 		v.Explanation = "The server reported no kernel version, on which the verdict depends. " + numbers + "."
-	case modern && !cmp.Significant:
+	case !d.Decided():
+		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
+		v.Explanation = fmt.Sprintf("On Linux %s: %s.", kernel, numbers)
+	case modern && d.Verdict == measure.Same:
 		v.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
-		v.Explanation = fmt.Sprintf("No effect, as expected on Linux %s: since %s (prequeue removed) nothing reads the sysctl. %s.", kernel, removedIn, numbers)
-		if cmp.Chance > measure.MaxChance {
-			v.Explanation += " With so few repeats no difference could be significant; the verdict rests on the kernel version."
-		}
+		v.Explanation = fmt.Sprintf("No effect larger than %.0f%%, as expected on Linux %s: since %s (prequeue removed) nothing reads the sysctl. %s.", 100*Margin, kernel, removedIn, numbers)
 	case modern:
-		v.Explanation = fmt.Sprintf("A difference beyond the spread on Linux %s, where nothing reads the sysctl: drift on the machine, not the setting; repeat the run. %s.", kernel, numbers)
-	case cmp.Significant:
+		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
+		v.Explanation = fmt.Sprintf("A difference on Linux %s, where nothing reads the sysctl: drift that interleaving did not cancel, or one of the %.0f%% of runs in which the test errs; repeat the run. %s.", kernel, 100*measure.DefaultAlpha, numbers)
+	case d.Differs():
 		v.Outcome = experimentv1.Outcome_OUTCOME_HOLDS
 		v.Explanation = fmt.Sprintf("On Linux %s (before %s the sysctl bypasses the prequeue) the setting changed the RTT: %s.", kernel, removedIn, numbers)
 	default:
-		v.Explanation = fmt.Sprintf("On Linux %s the sysctl still acts (prequeue), but the difference is within the spread: %s.", kernel, numbers)
+		v.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
+		v.Explanation = fmt.Sprintf("On Linux %s the sysctl still acts (prequeue), but its effect is within %.0f%%: %s.", kernel, 100*Margin, numbers)
 	}
 	return rows, v
 }

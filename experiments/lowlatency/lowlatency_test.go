@@ -86,6 +86,10 @@ func steps(release string, p50 map[string][]float64, readBack map[string]float64
 }
 
 func TestJudge(t *testing.T) {
+	// Within ±1% of each other, 8 repeats each: the same within 5%.
+	tight := map[string][]float64{"0": {20e3, 20.1e3, 19.9e3, 20.2e3, 19.8e3, 20e3, 20.1e3, 19.9e3}, "1": {20.1e3, 19.9e3, 20e3, 20.2e3, 19.9e3, 20.1e3, 20e3, 19.8e3}}
+	// Medians 50% apart, ranges wide and overlapping: never "no effect".
+	wide := map[string][]float64{"0": {20e3, 14e3, 35e3, 18e3, 26e3}, "1": {30e3, 16e3, 40e3, 22e3, 34e3}}
 	same := map[string][]float64{"0": {20e3, 22e3, 21e3, 23e3, 20.5e3}, "1": {21e3, 20e3, 22.5e3, 21.5e3, 20.2e3}}
 	apart := map[string][]float64{"0": {20e3, 20.5e3, 20.2e3, 20.1e3, 20.3e3}, "1": {30e3, 31e3, 30.5e3, 30.2e3, 30.1e3}}
 	two := map[string][]float64{"0": {20e3, 20.5e3}, "1": {30e3, 31e3}}
@@ -96,11 +100,13 @@ func TestJudge(t *testing.T) {
 		says     string
 		engaged1 experimentv1.Engagement
 	}{
-		{"no effect on a modern kernel", steps("6.18.44", same, nil), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "No effect, as expected on Linux 6.18", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
-		{"too few repeats: the kernel decides", steps("6.18.44", two, nil), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "rests on the kernel version", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
-		{"a difference on a modern kernel is drift", steps("5.15.0", apart, nil), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "drift", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
+		{"no effect on a modern kernel", steps("6.18.44", tight, nil), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "No effect larger than 5%, as expected on Linux 6.18", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
+		{"overlapping ranges are no evidence of no effect", steps("6.18.44", same, nil), experimentv1.Outcome_OUTCOME_UNDECIDED, "more repeats of each would decide it", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
+		{"50% apart with wide ranges is not the same", steps("6.18.44", wide, nil), experimentv1.Outcome_OUTCOME_UNDECIDED, "undecided", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
+		{"too few repeats", steps("6.18.44", two, nil), experimentv1.Outcome_OUTCOME_UNDECIDED, "too few", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
+		{"a difference on a modern kernel is drift", steps("5.15.0", apart, nil), experimentv1.Outcome_OUTCOME_UNDECIDED, "drift", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
 		{"an old kernel with a difference", steps("4.9.0", apart, nil), experimentv1.Outcome_OUTCOME_HOLDS, "bypasses the prequeue", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
-		{"an old kernel within the spread", steps("4.4.0", same, nil), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "within the spread", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
+		{"an old kernel with no effect", steps("4.4.0", tight, nil), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "its effect is within 5%", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
 		{"the value was not in force", steps("6.18.44", same, map[string]float64{"1": 0}), experimentv1.Outcome_OUTCOME_NOT_ENGAGED, "both values in force", experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED},
 		{"no kernel version", steps("", same, nil), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "no kernel version", experimentv1.Engagement_ENGAGEMENT_ENGAGED},
 	} {

@@ -3,6 +3,7 @@ package measure
 import (
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -35,72 +36,32 @@ func TestSpreadOfLeavesInputAlone(t *testing.T) {
 	}
 }
 
-func TestCompare(t *testing.T) {
-	tests := []struct {
-		name        string
-		a, b        []float64
-		significant bool
-		diff, ratio float64
-		reason      string
+// TestDecideCases: the cases the range-overlap rule decided before, at
+// one look with no margin (only the direction asked).
+func TestDecideCases(t *testing.T) {
+	test := Test{Alpha: 0.05, Looks: 1}
+	for _, tt := range []struct {
+		name string
+		a, b []float64
+		want Verdict
+		text string
 	}{
-		{
-			name: "overlapping ranges",
-			a:    []float64{10, 12, 14, 11, 13}, b: []float64{12.5, 15, 14.5, 13.5, 16},
-			diff: 2.5, ratio: 14.5 / 12,
-			reason: "difference 2.5 is within the spread: ranges a [10, 14] and b [12.5, 16] overlap",
-		},
-		{
-			name: "b clearly higher",
-			a:    []float64{10, 12, 14, 11, 13}, b: []float64{20, 21, 19, 22, 20.5},
-			significant: true, diff: 8.5, ratio: 1.7083333333333333,
-			reason: "b is higher by 8.5 (ratio 1.71): ranges a [10, 14] and b [19, 22] do not overlap (chance 0.79% with 5 and 5 repeats)",
-		},
-		{
-			name: "b clearly lower",
-			a:    []float64{50, 52, 51, 53}, b: []float64{30, 31, 29, 30},
-			significant: true, diff: -21.5, ratio: 30.0 / 51.5,
-			reason: "b is lower by 21.5 (ratio 0.583): ranges a [50, 53] and b [29, 31] do not overlap (chance 2.9% with 4 and 4 repeats)",
-		},
-		{
-			name: "too few repeats to tell",
-			a:    []float64{10, 11, 12}, b: []float64{20, 21, 22},
-			diff: 10, ratio: 21.0 / 11,
-			reason: "ranges a [10, 12] and b [20, 22] do not overlap, but with 3 and 3 repeats that happens by chance 10.0% of the time; repeat more",
-		},
-		{
-			name: "touching ranges overlap",
-			a:    []float64{1, 2, 3, 4, 5}, b: []float64{5, 6, 7, 8, 9},
-			diff: 4, ratio: 7.0 / 3,
-			reason: "difference 4 is within the spread: ranges a [1, 5] and b [5, 9] overlap",
-		},
-		{
-			name: "no repeats",
-			a:    nil, b: []float64{1},
-			reason: "nothing to compare: 0 repeats of a, 1 of b",
-		},
-	}
-	for _, tt := range tests {
+		{"overlapping ranges", []float64{10, 12, 14, 11, 13}, []float64{12.5, 15, 14.5, 13.5, 16}, Undecided, "holds no change"},
+		{"b clearly higher", []float64{10, 12, 14, 11, 13}, []float64{20, 21, 19, 22, 20.5}, Higher, "higher ["},
+		{"b clearly lower", []float64{50, 52, 51, 53}, []float64{30, 31, 29, 30}, Lower, "lower ["},
+		{"too few repeats to tell", []float64{10, 11, 12}, []float64{20, 21, 22}, Undecided, "too few"},
+		{"touching ranges", []float64{1, 2, 3, 4, 5}, []float64{5, 6, 7, 8, 9}, Higher, "higher ["},
+		{"no repeats", nil, []float64{1}, Undecided, "nothing to compare"},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := Compare(tt.a, tt.b)
-			if c.Significant != tt.significant || !close(c.Diff, tt.diff) || !close(c.Ratio, tt.ratio) || c.Reason != tt.reason {
-				t.Errorf("Compare = significant %v diff %v ratio %v\n  reason %q\nwant significant %v diff %v ratio %v\n  reason %q",
-					c.Significant, c.Diff, c.Ratio, c.Reason, tt.significant, tt.diff, tt.ratio, tt.reason)
+			d := test.Decide(tt.a, tt.b)
+			if d.Verdict != tt.want || !strings.Contains(d.Reason, tt.text) {
+				t.Errorf("%v %q; want %v containing %q", d.Verdict, d.Reason, tt.want, tt.text)
 			}
-			if _, err := json.Marshal(c); err != nil {
-				t.Errorf("comparison does not marshal: %v", err)
+			if _, err := json.Marshal(d); err != nil && d.High < 1e300 {
+				t.Errorf("decision does not marshal: %v", err)
 			}
 		})
-	}
-}
-
-func TestBinomial(t *testing.T) {
-	for _, tt := range []struct {
-		n, k int
-		want float64
-	}{{2, 1, 2}, {6, 3, 20}, {8, 4, 70}, {10, 5, 252}, {10, 3, 120}, {7, 0, 1}} {
-		if got := binomial(tt.n, tt.k); got != tt.want {
-			t.Errorf("binomial(%d, %d) = %v, want %v", tt.n, tt.k, got, tt.want)
-		}
 	}
 }
 

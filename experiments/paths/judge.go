@@ -90,7 +90,8 @@ func engagement(kind string, steps []*experimentv1.StepResult) (experimentv1.Eng
 }
 
 // verdict answers C12: 127.0.0.1 and the own address both over lo, at the
-// same speed within the spread of repeats.
+// same speed within Margin (an equivalence test: overlapping ranges are no
+// evidence of sameness).
 func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experimentv1.Verdict {
 	v := &experimentv1.Verdict{Claim: "C12"}
 	variants := experiments.Variants(steps)
@@ -130,8 +131,9 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experiment
 	}
 	_, own := onLo(ownSteps)
 	var (
-		parts       []string
-		significant []string
+		parts                []string
+		differs, undecided   []string
+		compared, sameSpeeds int
 	)
 	for _, m := range []struct {
 		metric, what string
@@ -140,35 +142,46 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experiment
 		{"client.rtt_p50_ns", "RTT p50", func(x float64) string { return fmt.Sprintf("%.1f µs", x/1e3) }},
 		{"sink.throughput_bps", "bulk throughput", func(x float64) string { return fmt.Sprintf("%.2f Gbit/s", x/1e9) }},
 	} {
-		a := experiments.Values(steps, KindLoopback, m.metric)
-		b := experiments.Values(steps, KindOwnIP, m.metric)
-		if len(a) == 0 || len(b) == 0 {
+		if len(experiments.Values(steps, KindLoopback, m.metric)) == 0 || len(experiments.Values(steps, KindOwnIP, m.metric)) == 0 {
 			continue
 		}
-		c := measure.Compare(a, b)
-		parts = append(parts, fmt.Sprintf("%s %s (127.0.0.1) vs %s (own IP), %s", m.what, m.format(c.A.Median), m.format(c.B.Median), c.Reason))
-		if c.Significant {
-			significant = append(significant, fmt.Sprintf("%s differs by %.1f%%", m.what, 100*(c.Ratio-1)))
+		compared++
+		d := experiments.Compare(v, p, steps, m.metric, KindLoopback, KindOwnIP, Margin)
+		parts = append(parts, fmt.Sprintf("%s %s (127.0.0.1) vs %s (own IP): %s", m.what, m.format(d.A.Median), m.format(d.B.Median), d.Reason))
+		switch {
+		case d.Verdict == measure.Same:
+			sameSpeeds++
+		case d.Differs() && d.Beyond:
+			differs = append(differs, fmt.Sprintf("%s differs by %+.1f%% [%+.1f%%, %+.1f%%]", m.what, d.Change(), 100*(d.Low-1), 100*(d.High-1)))
+		default:
+			undecided = append(undecided, m.what)
 		}
 	}
-	if len(parts) == 0 {
+	if compared == 0 {
 		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
 		v.Explanation = "Both paths were carried by lo, but their reports hold no RTT or throughput to compare." + lacks
 		return v
 	}
 	others := othersText(steps)
 	switch {
-	case len(significant) > 0:
+	case len(differs) > 0:
 		v.Outcome = experimentv1.Outcome_OUTCOME_CONDITIONAL
 		v.Explanation = fmt.Sprintf("Both 127.0.0.1 and the own address went over lo (own IP: %s), but not at the same speed: %s. %s.%s%s",
-			own, strings.Join(significant, "; "), strings.Join(parts, "; "), others, lacks)
+			own, strings.Join(differs, "; "), strings.Join(parts, "; "), others, lacks)
+	case len(undecided) > 0:
+		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
+		v.Explanation = fmt.Sprintf("Both 127.0.0.1 and the own address went over lo (own IP: %s); whether at the same speed within %.0f%% is undecided for %s. %s.%s%s",
+			own, 100*Margin, strings.Join(undecided, " and "), strings.Join(parts, "; "), others, lacks)
 	default:
 		v.Outcome = experimentv1.Outcome_OUTCOME_HOLDS
-		v.Explanation = fmt.Sprintf("Both 127.0.0.1 and the own address went over lo (own IP: %s) at the same speed within the spread: %s.%s%s",
-			own, strings.Join(parts, "; "), others, lacks)
+		v.Explanation = fmt.Sprintf("Both 127.0.0.1 and the own address went over lo (own IP: %s) at the same speed: no difference larger than %.0f%% (equivalence test). %s.%s%s",
+			own, 100*Margin, strings.Join(parts, "; "), others, lacks)
 	}
 	return v
 }
+
+// Margin is the difference C12 calls the same speed: within 5%.
+const Margin = 0.05
 
 // othersText quotes the RTT of the other paths, for scale.
 func othersText(steps []*experimentv1.StepResult) string {

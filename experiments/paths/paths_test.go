@@ -148,6 +148,16 @@ func TestJudge(t *testing.T) {
 		}
 		return same(kind, rep)
 	}
+	wide := func(kind string, rep int) float64 {
+		lo := []float64{10e3, 14e3, 8e3, 12e3, 16e3}[rep%5]
+		switch kind {
+		case KindOwnIP:
+			return 1.5 * lo * []float64{1, 0.8, 1.3, 1.1, 0.9}[rep%5]
+		case KindVeth:
+			return 30e3
+		}
+		return lo
+	}
 	for _, tc := range []struct {
 		name    string
 		steps   []*experimentv1.StepResult
@@ -155,12 +165,14 @@ func TestJudge(t *testing.T) {
 		own     experimentv1.Engagement
 		explain string
 	}{
-		{"same speed, both on lo", run(same, onLo, 5), experimentv1.Outcome_OUTCOME_HOLDS, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "within the spread"},
+		{"same speed, both on lo", run(same, onLo, 5), experimentv1.Outcome_OUTCOME_HOLDS, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "no difference larger than 5%"},
+		// Medians 50% apart with wide ranges that overlap (a busy
+		// machine): no evidence of the same speed.
+		{"50% apart, wide and overlapping", run(wide, onLo, 5), experimentv1.Outcome_OUTCOME_UNDECIDED, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "undecided for RTT p50"},
 		{"own IP over the veth", run(same, map[string]float64{"lo": 10, "veth0": 4000}, 5), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, "not carried by lo"},
 		{"own IP slower beyond the spread", run(slowerOwn, onLo, 5), experimentv1.Outcome_OUTCOME_CONDITIONAL, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "not at the same speed"},
-		// Two repeats cannot separate anything (chance 33%): same speed
-		// "within the spread", which is all the run can say.
-		{"too few repeats to separate", run(slowerOwn, onLo, 2), experimentv1.Outcome_OUTCOME_HOLDS, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "repeat more"},
+		// Two repeats can decide nothing: not "the same speed".
+		{"too few repeats to decide", run(slowerOwn, onLo, 2), experimentv1.Outcome_OUTCOME_UNDECIDED, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "too few"},
 		{"no own-ip path", dropKind(run(same, onLo, 5), KindOwnIP), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, "did not measure both"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

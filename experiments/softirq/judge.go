@@ -29,14 +29,14 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		variants = append(variants, v)
 		row.Engagement, row.Note = engagement(v, stepsOf(steps, row.GetVariant()))
 	}
-	j := judge{steps: steps, variants: variants}
+	j := judge{p: p, v: &experimentv1.Verdict{}, steps: steps, variants: variants}
 	var claims []claim
 	for _, c := range []func() claim{j.c4, j.c5, j.c6, j.c18} {
 		if cl := c(); cl.outcome != experimentv1.Outcome_OUTCOME_UNSPECIFIED {
 			claims = append(claims, cl)
 		}
 	}
-	v := combine(claims)
+	v := combine(j.v, claims)
 	if paths := j.paths(); paths != "" {
 		v.Explanation = paths + " " + v.Explanation
 	}
@@ -78,8 +78,7 @@ type claim struct {
 
 // combine makes one verdict of several: their common outcome, or
 // CONDITIONAL when they differ, each claim explained in turn.
-func combine(claims []claim) *experimentv1.Verdict {
-	v := &experimentv1.Verdict{}
+func combine(v *experimentv1.Verdict, claims []claim) *experimentv1.Verdict {
 	if len(claims) == 0 {
 		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
 		v.Explanation = "No variant of this run tests C4, C5, C6 or C18."
@@ -143,8 +142,15 @@ func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engag
 
 // judge answers the claims from the steps of a run.
 type judge struct {
+	p        experiments.Params
+	v        *experimentv1.Verdict // the comparisons are recorded in it
 	steps    []*experimentv1.StepResult
 	variants []Variant
+}
+
+// compare decides a server metric of b against a, and records it.
+func (j judge) compare(metric string, a, b Variant) measure.Decision {
+	return experiments.Compare(j.v, j.p, j.steps, "server."+metric, a.String(), b.String(), 0)
 }
 
 // values is a server metric over the repeats of v.
@@ -326,8 +332,7 @@ func (j judge) c5() claim {
 // c6: does RPS raise the delivered rate of a flood?
 func (j judge) c6() claim {
 	var parts []string
-	var ran, engaged, higher, lower bool
-	all := true
+	var ran, engaged, higher, lower, undecided bool
 	for _, iface := range j.links() {
 		off, ok1 := j.find(iface, plainFlood)
 		on, ok2 := j.find(iface, rpsFlood)
@@ -338,15 +343,15 @@ func (j judge) c6() claim {
 		if rps, _ := j.median(on, "received_rps"); rps > 0 {
 			engaged = true
 		}
-		cmp := measure.Compare(j.values(off, "delivered_per_s"), j.values(on, "delivered_per_s"))
+		cmp := j.compare("delivered_per_s", off, on)
 		parts = append(parts, fmt.Sprintf("%s: %.0f/s without RPS, %.0f/s with (%s)", iface, cmp.A.Median, cmp.B.Median, cmp.Reason))
-		switch {
-		case cmp.Significant && cmp.Diff > 0:
+		switch cmp.Verdict {
+		case measure.Higher:
 			higher = true
-		case cmp.Significant:
+		case measure.Lower:
 			lower = true
 		default:
-			all = false
+			undecided = true
 		}
 	}
 	if !ran {
@@ -359,12 +364,15 @@ func (j judge) c6() claim {
 		c.text += " No CPU received an RPS IPI: RPS steered nothing."
 	case higher && !lower:
 		c.outcome = experimentv1.Outcome_OUTCOME_HOLDS
-	case lower && !higher && all:
+	case lower && !higher && !undecided:
 		c.outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
 		c.text += " RPS moved the receive work to other CPUs, but with few CPUs those also run the sender and the reader, " +
 			"so the spreading most likely took CPU from them."
+	case higher && lower:
+		c.outcome = experimentv1.Outcome_OUTCOME_CONDITIONAL
+		c.text += " RPS raised the rate on some links and lowered it on others."
 	default:
-		c.outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
+		c.outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
 	}
 	return c
 }
@@ -372,7 +380,7 @@ func (j judge) c6() claim {
 // c18: does softirq work move to ksoftirqd under load?
 func (j judge) c18() claim {
 	var parts []string
-	var ran, moved, movedPlain bool
+	var ran, moved, movedPlain, undecided bool
 	none := true
 	for _, iface := range j.links() {
 		low, ok := j.lowest(iface)
@@ -385,13 +393,16 @@ func (j judge) c18() claim {
 				continue
 			}
 			ran = true
-			cmp := measure.Compare(j.values(low, "ksoftirqd_share"), j.values(hi, "ksoftirqd_share"))
+			cmp := j.compare("ksoftirqd_share", low, hi)
 			sq, _ := j.median(hi, "time_squeeze")
 			parts = append(parts, fmt.Sprintf("%s %.0f%% at %s vs %.0f%% at %s (time_squeeze %.0f; %s)",
 				iface, 100*cmp.A.Median, strings.TrimPrefix(low.String(), iface+"/"), 100*cmp.B.Median, strings.TrimPrefix(hi.String(), iface+"/"), sq, cmp.Reason))
-			if cmp.Significant && cmp.Diff > 0 {
+			switch cmp.Verdict {
+			case measure.Higher:
 				moved = true
 				movedPlain = movedPlain || !hi.RPS
+			case measure.Undecided:
+				undecided = true
 			}
 			if k, _ := j.median(hi, "ksoftirqd_ns"); k > 0 {
 				none = false
@@ -412,8 +423,11 @@ func (j judge) c18() claim {
 	case none:
 		c.outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
 		c.text += " ksoftirqd ran no measurable time under the floods: softirqs ran in the tasks they interrupted."
+	case undecided:
+		c.outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
 	default:
-		c.outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
+		c.outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
+		c.text += " ksoftirqd's share did not grow with the load."
 	}
 	return c
 }

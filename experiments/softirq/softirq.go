@@ -98,6 +98,8 @@ times come in 10 ms ticks: a 300 ms step resolves about 3%.`,
 			experiments.IntParam("client_cpu", "pin the sender to this CPU (-1: not pinned)", 0, -1, 4095),
 			experiments.IntParam("server_cpu", "pin the reader to this CPU (-1: not pinned)", 1, -1, 4095),
 			experiments.Repeats(5),
+			experiments.MaxRepeats(14),
+			experiments.Budget(90 * time.Second),
 		},
 	}
 }

@@ -251,8 +251,8 @@ func TestJudge(t *testing.T) {
 			m["received_rps"] = 0
 			return m
 		}), experimentv1.Outcome_OUTCOME_CONDITIONAL, map[string]string{"C6": "not engaged"}, experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, "RPS steered nothing"},
-		{"two repeats cannot separate", steps(2, everyone, veth), experimentv1.Outcome_OUTCOME_CONDITIONAL,
-			map[string]string{"C6": "inconclusive", "C18": "inconclusive"}, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "repeat more"},
+		{"two repeats cannot decide", steps(2, everyone, veth), experimentv1.Outcome_OUTCOME_CONDITIONAL,
+			map[string]string{"C6": "undecided", "C18": "undecided"}, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "too few"},
 		{"no ksoftirqd time", steps(5, []Variant{low, floodV}, func(v Variant, rep int) map[string]float64 { return veth(v, rep) }),
 			experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, map[string]string{"C4": "does not hold", "C18": "does not hold"}, experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, ""},
 		{"only a paced load", steps(3, []Variant{low}, veth), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, nil, experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, ""},

@@ -2,7 +2,6 @@ package zerocopy
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 
@@ -167,12 +166,14 @@ type pathResult struct {
 
 type sizeResult struct {
 	size int
-	cmp  measure.Comparison
+	cmp  measure.Decision
+	// base and variant are the names of the baseline and path variants.
+	base, variant string
 }
 
 // judgePaths compares every path that has a baseline with it, size by
 // size, on the sender's CPU per byte.
-func judgePaths(steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow, obs map[string]*observed) []*pathResult {
+func judgePaths(params experiments.Params, verdict *experimentv1.Verdict, steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow, obs map[string]*observed) []*pathResult {
 	byName := map[string]*experimentv1.SummaryRow{}
 	var order []Variant
 	for _, r := range rows {
@@ -224,31 +225,36 @@ func judgePaths(steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRo
 		if len(a) == 0 || len(b) == 0 {
 			continue
 		}
-		p.sizes = append(p.sizes, sizeResult{size: v.Size, cmp: measure.Compare(a, b)})
+		p.sizes = append(p.sizes, sizeResult{size: v.Size, base: bv.String(), variant: v.String(),
+			cmp: experiments.Decide(params, steps, costMetric, bv.String(), v.String(), 0)})
 	}
-	for _, p := range out {
-		slices.SortFunc(p.sizes, func(a, b sizeResult) int { return a.size - b.size })
-		if len(p.sizes) == 0 {
+	for _, pr := range out {
+		slices.SortFunc(pr.sizes, func(a, b sizeResult) int { return a.size - b.size })
+		if len(pr.sizes) == 0 {
 			continue
 		}
+		// The largest size decides the path, so its comparison is the one
+		// recorded (and repeated while undecided); the others describe.
+		last := &pr.sizes[len(pr.sizes)-1]
+		last.cmp = experiments.Compare(verdict, params, steps, costMetric, last.base, last.variant, 0)
+		p := pr
 		for i := len(p.sizes) - 1; i >= 0 && pays(p.sizes[i].cmp); i-- {
 			p.crossover = p.sizes[i].size
 		}
-		last := p.sizes[len(p.sizes)-1].cmp
-		switch {
-		case pays(last):
+		switch last.cmp.Verdict {
+		case measure.Lower:
 			p.outcome = experimentv1.Outcome_OUTCOME_HOLDS
-		case last.Significant:
+		case measure.Higher:
 			p.outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
 		default:
-			p.outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
+			p.outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
 		}
 	}
 	return out
 }
 
-// pays: the path costs significantly less than its baseline.
-func pays(c measure.Comparison) bool { return c.Significant && c.Diff < 0 }
+// pays: the path costs less than its baseline.
+func pays(c measure.Decision) bool { return c.Verdict == measure.Lower }
 
 // combine turns the paths' outcomes into the claim's: a path that costs
 // more than its baseline refutes it; if every path that ran pays off it
@@ -270,8 +276,8 @@ func combine(paths []*pathResult) experimentv1.Outcome {
 		return experimentv1.Outcome_OUTCOME_HOLDS
 	case n[experimentv1.Outcome_OUTCOME_HOLDS] > 0:
 		return experimentv1.Outcome_OUTCOME_CONDITIONAL
-	case n[experimentv1.Outcome_OUTCOME_INCONCLUSIVE] > 0:
-		return experimentv1.Outcome_OUTCOME_INCONCLUSIVE
+	case n[experimentv1.Outcome_OUTCOME_UNDECIDED] > 0:
+		return experimentv1.Outcome_OUTCOME_UNDECIDED
 	}
 	return experimentv1.Outcome_OUTCOME_NOT_ENGAGED
 }
@@ -289,32 +295,22 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		}
 		row.Engagement, row.Note = engagement(v, obs[row.GetVariant()])
 	}
-	paths := judgePaths(steps, rows, obs)
+	v := &experimentv1.Verdict{Claim: "C11"}
+	paths := judgePaths(p, v, steps, rows, obs)
 	for _, pr := range paths {
 		for _, s := range pr.sizes {
 			row := experiments.Row(rows, Variant{Link: pr.link, Send: pr.send, Recv: pr.recv, Size: s.size}.String())
 			row.Note = joinNotes(row.GetNote(), compareNote(baseline(pr.send), s.cmp))
 		}
 	}
-	v := &experimentv1.Verdict{Claim: "C11", Outcome: combine(paths), Explanation: explain(paths, steps)}
+	v.Outcome, v.Explanation = combine(paths), explain(paths, steps)
 	return rows, v
 }
 
 // compareNote says how a path's sender CPU per byte compares with its
 // baseline's at one size.
-func compareNote(base string, c measure.Comparison) string {
-	head := fmt.Sprintf("sender CPU per byte %.3g vs %.3g ns/B of %s", c.B.Median, c.A.Median, base)
-	switch {
-	case c.Significant:
-		dir := "lower"
-		if c.Diff > 0 {
-			dir = "higher"
-		}
-		return fmt.Sprintf("%s: %s by %.0f%% (ranges of %d and %d repeats do not overlap, chance %.2g%%)", head, dir, 100*math.Abs(c.Ratio-1), c.B.N, c.A.N, 100*c.Chance)
-	case c.A.Max < c.B.Min || c.B.Max < c.A.Min:
-		return fmt.Sprintf("%s: not significant (ranges do not overlap, but with %d and %d repeats that happens by chance %.0f%% of the time: repeat more)", head, c.B.N, c.A.N, 100*c.Chance)
-	}
-	return head + ": within the spread (the ranges of the repeats overlap)"
+func compareNote(base string, c measure.Decision) string {
+	return fmt.Sprintf("sender CPU per byte %.3g vs %.3g ns/B of %s: %s", c.B.Median, c.A.Median, base, c.Reason)
 }
 
 func joinNotes(a, b string) string {
@@ -352,7 +348,7 @@ func explain(paths []*pathResult, steps []*experimentv1.StepResult) string {
 			case experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD:
 				item += ", costs more"
 			default:
-				item += ", within the spread of the repeats"
+				item += ", " + s.cmp.Reason
 			}
 		}
 		name := fmt.Sprintf("Over %s, received with %s", p.link, p.recv)

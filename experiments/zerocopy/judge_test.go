@@ -82,8 +82,8 @@ func TestJudge(t *testing.T) {
 			},
 			explain: []string{"Over veth, received with read: sendfile 0.3 vs 0.51 ns/B of sender CPU (read+write) at 1MiB, pays off from 64KiB."},
 			notes: map[string]string{
-				"veth/sendfile/read/4KiB": "within the spread",
-				"veth/sendfile/read/1MiB": "sender CPU per byte 0.3 vs 0.51 ns/B of read_write: lower by 41%",
+				"veth/sendfile/read/4KiB": "undecided",
+				"veth/sendfile/read/1MiB": "sender CPU per byte 0.3 vs 0.51 ns/B of read_write: 40.4% lower [",
 			},
 		},
 		{
@@ -110,7 +110,7 @@ func TestJudge(t *testing.T) {
 			outcome: experimentv1.Outcome_OUTCOME_HOLDS,
 			engaged: map[string]experimentv1.Engagement{"nic/msg_zerocopy/read/4KiB": experimentv1.Engagement_ENGAGEMENT_ENGAGED},
 			explain: []string{"MSG_ZEROCOPY 0.3 vs 0.51 ns/B", "pays off from 64KiB"},
-			notes:   map[string]string{"nic/msg_zerocopy/read/4KiB": "0.71 vs 0.51 ns/B of write: higher by 39%"},
+			notes:   map[string]string{"nic/msg_zerocopy/read/4KiB": "0.71 vs 0.51 ns/B of write: 38.5% higher ["},
 		},
 		{
 			name: "sendfile holds, MSG_ZEROCOPY copied: conditional",
@@ -122,29 +122,29 @@ func TestJudge(t *testing.T) {
 			explain: []string{"pays off from 1MiB", "zero-copy not achieved on this path"},
 		},
 		{
-			name: "within the spread",
+			name: "undecided",
 			cells: []cell{
 				{"veth/read_write/read/1MiB", high, nil, nil}, {"veth/splice/read/1MiB", overlap, sg, nil},
 			},
-			outcome: experimentv1.Outcome_OUTCOME_INCONCLUSIVE,
-			explain: []string{"splice 0.51 vs 0.51 ns/B", "within the spread of the repeats"},
-			notes:   map[string]string{"veth/splice/read/1MiB": "within the spread"},
+			outcome: experimentv1.Outcome_OUTCOME_UNDECIDED,
+			explain: []string{"splice 0.51 vs 0.51 ns/B", "at 1MiB, undecided: -1.9% ["},
+			notes:   map[string]string{"veth/splice/read/1MiB": "undecided"},
 		},
 		{
-			name: "sendfile holds, splice within the spread: conditional",
+			name: "sendfile holds, splice undecided: conditional",
 			cells: []cell{
 				{"veth/read_write/read/1MiB", high, nil, nil}, {"veth/sendfile/read/1MiB", low, sg, nil}, {"veth/splice/read/1MiB", overlap, sg, nil},
 			},
 			outcome: experimentv1.Outcome_OUTCOME_CONDITIONAL,
-			explain: []string{"sendfile 0.3 vs 0.51 ns/B of sender CPU (read+write) at 1MiB, pays off from 1MiB; splice 0.51 vs 0.51 ns/B of sender CPU (read+write) at 1MiB, within the spread"},
+			explain: []string{"sendfile 0.3 vs 0.51 ns/B of sender CPU (read+write) at 1MiB, pays off from 1MiB; splice 0.51 vs 0.51 ns/B of sender CPU (read+write) at 1MiB, undecided"},
 		},
 		{
-			name: "within the spread, and not engaged",
+			name: "undecided, and not engaged",
 			cells: []cell{
 				{"veth/read_write/read/1MiB", high, nil, nil}, {"veth/splice/read/1MiB", overlap, sg, nil},
 				{"veth/write/read/1MiB", high, nil, nil}, {"veth/msg_zerocopy/read/1MiB", low, copied, nil},
 			},
-			outcome: experimentv1.Outcome_OUTCOME_INCONCLUSIVE,
+			outcome: experimentv1.Outcome_OUTCOME_UNDECIDED,
 		},
 		{
 			name: "one sentence per link and receive path",
@@ -166,12 +166,12 @@ func TestJudge(t *testing.T) {
 			explain: []string{"Over veth, received with tcp_zerocopy: sendfile 0.3 vs 0.51 ns/B"},
 		},
 		{
-			name: "three repeats cannot separate",
+			name: "three repeats cannot decide",
 			cells: []cell{
 				{"veth/read_write/read/1MiB", high[:3], nil, nil}, {"veth/sendfile/read/1MiB", low[:3], sg, nil},
 			},
-			outcome: experimentv1.Outcome_OUTCOME_INCONCLUSIVE,
-			notes:   map[string]string{"veth/sendfile/read/1MiB": "repeat more"},
+			outcome: experimentv1.Outcome_OUTCOME_UNDECIDED,
+			notes:   map[string]string{"veth/sendfile/read/1MiB": "too few"},
 		},
 		{
 			name: "costs more refutes",
@@ -215,7 +215,7 @@ func TestJudge(t *testing.T) {
 				{"veth/write/tcp_zerocopy/1MiB", high, nil, map[string]float64{"mapped_bytes": 0, "copied_bytes": 1e9}},
 				{"veth/msg_zerocopy/tcp_zerocopy/1MiB", high, zeroCopy, map[string]float64{"mapped_bytes": 9e8, "copied_bytes": 1e8}},
 			},
-			outcome: experimentv1.Outcome_OUTCOME_INCONCLUSIVE,
+			outcome: experimentv1.Outcome_OUTCOME_UNDECIDED,
 			engaged: map[string]experimentv1.Engagement{
 				"veth/write/tcp_zerocopy/1MiB":        experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED,
 				"veth/msg_zerocopy/tcp_zerocopy/1MiB": experimentv1.Engagement_ENGAGEMENT_ENGAGED,

@@ -159,10 +159,14 @@ const (
 	Outcome_OUTCOME_CONDITIONAL Outcome = 3
 	// The mechanism did not engage, so the run says nothing about the claim.
 	Outcome_OUTCOME_NOT_ENGAGED Outcome = 4
-	// Differences are within the spread of the repeats.
+	// The claim needs something this machine lacks (a device, hardware);
+	// the explanation says what.
 	Outcome_OUTCOME_INCONCLUSIVE Outcome = 5
 	// A measurement with no claim attached (calibration, such as rr).
 	Outcome_OUTCOME_MEASURED Outcome = 6
+	// The comparisons the claim rests on stayed undecided when the run's
+	// budget was spent; each says how many more repeats would likely decide.
+	Outcome_OUTCOME_UNDECIDED Outcome = 7
 )
 
 // Enum value maps for Outcome.
@@ -175,6 +179,7 @@ var (
 		4: "OUTCOME_NOT_ENGAGED",
 		5: "OUTCOME_INCONCLUSIVE",
 		6: "OUTCOME_MEASURED",
+		7: "OUTCOME_UNDECIDED",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED":   0,
@@ -184,6 +189,7 @@ var (
 		"OUTCOME_NOT_ENGAGED":   4,
 		"OUTCOME_INCONCLUSIVE":  5,
 		"OUTCOME_MEASURED":      6,
+		"OUTCOME_UNDECIDED":     7,
 	}
 )
 
@@ -212,6 +218,61 @@ func (x Outcome) Number() protoreflect.EnumNumber {
 // Deprecated: Use Outcome.Descriptor instead.
 func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{2}
+}
+
+type ComparisonVerdict int32
+
+const (
+	ComparisonVerdict_COMPARISON_VERDICT_UNSPECIFIED ComparisonVerdict = 0
+	ComparisonVerdict_COMPARISON_VERDICT_UNDECIDED   ComparisonVerdict = 1
+	ComparisonVerdict_COMPARISON_VERDICT_LOWER       ComparisonVerdict = 2
+	ComparisonVerdict_COMPARISON_VERDICT_HIGHER      ComparisonVerdict = 3
+	ComparisonVerdict_COMPARISON_VERDICT_SAME        ComparisonVerdict = 4
+)
+
+// Enum value maps for ComparisonVerdict.
+var (
+	ComparisonVerdict_name = map[int32]string{
+		0: "COMPARISON_VERDICT_UNSPECIFIED",
+		1: "COMPARISON_VERDICT_UNDECIDED",
+		2: "COMPARISON_VERDICT_LOWER",
+		3: "COMPARISON_VERDICT_HIGHER",
+		4: "COMPARISON_VERDICT_SAME",
+	}
+	ComparisonVerdict_value = map[string]int32{
+		"COMPARISON_VERDICT_UNSPECIFIED": 0,
+		"COMPARISON_VERDICT_UNDECIDED":   1,
+		"COMPARISON_VERDICT_LOWER":       2,
+		"COMPARISON_VERDICT_HIGHER":      3,
+		"COMPARISON_VERDICT_SAME":        4,
+	}
+)
+
+func (x ComparisonVerdict) Enum() *ComparisonVerdict {
+	p := new(ComparisonVerdict)
+	*p = x
+	return p
+}
+
+func (x ComparisonVerdict) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ComparisonVerdict) Descriptor() protoreflect.EnumDescriptor {
+	return file_labctl_experiment_v1_experiment_proto_enumTypes[3].Descriptor()
+}
+
+func (ComparisonVerdict) Type() protoreflect.EnumType {
+	return &file_labctl_experiment_v1_experiment_proto_enumTypes[3]
+}
+
+func (x ComparisonVerdict) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ComparisonVerdict.Descriptor instead.
+func (ComparisonVerdict) EnumDescriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{3}
 }
 
 // RunState is how a run ended.
@@ -254,11 +315,11 @@ func (x RunState) String() string {
 }
 
 func (RunState) Descriptor() protoreflect.EnumDescriptor {
-	return file_labctl_experiment_v1_experiment_proto_enumTypes[3].Descriptor()
+	return file_labctl_experiment_v1_experiment_proto_enumTypes[4].Descriptor()
 }
 
 func (RunState) Type() protoreflect.EnumType {
-	return &file_labctl_experiment_v1_experiment_proto_enumTypes[3]
+	return &file_labctl_experiment_v1_experiment_proto_enumTypes[4]
 }
 
 func (x RunState) Number() protoreflect.EnumNumber {
@@ -267,7 +328,7 @@ func (x RunState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunState.Descriptor instead.
 func (RunState) EnumDescriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{3}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{4}
 }
 
 // ExperimentSpec describes an experiment: its parameters with defaults and
@@ -1328,10 +1389,19 @@ func (x *SummaryRow) GetNote() string {
 // Verdict answers an experiment's claim with its reasons.
 type Verdict struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// FIELD-NOTES claim id, or empty for a plain measurement.
-	Claim         string  `protobuf:"bytes,1,opt,name=claim,proto3" json:"claim,omitempty"`
-	Outcome       Outcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=labctl.experiment.v1.Outcome" json:"outcome,omitempty"`
-	Explanation   string  `protobuf:"bytes,3,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// Claim id (docs/claims.md), or empty for a plain measurement.
+	Claim       string  `protobuf:"bytes,1,opt,name=claim,proto3" json:"claim,omitempty"`
+	Outcome     Outcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=labctl.experiment.v1.Outcome" json:"outcome,omitempty"`
+	Explanation string  `protobuf:"bytes,3,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// The comparisons the verdict rests on, as decided at the run's error
+	// rate (docs/statistics.md).
+	Comparisons []*Comparison `protobuf:"bytes,4,rep,name=comparisons,proto3" json:"comparisons,omitempty"`
+	// Variants whose comparisons are undecided: more repeats of them may
+	// decide (the run adds rounds of them while its budget lasts).
+	NeedMore []string `protobuf:"bytes,5,rep,name=need_more,json=needMore,proto3" json:"need_more,omitempty"`
+	// The most looks at the data the run could take; each comparison was
+	// made at confidence 1 - alpha/looks.
+	Looks         int32 `protobuf:"varint,6,opt,name=looks,proto3" json:"looks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1387,6 +1457,183 @@ func (x *Verdict) GetExplanation() string {
 	return ""
 }
 
+func (x *Verdict) GetComparisons() []*Comparison {
+	if x != nil {
+		return x.Comparisons
+	}
+	return nil
+}
+
+func (x *Verdict) GetNeedMore() []string {
+	if x != nil {
+		return x.NeedMore
+	}
+	return nil
+}
+
+func (x *Verdict) GetLooks() int32 {
+	if x != nil {
+		return x.Looks
+	}
+	return 0
+}
+
+// Comparison is metric of variant b against variant a.
+type Comparison struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Metric string                 `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	A      string                 `protobuf:"bytes,2,opt,name=a,proto3" json:"a,omitempty"`
+	B      string                 `protobuf:"bytes,3,opt,name=b,proto3" json:"b,omitempty"`
+	// Estimate of b/a, and its confidence interval.
+	Ratio float64 `protobuf:"fixed64,4,opt,name=ratio,proto3" json:"ratio,omitempty"`
+	Low   float64 `protobuf:"fixed64,5,opt,name=low,proto3" json:"low,omitempty"`
+	High  float64 `protobuf:"fixed64,6,opt,name=high,proto3" json:"high,omitempty"`
+	// Confidence of the interval (exact Mann-Whitney level).
+	Level float64 `protobuf:"fixed64,7,opt,name=level,proto3" json:"level,omitempty"`
+	// Relative difference that counts as none (0.05: within 5%).
+	Margin  float64           `protobuf:"fixed64,8,opt,name=margin,proto3" json:"margin,omitempty"`
+	Verdict ComparisonVerdict `protobuf:"varint,9,opt,name=verdict,proto3,enum=labctl.experiment.v1.ComparisonVerdict" json:"verdict,omitempty"`
+	// For lower or higher: the whole interval is beyond the margin.
+	BeyondMargin bool  `protobuf:"varint,10,opt,name=beyond_margin,json=beyondMargin,proto3" json:"beyond_margin,omitempty"`
+	RepeatsA     int32 `protobuf:"varint,11,opt,name=repeats_a,json=repeatsA,proto3" json:"repeats_a,omitempty"`
+	RepeatsB     int32 `protobuf:"varint,12,opt,name=repeats_b,json=repeatsB,proto3" json:"repeats_b,omitempty"`
+	// Undecided: repeats of each to add that would likely decide (-1: none
+	// would).
+	More int32 `protobuf:"varint,13,opt,name=more,proto3" json:"more,omitempty"`
+	// The comparison in words.
+	Text          string `protobuf:"bytes,14,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Comparison) Reset() {
+	*x = Comparison{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Comparison) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Comparison) ProtoMessage() {}
+
+func (x *Comparison) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
+func (*Comparison) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Comparison) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Comparison) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *Comparison) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+func (x *Comparison) GetRatio() float64 {
+	if x != nil {
+		return x.Ratio
+	}
+	return 0
+}
+
+func (x *Comparison) GetLow() float64 {
+	if x != nil {
+		return x.Low
+	}
+	return 0
+}
+
+func (x *Comparison) GetHigh() float64 {
+	if x != nil {
+		return x.High
+	}
+	return 0
+}
+
+func (x *Comparison) GetLevel() float64 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *Comparison) GetMargin() float64 {
+	if x != nil {
+		return x.Margin
+	}
+	return 0
+}
+
+func (x *Comparison) GetVerdict() ComparisonVerdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return ComparisonVerdict_COMPARISON_VERDICT_UNSPECIFIED
+}
+
+func (x *Comparison) GetBeyondMargin() bool {
+	if x != nil {
+		return x.BeyondMargin
+	}
+	return false
+}
+
+func (x *Comparison) GetRepeatsA() int32 {
+	if x != nil {
+		return x.RepeatsA
+	}
+	return 0
+}
+
+func (x *Comparison) GetRepeatsB() int32 {
+	if x != nil {
+		return x.RepeatsB
+	}
+	return 0
+}
+
+func (x *Comparison) GetMore() int32 {
+	if x != nil {
+		return x.More
+	}
+	return 0
+}
+
+func (x *Comparison) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 // StepResult is one step with every role's report.
 type StepResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1398,7 +1645,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1657,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1670,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{13}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StepResult) GetStep() *Step {
@@ -1467,7 +1714,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1726,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1739,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{14}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Result) GetId() string {
@@ -1704,11 +1951,31 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x04note\x18\x04 \x01(\tR\x04note\x1aX\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
-	"\x05value\x18\x02 \x01(\v2\x1c.labctl.experiment.v1.SpreadR\x05value:\x028\x01\"z\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.labctl.experiment.v1.SpreadR\x05value:\x028\x01\"\xf1\x01\n" +
 	"\aVerdict\x12\x14\n" +
 	"\x05claim\x18\x01 \x01(\tR\x05claim\x127\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x1d.labctl.experiment.v1.OutcomeR\aoutcome\x12 \n" +
-	"\vexplanation\x18\x03 \x01(\tR\vexplanation\"x\n" +
+	"\vexplanation\x18\x03 \x01(\tR\vexplanation\x12B\n" +
+	"\vcomparisons\x18\x04 \x03(\v2 .labctl.experiment.v1.ComparisonR\vcomparisons\x12\x1b\n" +
+	"\tneed_more\x18\x05 \x03(\tR\bneedMore\x12\x14\n" +
+	"\x05looks\x18\x06 \x01(\x05R\x05looks\"\xf4\x02\n" +
+	"\n" +
+	"Comparison\x12\x16\n" +
+	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\f\n" +
+	"\x01a\x18\x02 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x03 \x01(\tR\x01b\x12\x14\n" +
+	"\x05ratio\x18\x04 \x01(\x01R\x05ratio\x12\x10\n" +
+	"\x03low\x18\x05 \x01(\x01R\x03low\x12\x12\n" +
+	"\x04high\x18\x06 \x01(\x01R\x04high\x12\x14\n" +
+	"\x05level\x18\a \x01(\x01R\x05level\x12\x16\n" +
+	"\x06margin\x18\b \x01(\x01R\x06margin\x12A\n" +
+	"\averdict\x18\t \x01(\x0e2'.labctl.experiment.v1.ComparisonVerdictR\averdict\x12#\n" +
+	"\rbeyond_margin\x18\n" +
+	" \x01(\bR\fbeyondMargin\x12\x1b\n" +
+	"\trepeats_a\x18\v \x01(\x05R\brepeatsA\x12\x1b\n" +
+	"\trepeats_b\x18\f \x01(\x05R\brepeatsB\x12\x12\n" +
+	"\x04more\x18\r \x01(\x05R\x04more\x12\x12\n" +
+	"\x04text\x18\x0e \x01(\tR\x04text\"x\n" +
 	"\n" +
 	"StepResult\x12.\n" +
 	"\x04step\x18\x01 \x01(\v2\x1a.labctl.experiment.v1.StepR\x04step\x12:\n" +
@@ -1753,7 +2020,7 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x12ENGAGEMENT_ENGAGED\x10\x01\x12\x1a\n" +
 	"\x16ENGAGEMENT_NOT_ENGAGED\x10\x02\x12\x1a\n" +
 	"\x16ENGAGEMENT_UNSUPPORTED\x10\x03\x12\x17\n" +
-	"\x13ENGAGEMENT_BASELINE\x10\x04*\xb2\x01\n" +
+	"\x13ENGAGEMENT_BASELINE\x10\x04*\xc9\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOUTCOME_HOLDS\x10\x01\x12\x19\n" +
@@ -1761,7 +2028,14 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x13OUTCOME_CONDITIONAL\x10\x03\x12\x17\n" +
 	"\x13OUTCOME_NOT_ENGAGED\x10\x04\x12\x18\n" +
 	"\x14OUTCOME_INCONCLUSIVE\x10\x05\x12\x14\n" +
-	"\x10OUTCOME_MEASURED\x10\x06*\x84\x01\n" +
+	"\x10OUTCOME_MEASURED\x10\x06\x12\x15\n" +
+	"\x11OUTCOME_UNDECIDED\x10\a*\xb3\x01\n" +
+	"\x11ComparisonVerdict\x12\"\n" +
+	"\x1eCOMPARISON_VERDICT_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cCOMPARISON_VERDICT_UNDECIDED\x10\x01\x12\x1c\n" +
+	"\x18COMPARISON_VERDICT_LOWER\x10\x02\x12\x1d\n" +
+	"\x19COMPARISON_VERDICT_HIGHER\x10\x03\x12\x1b\n" +
+	"\x17COMPARISON_VERDICT_SAME\x10\x04*\x84\x01\n" +
 	"\bRunState\x12\x19\n" +
 	"\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n" +
@@ -1781,70 +2055,74 @@ func file_labctl_experiment_v1_experiment_proto_rawDescGZIP() []byte {
 	return file_labctl_experiment_v1_experiment_proto_rawDescData
 }
 
-var file_labctl_experiment_v1_experiment_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_labctl_experiment_v1_experiment_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_labctl_experiment_v1_experiment_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_labctl_experiment_v1_experiment_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_labctl_experiment_v1_experiment_proto_goTypes = []any{
 	(ParamKind)(0),                // 0: labctl.experiment.v1.ParamKind
 	(Engagement)(0),               // 1: labctl.experiment.v1.Engagement
 	(Outcome)(0),                  // 2: labctl.experiment.v1.Outcome
-	(RunState)(0),                 // 3: labctl.experiment.v1.RunState
-	(*ExperimentSpec)(nil),        // 4: labctl.experiment.v1.ExperimentSpec
-	(*ParamSpec)(nil),             // 5: labctl.experiment.v1.ParamSpec
-	(*Step)(nil),                  // 6: labctl.experiment.v1.Step
-	(*RoleAssignment)(nil),        // 7: labctl.experiment.v1.RoleAssignment
-	(*Histogram)(nil),             // 8: labctl.experiment.v1.Histogram
-	(*Evidence)(nil),              // 9: labctl.experiment.v1.Evidence
-	(*RoleReport)(nil),            // 10: labctl.experiment.v1.RoleReport
-	(*NodeEnvironment)(nil),       // 11: labctl.experiment.v1.NodeEnvironment
-	(*Interface)(nil),             // 12: labctl.experiment.v1.Interface
-	(*HostEnvironment)(nil),       // 13: labctl.experiment.v1.HostEnvironment
-	(*Spread)(nil),                // 14: labctl.experiment.v1.Spread
-	(*SummaryRow)(nil),            // 15: labctl.experiment.v1.SummaryRow
-	(*Verdict)(nil),               // 16: labctl.experiment.v1.Verdict
-	(*StepResult)(nil),            // 17: labctl.experiment.v1.StepResult
-	(*Result)(nil),                // 18: labctl.experiment.v1.Result
-	nil,                           // 19: labctl.experiment.v1.Step.ParamsEntry
-	nil,                           // 20: labctl.experiment.v1.RoleReport.MetricsEntry
-	nil,                           // 21: labctl.experiment.v1.NodeEnvironment.SysctlsEntry
-	nil,                           // 22: labctl.experiment.v1.HostEnvironment.SysctlsEntry
-	nil,                           // 23: labctl.experiment.v1.SummaryRow.MetricsEntry
-	nil,                           // 24: labctl.experiment.v1.Result.ParamsEntry
-	nil,                           // 25: labctl.experiment.v1.Result.NodesEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(ComparisonVerdict)(0),        // 3: labctl.experiment.v1.ComparisonVerdict
+	(RunState)(0),                 // 4: labctl.experiment.v1.RunState
+	(*ExperimentSpec)(nil),        // 5: labctl.experiment.v1.ExperimentSpec
+	(*ParamSpec)(nil),             // 6: labctl.experiment.v1.ParamSpec
+	(*Step)(nil),                  // 7: labctl.experiment.v1.Step
+	(*RoleAssignment)(nil),        // 8: labctl.experiment.v1.RoleAssignment
+	(*Histogram)(nil),             // 9: labctl.experiment.v1.Histogram
+	(*Evidence)(nil),              // 10: labctl.experiment.v1.Evidence
+	(*RoleReport)(nil),            // 11: labctl.experiment.v1.RoleReport
+	(*NodeEnvironment)(nil),       // 12: labctl.experiment.v1.NodeEnvironment
+	(*Interface)(nil),             // 13: labctl.experiment.v1.Interface
+	(*HostEnvironment)(nil),       // 14: labctl.experiment.v1.HostEnvironment
+	(*Spread)(nil),                // 15: labctl.experiment.v1.Spread
+	(*SummaryRow)(nil),            // 16: labctl.experiment.v1.SummaryRow
+	(*Verdict)(nil),               // 17: labctl.experiment.v1.Verdict
+	(*Comparison)(nil),            // 18: labctl.experiment.v1.Comparison
+	(*StepResult)(nil),            // 19: labctl.experiment.v1.StepResult
+	(*Result)(nil),                // 20: labctl.experiment.v1.Result
+	nil,                           // 21: labctl.experiment.v1.Step.ParamsEntry
+	nil,                           // 22: labctl.experiment.v1.RoleReport.MetricsEntry
+	nil,                           // 23: labctl.experiment.v1.NodeEnvironment.SysctlsEntry
+	nil,                           // 24: labctl.experiment.v1.HostEnvironment.SysctlsEntry
+	nil,                           // 25: labctl.experiment.v1.SummaryRow.MetricsEntry
+	nil,                           // 26: labctl.experiment.v1.Result.ParamsEntry
+	nil,                           // 27: labctl.experiment.v1.Result.NodesEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_labctl_experiment_v1_experiment_proto_depIdxs = []int32{
-	5,  // 0: labctl.experiment.v1.ExperimentSpec.params:type_name -> labctl.experiment.v1.ParamSpec
+	6,  // 0: labctl.experiment.v1.ExperimentSpec.params:type_name -> labctl.experiment.v1.ParamSpec
 	0,  // 1: labctl.experiment.v1.ParamSpec.kind:type_name -> labctl.experiment.v1.ParamKind
 	0,  // 2: labctl.experiment.v1.ParamSpec.element:type_name -> labctl.experiment.v1.ParamKind
-	19, // 3: labctl.experiment.v1.Step.params:type_name -> labctl.experiment.v1.Step.ParamsEntry
-	7,  // 4: labctl.experiment.v1.Step.roles:type_name -> labctl.experiment.v1.RoleAssignment
-	20, // 5: labctl.experiment.v1.RoleReport.metrics:type_name -> labctl.experiment.v1.RoleReport.MetricsEntry
-	8,  // 6: labctl.experiment.v1.RoleReport.latency:type_name -> labctl.experiment.v1.Histogram
-	9,  // 7: labctl.experiment.v1.RoleReport.evidence:type_name -> labctl.experiment.v1.Evidence
-	11, // 8: labctl.experiment.v1.RoleReport.environment:type_name -> labctl.experiment.v1.NodeEnvironment
-	12, // 9: labctl.experiment.v1.NodeEnvironment.interfaces:type_name -> labctl.experiment.v1.Interface
-	21, // 10: labctl.experiment.v1.NodeEnvironment.sysctls:type_name -> labctl.experiment.v1.NodeEnvironment.SysctlsEntry
-	22, // 11: labctl.experiment.v1.HostEnvironment.sysctls:type_name -> labctl.experiment.v1.HostEnvironment.SysctlsEntry
-	23, // 12: labctl.experiment.v1.SummaryRow.metrics:type_name -> labctl.experiment.v1.SummaryRow.MetricsEntry
+	21, // 3: labctl.experiment.v1.Step.params:type_name -> labctl.experiment.v1.Step.ParamsEntry
+	8,  // 4: labctl.experiment.v1.Step.roles:type_name -> labctl.experiment.v1.RoleAssignment
+	22, // 5: labctl.experiment.v1.RoleReport.metrics:type_name -> labctl.experiment.v1.RoleReport.MetricsEntry
+	9,  // 6: labctl.experiment.v1.RoleReport.latency:type_name -> labctl.experiment.v1.Histogram
+	10, // 7: labctl.experiment.v1.RoleReport.evidence:type_name -> labctl.experiment.v1.Evidence
+	12, // 8: labctl.experiment.v1.RoleReport.environment:type_name -> labctl.experiment.v1.NodeEnvironment
+	13, // 9: labctl.experiment.v1.NodeEnvironment.interfaces:type_name -> labctl.experiment.v1.Interface
+	23, // 10: labctl.experiment.v1.NodeEnvironment.sysctls:type_name -> labctl.experiment.v1.NodeEnvironment.SysctlsEntry
+	24, // 11: labctl.experiment.v1.HostEnvironment.sysctls:type_name -> labctl.experiment.v1.HostEnvironment.SysctlsEntry
+	25, // 12: labctl.experiment.v1.SummaryRow.metrics:type_name -> labctl.experiment.v1.SummaryRow.MetricsEntry
 	1,  // 13: labctl.experiment.v1.SummaryRow.engagement:type_name -> labctl.experiment.v1.Engagement
 	2,  // 14: labctl.experiment.v1.Verdict.outcome:type_name -> labctl.experiment.v1.Outcome
-	6,  // 15: labctl.experiment.v1.StepResult.step:type_name -> labctl.experiment.v1.Step
-	10, // 16: labctl.experiment.v1.StepResult.reports:type_name -> labctl.experiment.v1.RoleReport
-	24, // 17: labctl.experiment.v1.Result.params:type_name -> labctl.experiment.v1.Result.ParamsEntry
-	26, // 18: labctl.experiment.v1.Result.started:type_name -> google.protobuf.Timestamp
-	26, // 19: labctl.experiment.v1.Result.finished:type_name -> google.protobuf.Timestamp
-	3,  // 20: labctl.experiment.v1.Result.state:type_name -> labctl.experiment.v1.RunState
-	13, // 21: labctl.experiment.v1.Result.host:type_name -> labctl.experiment.v1.HostEnvironment
-	17, // 22: labctl.experiment.v1.Result.steps:type_name -> labctl.experiment.v1.StepResult
-	15, // 23: labctl.experiment.v1.Result.summary:type_name -> labctl.experiment.v1.SummaryRow
-	16, // 24: labctl.experiment.v1.Result.verdict:type_name -> labctl.experiment.v1.Verdict
-	25, // 25: labctl.experiment.v1.Result.nodes:type_name -> labctl.experiment.v1.Result.NodesEntry
-	14, // 26: labctl.experiment.v1.SummaryRow.MetricsEntry.value:type_name -> labctl.experiment.v1.Spread
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	18, // 15: labctl.experiment.v1.Verdict.comparisons:type_name -> labctl.experiment.v1.Comparison
+	3,  // 16: labctl.experiment.v1.Comparison.verdict:type_name -> labctl.experiment.v1.ComparisonVerdict
+	7,  // 17: labctl.experiment.v1.StepResult.step:type_name -> labctl.experiment.v1.Step
+	11, // 18: labctl.experiment.v1.StepResult.reports:type_name -> labctl.experiment.v1.RoleReport
+	26, // 19: labctl.experiment.v1.Result.params:type_name -> labctl.experiment.v1.Result.ParamsEntry
+	28, // 20: labctl.experiment.v1.Result.started:type_name -> google.protobuf.Timestamp
+	28, // 21: labctl.experiment.v1.Result.finished:type_name -> google.protobuf.Timestamp
+	4,  // 22: labctl.experiment.v1.Result.state:type_name -> labctl.experiment.v1.RunState
+	14, // 23: labctl.experiment.v1.Result.host:type_name -> labctl.experiment.v1.HostEnvironment
+	19, // 24: labctl.experiment.v1.Result.steps:type_name -> labctl.experiment.v1.StepResult
+	16, // 25: labctl.experiment.v1.Result.summary:type_name -> labctl.experiment.v1.SummaryRow
+	17, // 26: labctl.experiment.v1.Result.verdict:type_name -> labctl.experiment.v1.Verdict
+	27, // 27: labctl.experiment.v1.Result.nodes:type_name -> labctl.experiment.v1.Result.NodesEntry
+	15, // 28: labctl.experiment.v1.SummaryRow.MetricsEntry.value:type_name -> labctl.experiment.v1.Spread
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_labctl_experiment_v1_experiment_proto_init() }
@@ -1857,8 +2135,8 @@ func file_labctl_experiment_v1_experiment_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_experiment_v1_experiment_proto_rawDesc), len(file_labctl_experiment_v1_experiment_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   22,
+			NumEnums:      5,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
