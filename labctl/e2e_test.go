@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -181,12 +182,38 @@ func (c *cli) status(lab string) *labv1.LabStatus {
 }
 
 // completed fails the test unless the run completed with as many steps as
-// given.
+// given, and whatever steps beyond them the run added to decide undecided
+// comparisons (later repeats of its variants), and its verdict decided or
+// said why not (decidedOrSaysWhy).
 func completed(t *testing.T, res *experimentv1.Result, steps int) {
 	t.Helper()
-	if res.GetState() != experimentv1.RunState_RUN_STATE_COMPLETED || len(res.GetSteps()) != steps {
+	if res.GetState() != experimentv1.RunState_RUN_STATE_COMPLETED || len(res.GetSteps()) < steps {
 		t.Fatalf("result %s: state %s, %d steps, want %d", res.GetId(), res.GetState(), len(res.GetSteps()), steps)
 	}
+	first, _ := strconv.Atoi(res.GetParams()["repeats"])
+	for _, s := range res.GetSteps()[steps:] {
+		if int(s.GetStep().GetRepeat()) < first {
+			t.Errorf("result %s: step %s repeat %d beyond the first %d steps is not an added round", res.GetId(), s.GetStep().GetVariant(), s.GetStep().GetRepeat()+1, steps)
+		}
+	}
+	decidedOrSaysWhy(t, res)
+}
+
+// decidedOrSaysWhy fails the test when a verdict is inconclusive without
+// naming what the machine lacks, or undecided without saying how many more
+// repeats would decide it.
+func decidedOrSaysWhy(t *testing.T, res *experimentv1.Result) {
+	t.Helper()
+	v := res.GetVerdict()
+	switch v.GetOutcome() {
+	case experimentv1.Outcome_OUTCOME_UNDECIDED:
+		if !strings.Contains(v.GetExplanation(), "more") {
+			t.Errorf("result %s: undecided without saying what would decide it: %s", res.GetId(), v.GetExplanation())
+		}
+	case experimentv1.Outcome_OUTCOME_INCONCLUSIVE:
+		t.Errorf("result %s: inconclusive: %s", res.GetId(), v.GetExplanation())
+	}
+	t.Logf("%s: %s: %s", res.GetExperiment(), v.GetOutcome(), v.GetExplanation())
 }
 
 // poll checks cond every 20 ms until it holds or limit has passed, and

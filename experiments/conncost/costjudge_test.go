@@ -217,9 +217,9 @@ func TestCostJudgeComparesVariants(t *testing.T) {
 		jitter  float64
 		want    string
 	}{
-		{"significant", 4, 10, "b is higher by"},
-		{"too few repeats", 3, 10, "happens by chance"},
-		{"within the spread", 4, 600, "within the spread"},
+		{"significant", 4, 10, "5.2% higher ["},
+		{"too few repeats", 3, 10, "too few"},
+		{"undecided", 4, 600, "undecided: -2.9% ["},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var steps []*experimentv1.StepResult

@@ -53,19 +53,22 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	stop := experiments.ShutdownOnDone(ctx, append([]sock.FD{fd}, idle...)...)
 	defer stop()
 	if cfg.Proto == TCP {
-		err = sock.SetNoDelay(fd, true)
-	} else {
-		err = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: int64(udpTimeout / time.Second)})
+		if err := sock.SetNoDelay(fd, true); err != nil {
+			return nil, fmt.Errorf("io-models client: fd %d: %w", fd, err)
+		}
 	}
+	// rr's client, raw calls and all (sock.Hot): every model is measured
+	// from the same loop.
+	hot, err := sock.NewHot(fd)
 	if err != nil {
-		return nil, fmt.Errorf("io-models client: fd %d: %w", fd, err)
+		return nil, fmt.Errorf("io-models client: %w", err)
 	}
 	buf := make([]byte, cfg.Size)
 	r := env.Report()
 	// One warm-up round trip always comes first: the server reads it during
 	// setup, learns the UDP client's address from it, and answers declined
 	// when it cannot serve the model.
-	declined, err := roundTrip(fd, cfg.Proto, buf, phaseWarmup)
+	declined, err := roundTrip(hot, cfg.Proto, buf, phaseWarmup)
 	if err != nil {
 		return nil, experiments.CtxErr(ctx, err)
 	}
@@ -76,7 +79,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	}
 	env.Progressf("warming up for %v", cfg.Warmup)
 	for t0 := time.Now(); time.Since(t0) < cfg.Warmup; {
-		if _, err := roundTrip(fd, cfg.Proto, buf, phaseWarmup); err != nil {
+		if _, err := roundTrip(hot, cfg.Proto, buf, phaseWarmup); err != nil {
 			return nil, experiments.CtxErr(ctx, err)
 		}
 	}
@@ -92,7 +95,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	n := 0
 	for {
 		t0 := time.Now()
-		if _, err := roundTrip(fd, cfg.Proto, buf, phaseMeasured); err != nil {
+		if _, err := roundTrip(hot, cfg.Proto, buf, phaseMeasured); err != nil {
 			return nil, experiments.CtxErr(ctx, err)
 		}
 		t1 := time.Now()
@@ -104,7 +107,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	}
 	elapsed := time.Since(begin)
 	end, _ := measure.ThreadUsage()
-	if _, err := roundTrip(fd, cfg.Proto, buf, phaseDone); err != nil {
+	if _, err := roundTrip(hot, cfg.Proto, buf, phaseDone); err != nil {
 		return nil, experiments.CtxErr(ctx, err)
 	}
 	experiments.AddLatency(r, "rtt", &h)
@@ -116,20 +119,20 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 
 // roundTrip sends one request with the phase byte and reads the response,
 // reporting whether the server declined.
-func roundTrip(fd sock.FD, proto string, buf []byte, phase byte) (bool, error) {
+func roundTrip(h sock.Hot, proto string, buf []byte, phase byte) (bool, error) {
 	buf[0] = phase
 	if proto == TCP {
-		if _, err := sock.WriteFull(fd, buf); err != nil {
+		if _, err := h.WriteFull(buf); err != nil {
 			return false, fmt.Errorf("io-models client: send: %w", err)
 		}
-		if _, err := sock.ReadFull(fd, buf); err != nil {
+		if _, err := h.ReadFull(buf); err != nil {
 			return false, fmt.Errorf("io-models client: recv: %w", err)
 		}
 	} else {
-		if _, err := sock.Send(fd, buf, 0); err != nil {
+		if _, err := h.Send(buf); err != nil {
 			return false, fmt.Errorf("io-models client: send: %w", err)
 		}
-		n, err := sock.Recv(fd, buf, 0)
+		n, err := h.RecvWithin(buf, udpTimeout)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			return false, fmt.Errorf("io-models client: no UDP response within %v", udpTimeout)

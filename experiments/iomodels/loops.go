@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,6 +32,11 @@ func prepare(s *session, cfg serverConfig) (run loop, cleanup func(), reason str
 	}
 	switch cfg.Model {
 	case Blocking:
+		h, err := sock.NewHot(s.fd)
+		if err != nil {
+			return nil, nothing, "", err
+		}
+		s.hot = &h
 		return s.blocking, nothing, "", nil
 	case Spin:
 		return s.spin, nothing, "", nonblock()
@@ -95,11 +101,15 @@ func (s *session) blocking(m *meter) error {
 }
 
 // spin: recv on a non-blocking socket, again and again until data comes.
-// Every EAGAIN is a system call, and counts.
+// Every EAGAIN is a system call, and counts. The calls are raw: now and
+// then the loop yields, so that a stop-the-world never waits on it for long.
 func (s *session) spin(m *meter) error {
-	for {
+	for empty := 0; ; {
 		complete, err := s.recv()
 		if errors.Is(err, unix.EAGAIN) {
+			if empty++; empty%1024 == 0 {
+				runtime.Gosched()
+			}
 			continue
 		}
 		if err != nil {
@@ -116,7 +126,7 @@ func (s *session) spin(m *meter) error {
 func (s *session) selectLoop(set *sock.Select, m *meter) error {
 	for {
 		s.n.wait++
-		if _, err := set.Wait(-1); err != nil {
+		if _, err := set.WaitHot(); err != nil {
 			return err
 		}
 		if !set.Ready(s.fd) {
@@ -136,7 +146,7 @@ func (s *session) selectLoop(set *sock.Select, m *meter) error {
 func (s *session) pollLoop(p sock.Poll, m *meter) error {
 	for {
 		s.n.wait++
-		if _, err := p.Wait(-1); err != nil {
+		if _, err := p.WaitHot(); err != nil {
 			return err
 		}
 		// p[0] is the active connection (all() lists it first).
@@ -157,7 +167,7 @@ func (s *session) pollLoop(p sock.Poll, m *meter) error {
 func (s *session) epollLoop(ep *sock.Epoll, evs []unix.EpollEvent, edge bool, m *meter) error {
 	for {
 		s.n.wait++
-		n, err := ep.Wait(evs, -1)
+		n, err := ep.WaitHot(evs)
 		if err != nil {
 			return err
 		}
@@ -259,6 +269,16 @@ func (s *session) prepareUring(cfg serverConfig) (loop, func(), string, error) {
 			return nil, cleanup, "", err
 		}
 	}
+	// The ring's waits and the socket's own calls (the first response)
+	// raw, as every model's.
+	if !ring.SetHot() {
+		s.notes = append(s.notes, "io_uring_enter takes no timeout on this kernel (IORING_FEAT_EXT_ARG, Linux 5.11): its waits go through Go's scheduler, unlike the other models' raw calls")
+	}
+	h, err := sock.NewHot(s.fd)
+	if err != nil {
+		return nil, cleanup, "", err
+	}
+	s.hot = &h
 	return func(m *meter) error { return s.uringLoop(ring, sqTID, m) }, cleanup, "", nil
 }
 

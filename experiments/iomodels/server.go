@@ -31,6 +31,7 @@ type session struct {
 	ctx   context.Context
 	proto string
 	fd    sock.FD   // the active connection, or the connected UDP socket
+	hot   *sock.Hot // fd as a hot socket, for the blocking models (nil: fd is non-blocking)
 	idle  []sock.FD // idle TCP connections (multiplexing models)
 	size  int
 	req   []byte
@@ -42,6 +43,7 @@ type session struct {
 	// leaves it in waitCost.
 	calibrate func()
 	waitCost  time.Duration
+	notes     []string // for the report: how the model ran
 }
 
 func (s *session) counts() counts { return s.n }
@@ -58,10 +60,17 @@ func (s *session) close() {
 // recv makes one recv(2) into the rest of the request and reports whether
 // the request is complete. It returns unix.EAGAIN bare from a non-blocking
 // socket with nothing queued, and io.EOF when the peer shut down (or a
-// cancelled run shut the socket down).
+// cancelled run shut the socket down). Every model's calls are raw, as rr's
+// are (sock.Hot): the models differ only in how they wait.
 func (s *session) recv() (bool, error) {
 	s.n.recv++
-	n, err := sock.Recv(s.fd, s.req[s.got:], 0)
+	var n int
+	var err error
+	if s.hot != nil {
+		n, err = s.hot.Recv(s.req[s.got:])
+	} else {
+		n, err = sock.RecvRaw(s.fd, s.req[s.got:], 0)
+	}
 	switch {
 	case err != nil:
 		return false, err
@@ -87,11 +96,17 @@ func (s *session) respond(m *meter) (bool, error) {
 	}
 	for sent := 0; sent < s.size; {
 		s.n.send++
-		n, err := sock.Send(s.fd, s.resp[sent:], 0)
+		var n int
+		var err error
+		if s.hot != nil {
+			n, err = s.hot.Send(s.resp[sent:])
+		} else {
+			n, err = sock.SendRaw(s.fd, s.resp[sent:], 0)
+		}
 		if errors.Is(err, unix.EAGAIN) {
 			s.n.wait++
 			pfd := sock.Poll{{Fd: int32(s.fd), Events: unix.POLLOUT}}
-			if _, err := pfd.Wait(-1); err != nil {
+			if _, err := pfd.WaitHot(); err != nil {
 				return false, err
 			}
 			continue
@@ -154,6 +169,7 @@ func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experi
 		return finish(ctx, r, env.Node, cfg.CPU)
 	}
 	experiments.AddEvidence(r, "supported", 1, "", string(cfg.Model), "the server served this model")
+	r.Notes = append(r.Notes, s.notes...)
 	m := &meter{counts: s.counts}
 	if cfg.CountSyscalls {
 		sys, err := openProcessSyscalls()

@@ -410,8 +410,8 @@ func (t Test) Locate(xs []float64, claim float64) Location {
 		l.Verdict = Higher
 		l.Reason = fmt.Sprintf("above %.4g by more than %.0f%%: %s", claim, 100*l.Margin, ci)
 	default:
-		l.More = 3 // one more round of repeats, the interval narrowing by order statistics
-		l.Reason = fmt.Sprintf("undecided: %s reaches across the edge of ±%.0f%% around %.4g", ci, 100*l.Margin, claim)
+		l.More = 3 // a round of repeats: the interval narrows by order statistics, not by a known rate
+		l.Reason = fmt.Sprintf("undecided: %s reaches across the edge of ±%.0f%% around %.4g; more repeats narrow it (a round adds %d)", ci, 100*l.Margin, claim, l.More)
 	}
 	return l
 }

@@ -64,6 +64,38 @@ func (h Hot) ReadFull(buf []byte) (int, error) { return readFull(h.fd, buf, true
 // nothing sent (a full send buffer) is retried.
 func (h Hot) WriteFull(buf []byte) (int, error) { return writeFull(h.fd, buf, true) }
 
+// Recv is one recv(2) (a stream's bytes as they come, or one datagram)
+// with raw calls; a bound that expires is retried.
+func (h Hot) Recv(buf []byte) (int, error) { return h.RecvWithin(buf, 0) }
+
+// RecvWithin is Recv giving up with unix.EAGAIN once the bound has expired
+// for about limit (0: never), for a datagram that may be lost. It counts
+// expired bounds instead of reading the clock.
+func (h Hot) RecvWithin(buf []byte, limit time.Duration) (int, error) {
+	for expired := time.Duration(0); ; expired += hotBound {
+		n, err := recv(h.fd, buf, 0, true)
+		if err != unix.EAGAIN {
+			return n, err
+		}
+		if limit > 0 && expired+hotBound >= limit {
+			return 0, unix.EAGAIN
+		}
+		runtime.Gosched()
+	}
+}
+
+// Send is one send(2) with raw calls; a bound that expires with nothing
+// sent (a full send buffer) is retried. A stream may take fewer bytes.
+func (h Hot) Send(buf []byte) (int, error) {
+	for {
+		n, err := send(h.fd, buf, 0, true)
+		if err != unix.EAGAIN {
+			return n, err
+		}
+		runtime.Gosched()
+	}
+}
+
 // WaitHot is Wait without a limit, for a measured loop: epoll_pwait entered
 // with a raw call and a timeout of hotBound, repeated until something is
 // ready.
@@ -78,6 +110,43 @@ func (e *Epoll) WaitHot(events []unix.EpollEvent) (int, error) {
 			runtime.Gosched()
 		case errno != 0:
 			return 0, fmt.Errorf("epoll %d: wait: %w", e.fd, errno)
+		default:
+			return int(n), nil
+		}
+	}
+}
+
+// WaitHot is Wait without a limit, for a measured loop: ppoll entered with
+// a raw call and a timeout of hotBound, repeated until something is ready.
+func (p Poll) WaitHot() (int, error) {
+	ts := unix.NsecToTimespec(hotBound.Nanoseconds())
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+		switch {
+		case e == unix.EINTR || (e == 0 && n == 0):
+			runtime.Gosched()
+			ts = unix.NsecToTimespec(hotBound.Nanoseconds()) // ppoll leaves the remainder in it
+		case e != 0:
+			return 0, fmt.Errorf("poll over %d descriptors: %w", len(p), e)
+		default:
+			return int(n), nil
+		}
+	}
+}
+
+// WaitHot is Wait without a limit, for a measured loop: pselect6 entered
+// with a raw call and a timeout of hotBound, repeated until something is
+// ready.
+func (s *Select) WaitHot() (int, error) {
+	for {
+		ts := unix.NsecToTimespec(hotBound.Nanoseconds())
+		s.ready = s.watch
+		n, _, e := unix.RawSyscall6(unix.SYS_PSELECT6, uintptr(s.nfd), uintptr(unsafe.Pointer(&s.ready)), 0, 0, uintptr(unsafe.Pointer(&ts)), 0)
+		switch {
+		case e == unix.EINTR || (e == 0 && n == 0):
+			runtime.Gosched()
+		case e != 0:
+			return 0, fmt.Errorf("select over %d descriptors: %w", s.nfd, e)
 		default:
 			return int(n), nil
 		}

@@ -106,3 +106,68 @@ func TestHotWaitsDoNotBlockGC(t *testing.T) {
 		t.Errorf("hot epoll wait: %v", err)
 	}
 }
+
+// The other hot waits of the measured loops: a datagram recv, poll and
+// select, each waiting for a silent peer while GCs run; then each returns
+// once its data is there.
+func TestHotRecvPollSelectDoNotBlockGC(t *testing.T) {
+	udpC, udpS := socktest.Pair(t, sock.UDP, socktest.Loopback(t, 4))
+	tcpC, tcpS := socktest.Pair(t, sock.TCP, socktest.Loopback(t, 4))
+	h := hot(t, udpS)
+	var sel sock.Select
+	if err := sel.Add(tcpS); err != nil {
+		t.Fatal(err)
+	}
+	p := sock.Poll{{Fd: int32(tcpC), Events: unix.POLLIN}}
+	done := make(chan string, 3)
+	run := func(name string, fn func() error) {
+		go func() {
+			runtime.LockOSThread()
+			if err := fn(); err != nil {
+				done <- name + ": " + err.Error()
+				return
+			}
+			done <- name
+		}()
+	}
+	run("recv", func() error { _, err := h.Recv(make([]byte, 8)); return err })
+	run("poll", func() error { _, err := p.WaitHot(); return err })
+	run("select", func() error { _, err := sel.WaitHot(); return err })
+	time.Sleep(50 * time.Millisecond)
+	for range 20 {
+		runtime.GC()
+	}
+	select {
+	case what := <-done:
+		t.Fatalf("%s returned before any data", what)
+	default:
+	}
+	// A datagram for recv, a byte each way for poll (client) and select
+	// (server).
+	if _, err := sock.Send(udpC, []byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sock.WriteFull(tcpC, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sock.WriteFull(tcpS, []byte{2}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for range 3 {
+		select {
+		case what := <-done:
+			got[what] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %v returned", got)
+		}
+	}
+	if !got["recv"] || !got["poll"] || !got["select"] {
+		t.Errorf("returned: %v", got)
+	}
+	// RecvWithin gives up after about its limit.
+	start := time.Now()
+	if _, err := h.RecvWithin(make([]byte, 8), 60*time.Millisecond); err != unix.EAGAIN || time.Since(start) < 60*time.Millisecond {
+		t.Errorf("RecvWithin: %v after %v", err, time.Since(start))
+	}
+}

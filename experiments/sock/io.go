@@ -100,13 +100,32 @@ func writeFull(fd FD, buf []byte, hot bool) (int, error) {
 // 0 bytes and a nil error mean the peer shut down; on a datagram socket it
 // is an empty datagram, and a datagram longer than buf is truncated: the
 // rest is lost (with MSG_TRUNC in flags, n is the datagram's full length).
-func Recv(fd FD, buf []byte, flags int) (int, error) {
+func Recv(fd FD, buf []byte, flags int) (int, error) { return recv(fd, buf, flags, false) }
+
+// RecvRaw is Recv entered with a raw call, for a measured loop on a
+// non-blocking socket: the call never blocks, so it never holds off the
+// runtime, and Go's sysmon does not wake for it (see Hot).
+func RecvRaw(fd FD, buf []byte, flags int) (int, error) { return recv(fd, buf, flags, true) }
+
+func recv(fd FD, buf []byte, flags int, raw bool) (int, error) {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
+		var n uintptr
+		var e unix.Errno
+		if raw {
+			n, _, e = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
+		} else {
+			n, _, e = unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
+		}
 		switch e {
 		case 0:
 			return int(n), nil
 		case unix.EINTR:
+			// A raw call's EINTR is most likely the runtime's preemption
+			// signal, sent again and again until the goroutine reaches a
+			// preemption point: yield, or the retries livelock (see Hot).
+			if raw {
+				runtime.Gosched()
+			}
 		case unix.EAGAIN:
 			return 0, unix.EAGAIN
 		default:
@@ -123,13 +142,28 @@ func Recv(fd FD, buf []byte, flags int) (int, error) {
 // not change until ReadZerocopyCompletions reports the send complete; without
 // SO_ZEROCOPY the kernel ignores MSG_ZEROCOPY and copies. Add MSG_NOSIGNAL to
 // flags to avoid SIGPIPE on a reset connection.
-func Send(fd FD, buf []byte, flags int) (int, error) {
+func Send(fd FD, buf []byte, flags int) (int, error) { return send(fd, buf, flags, false) }
+
+// SendRaw is Send entered with a raw call, for a measured loop on a
+// non-blocking socket (see RecvRaw).
+func SendRaw(fd FD, buf []byte, flags int) (int, error) { return send(fd, buf, flags, true) }
+
+func send(fd FD, buf []byte, flags int, raw bool) (int, error) {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
+		var n uintptr
+		var e unix.Errno
+		if raw {
+			n, _, e = unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
+		} else {
+			n, _, e = unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
+		}
 		switch e {
 		case 0:
 			return int(n), nil
 		case unix.EINTR:
+			if raw {
+				runtime.Gosched() // see recv
+			}
 		case unix.EAGAIN:
 			return 0, unix.EAGAIN
 		default:

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,12 @@ type Ring struct {
 	fixed  [][]byte // buffers registered with RegisterBuffers
 	enters uint64   // io_uring_enter calls made
 
+	// hot: waits are raw calls bounded by hotBound (SetHot); extArg: the
+	// kernel takes the bound (IORING_FEAT_EXT_ARG).
+	hot, extArg bool
+	bound       unix.Timespec
+	arg         getEventsArg
+
 	ringMem, cqMem, sqeMem []byte
 }
 
@@ -119,7 +126,7 @@ func New(entries uint32, opts ...Option) (*Ring, error) {
 	if e != 0 {
 		return nil, setupError(e, entries)
 	}
-	r := &Ring{fd: int(fd), sqpoll: p.flags&setupSQPoll != 0}
+	r := &Ring{fd: int(fd), sqpoll: p.flags&setupSQPoll != 0, extArg: p.features&featExtArg != 0}
 	if r.sqpoll && p.features&featSQPollNonfixed == 0 {
 		unix.Close(r.fd)
 		return nil, fmt.Errorf("io_uring SQPOLL with unregistered descriptors (Linux 5.11+): %w", ErrNotSupported)
@@ -226,8 +233,39 @@ func (r *Ring) Enters() uint64 { return r.enters }
 
 func (r *Ring) enter(toSubmit, minComplete, flags uint32) (int, unix.Errno) {
 	r.enters++
+	if r.hot && flags&enterGetEvents != 0 && minComplete > 0 {
+		// A wait for completions, entered raw and bounded, as sock.Hot
+		// does for sockets (see there): Go's sysmon stays asleep, and a
+		// bound that expires (ETIME) yields so that a stop-the-world
+		// proceeds; the caller's loop enters again.
+		r.arg.ts = uint64(uintptr(unsafe.Pointer(&r.bound)))
+		n, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(minComplete),
+			uintptr(flags|enterExtArg), uintptr(unsafe.Pointer(&r.arg)), unsafe.Sizeof(r.arg))
+		if e == unix.ETIME || e == unix.EINTR {
+			runtime.Gosched()
+			return int(n), unix.EINTR // retried by every caller
+		}
+		return int(n), e
+	}
 	n, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(minComplete), uintptr(flags), 0, 0)
 	return int(n), e
+}
+
+// HotBound is how long a hot wait lasts in the kernel before it yields
+// (the same bound as sock.Hot's).
+const HotBound = 20 * time.Millisecond
+
+// SetHot makes the ring's waits for completions raw calls bounded by
+// HotBound, for a measured loop: the same footing as sock.Hot's sockets.
+// It reports false, and changes nothing, on a kernel whose io_uring_enter
+// takes no timeout (before Linux 5.11).
+func (r *Ring) SetHot() bool {
+	if !r.extArg {
+		return false
+	}
+	r.hot = true
+	r.bound = unix.NsecToTimespec(HotBound.Nanoseconds())
+	return true
 }
 
 // flush publishes the prepared SQEs and returns how many the kernel has not

@@ -90,6 +90,7 @@ const setupSQPoll = 1 << 1
 const (
 	featSingleMmap     = 1 << 0 // Linux 5.4: SQ and CQ rings share one mapping
 	featSQPollNonfixed = 1 << 7 // Linux 5.11: SQPOLL works with plain file descriptors
+	featExtArg         = 1 << 8 // Linux 5.11: io_uring_enter takes a getevents_arg (a timeout)
 )
 
 // mmap offsets (IORING_OFF_*).
@@ -109,7 +110,17 @@ const (
 const (
 	enterGetEvents = 1 << 0
 	enterSQWakeup  = 1 << 1
+	enterExtArg    = 1 << 3 // the last arguments are a getevents_arg and its size
 )
+
+// getEventsArg is struct io_uring_getevents_arg, passed with enterExtArg:
+// ts points to a struct __kernel_timespec bounding the wait for events.
+type getEventsArg struct {
+	sigmask   uint64
+	sigmaskSz uint32
+	minWait   uint32 // min_wait_usec (Linux 6.12); 0 here
+	ts        uint64
+}
 
 // io_uring_register opcodes (IORING_REGISTER_*).
 const (

@@ -46,6 +46,8 @@ func TestUAPILayout(t *testing.T) {
 		{"cq_off.cqes", unsafe.Offsetof(p.cqOff.cqes), 20},
 		{"sizeof(io_uring_probe_op)", unsafe.Sizeof(probeOp{}), 8},
 		{"probe.ops", unsafe.Offsetof(pr.ops), 16},
+		{"sizeof(io_uring_getevents_arg)", unsafe.Sizeof(getEventsArg{}), 24},
+		{"getevents_arg.ts", unsafe.Offsetof(getEventsArg{}.ts), 16},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
