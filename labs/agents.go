@@ -67,6 +67,23 @@ func (h *Host) ensureAgents(ctx context.Context, plan *topologies.Plan, progress
 	var mu sync.Mutex
 	var started []string
 	done := 0
+	// The spawner, which prepares the agents' mount namespace, is made
+	// when the first agent needs starting: an up that changes nothing
+	// starts none.
+	var (
+		spawnOnce sync.Once
+		sp        *netns.Spawner
+		spErr     error
+	)
+	spawner := func() (*netns.Spawner, error) {
+		spawnOnce.Do(func() { sp, spErr = netns.NewSpawner(runtime.NumCPU()) })
+		return sp, spErr
+	}
+	defer func() {
+		if sp != nil { // read after the group has ended
+			sp.Close()
+		}
+	}()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4 * runtime.NumCPU()) // starting an agent is mostly its exec and Go start-up: CPU
 	for _, n := range want {
@@ -78,7 +95,11 @@ func (h *Host) ensureAgents(ctx context.Context, plan *topologies.Plan, progress
 			if st.Pid > 0 {
 				stopProcess(st.Pid) // another version, or wedged
 			}
-			if err := h.startAgent(gctx, plan.Lab, n); err != nil {
+			spawn, err := spawner()
+			if err != nil {
+				return fmt.Errorf("lab %s: agents: %w", plan.Lab, err)
+			}
+			if err := h.startAgent(gctx, spawn, plan.Lab, n); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -95,7 +116,7 @@ func (h *Host) ensureAgents(ctx context.Context, plan *topologies.Plan, progress
 	return started, err
 }
 
-func (h *Host) startAgent(ctx context.Context, lab string, n topologies.Node) (err error) {
+func (h *Host) startAgent(ctx context.Context, sp *netns.Spawner, lab string, n topologies.Node) (err error) {
 	_, span := tracer.Start(ctx, "agent.start", trace.WithAttributes(traces.KeyNode.String(n.Name)))
 	defer func() {
 		if err != nil {
@@ -139,7 +160,7 @@ func (h *Host) startAgent(ctx context.Context, lab string, n topologies.Node) (e
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = netns.Start(n.Namespace, cmd)
+	err = sp.Start(n.Namespace, cmd)
 	readyW.Close() // the agent holds the only write end now
 	if err != nil {
 		return fmt.Errorf("node %s: start agent: %w", n.Name, err)

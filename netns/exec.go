@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,23 +27,19 @@ func Command(ctx context.Context, ns string, name string, args ...string) *exec.
 // Start starts cmd so that the child, and so every thread it will have,
 // lives in namespace ns, in a new mount namespace of its own where it can
 // mount its own sysfs (see MountSysfs). The child is forked from a thread
-// switched into ns, and a child inherits the namespaces of the thread that
-// forks it.
+// switched into ns (a child inherits the namespaces of the thread that
+// forks it), through a Spawner made for it; to start many, make one
+// Spawner and start them all from it.
 //
 // Go remounts / recursively private in the child after unsharing the mount
-// namespace, so nothing the child mounts reaches the host. The child's
-// copies of the mounts in RunDir then no longer receive unmounts from the
-// host, which is fine: deleting a namespace unlinks its file, and the kernel
-// detaches every mount of an unlinked file in every mount namespace.
+// namespace, so nothing the child mounts reaches the host.
 func Start(ns string, cmd *exec.Cmd) error {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	s, err := NewSpawner(1)
+	if err != nil {
+		return err
 	}
-	cmd.SysProcAttr.Unshareflags |= syscall.CLONE_NEWNS
-	// exec.Cmd.Start may start goroutines (copying output, watching a
-	// context); they only move bytes and signals, so it does not matter
-	// that they run on other threads.
-	return Do(ns, cmd.Start)
+	defer s.Close()
+	return s.Start(ns, cmd)
 }
 
 // MountSysfs is called by a process started with Start, before it looks at
@@ -55,7 +50,9 @@ func Start(ns string, cmd *exec.Cmd) error {
 // again if needed. It refuses to run in the mount namespace of PID 1 or of
 // its parent, where it would replace the host's /sys.
 func MountSysfs() error {
-	self, err := os.Readlink("/proc/self/ns/mnt")
+	// The calling thread's mount namespace, which mount acts on; the
+	// process's (/proc/self) is its main thread's.
+	self, err := os.Readlink("/proc/thread-self/ns/mnt")
 	if err != nil {
 		return fmt.Errorf("mount sysfs: %w", err)
 	}
