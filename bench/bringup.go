@@ -60,8 +60,8 @@ func bringup(ctx context.Context, b *bench) (string, error) {
 		}
 	}
 	var s strings.Builder
-	s.WriteString("## Bring-up: labctl vs Mininet\n\n`mn --topo linear,N --switch lxbr --controller none --test none` against labctl's `linear` topology of the same shape (N nodes each on its own bridge, bridges chained; topologies/examples.Linear), up then down, alternating. Mininet's up is the time to its first `*** Stopping` line, its down the rest. Peak RSS is the CLI's (Mininet's Python process); agent memory is per agent: RSS, and PSS (which shares the binary's pages among the agents that map them).\n\n")
-	s.WriteString(table([]string{"N", "tool", "up", "down", "CLI peak RSS", "agent RSS", "agent PSS"}, rows))
+	s.WriteString("## Bring-up: labctl vs Mininet\n\n`mn --topo linear,N --switch lxbr --controller none --test none` against labctl's `linear` topology of the same shape (N nodes each on its own bridge, bridges chained; topologies/examples.Linear), up then down, alternating. Mininet's up is the time to its first `*** Stopping` line, its down the rest. Peak RSS is the CLI's (Mininet's Python process); agent memory is per agent: RSS, and PSS (which shares the binary's pages among the agents that map them); agent CPU is the CPU time an agent has used when up returns (its start-up), per agent, from every thread's schedstat.\n\n")
+	s.WriteString(table([]string{"N", "tool", "up", "down", "CLI peak RSS", "agent RSS", "agent PSS", "agent CPU"}, rows))
 	if len(ratios) > 0 {
 		s.WriteString("\nRatios, pair by pair (labctl/Mininet for times, so below 1× is faster; the last column is how many times faster labctl is end to end):\n\n")
 		s.WriteString(table([]string{"N", "labctl", "up ratio", "down ratio", "speed-up (up+down)"}, ratios))
@@ -83,11 +83,11 @@ func intsToStrings(xs []int) []string {
 
 // run3 collects the figures of one tool at one size.
 type run3 struct {
-	up, down, rss, agentRSS, agentPSS figure
+	up, down, rss, agentRSS, agentPSS, agentCPU figure
 }
 
 type sample struct {
-	up, down, rss, agentRSS, agentPSS float64
+	up, down, rss, agentRSS, agentPSS, agentCPU float64
 }
 
 func (r *run3) add(s sample, err error) error {
@@ -96,7 +96,7 @@ func (r *run3) add(s sample, err error) error {
 	}
 	r.up, r.down, r.rss = append(r.up, s.up), append(r.down, s.down), append(r.rss, s.rss)
 	if s.agentRSS > 0 {
-		r.agentRSS, r.agentPSS = append(r.agentRSS, s.agentRSS), append(r.agentPSS, s.agentPSS)
+		r.agentRSS, r.agentPSS, r.agentCPU = append(r.agentRSS, s.agentRSS), append(r.agentPSS, s.agentPSS), append(r.agentCPU, s.agentCPU)
 	}
 	return nil
 }
@@ -110,7 +110,7 @@ func (r *run3) total() figure {
 }
 
 func (r *run3) row(n int, tool string) []string {
-	return []string{strconv.Itoa(n), tool, r.up.cell(secs), r.down.cell(secs), r.rss.cell(mib), r.agentRSS.cell(mib), r.agentPSS.cell(mib)}
+	return []string{strconv.Itoa(n), tool, r.up.cell(secs), r.down.cell(secs), r.rss.cell(mib), r.agentRSS.cell(mib), r.agentPSS.cell(mib), r.agentCPU.cell(msecs)}
 }
 
 // mininet runs linear,n up and down once.
@@ -174,7 +174,7 @@ func (b *bench) linear(ctx context.Context, n int, agents bool) (sample, error) 
 	}
 	s.up, s.rss = up.Seconds(), maxRSS(ps)
 	if agents {
-		s.agentRSS, s.agentPSS = agentMemory(lab)
+		s.agentRSS, s.agentPSS, s.agentCPU = agentMemory(lab)
 	}
 	down, _, err := b.timed(ctx, "down", lab, "-q")
 	if err != nil {
@@ -199,8 +199,10 @@ func (b *bench) timed(ctx context.Context, args ...string) (time.Duration, *os.P
 	return d, cmd.ProcessState, nil
 }
 
-// agentMemory returns the mean RSS and PSS of a lab's agents, in KiB.
-func agentMemory(lab string) (rss, pss float64) {
+// agentMemory returns the mean RSS and PSS of a lab's agents, in KiB, and
+// the mean CPU time each has used so far (right after up: its start-up),
+// in ms, from schedstat (nanoseconds, where stat counts 10 ms ticks).
+func agentMemory(lab string) (rss, pss, cpuMs float64) {
 	entries, _ := os.ReadDir("/proc")
 	n := 0
 	for _, e := range entries {
@@ -215,12 +217,30 @@ func agentMemory(lab string) (rss, pss float64) {
 		rollup, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 		rss += field(string(rollup), "Rss:")
 		pss += field(string(rollup), "Pss:")
+		cpuMs += processCPU(pid) / 1e6
 		n++
 	}
 	if n == 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
-	return rss / float64(n), pss / float64(n)
+	return rss / float64(n), pss / float64(n), cpuMs / float64(n)
+}
+
+// processCPU is the CPU time (ns) every thread of pid has run.
+func processCPU(pid int) float64 {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var ns float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			v, _ := strconv.ParseFloat(f[0], 64)
+			ns += v
+		}
+	}
+	return ns
 }
 
 func field(text, name string) float64 {

@@ -48,6 +48,7 @@ func ratio(a, b figure) figure {
 }
 
 func secs(v float64) string  { return fmt.Sprintf("%.2f s", v) }
+func msecs(v float64) string { return fmt.Sprintf("%.1f ms", v) }
 func times(v float64) string { return fmt.Sprintf("%.2f×", v) }
 func mib(v float64) string   { return fmt.Sprintf("%.1f MiB", v/1024) } // from KiB
 func usec(v float64) string  { return fmt.Sprintf("%.1f µs", v) }

@@ -24,7 +24,7 @@ import (
 // newAgentCmd is the agent that up starts in every node (hidden: users
 // never run it by hand).
 func newAgentCmd(g *globals) *cobra.Command {
-	var lab, node, socket, pidFile, traceDir string
+	var lab, node, socket, pidFile, traceDir, settingsDir string
 	hostFD, readyFD := -1, -1
 	cmd := &cobra.Command{
 		Use:    "agent",
@@ -51,7 +51,10 @@ func newAgentCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("agent %s/%s: pid file: %w", lab, node, err)
 			}
 			defer os.Remove(pidFile)
-			svc := &agent.Server{Lab: lab, Node: node, Version: version, Registry: all.Registry(), SettingsDir: filepath.Dir(socket)}
+			if settingsDir == "" {
+				settingsDir = filepath.Join(filepath.Dir(socket), "settings", node)
+			}
+			svc := &agent.Server{Lab: lab, Node: node, Version: version, Registry: all.Registry(), SettingsDir: settingsDir}
 			if hostFD >= 0 {
 				svc.Host = func(fn func() error) error { return netns.DoFD("host", hostFD, fn) }
 			}
@@ -102,6 +105,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&node, "node", "", "node name")
 	cmd.Flags().StringVar(&socket, "socket", "", "Unix socket to listen on")
 	cmd.Flags().StringVar(&pidFile, "pid-file", "", "file to write the pid to")
+	cmd.Flags().StringVar(&settingsDir, "settings-dir", "", "journals of the settings roles change (default: settings/NODE beside the socket)")
 	cmd.Flags().IntVar(&hostFD, "host-netns-fd", -1, "inherited descriptor of the host's network namespace")
 	cmd.Flags().StringVar(&traceDir, "trace-dir", "", "local store of the agent's spans")
 	cmd.Flags().IntVar(&readyFD, "ready-fd", -1, "inherited pipe to write one byte to once serving")

@@ -58,7 +58,7 @@ func settingsState(t *testing.T, lab string) string {
 
 func journals(t *testing.T, c *cli, lab string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(envValue(c.env, "LABCTL_RUN_DIR"), lab, "*.settings.jsonl"))
+	m, err := filepath.Glob(filepath.Join(envValue(c.env, "LABCTL_RUN_DIR"), lab, "settings", "*", "*.settings.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestBusyPollEndToEnd(t *testing.T) {
 		if !poll(20*time.Second, func() bool { return len(journals(t, c, lab)) == 1 }) {
 			t.Fatal("timed out waiting for the client's journal to be restored")
 		}
-		if j := journals(t, c, lab); !strings.Contains(filepath.Base(j[0]), "server") {
+		if j := journals(t, c, lab); !strings.Contains(j[0], "/server/") {
 			t.Errorf("journal left after the kill: %v, want the server's", j)
 		}
 		c.ok("up", file, "-q") // restarts the agent, which restores the journal

@@ -147,7 +147,7 @@ func (c *cli) assertClean(lab, before string) {
 	if got := hostSettings(c.t); got != before {
 		c.t.Errorf("host settings %s, before %s", got, before)
 	}
-	if j, _ := filepath.Glob(filepath.Join(envValue(c.env, "LABCTL_RUN_DIR"), lab, "*.settings.jsonl")); len(j) > 0 {
+	if j, _ := filepath.Glob(filepath.Join(envValue(c.env, "LABCTL_RUN_DIR"), lab, "settings", "*", "*.settings.jsonl")); len(j) > 0 {
 		c.t.Errorf("settings journals left: %v", j)
 	}
 	leases, _ := filepath.Glob("/run/labctl/leases/*.lease")
@@ -275,7 +275,7 @@ func TestCrashMatrix(t *testing.T) {
 		return strings.Count(settingsState(t, lab), ",xdp,") == 2 && hostSettings(t) != before
 	}
 	settled := func() bool {
-		j, _ := filepath.Glob(filepath.Join(envValue(c.env, "LABCTL_RUN_DIR"), lab, "*.settings.jsonl"))
+		j, _ := filepath.Glob(filepath.Join(envValue(c.env, "LABCTL_RUN_DIR"), lab, "settings", "*", "*.settings.jsonl"))
 		return len(j) == 0 && settingsState(t, lab) == nodesBefore && hostSettings(t) == before
 	}
 	runArgs := []string{"run", "busy-poll", lab, "--client", "client", "--server", "server", "-q",

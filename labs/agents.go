@@ -42,6 +42,11 @@ func (h *Host) AgentSocket(lab, node string) string {
 	return filepath.Join(h.LabRunDir(lab), node+".sock")
 }
 
+// SettingsDir holds the journals of the settings a node's roles change.
+func (h *Host) SettingsDir(lab, node string) string {
+	return filepath.Join(h.LabRunDir(lab), "settings", node)
+}
+
 func (h *Host) agentFile(lab, node, ext string) string {
 	return filepath.Join(h.LabRunDir(lab), node+"."+ext)
 }
@@ -150,7 +155,10 @@ func (h *Host) startAgent(ctx context.Context, sp *netns.Spawner, lab string, n 
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	defer ready.Close()
-	args := []string{"agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile,
+	if err := os.MkdirAll(h.SettingsDir(lab, n.Name), 0o755); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	args := []string{"agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile, "--settings-dir", h.SettingsDir(lab, n.Name),
 		"--host-netns-fd", "3", "--ready-fd", "4", "--otlp-endpoint", h.OTLPEndpoint}
 	if h.TraceDir != "" {
 		args = append(args, "--trace-dir", h.TraceDir)
@@ -240,7 +248,7 @@ func (h *Host) restoreSettings(lab string, plan *topologies.Plan) error {
 	}
 	var errs []error
 	for _, n := range plan.Nodes {
-		pattern := filepath.Join(h.LabRunDir(lab), n.Name+"-*.settings.jsonl")
+		pattern := filepath.Join(h.SettingsDir(lab, n.Name), "*.settings.jsonl")
 		if m, _ := filepath.Glob(pattern); len(m) == 0 || !netns.Exists(n.Namespace) {
 			continue
 		}

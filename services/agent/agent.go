@@ -40,8 +40,10 @@ type Server struct {
 	agentv1.UnimplementedAgentServiceServer
 	Lab, Node, Version string
 	Registry           *experiments.Registry
-	// SettingsDir holds the journals of the settings roles change
-	// (<node>-<run>-<role>.settings.jsonl); a journal left there by a
+	// SettingsDir holds the journals of the settings this node's roles
+	// change (<run>-<role>.settings.jsonl), a directory of the node's own
+	// so that looking through it costs the same however many nodes the
+	// lab has; a journal left there by a
 	// process that died is restored by RestoreSettings.
 	SettingsDir string
 	// Host runs a function in the host's network namespace (for global
@@ -102,7 +104,7 @@ func (s *Server) StopRun(_ context.Context, req *agentv1.StopRunRequest) (*agent
 // RestoreSettings undoes the settings changes that a previous agent of this
 // node left behind when it died.
 func (s *Server) RestoreSettings() ([]string, error) {
-	return settings.RestoreAll(filepath.Join(s.SettingsDir, s.Node+"-*.settings.jsonl"), settings.Options{Host: s.Host, LeaseDir: s.LeaseDir}, nil)
+	return settings.RestoreAll(filepath.Join(s.SettingsDir, "*.settings.jsonl"), settings.Options{Host: s.Host, LeaseDir: s.LeaseDir}, nil)
 }
 
 // NewGRPCServer returns a gRPC server with the agent, the standard health
@@ -179,7 +181,7 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		func(msg string) {
 			send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Progress{Progress: &agentv1.Progress{Message: msg}}})
 		})
-	journal, err := settings.Open(filepath.Join(s.SettingsDir, fmt.Sprintf("%s-%s-%s.settings.jsonl", s.Node, safe(req.GetRunId()), req.GetRole())), settings.Options{
+	journal, err := settings.Open(filepath.Join(s.SettingsDir, fmt.Sprintf("%s-%s.settings.jsonl", safe(req.GetRunId()), req.GetRole())), settings.Options{
 		Host: s.Host, LeaseDir: s.LeaseDir, Waiting: func(msg string) { env.Progressf("%s", msg) },
 		Holder: fmt.Sprintf("run %s, lab %s, node %s, role %s", req.GetRunId(), s.Lab, s.Node, req.GetRole())})
 	if err != nil {
