@@ -273,18 +273,8 @@ func TestConcurrentHostSettings(t *testing.T) {
 	}
 }
 
-func readHostSysctls(t *testing.T) string {
-	t.Helper()
-	var out []string
-	for _, k := range []string{"busy_read", "busy_poll"} {
-		b, err := os.ReadFile("/proc/sys/net/core/" + k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, k+"="+strings.TrimSpace(string(b)))
-	}
-	return strings.Join(out, " ")
-}
+// readHostSysctls is what busy-poll runs change on the host.
+func readHostSysctls(t *testing.T) string { return hostSysctls(t, "busy_read", "busy_poll") }
 
 func exitCode(err error) int {
 	if ee, ok := err.(*exec.ExitError); ok {

@@ -90,9 +90,14 @@ func points(rng *rand.Rand, n, lo, hi int) []int {
 
 // hostSettings are the host-wide settings runs change.
 func hostSettings(t *testing.T) string {
+	return hostSysctls(t, "busy_read", "busy_poll", "netdev_max_backlog")
+}
+
+// hostSysctls reads net.core sysctls of the host, as "key=value ...".
+func hostSysctls(t *testing.T, keys ...string) string {
 	t.Helper()
 	var out []string
-	for _, k := range []string{"busy_read", "busy_poll", "netdev_max_backlog"} {
+	for _, k := range keys {
 		b, err := os.ReadFile("/proc/sys/net/core/" + k)
 		if err != nil {
 			t.Fatal(err)
