@@ -5,7 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/labctl/labctl/experiments/measure"
+	"github.com/labctl/labctl/internal/measure"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 

@@ -16,7 +16,7 @@ import (
 	"net/netip"
 	"sort"
 
-	"github.com/labctl/labctl/experiments/settings"
+	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments/measure"
-	"github.com/labctl/labctl/experiments/sock"
+	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 

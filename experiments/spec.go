@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/labctl/labctl/experiments/measure"
+	"github.com/labctl/labctl/internal/measure"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 

@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments/sock"
+	"github.com/labctl/labctl/internal/sock"
 )
 
 // LockThread locks the calling goroutine to its OS thread, as every

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/experiments/measure"
+	"github.com/labctl/labctl/internal/measure"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/traces"

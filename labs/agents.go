@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/labctl/labctl/experiments/settings"
+	"github.com/labctl/labctl/internal/settings"
 	"github.com/labctl/labctl/netns"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	"github.com/labctl/labctl/topologies"

@@ -28,7 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments/settings"
+	"github.com/labctl/labctl/internal/settings"
 	"github.com/labctl/labctl/netns"
 	"github.com/labctl/labctl/topologies"
 )

@@ -1,18 +1,21 @@
 // Package all lists every experiment labctl ships; agents and the lab
-// service use the same registry.
+// service use the same registry. Each experiment's package is named after
+// it: tcp-low-latency in tcplowlatency, io-models in iomodels; conn-cost and
+// conn-limits share package conns (and its connection pool and sock_diag
+// reader).
 package all
 
 import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/busypoll"
 	"github.com/labctl/labctl/experiments/captureorder"
-	"github.com/labctl/labctl/experiments/conncost"
+	"github.com/labctl/labctl/experiments/conns"
 	"github.com/labctl/labctl/experiments/iomodels"
-	"github.com/labctl/labctl/experiments/lowlatency"
 	"github.com/labctl/labctl/experiments/paths"
 	"github.com/labctl/labctl/experiments/rr"
 	"github.com/labctl/labctl/experiments/sndbuf"
 	"github.com/labctl/labctl/experiments/softirq"
+	"github.com/labctl/labctl/experiments/tcplowlatency"
 	"github.com/labctl/labctl/experiments/zerocopy"
 )
 
@@ -22,8 +25,8 @@ func Registry() *experiments.Registry {
 		rr.Experiment{},
 		busypoll.Experiment{},
 		zerocopy.Experiment{},
-		iomodels.Experiment{}, lowlatency.Experiment{}, sndbuf.Experiment{},
-		conncost.Cost{}, conncost.Limits{},
+		iomodels.Experiment{}, tcplowlatency.Experiment{}, sndbuf.Experiment{},
+		conns.Cost{}, conns.Limits{},
 		paths.Experiment{}, captureorder.Experiment{}, softirq.Experiment{},
 	)
 }

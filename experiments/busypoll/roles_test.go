@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/experiments/settings"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/settings"
 	"github.com/labctl/labctl/internal/sysctl"
 	"github.com/labctl/labctl/netns"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"

@@ -19,8 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/experiments/kstat"
-	"github.com/labctl/labctl/experiments/sock"
+	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 

@@ -17,8 +17,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/experiments/settings"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )

@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments/sock"
-	"github.com/labctl/labctl/experiments/uring"
+	"github.com/labctl/labctl/internal/sock"
+	"github.com/labctl/labctl/internal/uring"
 )
 
 // A loop serves requests until the done request; it returns nil then, and

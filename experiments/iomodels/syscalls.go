@@ -3,7 +3,7 @@ package iomodels
 import (
 	"os"
 
-	"github.com/labctl/labctl/experiments/kstat"
+	"github.com/labctl/labctl/internal/kstat"
 )
 
 // openProcessSyscalls counts the system calls of every thread of this

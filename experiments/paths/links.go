@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/experiments/kstat"
+	"github.com/labctl/labctl/internal/kstat"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labctl/labctl/experiments/kstat"
+	"github.com/labctl/labctl/internal/kstat"
 )
 
 // noDevice is the dev_name the napi:napi_poll tracepoint records for a NAPI

@@ -1,6 +1,6 @@
 package zerocopy
 
-import "github.com/labctl/labctl/experiments/sock"
+import "github.com/labctl/labctl/internal/sock"
 
 // zcTally counts what the kernel reported about zero-copy sends: how many
 // it completed, and how many of those it copied after all.

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments/sock"
+	"github.com/labctl/labctl/internal/sock"
 )
 
 // tcpZerocopyReceive is struct tcp_zerocopy_receive of

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/experiments/uring"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/uring"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments/sock"
-	"github.com/labctl/labctl/experiments/uring"
+	"github.com/labctl/labctl/internal/sock"
+	"github.com/labctl/labctl/internal/uring"
 )
 
 // Every buffer the kernel reads from here is an anonymous or file mapping,

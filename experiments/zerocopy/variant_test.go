@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/experiments/sock"
+	"github.com/labctl/labctl/internal/sock"
 	"github.com/labctl/labctl/topologies"
 )
 

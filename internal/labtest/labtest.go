@@ -25,7 +25,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments/settings"
+	"github.com/labctl/labctl/internal/settings"
 	"github.com/labctl/labctl/topologies"
 )
 

@@ -27,7 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/experiments/settings"
+	"github.com/labctl/labctl/internal/settings"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	"github.com/labctl/labctl/services/rpcerr"
 	"github.com/labctl/labctl/traces"

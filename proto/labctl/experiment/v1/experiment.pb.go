@@ -674,7 +674,7 @@ func (x *RoleAssignment) GetAddress() string {
 }
 
 // Histogram is a latency histogram in the log-linear layout of
-// experiments/measure: bucket indexes ascending, with their counts.
+// internal/measure: bucket indexes ascending, with their counts.
 type Histogram struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SubBucketBits uint32                 `protobuf:"varint,1,opt,name=sub_bucket_bits,json=subBucketBits,proto3" json:"sub_bucket_bits,omitempty"`
