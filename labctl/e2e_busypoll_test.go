@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -89,7 +89,7 @@ func TestBusyPollEndToEnd(t *testing.T) {
 		device, mech, _ := strings.Cut(variant, "/")
 		for _, r := range s.GetReports() {
 			ev := func(name string) float64 {
-				v, _ := experiments.EvidenceValue(r, name)
+				v, _ := report.EvidenceValue(r, name)
 				return v
 			}
 			if (ev("napi_id") != 0) != napiDevice[device] {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -43,7 +43,7 @@ func TestConnCostOnQuickstart(t *testing.T) {
 			var v float64
 			var ok bool
 			for _, r := range s.GetReports() {
-				if x, found := experiments.EvidenceValue(r, name); found {
+				if x, found := report.EvidenceValue(r, name); found {
 					v, ok = x, true
 				}
 			}
@@ -122,7 +122,7 @@ func TestConnLimitsOnQuickstart(t *testing.T) {
 	completed(t, res, 4)
 	conns := map[string]float64{}
 	for _, s := range res.GetSteps() {
-		if r := experiments.ReportOf(s, "client"); r != nil {
+		if r := report.ReportOf(s, "client"); r != nil {
 			conns[s.GetStep().GetVariant()] = r.GetMetrics()["conns"]
 		}
 	}

@@ -12,14 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
 // median of a summary metric of a variant, failing when it is missing.
 func median(t *testing.T, res *experimentv1.Result, variant, metric string) float64 {
 	t.Helper()
-	m, ok := experiments.Row(res.GetSummary(), variant).GetMetrics()[metric]
+	m, ok := report.Row(res.GetSummary(), variant).GetMetrics()[metric]
 	if !ok {
 		t.Fatalf("result %s has no %s for %s", res.GetId(), metric, variant)
 	}
@@ -34,14 +34,14 @@ func TestIOModelsEndToEnd(t *testing.T) {
 		res := c.result("run", "io-models", lab, "--client", "n1", "--server", "n2", "-q",
 			"-p", "models=blocking,spin,poll,epoll-lt,epoll-et,uring", "-p", "protocols=tcp,udp", "-p", "idle=0,100",
 			"-p", "repeats=2", "-p", "duration=150ms", "-p", "warmup=20ms")
-		variants := experiments.Variants(res.GetSteps())
+		variants := report.Variants(res.GetSteps())
 		if res.GetState() != experimentv1.RunState_RUN_STATE_COMPLETED || len(variants) != 15 {
 			t.Fatalf("result %s: state %s, %d variants, want 15", res.GetId(), res.GetState(), len(variants))
 		}
 		for _, s := range res.GetSteps() {
 			v := s.GetStep().GetVariant()
-			server, client := experiments.ReportOf(s, "server"), experiments.ReportOf(s, "client")
-			if ok, _ := experiments.EvidenceValue(server, "supported"); ok != 1 {
+			server, client := report.ReportOf(s, "server"), report.ReportOf(s, "client")
+			if ok, _ := report.EvidenceValue(server, "supported"); ok != 1 {
 				t.Errorf("%s: the server did not serve the model: %v", v, server.GetNotes())
 				continue
 			}
@@ -58,7 +58,7 @@ func TestIOModelsEndToEnd(t *testing.T) {
 			if strings.Contains(v, "/idle=") {
 				want = 101
 			}
-			if n, _ := experiments.EvidenceValue(server, "watched_descriptors"); n != want {
+			if n, _ := report.EvidenceValue(server, "watched_descriptors"); n != want {
 				t.Errorf("%s: the server watched %v descriptors, want %v", v, n, want)
 			}
 		}
@@ -102,7 +102,7 @@ func TestIOModelsEndToEnd(t *testing.T) {
 		}
 		for _, s := range res.GetSteps() {
 			v := s.GetStep().GetVariant()
-			if got, ok := experiments.EvidenceValue(experiments.ReportOf(s, "server"), "tcp_low_latency"); !ok || "tcp_low_latency="+strconv.Itoa(int(got)) != v {
+			if got, ok := report.EvidenceValue(report.ReportOf(s, "server"), "tcp_low_latency"); !ok || "tcp_low_latency="+strconv.Itoa(int(got)) != v {
 				t.Errorf("%s: the server read back %v", v, got)
 			}
 		}
@@ -138,11 +138,11 @@ func TestIOModelsEndToEnd(t *testing.T) {
 			t.Fatalf("result %s: verdict %v", res.GetId(), res.GetVerdict())
 		}
 		for _, s := range res.GetSteps() {
-			server, client := experiments.ReportOf(s, "server"), experiments.ReportOf(s, "client")
+			server, client := report.ReportOf(s, "server"), report.ReportOf(s, "client")
 			sm, cm := server.GetMetrics(), client.GetMetrics()
 			switch s.GetStep().GetVariant() {
 			case "nonblocking":
-				if errno, _ := experiments.EvidenceValue(client, "send_errno"); syscall.Errno(errno) != syscall.EAGAIN {
+				if errno, _ := report.EvidenceValue(client, "send_errno"); syscall.Errno(errno) != syscall.EAGAIN {
 					t.Errorf("non-blocking send stopped with errno %v, want EAGAIN", syscall.Errno(errno))
 				}
 				if sm["bytes_read"] != cm["accepted_bytes"] || cm["first_eagain_bytes"] <= 0 {

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -55,7 +55,7 @@ func TestPathsEndToEnd(t *testing.T) {
 			continue
 		}
 		for j, role := range []string{"client", "server"} {
-			r := experiments.ReportOf(s, role)
+			r := report.ReportOf(s, role)
 			packets := map[string]float64{}
 			var total float64
 			for _, e := range r.GetEvidence() {
@@ -72,8 +72,8 @@ func TestPathsEndToEnd(t *testing.T) {
 				t.Errorf("own-ip: veth0 carried %v packets beside lo's %v", packets["veth0"], packets["lo"])
 			}
 		}
-		rtt := experiments.ReportOf(s, "client").GetMetrics()["rtt_p50_ns"]
-		throughput := experiments.ReportOf(s, "sink").GetMetrics()["throughput_bps"]
+		rtt := report.ReportOf(s, "client").GetMetrics()["rtt_p50_ns"]
+		throughput := report.ReportOf(s, "sink").GetMetrics()["throughput_bps"]
 		if rtt <= 0 || throughput <= 0 {
 			t.Errorf("%s: rtt_p50_ns %v, throughput_bps %v", variant, rtt, throughput)
 		}
@@ -108,7 +108,7 @@ func TestCaptureOrderEndToEnd(t *testing.T) {
 			rxCompleted(t, res, 2)
 			for _, s := range res.GetSteps() {
 				variant := s.GetStep().GetVariant()
-				cl, sv := experiments.ReportOf(s, "client").GetMetrics(), experiments.ReportOf(s, "server").GetMetrics()
+				cl, sv := report.ReportOf(s, "client").GetMetrics(), report.ReportOf(s, "server").GetMetrics()
 				rule := sv["rule_packets"]
 				want := map[string][2]float64{ // metric: got, want
 					"sent":      {cl["sent_packets"], 200},
@@ -187,8 +187,8 @@ func TestSoftirqEndToEnd(t *testing.T) {
 	}
 	for _, s := range res.GetSteps() {
 		variant := s.GetStep().GetVariant()
-		server := experiments.ReportOf(s, "server")
-		sv, cl := server.GetMetrics(), experiments.ReportOf(s, "client").GetMetrics()
+		server := report.ReportOf(s, "server")
+		sv, cl := server.GetMetrics(), report.ReportOf(s, "client").GetMetrics()
 		// A packet the backlog refuses is counted by the veth as the
 		// sender's tx_dropped, not as received.
 		sent := cl["sent_packets"]
@@ -204,7 +204,7 @@ func TestSoftirqEndToEnd(t *testing.T) {
 		if sv["iface_irqs"] != 0 {
 			t.Errorf("%s: %v interrupts for a veth", variant, sv["iface_irqs"])
 		}
-		napi, _ := experiments.EvidenceValue(server, "napi_id")
+		napi, _ := report.EvidenceValue(server, "napi_id")
 		switch {
 		case strings.HasPrefix(variant, "napi0/") && !strings.Contains(variant, "rps"):
 			if sv["device_polls"] == 0 || napi == 0 {
@@ -217,7 +217,7 @@ func TestSoftirqEndToEnd(t *testing.T) {
 			}
 		}
 		if strings.Contains(variant, "+rps+backlog=7") {
-			if b, _ := experiments.EvidenceValue(server, "netdev_max_backlog"); b != 7 || sv["received_rps"] == 0 {
+			if b, _ := report.EvidenceValue(server, "netdev_max_backlog"); b != 7 || sv["received_rps"] == 0 {
 				t.Errorf("%s: netdev_max_backlog %v, received_rps %v", variant, b, sv["received_rps"])
 			}
 		}

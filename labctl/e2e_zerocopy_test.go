@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 )
@@ -33,7 +33,7 @@ func TestZerocopyOnQuickstart(t *testing.T) {
 		recv, _, _ = strings.Cut(recv, "/")
 		for _, r := range s.GetReports() {
 			ev := func(name string) float64 {
-				v, _ := experiments.EvidenceValue(r, name)
+				v, _ := report.EvidenceValue(r, name)
 				return v
 			}
 			// What the evidence names (a device, a reason) is in its detail.
@@ -46,7 +46,7 @@ func TestZerocopyOnQuickstart(t *testing.T) {
 				return ""
 			}
 			m := r.GetMetrics()
-			if _, ok := experiments.EvidenceValue(r, "unsupported"); ok {
+			if _, ok := report.EvidenceValue(r, "unsupported"); ok {
 				if send == "uring_send_zc" {
 					continue // the unit tests report io_uring's absence
 				}
@@ -86,7 +86,7 @@ func TestZerocopyOnQuickstart(t *testing.T) {
 		}
 	}
 	for _, v := range []string{"veth/sendfile/read/64KiB", "lo/sendfile/read/64KiB"} {
-		if e := experiments.Row(res.GetSummary(), v).GetEngagement(); e != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
+		if e := report.Row(res.GetSummary(), v).GetEngagement(); e != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
 			t.Errorf("%s: %s, want engaged (scatter-gather on the egress device)", v, e)
 		}
 	}

@@ -27,6 +27,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
+	"github.com/labctl/labctl/internal/report"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
@@ -165,17 +167,17 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 	defer span.End()
 	res := &experimentv1.Result{
 		Id: NewID(req.Experiment, time.Now()), Lab: req.Plan.Lab, Experiment: req.Experiment, Params: params.Map(),
-		Started: timestamppb.Now(), State: experimentv1.RunState_RUN_STATE_RUNNING, Host: experiments.Host(r.Version), Nodes: roles,
+		Started: timestamppb.Now(), State: experimentv1.RunState_RUN_STATE_RUNNING, Host: report.Host(r.Version), Nodes: roles,
 	}
 	if sc := span.SpanContext(); sc.IsValid() && span.IsRecording() {
 		res.TraceId = sc.TraceID().String()
 	}
 	span.SetAttributes(traces.KeyRunID.String(res.Id), traces.KeyExperiment.String(req.Experiment), traces.KeyLab.String(req.Plan.Lab),
 		attribute.Int("labctl.steps", len(steps)))
-	for _, k := range SortedKeys(res.Params) {
+	for _, k := range slices.Sorted(maps.Keys(res.Params)) {
 		span.SetAttributes(attribute.String("labctl.param."+k, res.Params[k]))
 	}
-	for _, role := range SortedKeys(roles) {
+	for _, role := range slices.Sorted(maps.Keys(roles)) {
 		span.SetAttributes(attribute.String("labctl.node."+role, roles[role]))
 	}
 	if req.Started != nil {
@@ -229,7 +231,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 	looks := experiments.Looks(params)
 	spent := estimate(steps)
 	for look := 2; look <= looks && len(res.GetVerdict().GetNeedMore()) > 0; look++ {
-		more := experiments.MoreSteps(res.Steps, res.GetVerdict().GetNeedMore(), experiments.RoundRepeats)
+		more := judge.MoreSteps(res.Steps, res.GetVerdict().GetNeedMore(), experiments.RoundRepeats)
 		if budget > 0 && spent+estimate(more) > budget {
 			send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: &labv1.RunProgress{RunId: res.Id, Step: int32(len(res.Steps)), Total: int32(total),
 				Message: fmt.Sprintf("undecided (%s), but a round of %d more steps (%v) would pass the budget of %v; stopping", strings.Join(res.GetVerdict().GetNeedMore(), ", "), len(more), estimate(more).Round(time.Second), budget)}}})
@@ -289,7 +291,7 @@ func placeRoles(plan *topologies.Plan, roles []string, asked map[string]string) 
 		}
 	}
 	out := map[string]string{}
-	for _, role := range SortedKeys(asked) {
+	for _, role := range slices.Sorted(maps.Keys(asked)) {
 		node := asked[role]
 		if !slices.Contains(roles, role) {
 			return nil, status.Errorf(codes.InvalidArgument, "this experiment has no role %q (roles: %v)", role, roles)
@@ -329,9 +331,6 @@ func mapValues(m map[string]string) []string {
 	}
 	return out
 }
-
-// SortedKeys returns the keys of m in order.
-func SortedKeys(m map[string]string) []string { return experiments.SortedKeys(m) }
 
 type roleOutcome struct {
 	role   string

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 )
@@ -45,10 +47,10 @@ func (s seq) Run(_ context.Context, env *experiments.Env) (*experimentv1.RoleRep
 
 func (seq) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
 	v := &experimentv1.Verdict{Outcome: experimentv1.Outcome_OUTCOME_UNDECIDED}
-	if d := experiments.Compare(v, p, steps, "client.x", "a", "b", 0); d.Decided() {
+	if d := judge.Compare(v, p, steps, "client.x", "a", "b", 0); d.Decided() {
 		v.Outcome = experimentv1.Outcome_OUTCOME_HOLDS
 	}
-	return experiments.Aggregate(steps), v
+	return report.Aggregate(steps), v
 }
 
 func runSeq(t *testing.T, e seq, params map[string]string) (*experimentv1.Result, []string) {

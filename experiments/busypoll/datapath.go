@@ -13,6 +13,8 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/rr"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -30,14 +32,14 @@ const (
 )
 
 // conns is how many connections the variant's data path uses.
-func (r *role) conns() int {
+func (r *roleRun) conns() int {
 	if r.v.Mechanism.Mode() == ModeEpoll {
 		return r.o.conns
 	}
 	return 1
 }
 
-func (r *role) serve(ctx context.Context) (*experimentv1.RoleReport, error) {
+func (r *roleRun) serve(ctx context.Context) (*experimentv1.RoleReport, error) {
 	switch r.v.Mechanism.Mode() {
 	case ModeEpoll:
 		return r.serveEpoll(ctx)
@@ -47,7 +49,7 @@ func (r *role) serve(ctx context.Context) (*experimentv1.RoleReport, error) {
 	return rr.Serve(ctx, r.env, r.o.size, r.o.cpu, r.hook)
 }
 
-func (r *role) client(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
+func (r *roleRun) client(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
 	switch r.v.Mechanism.Mode() {
 	case ModeEpoll:
 		return r.clientEpoll(ctx, peer)
@@ -60,7 +62,7 @@ func (r *role) client(ctx context.Context, peer netip.AddrPort) (*experimentv1.R
 // refuse is a role whose variant cannot run here: it still makes and
 // closes its connections, so that the other role (which finds the same
 // thing missing) is not left waiting, and reports why instead of numbers.
-func (r *role) refuse(ctx context.Context, peer netip.AddrPort, why error) (*experimentv1.RoleReport, error) {
+func (r *roleRun) refuse(ctx context.Context, peer netip.AddrPort, why error) (*experimentv1.RoleReport, error) {
 	if r.env.Role == "server" {
 		ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(r.env.Address(), 0), r.conns())
 		if err != nil {
@@ -84,7 +86,7 @@ func (r *role) refuse(ctx context.Context, peer netip.AddrPort, why error) (*exp
 	}
 	rep := r.env.Report()
 	rep.Notes = append(rep.Notes, fmt.Sprintf("%s cannot run here: %v", r.v, why))
-	experiments.AddEvidence(rep, "unsupported", 1, "", "setting up "+r.v.String()+" on "+r.iface, why.Error())
+	report.AddEvidence(rep, "unsupported", 1, "", "setting up "+r.v.String()+" on "+r.iface, why.Error())
 	return rep, nil
 }
 
@@ -95,7 +97,7 @@ func acceptAll(ctx context.Context, env *experiments.Env, ln sock.FD, n int) ([]
 	if err != nil {
 		return nil, err
 	}
-	stop := experiments.ShutdownOnDone(ctx, ln)
+	stop := role.ShutdownOnDone(ctx, ln)
 	defer stop()
 	env.Ready(int(local.Port()))
 	var fds []sock.FD
@@ -103,7 +105,7 @@ func acceptAll(ctx context.Context, env *experiments.Env, ln sock.FD, n int) ([]
 		fd, err := sock.Accept(ln)
 		if err != nil {
 			closeAll(fds)
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: accept: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("busy-poll server: accept: %w", err))
 		}
 		fds = append(fds, fd)
 	}
@@ -131,7 +133,7 @@ func connectAll(peer netip.AddrPort, n int, flags ...sock.Flag) ([]sock.FD, erro
 }
 
 // prepare sets TCP_NODELAY and the variant's options on every socket.
-func (r *role) prepare(fds []sock.FD) error {
+func (r *roleRun) prepare(fds []sock.FD) error {
 	for _, fd := range fds {
 		if err := sock.SetNoDelay(fd, true); err != nil {
 			return err
@@ -147,7 +149,7 @@ func (r *role) prepare(fds []sock.FD) error {
 // busy-poll parameters set before any socket is added: epoll records the
 // NAPI id of a socket as it is added or becomes ready, and only while
 // busy polling is on for the instance.
-func (r *role) newEpoll(fds []sock.FD) (*sock.Epoll, error) {
+func (r *roleRun) newEpoll(fds []sock.FD) (*sock.Epoll, error) {
 	ep, err := sock.NewEpoll()
 	if err != nil {
 		return nil, err
@@ -202,11 +204,11 @@ func (m *meter) stop() {
 	}
 }
 
-func (m *meter) report(r *role) *experimentv1.RoleReport {
+func (m *meter) report(r *roleRun) *experimentv1.RoleReport {
 	rep := r.env.Report()
 	rep.Metrics["messages"] = float64(m.measured)
 	if m.measured > 0 {
-		experiments.AddUsage(rep, m.end.Sub(m.start), m.measured, "msg")
+		report.AddUsage(rep, m.end.Sub(m.start), m.measured, "msg")
 	}
 	if r.v.Mechanism == Spin && m.measured > 0 {
 		rep.Metrics["empty_recvs_per_msg"] = float64(m.empty) / float64(m.measured)
@@ -216,8 +218,8 @@ func (m *meter) report(r *role) *experimentv1.RoleReport {
 
 // serveEpoll echoes requests on several connections, waiting in
 // epoll_wait for the next one.
-func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(r.o.cpu)
+func (r *roleRun) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error) {
+	unlock, err := role.LockThread(r.o.cpu)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +234,7 @@ func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error)
 		return nil, err
 	}
 	defer closeAll(fds)
-	stop := experiments.ShutdownOnDone(ctx, fds...)
+	stop := role.ShutdownOnDone(ctx, fds...)
 	defer stop()
 	if err := r.prepare(fds); err != nil {
 		return nil, err
@@ -248,13 +250,13 @@ func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error)
 	for open := len(fds); open > 0; {
 		n, err := ep.WaitHot(events)
 		if err != nil {
-			return nil, experiments.CtxErr(ctx, err)
+			return nil, role.CtxErr(ctx, err)
 		}
 		for _, ev := range events[:n] {
 			fd := sock.FD(ev.Fd)
 			if _, err := sock.ReadFull(fd, buf); err != nil {
 				if !errors.Is(err, io.EOF) {
-					return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: recv: %w", err))
+					return nil, role.CtxErr(ctx, fmt.Errorf("busy-poll server: recv: %w", err))
 				}
 				m.stop()
 				if err := ep.Del(fd); err != nil {
@@ -265,7 +267,7 @@ func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error)
 			}
 			m.request(buf[0])
 			if _, err := sock.WriteFull(fd, buf); err != nil {
-				return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: send: %w", err))
+				return nil, role.CtxErr(ctx, fmt.Errorf("busy-poll server: send: %w", err))
 			}
 		}
 	}
@@ -277,8 +279,8 @@ func (r *role) serveEpoll(ctx context.Context) (*experimentv1.RoleReport, error)
 
 // clientEpoll sends each request on the next of several connections and
 // waits in epoll_wait for its response.
-func (r *role) clientEpoll(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(r.o.cpu)
+func (r *roleRun) clientEpoll(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
+	unlock, err := role.LockThread(r.o.cpu)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +291,7 @@ func (r *role) clientEpoll(ctx context.Context, peer netip.AddrPort) (*experimen
 		return nil, err
 	}
 	defer closeAll(fds)
-	stop := experiments.ShutdownOnDone(ctx, fds...)
+	stop := role.ShutdownOnDone(ctx, fds...)
 	defer stop()
 	if err := r.prepare(fds); err != nil {
 		return nil, err
@@ -331,15 +333,15 @@ func (r *role) clientEpoll(ctx context.Context, peer netip.AddrPort) (*experimen
 	}
 	rep, err := r.measure(ctx, buf, roundTrip, nil)
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
 	return r.finish(ctx, rep), nil
 }
 
 // serveSpin echoes requests on one non-blocking connection, calling recv
 // until it returns data.
-func (r *role) serveSpin(ctx context.Context) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(r.o.cpu)
+func (r *roleRun) serveSpin(ctx context.Context) (*experimentv1.RoleReport, error) {
+	unlock, err := role.LockThread(r.o.cpu)
 	if err != nil {
 		return nil, err
 	}
@@ -355,7 +357,7 @@ func (r *role) serveSpin(ctx context.Context) (*experimentv1.RoleReport, error) 
 	}
 	defer closeAll(fds)
 	fd := fds[0]
-	stop := experiments.ShutdownOnDone(ctx, fd)
+	stop := role.ShutdownOnDone(ctx, fd)
 	defer stop()
 	if err := unix.SetNonblock(int(fd), true); err != nil {
 		return nil, fmt.Errorf("busy-poll server: O_NONBLOCK on fd %d: %w", fd, err)
@@ -371,11 +373,11 @@ func (r *role) serveSpin(ctx context.Context) (*experimentv1.RoleReport, error) 
 				m.stop()
 				break
 			}
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: recv: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("busy-poll server: recv: %w", err))
 		}
 		m.request(buf[0])
 		if err := spinWrite(fd, buf); err != nil {
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("busy-poll server: send: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("busy-poll server: send: %w", err))
 		}
 	}
 	if ctx.Err() != nil {
@@ -385,8 +387,8 @@ func (r *role) serveSpin(ctx context.Context) (*experimentv1.RoleReport, error) 
 }
 
 // clientSpin times round trips on one non-blocking connection.
-func (r *role) clientSpin(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(r.o.cpu)
+func (r *roleRun) clientSpin(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
+	unlock, err := role.LockThread(r.o.cpu)
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +400,7 @@ func (r *role) clientSpin(ctx context.Context, peer netip.AddrPort) (*experiment
 	}
 	defer closeAll(fds)
 	fd := fds[0]
-	stop := experiments.ShutdownOnDone(ctx, fd)
+	stop := role.ShutdownOnDone(ctx, fd)
 	defer stop()
 	if err := r.prepare(fds); err != nil {
 		return nil, err
@@ -416,7 +418,7 @@ func (r *role) clientSpin(ctx context.Context, peer netip.AddrPort) (*experiment
 	}
 	rep, err := r.measure(ctx, buf, roundTrip, &empty)
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
 	return r.finish(ctx, rep), nil
 }
@@ -455,7 +457,7 @@ func spinWrite(fd sock.FD, buf []byte) error {
 // measure runs the client's warm-up, then times round trips for the
 // measured duration, as rr.Client does. empty, when given, counts the
 // recv calls that found nothing; it is reported per measured message.
-func (r *role) measure(ctx context.Context, buf []byte, roundTrip func() error, empty *int64) (*experimentv1.RoleReport, error) {
+func (r *roleRun) measure(ctx context.Context, buf []byte, roundTrip func() error, empty *int64) (*experimentv1.RoleReport, error) {
 	r.env.Progressf("warming up for %v", r.o.warmup)
 	buf[0] = phaseWarmup
 	for t0 := time.Now(); time.Since(t0) < r.o.warmup; {
@@ -496,10 +498,10 @@ func (r *role) measure(ctx context.Context, buf []byte, roundTrip func() error, 
 		return nil, err
 	}
 	rep := r.env.Report()
-	experiments.AddLatency(rep, "rtt", &h)
+	report.AddLatency(rep, "rtt", &h)
 	rep.Metrics["messages"] = float64(n)
 	rep.Metrics["msgs_per_s"] = float64(n) / elapsed.Seconds()
-	experiments.AddUsage(rep, end.Sub(start), int64(n), "msg")
+	report.AddUsage(rep, end.Sub(start), int64(n), "msg")
 	if empty != nil {
 		rep.Metrics["empty_recvs_per_msg"] = float64(emptyMeasured) / float64(n)
 	}
@@ -507,8 +509,8 @@ func (r *role) measure(ctx context.Context, buf []byte, roundTrip func() error, 
 }
 
 // finish adds the node's environment, as rr does for its reports.
-func (r *role) finish(ctx context.Context, rep *experimentv1.RoleReport) *experimentv1.RoleReport {
-	rep.Environment = experiments.Node(ctx, r.env.Node, nil)
+func (r *roleRun) finish(ctx context.Context, rep *experimentv1.RoleReport) *experimentv1.RoleReport {
+	rep.Environment = report.Node(ctx, r.env.Node, nil)
 	rep.Environment.PinnedCpu = int32(r.o.cpu)
 	return rep
 }

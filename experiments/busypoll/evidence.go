@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -35,7 +35,7 @@ type window struct {
 	cpu           kstat.CPUStat
 }
 
-func (r *role) open() (*window, error) {
+func (r *roleRun) open() (*window, error) {
 	w := &window{host: r.env.Role == "client"}
 	if slices.Equal(r.o.napiDevices, []string{autoDevices}) {
 		// A step not laid out by Steps: the role knows its own end only.
@@ -87,7 +87,7 @@ func (w *window) close() {
 // NAPI id and busy-poll setting of its sockets, the busy-polled packets of
 // its node, the XDP program's count, the settings as read back, and for
 // the client the host-wide poll and softirq counts per message.
-func (r *role) evidence(rep *experimentv1.RoleReport, w *window) error {
+func (r *roleRun) evidence(rep *experimentv1.RoleReport, w *window) error {
 	netAfter, err := kstat.ReadNetStat()
 	if err != nil {
 		return err
@@ -113,13 +113,13 @@ func (r *role) evidence(rep *experimentv1.RoleReport, w *window) error {
 			}
 		}
 	}
-	if _, done := experiments.EvidenceValue(rep, "napi_id"); !done {
-		experiments.AddEvidence(rep, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the "+r.env.Role+"'s socket", napiDetail(napi))
+	if _, done := report.EvidenceValue(rep, "napi_id"); !done {
+		report.AddEvidence(rep, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the "+r.env.Role+"'s socket", napiDetail(napi))
 	}
-	experiments.AddEvidence(rep, "socket_busy_poll_us", float64(sockPoll), "µs", "getsockopt SO_BUSY_POLL on the "+r.env.Role+"'s socket",
+	report.AddEvidence(rep, "socket_busy_poll_us", float64(sockPoll), "µs", "getsockopt SO_BUSY_POLL on the "+r.env.Role+"'s socket",
 		"what a blocking recv on the socket busy polls for: set by SO_BUSY_POLL, or taken from net.core.busy_read when the socket was created")
 	bp, in := d["TcpExt.BusyPollRxPackets"], d["Tcp.InSegs"]
-	experiments.AddEvidence(rep, "busy_poll_rx_packets", float64(bp), "packets", "/proc/net/netstat TcpExt.BusyPollRxPackets delta in node "+r.env.Node,
+	report.AddEvidence(rep, "busy_poll_rx_packets", float64(bp), "packets", "/proc/net/netstat TcpExt.BusyPollRxPackets delta in node "+r.env.Node,
 		"packets that a busy-polling task, not the softirq, took off a NAPI instance of this node's devices")
 	if w.lower != nil {
 		after, err := hostNetStat()
@@ -127,12 +127,12 @@ func (r *role) evidence(rep *experimentv1.RoleReport, w *window) error {
 			return err
 		}
 		lower := after.Sub(w.lower)["TcpExt.BusyPollRxPackets"]
-		experiments.AddEvidence(rep, "host_busy_poll_rx_packets", float64(lower), "packets", "/proc/1/net/netstat TcpExt.BusyPollRxPackets delta (the host's namespace)",
+		report.AddEvidence(rep, "host_busy_poll_rx_packets", float64(lower), "packets", "/proc/1/net/netstat TcpExt.BusyPollRxPackets delta (the host's namespace)",
 			r.iface+" is a macvlan: packets busy polled from its lower device's NAPI instance are counted in the lower device's namespace, the host's (along with any other busy polling there)")
 		bp += lower
 	}
-	experiments.AddEvidence(rep, "tcp_in_segs", float64(in), "segments", "/proc/net/snmp Tcp.InSegs delta in node "+r.env.Node, "TCP segments the node received")
-	experiments.AddEvidence(rep, "socket_segs_in", float64(segsIn), "segments", "TCP_INFO tcpi_segs_in summed over the "+r.env.Role+"'s sockets",
+	report.AddEvidence(rep, "tcp_in_segs", float64(in), "segments", "/proc/net/snmp Tcp.InSegs delta in node "+r.env.Node, "TCP segments the node received")
+	report.AddEvidence(rep, "socket_segs_in", float64(segsIn), "segments", "TCP_INFO tcpi_segs_in summed over the "+r.env.Role+"'s sockets",
 		"segments the role's connections received: one per message, plus the handshake and the FIN")
 	if segsIn > 0 {
 		rep.Metrics["busy_poll_rx_packets_per_msg"] = float64(bp) / float64(segsIn)
@@ -142,7 +142,7 @@ func (r *role) evidence(rep *experimentv1.RoleReport, w *window) error {
 		if err != nil {
 			return err
 		}
-		experiments.AddEvidence(rep, "xdp_packets", float64(n), "packets", "per-CPU counter of the experiment's XDP program on "+r.iface,
+		report.AddEvidence(rep, "xdp_packets", float64(n), "packets", "per-CPU counter of the experiment's XDP program on "+r.iface,
 			"packets the XDP pass program saw on the role's interface (driver mode: the device received through NAPI)")
 	}
 	if err := r.settingsEvidence(rep); err != nil {
@@ -158,7 +158,7 @@ func (r *role) evidence(rep *experimentv1.RoleReport, w *window) error {
 }
 
 // settingsEvidence reads back what the variant set, from the kernel.
-func (r *role) settingsEvidence(rep *experimentv1.RoleReport) error {
+func (r *roleRun) settingsEvidence(rep *experimentv1.RoleReport) error {
 	if r.v.Device != Loopback && r.v.Device != NIC {
 		// The node's environment, read at the end of the data path while
 		// the step's offloads are still set, already has them (ethtool -k).
@@ -171,7 +171,7 @@ func (r *role) settingsEvidence(rep *experimentv1.RoleReport) error {
 				if slices.Contains(i.GetOffloadsOn(), name) {
 					on = 1
 				}
-				experiments.AddEvidence(rep, name+"_on", on, "", "ethtool -k "+r.iface+" at the end of the step",
+				report.AddEvidence(rep, name+"_on", on, "", "ethtool -k "+r.iface+" at the end of the step",
 					"veth receives TCP through NAPI with GRO on and TSO off on the sending end, or with an XDP program (Linux 5.14+)")
 			}
 		}
@@ -186,11 +186,11 @@ func (r *role) settingsEvidence(rep *experimentv1.RoleReport) error {
 			if err != nil {
 				return fmt.Errorf("read back %s: %w", s.file, err)
 			}
-			experiments.AddEvidence(rep, filepath.Base(s.file), v, "", s.file, "read back after setting it for the step")
+			report.AddEvidence(rep, filepath.Base(s.file), v, "", s.file, "read back after setting it for the step")
 		}
 	}
 	if p := r.epollSet; p != nil {
-		experiments.AddEvidence(rep, "epoll_busy_poll_us", float64(p.Timeout/time.Microsecond), "µs", "ioctl EPIOCGPARAMS on the "+r.env.Role+"'s epoll instance",
+		report.AddEvidence(rep, "epoll_busy_poll_us", float64(p.Timeout/time.Microsecond), "µs", "ioctl EPIOCGPARAMS on the "+r.env.Role+"'s epoll instance",
 			fmt.Sprintf("busy_poll_usecs as the kernel keeps it (budget %d, prefer_busy_poll %v)", p.Budget, p.Prefer))
 	}
 	if r.env.Role == "server" {
@@ -206,7 +206,7 @@ func (r *role) settingsEvidence(rep *experimentv1.RoleReport) error {
 			if err != nil {
 				return fmt.Errorf("host sysctl %s: %w", key, err)
 			}
-			experiments.AddEvidence(rep, "host_"+strings.TrimPrefix(key, "net.core.")+"_us", v, "µs", "sysctl "+key+" of the host's namespace during the step",
+			report.AddEvidence(rep, "host_"+strings.TrimPrefix(key, "net.core.")+"_us", v, "µs", "sysctl "+key+" of the host's namespace during the step",
 				"host-wide: applies to every namespace at once")
 		}
 	}
@@ -216,7 +216,7 @@ func (r *role) settingsEvidence(rep *experimentv1.RoleReport) error {
 // hostEvidence adds the client's host-wide counts, per message: the
 // segments the client received (one response each, plus the handshake and
 // the FIN) stand for messages, because the window also covers warm-up.
-func (w *window) hostEvidence(rep *experimentv1.RoleReport, r *role, segsIn uint64) error {
+func (w *window) hostEvidence(rep *experimentv1.RoleReport, r *roleRun, segsIn uint64) error {
 	soft, err := kstat.ReadSoftirqs()
 	if err != nil {
 		return err
@@ -233,8 +233,8 @@ func (w *window) hostEvidence(rep *experimentv1.RoleReport, r *role, segsIn uint
 	}
 	netRX := float64(soft.Sub(w.softirqs).Total("NET_RX"))
 	softNs := float64(cpu.Sub(w.cpu).All.SoftIRQ)
-	experiments.AddEvidence(rep, "net_rx_softirqs", netRX, "softirqs", "/proc/softirqs NET_RX delta, host-wide", "NET_RX softirq runs on every CPU during the step, every namespace included")
-	experiments.AddEvidence(rep, "softirq_ns", softNs, "ns", "/proc/stat softirq time delta, host-wide",
+	report.AddEvidence(rep, "net_rx_softirqs", netRX, "softirqs", "/proc/softirqs NET_RX delta, host-wide", "NET_RX softirq runs on every CPU during the step, every namespace included")
+	report.AddEvidence(rep, "softirq_ns", softNs, "ns", "/proc/stat softirq time delta, host-wide",
 		"tick-sampled (10 ms) unless the kernel has CONFIG_IRQ_TIME_ACCOUNTING; softirq work done in a task's context is otherwise charged to that task")
 	rep.Metrics["net_rx_softirqs_per_msg"] = perMsg(netRX)
 	rep.Metrics["host_softirq_ns_per_msg"] = perMsg(softNs)
@@ -251,9 +251,9 @@ func (w *window) hostEvidence(rep *experimentv1.RoleReport, r *role, segsIn uint
 	}
 	polls, worked := pollCount.Total, workedCount.Total
 	devs := strings.Join(r.o.napiDevices, ", ")
-	experiments.AddEvidence(rep, "napi_polls", float64(polls), "polls", "napi:napi_poll tracepoint, perf counters filtered to devices "+devs,
+	report.AddEvidence(rep, "napi_polls", float64(polls), "polls", "napi:napi_poll tracepoint, perf counters filtered to devices "+devs,
 		"polls of the path's NAPI instances, by the softirq or a busy-polling task; 0 means the devices received without NAPI")
-	experiments.AddEvidence(rep, "napi_polls_with_work", float64(worked), "polls", "napi:napi_poll tracepoint with work > 0, devices "+devs, "polls that found packets")
+	report.AddEvidence(rep, "napi_polls_with_work", float64(worked), "polls", "napi:napi_poll tracepoint with work > 0, devices "+devs, "polls that found packets")
 	rep.Metrics["napi_polls_per_msg"] = perMsg(float64(polls))
 	rep.Metrics["napi_polls_with_work_per_msg"] = perMsg(float64(worked))
 	return nil
@@ -276,7 +276,7 @@ func hostNetStat() (kstat.NetStat, error) {
 }
 
 // notes say what a reader of the result must know about the step.
-func (r *role) notes() []string {
+func (r *roleRun) notes() []string {
 	var out []string
 	if key := r.v.Mechanism.HostSysctl(); key != "" && r.env.Role == "server" {
 		out = append(out, fmt.Sprintf("%s=%s was set host-wide for this step: it applied to every namespace of the host at once, not only to this lab", key, us(r.v.Timeout)))

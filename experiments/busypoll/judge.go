@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -15,7 +17,7 @@ import (
 // by comparing every engaged busy-poll variant with its baseline on the
 // same device.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	for _, row := range rows {
 		v, err := ParseVariant(row.GetVariant())
 		if err != nil {
@@ -60,14 +62,14 @@ type stepEvidence struct {
 func evidenceOf(s *experimentv1.StepResult) stepEvidence {
 	var e stepEvidence
 	for _, r := range s.GetReports() {
-		if _, ok := experiments.EvidenceValue(r, "unsupported"); ok {
+		if _, ok := report.EvidenceValue(r, "unsupported"); ok {
 			e.unsupported = strings.Join(r.GetNotes(), "; ")
 		}
-		if id, _ := experiments.EvidenceValue(r, "napi_id"); id != 0 && e.napi == 0 {
+		if id, _ := report.EvidenceValue(r, "napi_id"); id != 0 && e.napi == 0 {
 			e.napi = id
 		}
 		for _, name := range []string{"busy_poll_rx_packets", "host_busy_poll_rx_packets"} {
-			bp, _ := experiments.EvidenceValue(r, name)
+			bp, _ := report.EvidenceValue(r, name)
 			e.busyPolled += bp
 		}
 		if r.GetRole() == "client" {
@@ -167,17 +169,17 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*exp
 		case experimentv1.Engagement_ENGAGEMENT_ENGAGED:
 			hit[v.Device] = true
 			base := Variant{Device: v.Device, Mechanism: v.Mechanism.BaselineOf()}
-			if experiments.Row(rows, base.String()) == nil {
+			if report.Row(rows, base.String()) == nil {
 				continue
 			}
 			med := func(variant, metric string) float64 {
-				return measure.SpreadOf(experiments.Values(steps, variant, metric)).Median
+				return measure.SpreadOf(report.Values(steps, variant, metric)).Median
 			}
 			// The claim is about the direction: busy polling cuts the
 			// RTT, by whatever it cuts it.
 			cmps = append(cmps, comparison{v: v, base: base,
-				rtt:  experiments.Compare(out, p, steps, rttMetric, base.String(), v.String(), 0),
-				cpu:  experiments.Decide(p, steps, cpuMetric, base.String(), v.String(), 0),
+				rtt:  judge.Compare(out, p, steps, rttMetric, base.String(), v.String(), 0),
+				cpu:  judge.Decide(p, steps, cpuMetric, base.String(), v.String(), 0),
 				vcsw: [2]float64{med(base.String(), vcswMetric), med(v.String(), vcswMetric)}})
 		case experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED:
 			missed[v.Device] = append(missed[v.Device], v.String())
@@ -254,9 +256,9 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*exp
 		usec(best.cpu.B.Median), usec(best.cpu.A.Median), best.vcsw[1], best.vcsw[0])
 	if napi, ok := medianEvidence(steps, best.v.String(), "napi_id"); ok {
 		first += fmt.Sprintf(" (evidence: NAPI id %.0f, %.2f packets per message taken by busy polling in the server's node)", napi,
-			measure.SpreadOf(experiments.Values(steps, best.v.String(), "server.busy_poll_rx_packets_per_msg")).Median)
+			measure.SpreadOf(report.Values(steps, best.v.String(), "server.busy_poll_rx_packets_per_msg")).Median)
 	}
-	if spin := experiments.Values(steps, Variant{Device: best.v.Device, Mechanism: Spin}.String(), rttMetric); len(spin) > 0 {
+	if spin := report.Values(steps, Variant{Device: best.v.Device, Mechanism: Spin}.String(), rttMetric); len(spin) > 0 {
 		first += fmt.Sprintf("; a user-space spin on the same device: %s", usec(measure.SpreadOf(spin).Median))
 	}
 	counts := fmt.Sprintf("%d of %d engaged variants were faster than their baseline, %d slower, %d undecided (%.0f%% confidence per comparison)",
@@ -273,7 +275,7 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*exp
 func medianEvidence(steps []*experimentv1.StepResult, variant, name string) (float64, bool) {
 	var xs []float64
 	for _, s := range stepsOf(steps, variant) {
-		if x, ok := experiments.EvidenceValue(experiments.ReportOf(s, "server"), name); ok {
+		if x, ok := report.EvidenceValue(report.ReportOf(s, "server"), name); ok {
 			xs = append(xs, x)
 		}
 	}

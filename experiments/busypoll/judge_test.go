@@ -1,10 +1,12 @@
 package busypoll
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
-	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -21,7 +23,7 @@ func step(variant string, repeat int, f fake) *experimentv1.StepResult {
 		r := &experimentv1.RoleReport{Role: role, Metrics: map[string]float64{"cpu_ns_per_msg": f.cpu, "vcsw_per_msg": f.vcsw}}
 		if f.unsupported != "" {
 			r.Notes = []string{f.unsupported}
-			experiments.AddEvidence(r, "unsupported", 1, "", "", f.unsupported)
+			report.AddEvidence(r, "unsupported", 1, "", "", f.unsupported)
 			return r
 		}
 		if role == "client" {
@@ -30,8 +32,8 @@ func step(variant string, repeat int, f fake) *experimentv1.StepResult {
 		} else {
 			r.Metrics["busy_poll_rx_packets_per_msg"] = f.bp / 1000
 		}
-		experiments.AddEvidence(r, "napi_id", f.napi, "", "", "")
-		experiments.AddEvidence(r, "busy_poll_rx_packets", f.bp, "packets", "", "")
+		report.AddEvidence(r, "napi_id", f.napi, "", "", "")
+		report.AddEvidence(r, "busy_poll_rx_packets", f.bp, "packets", "", "")
 		return r
 	}
 	return &experimentv1.StepResult{Step: &experimentv1.Step{Variant: variant, Repeat: int32(repeat)},
@@ -42,7 +44,7 @@ func step(variant string, repeat int, f fake) *experimentv1.StepResult {
 // p50 base+i*jitter.
 func repeats(n int, variants map[string]fake, jitter float64) []*experimentv1.StepResult {
 	var out []*experimentv1.StepResult
-	names := experiments.SortedKeys(variants)
+	names := slices.Sorted(maps.Keys(variants))
 	for i := range n {
 		for _, v := range names {
 			f := variants[v]
@@ -162,7 +164,7 @@ func TestJudge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rows, v := Experiment{}.Judge(params(t, map[string]string{"devices": tc.devices}), tc.steps)
 			for variant, want := range tc.rows {
-				row := experiments.Row(rows, variant)
+				row := report.Row(rows, variant)
 				if row == nil {
 					t.Errorf("no row %s", variant)
 					continue
@@ -172,7 +174,7 @@ func TestJudge(t *testing.T) {
 				}
 			}
 			for variant, want := range tc.notes {
-				if row := experiments.Row(rows, variant); row == nil || !strings.Contains(row.GetNote(), want) {
+				if row := report.Row(rows, variant); row == nil || !strings.Contains(row.GetNote(), want) {
 					t.Errorf("%s: note %q, want it to contain %q", variant, row.GetNote(), want)
 				}
 			}

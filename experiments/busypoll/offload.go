@@ -38,7 +38,7 @@ func offloadState(ctx context.Context, iface, name string) (string, error) {
 // journal, which records the command that puts it back; an offload already
 // in the wanted state is left alone and records nothing. A fixed offload
 // ("off [fixed]") makes ethtool fail, and the step with it.
-func (r *role) setOffload(ctx context.Context, name, want string) error {
+func (r *roleRun) setOffload(ctx context.Context, name, want string) error {
 	cur, err := offloadState(ctx, r.iface, name)
 	if err != nil || cur == want {
 		return err

@@ -47,8 +47,8 @@ func splitNames(s string) []string {
 	return out
 }
 
-// role is one role of one step and what it set up for its variant.
-type role struct {
+// roleRun is one role of one step and what it set up for its variant.
+type roleRun struct {
 	env   *experiments.Env
 	v     Variant
 	o     options
@@ -82,7 +82,7 @@ func run(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.Ro
 	if env.Settings == nil {
 		return nil, fmt.Errorf("busy-poll %s: no settings journal: every setting a role changes must be restorable", env.Role)
 	}
-	r := &role{env: env, v: v, o: optionsOf(env.Params, env.Role)}
+	r := &roleRun{env: env, v: v, o: optionsOf(env.Params, env.Role)}
 	defer r.closeSocks()
 	var peer netip.AddrPort
 	if env.Role == "client" {
@@ -126,7 +126,7 @@ func run(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.Ro
 // server's job: it starts first and ends last, so every socket of the
 // step is created while the sysctl is set), and checks that the socket
 // options and the epoll ioctl exist.
-func (r *role) setUp(ctx context.Context, peer netip.AddrPort) error {
+func (r *roleRun) setUp(ctx context.Context, peer netip.AddrPort) error {
 	var err error
 	if r.env.Role == "server" {
 		r.iface, err = ifaceWithAddr(r.env.Address())
@@ -187,7 +187,7 @@ type deviceSetting struct{ file, value string }
 // instance scheduled with a gro_flush_timeout timer instead of handing it
 // back to the device, for napi_defer_hard_irqs rounds; the device raises
 // no interrupt (on veth: no NET_RX softirq) meanwhile.
-func (r *role) deviceSettings() []deviceSetting {
+func (r *roleRun) deviceSettings() []deviceSetting {
 	dir := "/sys/class/net/" + r.iface + "/"
 	return []deviceSetting{
 		{dir + "napi_defer_hard_irqs", strconv.Itoa(r.o.deferIRQs)},
@@ -200,7 +200,7 @@ func us(d time.Duration) string { return strconv.FormatInt(int64(d/time.Microsec
 // probe checks, on a socket and an epoll instance of its own, that the
 // kernel has what the variant sets, so that a missing option is reported
 // as unsupported before any connection exists.
-func (r *role) probe() error {
+func (r *roleRun) probe() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("probe socket: %w", err)
@@ -231,7 +231,7 @@ func (r *role) probe() error {
 }
 
 // setOptions sets the variant's socket options on fd.
-func (r *role) setOptions(fd sock.FD) error {
+func (r *roleRun) setOptions(fd sock.FD) error {
 	switch r.v.Mechanism {
 	case SoBusyPoll:
 		return sock.SetBusyPoll(fd, r.v.Timeout)
@@ -251,7 +251,7 @@ func (r *role) setOptions(fd sock.FD) error {
 
 // hook is the rr.SocketHook of the role: the variant's options, and a
 // duplicate of the socket kept for the evidence.
-func (r *role) hook(fd sock.FD) error {
+func (r *roleRun) hook(fd sock.FD) error {
 	if err := r.setOptions(fd); err != nil {
 		return err
 	}
@@ -263,7 +263,7 @@ func (r *role) hook(fd sock.FD) error {
 	return nil
 }
 
-func (r *role) closeSocks() {
+func (r *roleRun) closeSocks() {
 	for _, fd := range r.socks {
 		fd.Close()
 	}

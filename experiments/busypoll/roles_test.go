@@ -10,6 +10,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/settings"
 	"github.com/labctl/labctl/internal/sysctl"
 	"github.com/labctl/labctl/netns"
@@ -89,7 +90,7 @@ func runIn(t *testing.T, ns string, fn func()) {
 
 func evidence(t *testing.T, r *experimentv1.RoleReport, name string) float64 {
 	t.Helper()
-	v, ok := experiments.EvidenceValue(r, name)
+	v, ok := report.EvidenceValue(r, name)
 	if !ok {
 		t.Errorf("%s report lacks evidence %s", r.GetRole(), name)
 	}

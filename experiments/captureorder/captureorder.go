@@ -20,6 +20,8 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -258,9 +260,9 @@ func (o *observers) stop(ctx context.Context, env *experiments.Env, r *experimen
 	}
 	where := fmt.Sprintf("%s %s", env.Node, o.capture.Iface)
 	r.Metrics[metric] = float64(cc.Matched)
-	experiments.AddEvidence(r, "capture_"+o.capture.Dir.String()+"_packets", float64(cc.Matched), "packets",
+	report.AddEvidence(r, "capture_"+o.capture.Dir.String()+"_packets", float64(cc.Matched), "packets",
 		fmt.Sprintf("AF_PACKET SOCK_RAW ETH_P_ALL socket on %s, %s copies, IPv4 UDP to port %d with the step's tag", where, o.capture.Dir, pl.port), "")
-	experiments.AddEvidence(r, "capture_drops", float64(cc.Drops), "packets", "PACKET_STATISTICS tp_drops of that socket",
+	report.AddEvidence(r, "capture_drops", float64(cc.Drops), "packets", "PACKET_STATISTICS tp_drops of that socket",
 		"frames the kernel could not queue to the capture; non-zero makes the count a lower bound")
 	if o.tcpdump != nil {
 		tc, err := o.tcpdump.Stop()
@@ -268,7 +270,7 @@ func (o *observers) stop(ctx context.Context, env *experiments.Env, r *experimen
 			return fmt.Errorf("node %s: %w", env.Node, err)
 		}
 		r.Metrics["tcpdump_packets"] = float64(tc.Captured)
-		experiments.AddEvidence(r, "tcpdump_packets", float64(tc.Captured), "packets",
+		report.AddEvidence(r, "tcpdump_packets", float64(tc.Captured), "packets",
 			fmt.Sprintf("tcpdump -i %s -Q %s 'udp dst port %d': packets captured", o.capture.Iface, map[Direction]string{Ingress: "in", Egress: "out"}[o.capture.Dir], pl.port),
 			fmt.Sprintf("received by filter %d, dropped by kernel %d", tc.ReceivedByFilter, tc.DroppedByKernel))
 	} else {
@@ -281,7 +283,7 @@ func (o *observers) stop(ctx context.Context, env *experiments.Env, r *experimen
 		}
 		d := after.Packets - o.rule.Packets
 		r.Metrics["rule_packets"] = float64(d)
-		experiments.AddEvidence(r, "rule_packets", float64(d), "packets",
+		report.AddEvidence(r, "rule_packets", float64(d), "packets",
 			"nft -j list table inet "+pl.table+": counter delta of "+after.String()+" in node "+env.Node,
 			fmt.Sprintf("the first rule of chain %s that drops udp dport %d", pl.chain, pl.port))
 	}
@@ -320,19 +322,19 @@ func serve(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Ro
 	if err != nil {
 		return nil, err
 	}
-	stop := experiments.ShutdownOnDone(ctx, ctl)
+	stop := role.ShutdownOnDone(ctx, ctl)
 	env.Ready(int(local.Port()))
 	conn, err := sock.Accept(ctl)
 	stop()
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
 	}
 	defer conn.Close()
-	stop = experiments.ShutdownOnDone(ctx, conn)
+	stop = role.ShutdownOnDone(ctx, conn)
 	defer stop()
 	var done [8]byte // the sender's count of successful sends
 	if _, err := sock.ReadFull(conn, done[:]); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
 	}
 	r := env.Report()
 	n, err := delivered.Stop()
@@ -340,15 +342,15 @@ func serve(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Ro
 		return nil, fmt.Errorf("node %s: the application's socket: %w", env.Node, err)
 	}
 	r.Metrics["delivered_packets"] = float64(n)
-	experiments.AddEvidence(r, "delivered_packets", float64(n), "packets",
+	report.AddEvidence(r, "delivered_packets", float64(n), "packets",
 		fmt.Sprintf("datagrams with the step's tag read from a UDP socket bound to %v in node %s", netip.AddrPortFrom(addr, uint16(pl.port)), env.Node), "")
 	if err := obs.stop(ctx, env, r, pl, "captured_packets"); err != nil {
 		return nil, err
 	}
 	if _, err := sock.WriteFull(conn, []byte{1}); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
-	r.Environment = experiments.Node(ctx, env.Node, nil)
+	r.Environment = report.Node(ctx, env.Node, nil)
 	return r, nil
 }
 
@@ -374,7 +376,7 @@ func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Rol
 		return nil, fmt.Errorf("control connection: %w", err)
 	}
 	defer conn.Close()
-	stop := experiments.ShutdownOnDone(ctx, conn)
+	stop := role.ShutdownOnDone(ctx, conn)
 	defer stop()
 	fd, err := sock.Listen(sock.UDP, netip.AddrPortFrom(netip.IPv4Unspecified(), 0), 0)
 	if err != nil {
@@ -407,11 +409,11 @@ func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Rol
 	var word [8]byte
 	binary.BigEndian.PutUint64(word[:], uint64(ok))
 	if _, err := sock.WriteFull(conn, word[:]); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	// The receiver answers once it has counted; the step ends then.
 	if _, err := sock.ReadFull(conn, word[:1]); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
 	}
 	r := env.Report()
 	r.Metrics["sent_packets"] = float64(count)
@@ -421,14 +423,14 @@ func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Rol
 	if other > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d sends failed with an error other than EPERM, the last: %v", other, otherErr))
 	}
-	experiments.AddEvidence(r, "send_eperm_packets", float64(eperm), "packets",
+	report.AddEvidence(r, "send_eperm_packets", float64(eperm), "packets",
 		"sendto calls that failed with EPERM", "a locally generated packet dropped by netfilter makes ip_local_out return -EPERM")
-	experiments.AddEvidence(r, "ip_out_discards", float64(after.Sub(before)["Ip.OutDiscards"]), "packets",
+	report.AddEvidence(r, "ip_out_discards", float64(after.Sub(before)["Ip.OutDiscards"]), "packets",
 		"/proc/net/snmp Ip.OutDiscards delta in node "+env.Node, "ip_send_skb counts a send that ip_local_out refused")
 	if err := obs.stop(ctx, env, r, pl, "wire_packets"); err != nil {
 		return nil, err
 	}
-	r.Environment = experiments.Node(ctx, env.Node, nil)
+	r.Environment = report.Node(ctx, env.Node, nil)
 	return r, nil
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
@@ -253,7 +254,7 @@ func step(variant string, rep int, c Counts, tcpdump bool) *experimentv1.StepRes
 		client.Metrics["tcpdump_packets"] = c.Wire
 		server.Metrics["tcpdump_packets"] = c.Captured
 	}
-	experiments.AddEvidence(server, "capture_drops", c.Drops, "packets", "", "")
+	report.AddEvidence(server, "capture_drops", c.Drops, "packets", "", "")
 	return &experimentv1.StepResult{Step: &experimentv1.Step{Variant: variant, Repeat: int32(rep)}, Reports: []*experimentv1.RoleReport{server, client}}
 }
 

@@ -2,9 +2,12 @@ package captureorder
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -24,7 +27,7 @@ type Counts struct {
 
 // CountsOf reads a step's counts; ok is false when a report is missing.
 func CountsOf(s *experimentv1.StepResult) (c Counts, ok bool) {
-	cl, sv := experiments.ReportOf(s, "client"), experiments.ReportOf(s, "server")
+	cl, sv := report.ReportOf(s, "client"), report.ReportOf(s, "server")
 	if cl == nil || sv == nil {
 		return c, false
 	}
@@ -40,7 +43,7 @@ func CountsOf(s *experimentv1.StepResult) (c Counts, ok bool) {
 		if n, ran := r.GetMetrics()["tcpdump_packets"]; ran {
 			c.Tcpdump[role] = n
 		}
-		d, _ := experiments.EvidenceValue(r, "capture_drops")
+		d, _ := report.EvidenceValue(r, "capture_drops")
 		c.Drops += d
 	}
 	return c, true
@@ -65,7 +68,7 @@ func (c Counts) Expected(variant string) []string {
 	want("frames on "+c.Client+"'s wire", c.Wire, onWire)
 	want("frames captured at "+c.Server, c.Captured, onWire)
 	want("delivered to the application", c.Delivered, 0)
-	for _, role := range experiments.SortedKeys(c.Tcpdump) {
+	for _, role := range slices.Sorted(maps.Keys(c.Tcpdump)) {
 		want("tcpdump on the "+role, c.Tcpdump[role], onWire)
 	}
 	return bad
@@ -74,7 +77,7 @@ func (c Counts) Expected(variant string) []string {
 func (c Counts) String() string {
 	s := fmt.Sprintf("sent %.0f (ok %.0f, EPERM %.0f), on %s's wire %.0f, captured at %s %.0f, rule %.0f, delivered %.0f",
 		c.Sent, c.OK, c.EPERM, c.Client, c.Wire, c.Server, c.Captured, c.Rule, c.Delivered)
-	for _, role := range experiments.SortedKeys(c.Tcpdump) {
+	for _, role := range slices.Sorted(maps.Keys(c.Tcpdump)) {
 		s += fmt.Sprintf(", tcpdump (%s) %.0f", role, c.Tcpdump[role])
 	}
 	return s
@@ -82,7 +85,7 @@ func (c Counts) String() string {
 
 // Judge checks every step against the ordering and answers C7.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	v := &experimentv1.Verdict{Claim: "C7"}
 	results := map[string]*variantResult{}
 	for _, s := range steps {

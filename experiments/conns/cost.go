@@ -22,6 +22,8 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -208,9 +210,9 @@ func (Cost) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleRe
 		err = fmt.Errorf("conn-cost has no role %q", env.Role)
 	}
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
-	r.Environment = experiments.Node(ctx, env.Node, []string{"net.ipv4.ip_local_port_range", "net.ipv4.tcp_max_tw_buckets", "net.core.somaxconn"})
+	r.Environment = report.Node(ctx, env.Node, []string{"net.ipv4.ip_local_port_range", "net.ipv4.tcp_max_tw_buckets", "net.core.somaxconn"})
 	return r, nil
 }
 
@@ -226,7 +228,7 @@ func listenControl(ctx context.Context, env *experiments.Env) (sock.FD, error) {
 	if err != nil {
 		return -1, err
 	}
-	stop := experiments.ShutdownOnDone(ctx, ln)
+	stop := role.ShutdownOnDone(ctx, ln)
 	defer stop()
 	env.Ready(int(local.Port()))
 	fd, err := sock.Accept(ln)
@@ -396,28 +398,28 @@ func (s *server) snap(phase string) snapshot {
 		return cur
 	}
 	d := cur.SockStat.Sub(s.base.SockStat)
-	experiments.AddEvidence(s.report, phase+".sockstat_tcp_inuse", float64(d["TCP.inuse"]), "sockets",
+	report.AddEvidence(s.report, phase+".sockstat_tcp_inuse", float64(d["TCP.inuse"]), "sockets",
 		"/proc/net/sockstat TCP inuse, change since the baseline, server's namespace", "")
 	switch phase {
 	case phaseEstablished:
 		n, unread, err := s.count(stateMask(tcpEstablished))
 		if err == nil {
-			experiments.AddEvidence(s.report, "server_established", float64(n), "sockets", "sock_diag: server ends ESTABLISHED", fmt.Sprintf("want %d", s.n))
-			experiments.AddEvidence(s.report, "server_unread_bytes", float64(unread), "bytes", "sock_diag: bytes queued unread on the server ends", "")
+			report.AddEvidence(s.report, "server_established", float64(n), "sockets", "sock_diag: server ends ESTABLISHED", fmt.Sprintf("want %d", s.n))
+			report.AddEvidence(s.report, "server_unread_bytes", float64(unread), "bytes", "sock_diag: bytes queued unread on the server ends", "")
 		}
 		if s.ep != nil {
 			regs, err := epollRegistrations(s.ep)
 			if err == nil {
-				experiments.AddEvidence(s.report, "server_epoll_registrations", float64(regs), "", "/proc/thread-self/fdinfo of the server's epoll: tfd lines", "")
+				report.AddEvidence(s.report, "server_epoll_registrations", float64(regs), "", "/proc/thread-self/fdinfo of the server's epoll: tfd lines", "")
 			}
 		}
 	case phaseCloseWait:
 		if n, _, err := s.count(stateMask(tcpCloseWait)); err == nil {
-			experiments.AddEvidence(s.report, "server_close_wait", float64(n), "sockets", "sock_diag: server ends in CLOSE_WAIT", fmt.Sprintf("want %d", s.n))
+			report.AddEvidence(s.report, "server_close_wait", float64(n), "sockets", "sock_diag: server ends in CLOSE_WAIT", fmt.Sprintf("want %d", s.n))
 		}
 	case phaseTimeWait:
 		if n, _, err := s.count(allStates); err == nil {
-			experiments.AddEvidence(s.report, "server_left", float64(n), "sockets", "sock_diag: server ends still in the kernel", "want 0")
+			report.AddEvidence(s.report, "server_left", float64(n), "sockets", "sock_diag: server ends still in the kernel", "want 0")
 		}
 	}
 	return cur

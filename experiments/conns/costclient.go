@@ -11,6 +11,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -178,7 +179,7 @@ func (c *client) run(ctx context.Context, env *experiments.Env, cfd sock.FD) err
 		return err
 	}
 	if after, err := kstat.ReadNetStat(); err == nil {
-		experiments.AddEvidence(c.report, "tcp_time_wait_overflow", float64(after.Sub(before)["TcpExt.TCPTimeWaitOverflow"]), "sockets",
+		report.AddEvidence(c.report, "tcp_time_wait_overflow", float64(after.Sub(before)["TcpExt.TCPTimeWaitOverflow"]), "sockets",
 			"/proc/net/netstat TcpExt.TCPTimeWaitOverflow, client's namespace", "connections closed without TIME_WAIT: net.ipv4.tcp_max_tw_buckets reached")
 	}
 
@@ -193,7 +194,7 @@ func (c *client) run(ctx context.Context, env *experiments.Env, cfd sock.FD) err
 	if err != nil {
 		return err
 	}
-	experiments.AddEvidence(c.report, "time_wait_destroyed", float64(len(c.ids)-gone), "sockets", "sock_diag SOCK_DESTROY of the step's TIME_WAIT sockets", fmt.Sprintf("%d left", left))
+	report.AddEvidence(c.report, "time_wait_destroyed", float64(len(c.ids)-gone), "sockets", "sock_diag SOCK_DESTROY of the step's TIME_WAIT sockets", fmt.Sprintf("%d left", left))
 	if err := finish(ctx, cfd); err != nil {
 		return err
 	}
@@ -344,12 +345,12 @@ func (c *client) settle(ctx context.Context, what string, want uint32) error {
 
 func (c *client) evidenceEstablished() {
 	if n, unacked, err := c.count(stateMask(tcpEstablished)); err == nil {
-		experiments.AddEvidence(c.report, "client_established", float64(n), "sockets", "sock_diag: client ends ESTABLISHED", fmt.Sprintf("want %d", c.n))
-		experiments.AddEvidence(c.report, "client_unacked_bytes", float64(unacked), "bytes", "sock_diag: bytes the client ends wait to have acknowledged", "want 0")
+		report.AddEvidence(c.report, "client_established", float64(n), "sockets", "sock_diag: client ends ESTABLISHED", fmt.Sprintf("want %d", c.n))
+		report.AddEvidence(c.report, "client_unacked_bytes", float64(unacked), "bytes", "sock_diag: bytes the client ends wait to have acknowledged", "want 0")
 	}
 	if c.ep != nil {
 		if regs, err := epollRegistrations(c.ep); err == nil {
-			experiments.AddEvidence(c.report, "client_epoll_registrations", float64(regs), "", "/proc/thread-self/fdinfo of the client's epoll: tfd lines", "")
+			report.AddEvidence(c.report, "client_epoll_registrations", float64(regs), "", "/proc/thread-self/fdinfo of the client's epoll: tfd lines", "")
 		}
 	}
 }
@@ -364,7 +365,7 @@ func (c *client) evidenceTimeWait(name string, substate uint8, source string) {
 		}
 	})
 	if err == nil {
-		experiments.AddEvidence(c.report, name, float64(n), "sockets", source, fmt.Sprintf("want %d", c.n))
+		report.AddEvidence(c.report, name, float64(n), "sockets", source, fmt.Sprintf("want %d", c.n))
 	}
 }
 
@@ -388,7 +389,7 @@ func (c *client) addMetrics(base, established, closeWait, timeWait snapshot) {
 	m["client_end_per_conn_bytes"] = ends.ClientEnd / n
 	m["time_wait_per_conn_bytes"] = ends.TimeWait / n
 	d := timeWait.SockStat.Sub(base.SockStat)
-	experiments.AddEvidence(c.report, "time_wait.sockstat_tcp_tw", float64(d["TCP.tw"]), "sockets", "/proc/net/sockstat TCP tw, change since the baseline, client's namespace (per namespace since Linux 5.19)", "")
+	report.AddEvidence(c.report, "time_wait.sockstat_tcp_tw", float64(d["TCP.tw"]), "sockets", "/proc/net/sockstat TCP tw, change since the baseline, client's namespace (per namespace since Linux 5.19)", "")
 }
 
 // ends is what the snapshots say about each side of a connection.

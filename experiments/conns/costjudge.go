@@ -2,6 +2,7 @@ package conns
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -43,7 +45,7 @@ type point struct {
 func stepPoint(s *experimentv1.StepResult) (variant string, p point, ok bool) {
 	variant = s.GetStep().GetParams()["variants"]
 	n, err := strconv.Atoi(s.GetStep().GetParams()["counts"])
-	client := experiments.ReportOf(s, "client")
+	client := report.ReportOf(s, "client")
 	if err != nil || client == nil {
 		return "", point{}, false
 	}
@@ -134,9 +136,9 @@ func fitRow(variant string, fits map[string][]measure.Fit) *experimentv1.Summary
 			icpt = append(icpt, f.Intercept)
 			r2 = append(r2, f.R2)
 		}
-		row.Metrics["fit."+key+"_bytes"] = experiments.SpreadProto(measure.SpreadOf(slopes(fs)))
-		row.Metrics["fit."+key+"_intercept_bytes"] = experiments.SpreadProto(measure.SpreadOf(icpt))
-		row.Metrics["fit."+key+"_r2"] = experiments.SpreadProto(measure.SpreadOf(r2))
+		row.Metrics["fit."+key+"_bytes"] = report.SpreadProto(measure.SpreadOf(slopes(fs)))
+		row.Metrics["fit."+key+"_intercept_bytes"] = report.SpreadProto(measure.SpreadOf(icpt))
+		row.Metrics["fit."+key+"_r2"] = report.SpreadProto(measure.SpreadOf(r2))
 	}
 	return row
 }
@@ -159,9 +161,9 @@ func shortfalls(s *experimentv1.StepResult) []string {
 	}
 	var out []string
 	for _, role := range []string{"client", "server"} {
-		r := experiments.ReportOf(s, role)
-		for _, name := range experiments.SortedKeys(want[role]) {
-			got, ok := experiments.EvidenceValue(r, name)
+		r := report.ReportOf(s, role)
+		for _, name := range slices.Sorted(maps.Keys(want[role])) {
+			got, ok := report.EvidenceValue(r, name)
 			switch {
 			case !ok:
 				out = append(out, fmt.Sprintf("%s: no %s evidence", s.GetStep().GetVariant(), name))
@@ -196,7 +198,7 @@ func engagement(row *experimentv1.SummaryRow, steps []*experimentv1.StepResult, 
 // Judge summarises each variant at each count, fits each variant across
 // counts, and judges the claim on the idle variant.
 func (Cost) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	for _, row := range rows {
 		engagement(row, steps, func(s *experimentv1.StepResult) bool { return s.GetStep().GetVariant() == row.GetVariant() })
 	}
@@ -224,7 +226,7 @@ func (Cost) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*ex
 	for _, n := range p.Ints("counts") {
 		idle = append(idle, costVariant(variantIdle, n))
 	}
-	return rows, costVerdict(p, fits[variantIdle], experiments.Row(rows, variantIdle+" fit"), idle)
+	return rows, costVerdict(p, fits[variantIdle], report.Row(rows, variantIdle+" fit"), idle)
 }
 
 // costVerdict judges C13 on the idle variant's fits: the ESTABLISHED part

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -75,18 +76,18 @@ func costStep(v string, n, repeat int, m model) *experimentv1.StepResult {
 	}}
 	server := &experimentv1.RoleReport{Role: "server", Metrics: map[string]float64{}}
 	for name, x := range map[string]float64{"client_established": N, "client_fin_wait2": N, "client_time_wait": N, "client_unacked_bytes": 0} {
-		experiments.AddEvidence(client, name, x, "", "", "")
+		report.AddEvidence(client, name, x, "", "", "")
 	}
 	unread := 0.0
 	if hasByte(v) {
 		unread = N
 	}
 	for name, x := range map[string]float64{"server_established": N, "server_close_wait": N, "server_left": 0, "server_unread_bytes": unread} {
-		experiments.AddEvidence(server, name, x, "", "", "")
+		report.AddEvidence(server, name, x, "", "", "")
 	}
 	if hasEpoll(v) {
-		experiments.AddEvidence(client, "client_epoll_registrations", N, "", "", "")
-		experiments.AddEvidence(server, "server_epoll_registrations", N, "", "", "")
+		report.AddEvidence(client, "client_epoll_registrations", N, "", "", "")
+		report.AddEvidence(server, "server_epoll_registrations", N, "", "", "")
 	}
 	return &experimentv1.StepResult{
 		Step:    &experimentv1.Step{Variant: costVariant(v, n), Repeat: int32(repeat), Params: map[string]string{"counts": fmt.Sprint(n), "variants": v}},
@@ -116,7 +117,7 @@ func TestCostJudge(t *testing.T) {
 	noisy := costRun("idle", counts, six(good)...)
 	for _, st := range noisy {
 		if st.GetStep().GetParams()["counts"] == "10000" {
-			m := experiments.ReportOf(st, "client").Metrics
+			m := report.ReportOf(st, "client").Metrics
 			m["established.conn_caches_bytes"] += 3e8
 			m["close_wait.conn_caches_bytes"] += 3e8
 			m["time_wait.conn_caches_bytes"] += 3e8
@@ -187,7 +188,7 @@ func TestCostJudgeNotEngaged(t *testing.T) {
 	steps := costRun("idle", []int{1000, 10000}, model{pair: 7200, server: 3600, timeWait: 400})
 	// Fewer TIME_WAIT sockets than connections: net.ipv4.tcp_max_tw_buckets
 	// closed the rest without TIME_WAIT.
-	client := experiments.ReportOf(steps[1], "client")
+	client := report.ReportOf(steps[1], "client")
 	for _, ev := range client.Evidence {
 		if ev.Name == "client_time_wait" {
 			ev.Value = 8000
@@ -197,10 +198,10 @@ func TestCostJudgeNotEngaged(t *testing.T) {
 	if v.GetOutcome() != experimentv1.Outcome_OUTCOME_NOT_ENGAGED || !strings.Contains(v.GetExplanation(), "client_time_wait 8000, want 10000") {
 		t.Errorf("verdict %v: %s", v.GetOutcome(), v.GetExplanation())
 	}
-	if r := experiments.Row(rows, "idle n=10000"); r.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED {
+	if r := report.Row(rows, "idle n=10000"); r.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED {
 		t.Errorf("row idle n=10000: %v", r.GetEngagement())
 	}
-	if r := experiments.Row(rows, "idle n=1000"); r.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
+	if r := report.Row(rows, "idle n=1000"); r.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
 		t.Errorf("row idle n=1000: %v %s", r.GetEngagement(), r.GetNote())
 	}
 }
@@ -235,7 +236,7 @@ func TestCostJudgeComparesVariants(t *testing.T) {
 				}
 			}
 			rows, _ := e.Judge(p, steps)
-			row := experiments.Row(rows, "epoll fit")
+			row := report.Row(rows, "epoll fit")
 			if row == nil || !strings.Contains(row.GetNote(), tc.want) {
 				t.Errorf("epoll fit note %q, want %q", row.GetNote(), tc.want)
 			}

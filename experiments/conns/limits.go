@@ -15,6 +15,8 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
@@ -220,9 +222,9 @@ func (Limits) Run(ctx context.Context, env *experiments.Env) (*experimentv1.Role
 		err = fmt.Errorf("conn-limits has no role %q", env.Role)
 	}
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
-	r.Environment = experiments.Node(ctx, env.Node, []string{"net.ipv4.ip_local_port_range", "net.core.somaxconn"})
+	r.Environment = report.Node(ctx, env.Node, []string{"net.ipv4.ip_local_port_range", "net.core.somaxconn"})
 	return r, nil
 }
 
@@ -377,7 +379,7 @@ func serverEvidence(r *experimentv1.RoleReport, local netip.AddrPort, before kst
 	}
 	d := after.Sub(before)
 	r.Metrics["listen_overflows"] = float64(d["TcpExt.ListenOverflows"])
-	experiments.AddEvidence(r, "listen_overflows", float64(d["TcpExt.ListenOverflows"]), "SYNs", "/proc/net/netstat TcpExt.ListenOverflows delta, server's namespace",
+	report.AddEvidence(r, "listen_overflows", float64(d["TcpExt.ListenOverflows"]), "SYNs", "/proc/net/netstat TcpExt.ListenOverflows delta, server's namespace",
 		"handshakes dropped because the accept queue was full")
 	dg, err := openDiag()
 	if err != nil {
@@ -387,8 +389,8 @@ func serverEvidence(r *experimentv1.RoleReport, local netip.AddrPort, before kst
 	return dg.dump(stateMask(tcpListen), func(s diagSocket) {
 		if s.ID.Local == local {
 			r.Metrics["accept_queue"] = float64(s.RQueue)
-			experiments.AddEvidence(r, "accept_queue", float64(s.RQueue), "connections", "sock_diag: the listener's accept queue (sk_ack_backlog)", "")
-			experiments.AddEvidence(r, "accept_backlog_limit", float64(s.WQueue), "connections", "sock_diag: the listener's backlog limit (sk_max_ack_backlog: listen's backlog capped by net.core.somaxconn)", "")
+			report.AddEvidence(r, "accept_queue", float64(s.RQueue), "connections", "sock_diag: the listener's accept queue (sk_ack_backlog)", "")
+			report.AddEvidence(r, "accept_backlog_limit", float64(s.WQueue), "connections", "sock_diag: the listener's backlog limit (sk_max_ack_backlog: listen's backlog capped by net.core.somaxconn)", "")
 		}
 	})
 }
@@ -523,14 +525,14 @@ func (s *clientSetup) report(r *experimentv1.RoleReport, sc string, opened int, 
 		refusal = refused.Error()
 	}
 	// The limit's name is the evidence's detail: the judge reads it.
-	experiments.AddEvidence(r, "limit", value, limitUnit(limit), "the limit in force for what refused the next connection", limit)
-	experiments.AddEvidence(r, "refusal", float64(errno), errnoName(errno), "errno of the refused call (0: none, the handshake went unanswered)", refusal)
+	report.AddEvidence(r, "limit", value, limitUnit(limit), "the limit in force for what refused the next connection", limit)
+	report.AddEvidence(r, "refusal", float64(errno), errnoName(errno), "errno of the refused call (0: none, the handshake went unanswered)", refusal)
 	if sc == scenarioNofile {
 		// At EMFILE every descriptor number below the soft limit is
 		// taken: the connections plus what their table held before.
-		experiments.AddEvidence(r, "descriptors_before", float64(s.fdsBefore), "descriptors",
+		report.AddEvidence(r, "descriptors_before", float64(s.fdsBefore), "descriptors",
 			"descriptors in the connections' table before the first (/proc/thread-self/fd of its thread)", fmt.Sprintf("soft RLIMIT_NOFILE %d", s.nofile))
-		experiments.AddEvidence(r, "nr_open_probe", float64(s.nrOpenErrno), errnoName(s.nrOpenErrno),
+		report.AddEvidence(r, "nr_open_probe", float64(s.nrOpenErrno), errnoName(s.nrOpenErrno),
 			"setrlimit(RLIMIT_NOFILE) with the hard limit at fs.nr_open+1 (nothing changed)", fmt.Sprintf("fs.nr_open %d: the ceiling of RLIMIT_NOFILE, even for root", s.nrOpen))
 	}
 }

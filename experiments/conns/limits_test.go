@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -54,10 +55,10 @@ func limitsStep(sc string, repeat int, conns, value float64, limit, errno string
 	if sc == scenarioSources {
 		client.Metrics["source_addrs"] = 4
 	}
-	experiments.AddEvidence(client, "limit", value, "", "", limit)
-	experiments.AddEvidence(client, "refusal", 0, errno, "", "")
+	report.AddEvidence(client, "limit", value, "", "", limit)
+	report.AddEvidence(client, "refusal", 0, errno, "", "")
 	if sc == scenarioNofile {
-		experiments.AddEvidence(client, "descriptors_before", fdsBefore, "", "", "")
+		report.AddEvidence(client, "descriptors_before", fdsBefore, "", "", "")
 	}
 	server := &experimentv1.RoleReport{Role: "server", Metrics: map[string]float64{"listen_overflows": overflows}}
 	return &experimentv1.StepResult{Step: &experimentv1.Step{Variant: sc, Repeat: int32(repeat)}, Reports: []*experimentv1.RoleReport{server, client}}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -33,7 +34,7 @@ type outcome struct {
 }
 
 func readOutcome(s *experimentv1.StepResult) (outcome, bool) {
-	c, srv := experiments.ReportOf(s, "client"), experiments.ReportOf(s, "server")
+	c, srv := report.ReportOf(s, "client"), report.ReportOf(s, "server")
 	lim := evidenceOf(c, "limit")
 	if c == nil || lim == nil {
 		return outcome{}, false
@@ -98,7 +99,7 @@ func (o outcome) describe() string {
 // connections to one server port, more source addresses lift that bound.
 // Scenario defaults only reports which of the node's limits came first.
 func (Limits) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	byScenario := map[string][]outcome{}
 	for _, s := range steps {
 		if o, ok := readOutcome(s); ok {

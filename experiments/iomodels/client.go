@@ -11,6 +11,8 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -34,7 +36,7 @@ const udpTimeout = 2 * time.Second
 // runClient connects (idle connections first, then the active one) and
 // times round trips.
 func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, cfg clientConfig) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(cfg.CPU)
+	unlock, err := role.LockThread(cfg.CPU)
 	if err != nil {
 		return nil, err
 	}
@@ -43,14 +45,14 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	idle, err := connectIdle(ctx, env, peer, cfg.Idle)
 	defer closeIdle(idle)
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
 	fd, err := sock.Connect(sock.Network(cfg.Proto), peer)
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models client: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("io-models client: %w", err))
 	}
 	defer fd.Close()
-	stop := experiments.ShutdownOnDone(ctx, append([]sock.FD{fd}, idle...)...)
+	stop := role.ShutdownOnDone(ctx, append([]sock.FD{fd}, idle...)...)
 	defer stop()
 	if cfg.Proto == TCP {
 		if err := sock.SetNoDelay(fd, true); err != nil {
@@ -70,7 +72,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	// when it cannot serve the model.
 	declined, err := roundTrip(hot, cfg.Proto, buf, phaseWarmup)
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
 	if declined {
 		r.Notes = append(r.Notes, "the server declined the variant: it cannot run on this kernel or with this many descriptors (see the server's note)")
@@ -80,7 +82,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	env.Progressf("warming up for %v", cfg.Warmup)
 	for t0 := time.Now(); time.Since(t0) < cfg.Warmup; {
 		if _, err := roundTrip(hot, cfg.Proto, buf, phaseWarmup); err != nil {
-			return nil, experiments.CtxErr(ctx, err)
+			return nil, role.CtxErr(ctx, err)
 		}
 	}
 	if cfg.Count > 0 {
@@ -96,7 +98,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	for {
 		t0 := time.Now()
 		if _, err := roundTrip(hot, cfg.Proto, buf, phaseMeasured); err != nil {
-			return nil, experiments.CtxErr(ctx, err)
+			return nil, role.CtxErr(ctx, err)
 		}
 		t1 := time.Now()
 		h.Record(t1.Sub(t0))
@@ -108,12 +110,12 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	elapsed := time.Since(begin)
 	end, _ := measure.ThreadUsage()
 	if _, err := roundTrip(hot, cfg.Proto, buf, phaseDone); err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
-	experiments.AddLatency(r, "rtt", &h)
+	report.AddLatency(r, "rtt", &h)
 	r.Metrics["messages"] = float64(n)
 	r.Metrics["msgs_per_s"] = float64(n) / elapsed.Seconds()
-	experiments.AddUsage(r, end.Sub(start), int64(n), "msg")
+	report.AddUsage(r, end.Sub(start), int64(n), "msg")
 	return finish(ctx, r, env.Node, cfg.CPU)
 }
 

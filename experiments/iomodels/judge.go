@@ -7,7 +7,9 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -53,7 +55,7 @@ func newJudged(p experiments.Params, steps []*experimentv1.StepResult) judged {
 }
 
 func (j judged) values(v Variant, metric string) []float64 {
-	return experiments.Values(j.steps, v.Name(), metric)
+	return report.Values(j.steps, v.Name(), metric)
 }
 
 // unsupported returns the server's reason if any repeat of v declined.
@@ -62,8 +64,8 @@ func (j judged) unsupported(v Variant) (string, bool) {
 		if s.GetStep().GetVariant() != v.Name() {
 			continue
 		}
-		r := experiments.ReportOf(s, "server")
-		if ok, found := experiments.EvidenceValue(r, "supported"); found && ok == 0 {
+		r := report.ReportOf(s, "server")
+		if ok, found := report.EvidenceValue(r, "supported"); found && ok == 0 {
 			for _, n := range r.GetNotes() {
 				if reason, ok := strings.CutPrefix(n, "unsupported: "); ok {
 					return reason, true
@@ -103,7 +105,7 @@ func (j judged) has(m Model) bool {
 // it judged and gives each one's outcome in its explanation.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
 	j := newJudged(p, steps)
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	for _, row := range rows {
 		v, ok := j.variants[row.GetVariant()]
 		if !ok {
@@ -121,14 +123,14 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 }
 
 // compare decides metric of variant b against variant a and records it in
-// the verdict (see experiments.Compare).
+// the verdict (see judge.Compare).
 func (j judged) compare(metric string, a, b Variant, margin float64) measure.Decision {
-	return experiments.Compare(j.v, j.p, j.steps, metric, a.Name(), b.Name(), margin)
+	return judge.Compare(j.v, j.p, j.steps, metric, a.Name(), b.Name(), margin)
 }
 
-// describe decides a comparison that only describes (see experiments.Decide).
+// describe decides a comparison that only describes (see judge.Decide).
 func (j judged) describe(metric string, a, b Variant) measure.Decision {
-	return experiments.Decide(j.p, j.steps, metric, a.Name(), b.Name(), 0)
+	return judge.Decide(j.p, j.steps, metric, a.Name(), b.Name(), 0)
 }
 
 func (j judged) engagement(v Variant) (experimentv1.Engagement, string) {
@@ -143,7 +145,7 @@ func (j judged) engagement(v Variant) (experimentv1.Engagement, string) {
 			if s.GetStep().GetVariant() != v.Name() {
 				continue
 			}
-			if cpu, ok := experiments.EvidenceValue(experiments.ReportOf(s, "server"), "sqpoll_thread_cpu"); !ok || cpu <= 0 {
+			if cpu, ok := report.EvidenceValue(report.ReportOf(s, "server"), "sqpoll_thread_cpu"); !ok || cpu <= 0 {
 				return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, "the iou-sqp thread used no CPU during the measured messages (schedstat)"
 			}
 		}

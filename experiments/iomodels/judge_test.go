@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -31,12 +32,12 @@ func (f fake) steps() []*experimentv1.StepResult {
 		}
 		if f.declined != "" {
 			srv.Notes = []string{"unsupported: " + f.declined}
-			experiments.AddEvidence(srv, "supported", 0, "", string(f.v.Model), f.declined)
+			report.AddEvidence(srv, "supported", 0, "", string(f.v.Model), f.declined)
 		} else {
-			experiments.AddEvidence(srv, "supported", 1, "", string(f.v.Model), "")
+			report.AddEvidence(srv, "supported", 1, "", string(f.v.Model), "")
 		}
 		if f.v.Model == UringSQPoll {
-			experiments.AddEvidence(srv, "sqpoll_thread_cpu", f.sqCPU, "ns", "", "")
+			report.AddEvidence(srv, "sqpoll_thread_cpu", f.sqCPU, "ns", "", "")
 		}
 		out = append(out, &experimentv1.StepResult{
 			Step:    &experimentv1.Step{Variant: f.v.Name(), Repeat: int32(i), Params: f.v.Params()},
@@ -80,7 +81,7 @@ func run(fakes ...fake) []*experimentv1.StepResult {
 	return out
 }
 
-func judge(t *testing.T, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
+func judgeDefaults(t *testing.T, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
 	t.Helper()
 	var e Experiment
 	p, err := experiments.Validate(e.Spec(), nil)
@@ -169,7 +170,7 @@ func TestClaimVerdicts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, v := judge(t, tt.run)
+			_, v := judgeDefaults(t, tt.run)
 			t.Log(v.Explanation)
 			if v.Claim != tt.claim || v.Outcome != tt.outcome {
 				t.Errorf("verdict %s %v, want %s %v: %s", v.Claim, v.Outcome, tt.claim, tt.outcome, v.Explanation)
@@ -191,7 +192,7 @@ func TestVerdictCombinesClaims(t *testing.T) {
 		fake{v: tcp(Blocking), server: series(5, "vcsw_per_msg", 1, 0), client: series(5, "rtt_p50_ns", 30e3, 100)},
 		fake{v: tcp(NetConn), client: series(5, "rtt_p50_ns", 60e3, 100)},
 	)
-	_, v := judge(t, steps)
+	_, v := judgeDefaults(t, steps)
 	if v.Claim != "C8,C16" || v.Outcome != experimentv1.Outcome_OUTCOME_CONDITIONAL {
 		t.Errorf("verdict %s %v: %s", v.Claim, v.Outcome, v.Explanation)
 	}
@@ -200,7 +201,7 @@ func TestVerdictCombinesClaims(t *testing.T) {
 			t.Errorf("explanation lacks %q: %s", s, v.Explanation)
 		}
 	}
-	_, v = judge(t, run(fake{v: tcp(Spin), client: series(5, "rtt_p50_ns", 30e3, 100)}))
+	_, v = judgeDefaults(t, run(fake{v: tcp(Spin), client: series(5, "rtt_p50_ns", 30e3, 100)}))
 	if v.Outcome != experimentv1.Outcome_OUTCOME_MEASURED || v.Claim != "" {
 		t.Errorf("a run that judges no claim: %v", v)
 	}
@@ -208,7 +209,7 @@ func TestVerdictCombinesClaims(t *testing.T) {
 
 func TestEngagement(t *testing.T) {
 	tcp := func(m Model) Variant { return Variant{Model: m, Proto: TCP} }
-	rows, _ := judge(t, run(
+	rows, _ := judgeDefaults(t, run(
 		fake{v: tcp(Blocking), server: series(2, "vcsw_per_msg", 1, 0)},
 		fake{v: tcp(EpollET), server: series(2, "vcsw_per_msg", 1, 0)},
 		fake{v: tcp(Uring), server: series(2, "vcsw_per_msg", 1, 0), declined: "io_uring RECV: not supported by this kernel"},
@@ -227,7 +228,7 @@ func TestEngagement(t *testing.T) {
 			t.Errorf("%s: %v, want %v (note %q)", r.Variant, r.Engagement, want[r.Variant], r.Note)
 		}
 	}
-	if r := experiments.Row(rows, "uring/tcp"); !strings.Contains(r.GetNote(), "not supported") {
+	if r := report.Row(rows, "uring/tcp"); !strings.Contains(r.GetNote(), "not supported") {
 		t.Errorf("unsupported row's note: %q", r.GetNote())
 	}
 }

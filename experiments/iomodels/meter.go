@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -128,7 +128,7 @@ func (m *meter) report(r *experimentv1.RoleReport) {
 	if n == 0 {
 		return
 	}
-	experiments.AddUsage(r, m.end.usage.Sub(m.start.usage), n, "msg")
+	report.AddUsage(r, m.end.usage.Sub(m.start.usage), n, "msg")
 	per := func(x int64) float64 { return float64(x) / float64(n) }
 	if m.counts != nil {
 		c := m.end.counts.sub(m.start.counts)
@@ -148,14 +148,14 @@ func (m *meter) report(r *experimentv1.RoleReport) {
 	if m.sys != nil {
 		d := int64(m.end.sys - m.start.sys)
 		r.Metrics["process_syscalls_per_msg"] = per(d)
-		experiments.AddEvidence(r, "process_syscalls", float64(d), "syscalls",
+		report.AddEvidence(r, "process_syscalls", float64(d), "syscalls",
 			"perf counters on raw_syscalls:sys_enter, one per thread of the server's agent (inherited by new threads)",
 			"every system call of the serving process over the measured messages, the Go runtime's own included")
 	}
 	if m.sqTID != 0 {
 		d := m.end.sqCPU - m.start.sqCPU
 		r.Metrics["sqpoll_cpu_ns_per_msg"] = float64(d) / float64(n)
-		experiments.AddEvidence(r, "sqpoll_thread_cpu", float64(d), "ns",
+		report.AddEvidence(r, "sqpoll_thread_cpu", float64(d), "ns",
 			fmt.Sprintf("/proc/self/task/%d/schedstat (the ring's iou-sqp thread)", m.sqTID),
 			"CPU time of the kernel submission thread, which getrusage of the serving thread does not include")
 	}

@@ -7,6 +7,8 @@ import (
 	"net"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -23,7 +25,7 @@ func serveNetConn(ctx context.Context, env *experiments.Env, cfg serverConfig) (
 	if cfg.CPU >= 0 {
 		r.Notes = append(r.Notes, "netconn: server_cpu is not applied: goroutines are not pinned")
 	}
-	experiments.AddEvidence(r, "supported", 1, "", string(NetConn), "the server served this model")
+	report.AddEvidence(r, "supported", 1, "", string(NetConn), "the server served this model")
 	m := &meter{process: true}
 	if cfg.CountSyscalls {
 		sys, err := openProcessSyscalls()
@@ -43,7 +45,7 @@ func serveNetConn(ctx context.Context, env *experiments.Env, cfg serverConfig) (
 		err = netConnTCP(ctx, env, &net.TCPAddr{IP: addr}, req, resp, m)
 	}
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models server (netconn): %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("io-models server (netconn): %w", err))
 	}
 	m.report(r)
 	if m.sys != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -68,7 +69,7 @@ func TestModelsOnLoopback(t *testing.T) {
 				if serr != nil || cerr != nil {
 					t.Fatalf("server: %v, client: %v", serr, cerr)
 				}
-				if ok, _ := experiments.EvidenceValue(server, "supported"); ok == 0 {
+				if ok, _ := report.EvidenceValue(server, "supported"); ok == 0 {
 					t.Skipf("unsupported here: %v", server.Notes)
 				}
 				if n := client.Metrics["messages"]; n != 50 || server.Metrics["messages"] != n {
@@ -117,10 +118,10 @@ func TestIdleConnections(t *testing.T) {
 			if serr != nil || cerr != nil {
 				t.Fatalf("server: %v, client: %v", serr, cerr)
 			}
-			if n, _ := experiments.EvidenceValue(server, "watched_descriptors"); n != float64(tt.v.Idle+1) {
+			if n, _ := report.EvidenceValue(server, "watched_descriptors"); n != float64(tt.v.Idle+1) {
 				t.Errorf("server watched %v descriptors, want %d", n, tt.v.Idle+1)
 			}
-			ok, _ := experiments.EvidenceValue(server, "supported")
+			ok, _ := report.EvidenceValue(server, "supported")
 			if !tt.supported {
 				if ok != 0 || client.Metrics["declined"] != 1 || len(server.Notes) == 0 || !strings.Contains(server.Notes[0], "FD_SETSIZE") {
 					t.Errorf("select over %d descriptors: supported %v, client %v, notes %v", tt.v.Idle+1, ok, client.Metrics, server.Notes)

@@ -12,6 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -136,21 +138,21 @@ func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experi
 	if cfg.Model == NetConn {
 		return serveNetConn(ctx, env, cfg)
 	}
-	unlock, err := experiments.LockThread(cfg.CPU)
+	unlock, err := role.LockThread(cfg.CPU)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	s, err := open(ctx, env, cfg)
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
 	defer s.close()
-	stop := experiments.ShutdownOnDone(ctx, s.all()...)
+	stop := role.ShutdownOnDone(ctx, s.all()...)
 	defer stop()
 
 	r := env.Report()
-	experiments.AddEvidence(r, "watched_descriptors", float64(1+len(s.idle)), "fds", "the server's own count",
+	report.AddEvidence(r, "watched_descriptors", float64(1+len(s.idle)), "fds", "the server's own count",
 		"descriptors the server's wait watches: the active connection and the idle ones")
 	loop, cleanup, reason, err := prepare(s, cfg)
 	if err != nil {
@@ -162,13 +164,13 @@ func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experi
 		// stops and reports why instead of the step failing.
 		s.req[0] = phaseDeclined
 		if _, err := s.respond(&meter{}); err != nil {
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models server: decline: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("io-models server: decline: %w", err))
 		}
 		r.Notes = append(r.Notes, "unsupported: "+reason)
-		experiments.AddEvidence(r, "supported", 0, "", string(cfg.Model), reason)
+		report.AddEvidence(r, "supported", 0, "", string(cfg.Model), reason)
 		return finish(ctx, r, env.Node, cfg.CPU)
 	}
-	experiments.AddEvidence(r, "supported", 1, "", string(cfg.Model), "the server served this model")
+	report.AddEvidence(r, "supported", 1, "", string(cfg.Model), "the server served this model")
 	r.Notes = append(r.Notes, s.notes...)
 	m := &meter{counts: s.counts}
 	if cfg.CountSyscalls {
@@ -182,15 +184,15 @@ func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experi
 	}
 	// The first request was read during setup (always a warm-up one).
 	if _, err := s.respond(m); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models server: send: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("io-models server: send: %w", err))
 	}
 	if err := loop(m); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("io-models server (%s): %w", cfg.Model, err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("io-models server (%s): %w", cfg.Model, err))
 	}
 	m.report(r)
 	if s.waitCost > 0 {
 		r.Metrics["wait_ns_per_call"] = float64(s.waitCost)
-		experiments.AddEvidence(r, "wait_ns_per_call", float64(s.waitCost), "ns",
+		report.AddEvidence(r, "wait_ns_per_call", float64(s.waitCost), "ns",
 			fmt.Sprintf("%s with timeout 0 over %d descriptors, none ready, timed on the server", cfg.Model, 1+len(s.idle)),
 			"the bare cost of one readiness check, without sleep and wakeup")
 	}
@@ -216,7 +218,7 @@ func open(ctx context.Context, env *experiments.Env, cfg serverConfig) (*session
 		return nil, err
 	}
 	if network == sock.UDP {
-		stop := experiments.ShutdownOnDone(ctx, ln)
+		stop := role.ShutdownOnDone(ctx, ln)
 		defer stop()
 		env.Ready(int(local.Port()))
 		s.fd = ln
@@ -239,7 +241,7 @@ func open(ctx context.Context, env *experiments.Env, cfg serverConfig) (*session
 		return s, nil
 	}
 	defer ln.Close()
-	stop := experiments.ShutdownOnDone(ctx, ln)
+	stop := role.ShutdownOnDone(ctx, ln)
 	env.Ready(int(local.Port()))
 	if cfg.Idle > 0 {
 		env.Progressf("accepting %d idle connections and the active one", cfg.Idle)
@@ -270,7 +272,7 @@ func open(ctx context.Context, env *experiments.Env, cfg serverConfig) (*session
 		s.close()
 		return nil, err
 	}
-	stop = experiments.ShutdownOnDone(ctx, s.fd)
+	stop = role.ShutdownOnDone(ctx, s.fd)
 	defer stop()
 	if _, err := sock.ReadFull(s.fd, s.req); err != nil {
 		s.close()
@@ -286,7 +288,7 @@ func firstReadable(ctx context.Context, conns []sock.FD) (int, error) {
 	if len(conns) == 1 {
 		return 0, nil
 	}
-	stop := experiments.ShutdownOnDone(ctx, conns...)
+	stop := role.ShutdownOnDone(ctx, conns...)
 	defer stop()
 	var p sock.Poll
 	for _, fd := range conns {
@@ -349,7 +351,7 @@ func raiseNoFile(idle int) error {
 
 // finish adds the node's environment to a report.
 func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu int) (*experimentv1.RoleReport, error) {
-	r.Environment = experiments.Node(ctx, node, nil)
+	r.Environment = report.Node(ctx, node, nil)
 	r.Environment.PinnedCpu = int32(cpu)
 	return r, nil
 }

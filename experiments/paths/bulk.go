@@ -10,6 +10,8 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -22,12 +24,12 @@ import (
 // serveBulk accepts one connection on the role's address and reads it to
 // the end.
 func serveBulk(ctx context.Context, env *experiments.Env, chunk, cpu int) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(cpu)
+	unlock, err := role.LockThread(cpu)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	fd, done, err := experiments.AcceptOne(ctx, env, nil)
+	fd, done, err := role.AcceptOne(ctx, env, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +43,7 @@ func serveBulk(ctx context.Context, env *experiments.Env, chunk, cpu int) (*expe
 	for {
 		n, err := sock.Recv(fd, buf, 0)
 		if err != nil {
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("bulk server: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("bulk server: %w", err))
 		}
 		if n == 0 {
 			break
@@ -61,9 +63,9 @@ func serveBulk(ctx context.Context, env *experiments.Env, chunk, cpu int) (*expe
 	r.Metrics["received_bytes"] = float64(total)
 	if d := last.Sub(first); total > 0 && d > 0 {
 		r.Metrics["throughput_bps"] = float64(total) * 8 / d.Seconds()
-		experiments.AddUsage(r, end.Sub(start), total, "byte")
+		report.AddUsage(r, end.Sub(start), total, "byte")
 	}
-	r.Environment = experiments.Node(ctx, env.Node, nil)
+	r.Environment = report.Node(ctx, env.Node, nil)
 	r.Environment.PinnedCpu = int32(cpu)
 	return r, nil
 }
@@ -77,7 +79,7 @@ type BulkOptions struct {
 
 // sendBulk connects to peer and writes for o.Duration.
 func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o BulkOptions) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(o.CPU)
+	unlock, err := role.LockThread(o.CPU)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +90,7 @@ func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o 
 		return nil, fmt.Errorf("bulk client: %w", err)
 	}
 	defer fd.Close()
-	stop := experiments.ShutdownOnDone(ctx, fd)
+	stop := role.ShutdownOnDone(ctx, fd)
 	defer stop()
 	buf := make([]byte, o.Chunk)
 	env.Progressf("writing %d-byte chunks for %v", o.Chunk, o.Duration)
@@ -99,7 +101,7 @@ func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o 
 		n, err := sock.WriteFull(fd, buf)
 		total += int64(n)
 		if err != nil {
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("bulk client: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("bulk client: %w", err))
 		}
 	}
 	elapsed := time.Since(begin)
@@ -107,16 +109,16 @@ func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o 
 	// Close the stream and wait for the server's close, so that the step
 	// ends only once every byte is read (and counted on the interfaces).
 	if err := shutdownWrite(fd); err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
 	if _, err := sock.Recv(fd, buf[:1], 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("bulk client: waiting for the server's close: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("bulk client: waiting for the server's close: %w", err))
 	}
 	r := env.Report()
 	r.Metrics["sent_bytes"] = float64(total)
 	r.Metrics["tx_bps"] = float64(total) * 8 / elapsed.Seconds()
-	experiments.AddUsage(r, end.Sub(start), total, "byte")
-	r.Environment = experiments.Node(ctx, env.Node, nil)
+	report.AddUsage(r, end.Sub(start), total, "byte")
+	r.Environment = report.Node(ctx, env.Node, nil)
 	r.Environment.PinnedCpu = int32(o.CPU)
 	return r, nil
 }

@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -18,7 +20,7 @@ const minLoShare = 0.99
 // Judge summarises each path and answers C12 from the loopback and own-ip
 // paths.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	for _, row := range rows {
 		row.Engagement, row.Note = engagement(row.GetVariant(), stepsOf(steps, row.GetVariant()))
 	}
@@ -41,7 +43,7 @@ func onLo(steps []*experimentv1.StepResult) (bool, string) {
 		return false, "no step ran"
 	}
 	for _, s := range steps {
-		c, ok := CarrierOf(experiments.ReportOf(s, "client"))
+		c, ok := CarrierOf(report.ReportOf(s, "client"))
 		if !ok {
 			return false, fmt.Sprintf("repeat %d: the client's node counted no packets", s.GetStep().GetRepeat()+1)
 		}
@@ -49,7 +51,7 @@ func onLo(steps []*experimentv1.StepResult) (bool, string) {
 			return false, fmt.Sprintf("repeat %d: %s", s.GetStep().GetRepeat()+1, c)
 		}
 	}
-	c, _ := CarrierOf(experiments.ReportOf(steps[0], "client"))
+	c, _ := CarrierOf(report.ReportOf(steps[0], "client"))
 	return true, c.String()
 }
 
@@ -67,7 +69,7 @@ func engagement(kind string, steps []*experimentv1.StepResult) (experimentv1.Eng
 	var notes []string
 	for i, s := range steps {
 		for _, role := range []string{"client", "server"} {
-			r := experiments.ReportOf(s, role)
+			r := report.ReportOf(s, role)
 			c, ok := CarrierOf(r)
 			if !ok || c.Iface == "lo" {
 				return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED,
@@ -94,7 +96,7 @@ func engagement(kind string, steps []*experimentv1.StepResult) (experimentv1.Eng
 // evidence of sameness).
 func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experimentv1.Verdict {
 	v := &experimentv1.Verdict{Claim: "C12"}
-	variants := experiments.Variants(steps)
+	variants := report.Variants(steps)
 	var missing []string
 	for _, k := range p.List("paths") {
 		if !slices.Contains(variants, k) {
@@ -142,11 +144,11 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experiment
 		{"client.rtt_p50_ns", "RTT p50", func(x float64) string { return fmt.Sprintf("%.1f µs", x/1e3) }},
 		{"sink.throughput_bps", "bulk throughput", func(x float64) string { return fmt.Sprintf("%.2f Gbit/s", x/1e9) }},
 	} {
-		if len(experiments.Values(steps, KindLoopback, m.metric)) == 0 || len(experiments.Values(steps, KindOwnIP, m.metric)) == 0 {
+		if len(report.Values(steps, KindLoopback, m.metric)) == 0 || len(report.Values(steps, KindOwnIP, m.metric)) == 0 {
 			continue
 		}
 		compared++
-		d := experiments.Compare(v, p, steps, m.metric, KindLoopback, KindOwnIP, Margin)
+		d := judge.Compare(v, p, steps, m.metric, KindLoopback, KindOwnIP, Margin)
 		parts = append(parts, fmt.Sprintf("%s %s (127.0.0.1) vs %s (own IP): %s", m.what, m.format(d.A.Median), m.format(d.B.Median), d.Reason))
 		switch {
 		case d.Verdict == measure.Same:
@@ -187,7 +189,7 @@ const Margin = 0.05
 func othersText(steps []*experimentv1.StepResult) string {
 	var parts []string
 	for _, k := range Kinds[2:] {
-		if xs := experiments.Values(steps, k, "client.rtt_p50_ns"); len(xs) > 0 {
+		if xs := report.Values(steps, k, "client.rtt_p50_ns"); len(xs) > 0 {
 			parts = append(parts, fmt.Sprintf("%s %.1f µs", k, measure.SpreadOf(xs).Median/1e3))
 		}
 	}

@@ -2,11 +2,13 @@ package paths
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
-	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -18,9 +20,9 @@ const linkEvidencePrefix = "link_packets:"
 // received and sent during the step (rx + tx: lo counts each packet once in
 // each direction).
 func addLinkEvidence(r *experimentv1.RoleReport, node string, d kstat.LinkStats) {
-	for _, name := range experiments.SortedKeys(d) {
+	for _, name := range slices.Sorted(maps.Keys(d)) {
 		c := d[name]
-		experiments.AddEvidence(r, linkEvidencePrefix+name, float64(c.RxPackets+c.TxPackets), "packets",
+		report.AddEvidence(r, linkEvidencePrefix+name, float64(c.RxPackets+c.TxPackets), "packets",
 			"rtnetlink IFLA_STATS64 rx_packets + tx_packets delta in node "+node,
 			fmt.Sprintf("rx %d tx %d packets, rx %d tx %d bytes, dropped rx %d tx %d", c.RxPackets, c.TxPackets, c.RxBytes, c.TxBytes, c.RxDropped, c.TxDropped))
 	}
@@ -52,7 +54,7 @@ func CarrierOf(r *experimentv1.RoleReport) (c Carrier, ok bool) {
 	if total == 0 {
 		return c, false
 	}
-	names := experiments.SortedKeys(c.Packets)
+	names := slices.Sorted(maps.Keys(c.Packets))
 	// Ties go to the first name, so the answer does not depend on map order.
 	sort.SliceStable(names, func(i, j int) bool { return c.Packets[names[i]] > c.Packets[names[j]] })
 	c.Iface = names[0]
@@ -64,7 +66,7 @@ func CarrierOf(r *experimentv1.RoleReport) (c Carrier, ok bool) {
 // "lo 100.0% (lo 41234, veth0 0)".
 func (c Carrier) String() string {
 	var parts []string
-	for _, n := range experiments.SortedKeys(c.Packets) {
+	for _, n := range slices.Sorted(maps.Keys(c.Packets)) {
 		parts = append(parts, fmt.Sprintf("%s %.0f", n, c.Packets[n]))
 	}
 	return fmt.Sprintf("%s %.1f%% (%s)", c.Iface, 100*c.Share, strings.Join(parts, ", "))

@@ -3,9 +3,11 @@ package paths
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -101,10 +104,10 @@ func TestSteps(t *testing.T) {
 }
 
 // report builds a role report with link evidence.
-func report(role, node string, metrics map[string]float64, links map[string]float64) *experimentv1.RoleReport {
+func roleReport(role, node string, metrics map[string]float64, links map[string]float64) *experimentv1.RoleReport {
 	r := &experimentv1.RoleReport{Role: role, Node: node, Metrics: metrics}
-	for _, name := range experiments.SortedKeys(links) {
-		experiments.AddEvidence(r, linkEvidencePrefix+name, links[name], "packets", "", "")
+	for _, name := range slices.Sorted(maps.Keys(links)) {
+		report.AddEvidence(r, linkEvidencePrefix+name, links[name], "packets", "", "")
 	}
 	return r
 }
@@ -125,9 +128,9 @@ func run(rtt func(kind string, rep int) float64, ownLinks map[string]float64, re
 				serverLinks = map[string]float64{"lo": 0, "eth0": 2000}
 			}
 			steps = append(steps, &experimentv1.StepResult{Step: &experimentv1.Step{Variant: kind, Repeat: int32(rep)}, Reports: []*experimentv1.RoleReport{
-				report("server", "n2", map[string]float64{}, serverLinks),
-				report("sink", "n2", map[string]float64{"throughput_bps": 20e9 + float64(rep)*1e8}, serverLinks),
-				report("client", "n1", map[string]float64{"rtt_p50_ns": rtt(kind, rep)}, links),
+				roleReport("server", "n2", map[string]float64{}, serverLinks),
+				roleReport("sink", "n2", map[string]float64{"throughput_bps": 20e9 + float64(rep)*1e8}, serverLinks),
+				roleReport("client", "n1", map[string]float64{"rtt_p50_ns": rtt(kind, rep)}, links),
 			}})
 		}
 	}
@@ -185,10 +188,10 @@ func TestJudge(t *testing.T) {
 			if v.GetClaim() != "C12" {
 				t.Errorf("claim %q", v.GetClaim())
 			}
-			if row := experiments.Row(rows, KindOwnIP); row.GetEngagement() != tc.own {
+			if row := report.Row(rows, KindOwnIP); row.GetEngagement() != tc.own {
 				t.Errorf("own-ip row engagement %v, want %v (note %q)", row.GetEngagement(), tc.own, row.GetNote())
 			}
-			if row := experiments.Row(rows, KindVeth); row.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
+			if row := report.Row(rows, KindVeth); row.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
 				t.Errorf("veth row: %v %q", row.GetEngagement(), row.GetNote())
 			}
 		})
@@ -206,15 +209,15 @@ func dropKind(steps []*experimentv1.StepResult, kind string) []*experimentv1.Ste
 }
 
 func TestCarrierOf(t *testing.T) {
-	c, ok := CarrierOf(report("client", "n1", nil, map[string]float64{"lo": 10, "veth0": 990, "br0": 0}))
+	c, ok := CarrierOf(roleReport("client", "n1", nil, map[string]float64{"lo": 10, "veth0": 990, "br0": 0}))
 	if !ok || c.Iface != "veth0" || c.Share != 0.99 {
 		t.Errorf("carrier %+v %v", c, ok)
 	}
-	if _, ok := CarrierOf(report("client", "n1", nil, map[string]float64{"lo": 0})); ok {
+	if _, ok := CarrierOf(roleReport("client", "n1", nil, map[string]float64{"lo": 0})); ok {
 		t.Error("a node that counted nothing has a carrier")
 	}
 	// Ties go to the first name.
-	if c, _ := CarrierOf(report("client", "n1", nil, map[string]float64{"b": 5, "a": 5})); c.Iface != "a" {
+	if c, _ := CarrierOf(roleReport("client", "n1", nil, map[string]float64{"b": 5, "a": 5})); c.Iface != "a" {
 		t.Errorf("tie went to %s", c.Iface)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -116,12 +118,12 @@ type SocketHook func(fd sock.FD) error
 // Serve accepts one connection on the role's address and echoes requests of
 // size bytes until the client closes it.
 func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook SocketHook) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(cpu)
+	unlock, err := role.LockThread(cpu)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	fd, done, err := experiments.AcceptOne(ctx, env, nil)
+	fd, done, err := role.AcceptOne(ctx, env, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +149,7 @@ func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook Socket
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("rr server: recv: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("rr server: recv: %w", err))
 		}
 		if buf[0] == phaseMeasured {
 			if measured == 0 {
@@ -156,7 +158,7 @@ func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook Socket
 			measured++
 		}
 		if _, err := hot.WriteFull(buf); err != nil {
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("rr server: send: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("rr server: send: %w", err))
 		}
 	}
 	if ctx.Err() != nil {
@@ -168,10 +170,10 @@ func Serve(ctx context.Context, env *experiments.Env, size, cpu int, hook Socket
 	if measured > 0 {
 		// The first measured message's recv started before the snapshot; its
 		// cost is one message in thousands.
-		experiments.AddUsage(r, end.Sub(start), measured, "msg")
+		report.AddUsage(r, end.Sub(start), measured, "msg")
 	}
 	napi, _ := sock.IncomingNAPIID(fd)
-	experiments.AddEvidence(r, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the server's socket",
+	report.AddEvidence(r, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the server's socket",
 		napiDetail(napi))
 	addRetrans(r, before)
 	return finish(ctx, r, env.Node, cpu)
@@ -188,7 +190,7 @@ type ClientOptions struct {
 
 // Client connects to peer and times round trips.
 func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o ClientOptions, hook SocketHook) (*experimentv1.RoleReport, error) {
-	unlock, err := experiments.LockThread(o.CPU)
+	unlock, err := role.LockThread(o.CPU)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +201,7 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 		return nil, fmt.Errorf("rr client: %w", err)
 	}
 	defer fd.Close()
-	stop := experiments.ShutdownOnDone(ctx, fd)
+	stop := role.ShutdownOnDone(ctx, fd)
 	defer stop()
 	if err := sock.SetNoDelay(fd, true); err != nil {
 		return nil, err
@@ -224,21 +226,21 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 		return nil
 	}
 	env.Progressf("warming up for %v", o.Warmup)
-	_, warm := experiments.Phase(ctx, "warm-up")
+	_, warm := role.Phase(ctx, "warm-up")
 	buf[0] = phaseWarmup
 	for t0 := time.Now(); time.Since(t0) < o.Warmup; {
 		if err := roundTrip(); err != nil {
 			warm.End()
-			return nil, experiments.CtxErr(ctx, err)
+			return nil, role.CtxErr(ctx, err)
 		}
 	}
 	warm.End()
 	env.Progressf("measuring %s", describe(o))
-	_, span := experiments.Phase(ctx, "measure")
+	_, span := role.Phase(ctx, "measure")
 	defer span.End()
 	before, _ := kstat.ReadNetStat()
 	var h measure.Histogram
-	slow := experiments.NewSlowest(5)
+	slow := role.NewSlowest(5)
 	start, _ := measure.ThreadUsage()
 	begin := time.Now()
 	deadline := begin.Add(o.Duration)
@@ -247,7 +249,7 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 		buf[0] = phaseMeasured
 		t0 := time.Now()
 		if err := roundTrip(); err != nil {
-			return nil, experiments.CtxErr(ctx, err)
+			return nil, role.CtxErr(ctx, err)
 		}
 		t1 := time.Now()
 		h.Record(t1.Sub(t0))
@@ -261,10 +263,10 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 	end, _ := measure.ThreadUsage()
 	slow.Events(span, "slow round trip")
 	r := env.Report()
-	experiments.AddLatency(r, "rtt", &h)
+	report.AddLatency(r, "rtt", &h)
 	r.Metrics["messages"] = float64(n)
 	r.Metrics["msgs_per_s"] = float64(n) / elapsed.Seconds()
-	experiments.AddUsage(r, end.Sub(start), int64(n), "msg")
+	report.AddUsage(r, end.Sub(start), int64(n), "msg")
 	addRetrans(r, before)
 	return finish(ctx, r, env.Node, o.CPU)
 }
@@ -289,22 +291,22 @@ func addRetrans(r *experimentv1.RoleReport, before kstat.NetStat) {
 		return
 	}
 	d := after.Sub(before)
-	experiments.AddEvidence(r, "tcp_retrans_segs", float64(d["Tcp.RetransSegs"]), "segments",
+	report.AddEvidence(r, "tcp_retrans_segs", float64(d["Tcp.RetransSegs"]), "segments",
 		"/proc/net/snmp Tcp.RetransSegs delta in the node", "retransmissions during the measurement; non-zero means loss on the path")
 }
 
 // finish adds the node's environment to a report.
 func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu int) (*experimentv1.RoleReport, error) {
-	r.Environment = experiments.Node(ctx, node, nil)
+	r.Environment = report.Node(ctx, node, nil)
 	r.Environment.PinnedCpu = int32(cpu)
 	return r, nil
 }
 
 // Judge summarises the repeats; rr answers no claim, it measures.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	v := &experimentv1.Verdict{Outcome: experimentv1.Outcome_OUTCOME_MEASURED}
-	if row := experiments.Row(rows, "tcp"); row != nil {
+	if row := report.Row(rows, "tcp"); row != nil {
 		row.Engagement = experimentv1.Engagement_ENGAGEMENT_BASELINE
 		p50, p99 := row.GetMetrics()["client.rtt_p50_ns"], row.GetMetrics()["client.rtt_p99_ns"]
 		rate := row.GetMetrics()["client.msgs_per_s"]

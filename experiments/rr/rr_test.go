@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -63,7 +64,7 @@ func TestRoundTripsOnLoopback(t *testing.T) {
 	if client.Latency.GetCount() != 2000 {
 		t.Errorf("histogram holds %d round trips", client.Latency.GetCount())
 	}
-	if napi, ok := experiments.EvidenceValue(server, "napi_id"); !ok || napi != 0 {
+	if napi, ok := report.EvidenceValue(server, "napi_id"); !ok || napi != 0 {
 		t.Errorf("loopback has no NAPI context, yet napi_id evidence is %v (present %v)", napi, ok)
 	}
 	if _, ok := server.Metrics["cpu_ns_per_msg"]; !ok {

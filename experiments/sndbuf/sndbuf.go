@@ -19,6 +19,8 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -154,7 +156,7 @@ func monotonic() time.Duration {
 // serve accepts one connection, leaves it unread for stall, notes what is
 // queued, then reads it to the end.
 func serve(ctx context.Context, env *experiments.Env, rcvbuf int, stall time.Duration) (*experimentv1.RoleReport, error) {
-	fd, done, err := experiments.AcceptOne(ctx, env, func(ln sock.FD) error { return sock.SetRecvBuffer(ln, rcvbuf) })
+	fd, done, err := role.AcceptOne(ctx, env, func(ln sock.FD) error { return sock.SetRecvBuffer(ln, rcvbuf) })
 	if err != nil {
 		return nil, err
 	}
@@ -184,14 +186,14 @@ func serve(ctx context.Context, env *experiments.Env, rcvbuf int, stall time.Dur
 	r.Metrics["queued_at_release_bytes"] = float64(queued)
 	r.Metrics["rcvbuf_bytes"] = float64(got)
 	r.Metrics["rcv_wnd_bytes"] = float64(info.Rcv_wnd)
-	experiments.AddEvidence(r, "queued_at_release", float64(queued), "bytes", "ioctl SIOCINQ on the server's socket at the end of the stall",
+	report.AddEvidence(r, "queued_at_release", float64(queued), "bytes", "ioctl SIOCINQ on the server's socket at the end of the stall",
 		"data the receiver holds unread: the client's bytes that left its send queue")
-	experiments.AddEvidence(r, "rcvbuf", float64(got), "bytes", "getsockopt SO_RCVBUF", fmt.Sprintf("asked for %d; the kernel keeps twice the request", rcvbuf))
-	experiments.AddEvidence(r, "rcv_wnd", float64(info.Rcv_wnd), "bytes", "TCP_INFO tcpi_rcv_wnd (Linux 6.2+, 0 before)", "the window the receiver advertises: 0 when its buffer is full")
-	experiments.AddEvidence(r, "released_at", float64(released), "ns", "CLOCK_MONOTONIC when the server began reading", "")
+	report.AddEvidence(r, "rcvbuf", float64(got), "bytes", "getsockopt SO_RCVBUF", fmt.Sprintf("asked for %d; the kernel keeps twice the request", rcvbuf))
+	report.AddEvidence(r, "rcv_wnd", float64(info.Rcv_wnd), "bytes", "TCP_INFO tcpi_rcv_wnd (Linux 6.2+, 0 before)", "the window the receiver advertises: 0 when its buffer is full")
+	report.AddEvidence(r, "released_at", float64(released), "ns", "CLOCK_MONOTONIC when the server began reading", "")
 	n, err := drain(fd)
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("sndbuf server: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("sndbuf server: %w", err))
 	}
 	r.Metrics["bytes_read"] = float64(n)
 	return finish(ctx, r, env.Node)
@@ -232,7 +234,7 @@ func send(ctx context.Context, env *experiments.Env, peer netip.AddrPort, cfg cl
 		return nil, fmt.Errorf("sndbuf client: %w", err)
 	}
 	defer fd.Close()
-	stop := experiments.ShutdownOnDone(ctx, fd)
+	stop := role.ShutdownOnDone(ctx, fd)
 	defer stop()
 	if err := sock.SetSendBuffer(fd, cfg.sndbuf); err != nil {
 		return nil, err
@@ -243,14 +245,14 @@ func send(ctx context.Context, env *experiments.Env, peer netip.AddrPort, cfg cl
 	}
 	r := env.Report()
 	r.Metrics["sndbuf_bytes"] = float64(got)
-	experiments.AddEvidence(r, "sndbuf", float64(got), "bytes", "getsockopt SO_SNDBUF", fmt.Sprintf("asked for %d; the kernel keeps twice the request", cfg.sndbuf))
+	report.AddEvidence(r, "sndbuf", float64(got), "bytes", "getsockopt SO_SNDBUF", fmt.Sprintf("asked for %d; the kernel keeps twice the request", cfg.sndbuf))
 	if cfg.variant == NonBlocking {
 		err = sendNonBlocking(fd, r, cfg)
 	} else {
 		err = sendBlocking(fd, r, cfg)
 	}
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("sndbuf client (%s): %w", cfg.variant, err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("sndbuf client (%s): %w", cfg.variant, err))
 	}
 	return finish(ctx, r, env.Node)
 }
@@ -317,10 +319,10 @@ func sendNonBlocking(fd sock.FD, r *experimentv1.RoleReport, cfg clientConfig) e
 	r.Metrics["send_queue_bytes"] = float64(outq)
 	r.Metrics["unsent_bytes"] = float64(unsent)
 	r.Metrics["peer_window_bytes"] = float64(info.Snd_wnd)
-	experiments.AddEvidence(r, "send_errno", float64(errno), "errno", "send(2) on the non-blocking socket", "EAGAIN: "+errno.Error())
-	experiments.AddEvidence(r, "send_queue", float64(outq), "bytes", "ioctl SIOCOUTQ after the last EAGAIN", "bytes written and not yet acknowledged")
-	experiments.AddEvidence(r, "unsent", float64(unsent), "bytes", "ioctl SIOCOUTQNSD after the last EAGAIN", "bytes in the send queue not yet sent: the receiver's window is closed")
-	experiments.AddEvidence(r, "peer_window", float64(info.Snd_wnd), "bytes", "TCP_INFO tcpi_snd_wnd (Linux 5.4+)", "the receiver's advertised window as the sender last saw it")
+	report.AddEvidence(r, "send_errno", float64(errno), "errno", "send(2) on the non-blocking socket", "EAGAIN: "+errno.Error())
+	report.AddEvidence(r, "send_queue", float64(outq), "bytes", "ioctl SIOCOUTQ after the last EAGAIN", "bytes written and not yet acknowledged")
+	report.AddEvidence(r, "unsent", float64(unsent), "bytes", "ioctl SIOCOUTQNSD after the last EAGAIN", "bytes in the send queue not yet sent: the receiver's window is closed")
+	report.AddEvidence(r, "peer_window", float64(info.Snd_wnd), "bytes", "TCP_INFO tcpi_snd_wnd (Linux 5.4+)", "the receiver's advertised window as the sender last saw it")
 	return nil
 }
 
@@ -361,9 +363,9 @@ func sendBlocking(fd sock.FD, r *experimentv1.RoleReport, cfg clientConfig) erro
 			}
 			blocked += d
 			if sleeps++; sleeps <= maxSleeps {
-				experiments.AddEvidence(r, "sleep_began", float64(began), "ns", "CLOCK_MONOTONIC when a send(2) that slept began", "")
-				experiments.AddEvidence(r, "sleep_ended", float64(returned), "ns", "CLOCK_MONOTONIC when it returned", d.String())
-				experiments.AddEvidence(r, "sleep_after", float64(total), "bytes", "bytes sent before it", "")
+				report.AddEvidence(r, "sleep_began", float64(began), "ns", "CLOCK_MONOTONIC when a send(2) that slept began", "")
+				report.AddEvidence(r, "sleep_ended", float64(returned), "ns", "CLOCK_MONOTONIC when it returned", d.String())
+				report.AddEvidence(r, "sleep_after", float64(total), "bytes", "bytes sent before it", "")
 			}
 		}
 		total += len(p)
@@ -382,24 +384,24 @@ func sendBlocking(fd sock.FD, r *experimentv1.RoleReport, cfg clientConfig) erro
 
 // finish adds the node's environment to a report.
 func finish(ctx context.Context, r *experimentv1.RoleReport, node string) (*experimentv1.RoleReport, error) {
-	r.Environment = experiments.Node(ctx, node, []string{"net.ipv4.tcp_wmem", "net.ipv4.tcp_rmem"})
+	r.Environment = report.Node(ctx, node, []string{"net.ipv4.tcp_wmem", "net.ipv4.tcp_rmem"})
 	return r, nil
 }
 
 // Judge summarises the variants and answers C17.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	v := &experimentv1.Verdict{Claim: "C17"}
 	stall := p.Duration("stall")
 	var parts []string
 	holds, fails := 0, 0
-	if row := experiments.Row(rows, NonBlocking); row != nil {
+	if row := report.Row(rows, NonBlocking); row != nil {
 		eagain := true
 		for _, s := range steps {
 			if s.GetStep().GetVariant() != NonBlocking {
 				continue
 			}
-			if e, ok := experiments.EvidenceValue(experiments.ReportOf(s, "client"), "send_errno"); !ok || unix.Errno(e) != unix.EAGAIN {
+			if e, ok := report.EvidenceValue(report.ReportOf(s, "client"), "send_errno"); !ok || unix.Errno(e) != unix.EAGAIN {
 				eagain = false
 			}
 		}
@@ -418,20 +420,20 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 			parts = append(parts, fmt.Sprintf("the non-blocking send did not fail with EAGAIN in every repeat (%.0f bytes accepted)", med("client.accepted_bytes")))
 		}
 	}
-	if row := experiments.Row(rows, Blocking); row != nil {
+	if row := report.Row(rows, Blocking); row != nil {
 		// The blocking send waited for the reader when, in every repeat, a
 		// send was asleep when the reader began reading and returned after.
 		rel := releases(steps)
-		repeats := len(experiments.Values(steps, Blocking, "client.sent_bytes"))
+		repeats := len(report.Values(steps, Blocking, "client.sent_bytes"))
 		waited := repeats > 0 && len(rel) == repeats
 		var blocked, wake, crept []float64
 		for _, x := range rel {
 			blocked, wake, crept = append(blocked, x.blocked), append(wake, x.wake), append(crept, x.crept)
 		}
 		if len(rel) > 0 {
-			row.Metrics["client.blocked_until_release_ns"] = experiments.SpreadProto(measure.SpreadOf(blocked))
-			row.Metrics["client.wake_after_release_ns"] = experiments.SpreadProto(measure.SpreadOf(wake))
-			row.Metrics["client.bytes_while_blocked"] = experiments.SpreadProto(measure.SpreadOf(crept))
+			row.Metrics["client.blocked_until_release_ns"] = report.SpreadProto(measure.SpreadOf(blocked))
+			row.Metrics["client.wake_after_release_ns"] = report.SpreadProto(measure.SpreadOf(wake))
+			row.Metrics["client.bytes_while_blocked"] = report.SpreadProto(measure.SpreadOf(crept))
 		}
 		m := row.GetMetrics()
 		text := fmt.Sprintf("the blocking send first slept after %.0f bytes", m["client.bytes_before_block"].GetMedian())
@@ -485,12 +487,12 @@ func releases(steps []*experimentv1.StepResult) []release {
 		if s.GetStep().GetVariant() != Blocking {
 			continue
 		}
-		released, ok := experiments.EvidenceValue(experiments.ReportOf(s, "server"), "released_at")
+		released, ok := report.EvidenceValue(report.ReportOf(s, "server"), "released_at")
 		if !ok {
 			continue
 		}
 		ev := map[string][]float64{}
-		for _, e := range experiments.ReportOf(s, "client").GetEvidence() {
+		for _, e := range report.ReportOf(s, "client").GetEvidence() {
 			ev[e.GetName()] = append(ev[e.GetName()], e.GetValue())
 		}
 		began, ended, after := ev["sleep_began"], ev["sleep_ended"], ev["sleep_after"]

@@ -3,6 +3,7 @@ package sndbuf
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -48,7 +50,7 @@ func runLoopback(t *testing.T, ctx context.Context, variant string, params map[s
 
 func evidence(t *testing.T, r *experimentv1.RoleReport, name string) float64 {
 	t.Helper()
-	v, ok := experiments.EvidenceValue(r, name)
+	v, ok := report.EvidenceValue(r, name)
 	if !ok {
 		t.Fatalf("%s report lacks evidence %s", r.GetRole(), name)
 	}
@@ -141,11 +143,11 @@ func TestSteps(t *testing.T) {
 func fakeStep(variant string, client, server map[string]float64, clientEv, serverEv map[string]float64) *experimentv1.StepResult {
 	c := &experimentv1.RoleReport{Role: "client", Metrics: client}
 	s := &experimentv1.RoleReport{Role: "server", Metrics: server}
-	for _, k := range experiments.SortedKeys(clientEv) {
-		experiments.AddEvidence(c, k, clientEv[k], "", "", "")
+	for _, k := range slices.Sorted(maps.Keys(clientEv)) {
+		report.AddEvidence(c, k, clientEv[k], "", "", "")
 	}
-	for _, k := range experiments.SortedKeys(serverEv) {
-		experiments.AddEvidence(s, k, serverEv[k], "", "", "")
+	for _, k := range slices.Sorted(maps.Keys(serverEv)) {
+		report.AddEvidence(s, k, serverEv[k], "", "", "")
 	}
 	return &experimentv1.StepResult{Step: &experimentv1.Step{Variant: variant}, Reports: []*experimentv1.RoleReport{s, c}}
 }
@@ -162,9 +164,9 @@ func TestJudge(t *testing.T) {
 		s := fakeStep(Blocking, map[string]float64{"bytes_before_block": 30000, "sleeps": 2, "sent_bytes": 1 << 20}, map[string]float64{},
 			nil, map[string]float64{"released_at": 1e9})
 		for _, sleep := range [][3]float64{{0.8e9, 0.9e9, 30000}, {1e9 - 10e6, 1e9 + wake, 32000}} {
-			experiments.AddEvidence(s.Reports[1], "sleep_began", sleep[0], "ns", "", "")
-			experiments.AddEvidence(s.Reports[1], "sleep_ended", sleep[1], "ns", "", "")
-			experiments.AddEvidence(s.Reports[1], "sleep_after", sleep[2], "bytes", "", "")
+			report.AddEvidence(s.Reports[1], "sleep_began", sleep[0], "ns", "", "")
+			report.AddEvidence(s.Reports[1], "sleep_ended", sleep[1], "ns", "", "")
+			report.AddEvidence(s.Reports[1], "sleep_after", sleep[2], "bytes", "", "")
 		}
 		return s
 	}

@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -18,7 +20,7 @@ const minBatch = 1.5
 // Judge summarises every variant and answers C4, C5, C6 and C18, each from
 // the variants that test it.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	var variants []Variant
 	for _, row := range rows {
 		v, err := ParseVariant(row.GetVariant())
@@ -29,7 +31,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		variants = append(variants, v)
 		row.Engagement, row.Note = engagement(v, stepsOf(steps, row.GetVariant()))
 	}
-	j := judge{p: p, v: &experimentv1.Verdict{}, steps: steps, variants: variants}
+	j := judging{p: p, v: &experimentv1.Verdict{}, steps: steps, variants: variants}
 	var claims []claim
 	for _, c := range []func() claim{j.c4, j.c5, j.c6, j.c18} {
 		if cl := c(); cl.outcome != experimentv1.Outcome_OUTCOME_UNSPECIFIED {
@@ -46,7 +48,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 // paths says which NAPI instance received each link's flood, from the
 // receiving socket's NAPI id: a veth without GRO has none and uses the
 // per-CPU backlog.
-func (j judge) paths() string {
+func (j judging) paths() string {
 	var parts []string
 	for _, iface := range j.links() {
 		v, ok := j.find(iface, plainFlood)
@@ -55,7 +57,7 @@ func (j judge) paths() string {
 		}
 		var napi float64
 		if ss := stepsOf(j.steps, v.String()); len(ss) > 0 {
-			napi, _ = experiments.EvidenceValue(experiments.ReportOf(ss[0], "server"), "napi_id")
+			napi, _ = report.EvidenceValue(report.ReportOf(ss[0], "server"), "napi_id")
 		}
 		what := "the per-CPU backlog (socket NAPI id 0)"
 		if napi != 0 {
@@ -117,7 +119,7 @@ func stepsOf(steps []*experimentv1.StepResult, variant string) []*experimentv1.S
 func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engagement, string) {
 	var notes []string
 	if len(steps) > 0 {
-		if srv := experiments.ReportOf(steps[0], "server"); srv != nil {
+		if srv := report.ReportOf(steps[0], "server"); srv != nil {
 			notes = append(notes, srv.GetNotes()...)
 		}
 	}
@@ -126,13 +128,13 @@ func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engag
 		e = experimentv1.Engagement_ENGAGEMENT_ENGAGED
 	}
 	for _, s := range steps {
-		srv := experiments.ReportOf(s, "server")
+		srv := report.ReportOf(s, "server")
 		rep := fmt.Sprintf("repeat %d: ", s.GetStep().GetRepeat()+1)
 		if v.RPS && srv.GetMetrics()["received_rps"] == 0 {
 			e = experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED
 			notes = append(notes, rep+"no CPU received an RPS IPI (softnet_stat received_rps 0): RPS did not steer anything")
 		}
-		if got, ok := experiments.EvidenceValue(srv, "netdev_max_backlog"); v.Backlog > 0 && (!ok || int(got) != v.Backlog) {
+		if got, ok := report.EvidenceValue(srv, "netdev_max_backlog"); v.Backlog > 0 && (!ok || int(got) != v.Backlog) {
 			e = experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED
 			notes = append(notes, fmt.Sprintf("%snetdev_max_backlog read back %v, not %d", rep, got, v.Backlog))
 		}
@@ -140,8 +142,8 @@ func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engag
 	return e, strings.Join(notes, "; ")
 }
 
-// judge answers the claims from the steps of a run.
-type judge struct {
+// judging answers the claims from the steps of a run.
+type judging struct {
 	p        experiments.Params
 	v        *experimentv1.Verdict // the comparisons are recorded in it
 	steps    []*experimentv1.StepResult
@@ -149,23 +151,23 @@ type judge struct {
 }
 
 // compare decides a server metric of b against a, and records it.
-func (j judge) compare(metric string, a, b Variant) measure.Decision {
-	return experiments.Compare(j.v, j.p, j.steps, "server."+metric, a.String(), b.String(), 0)
+func (j judging) compare(metric string, a, b Variant) measure.Decision {
+	return judge.Compare(j.v, j.p, j.steps, "server."+metric, a.String(), b.String(), 0)
 }
 
 // values is a server metric over the repeats of v.
-func (j judge) values(v Variant, metric string) []float64 {
-	return experiments.Values(j.steps, v.String(), "server."+metric)
+func (j judging) values(v Variant, metric string) []float64 {
+	return report.Values(j.steps, v.String(), "server."+metric)
 }
 
 // median is a server metric's median over the repeats of v.
-func (j judge) median(v Variant, metric string) (float64, bool) {
+func (j judging) median(v Variant, metric string) (float64, bool) {
 	xs := j.values(v, metric)
 	return measure.SpreadOf(xs).Median, len(xs) > 0
 }
 
 // links lists the interfaces of the run in order.
-func (j judge) links() []string {
+func (j judging) links() []string {
 	var out []string
 	for _, v := range j.variants {
 		if !slices.Contains(out, v.Iface) {
@@ -176,7 +178,7 @@ func (j judge) links() []string {
 }
 
 // find returns the variant of iface matching f.
-func (j judge) find(iface string, f func(Variant) bool) (Variant, bool) {
+func (j judging) find(iface string, f func(Variant) bool) (Variant, bool) {
 	for _, v := range j.variants {
 		if v.Iface == iface && f(v) {
 			return v, true
@@ -189,7 +191,7 @@ func plainFlood(v Variant) bool { return v.Flood() && !v.RPS && v.Backlog == 0 }
 func rpsFlood(v Variant) bool   { return v.Flood() && v.RPS && v.Backlog == 0 }
 
 // lowest is the paced load variant with the lowest rate.
-func (j judge) lowest(iface string) (Variant, bool) {
+func (j judging) lowest(iface string) (Variant, bool) {
 	var best Variant
 	for _, v := range j.variants {
 		if v.Iface == iface && !v.RPS && v.Backlog == 0 && v.Rate > 0 && (best.Rate == 0 || v.Rate < best.Rate) {
@@ -200,7 +202,7 @@ func (j judge) lowest(iface string) (Variant, bool) {
 }
 
 // c4: do NAPI polls batch packets under load?
-func (j judge) c4() claim {
+func (j judging) c4() claim {
 	var parts []string
 	var ran, measured, plainBatches, anyBatches bool
 	var irqs float64
@@ -266,7 +268,7 @@ func (j judge) c4() claim {
 // senderPolled explains one poll per packet when the evidence shows it:
 // the floods without RPS had about one poll per datagram inside the
 // sender's own send calls.
-func (j judge) senderPolled() string {
+func (j judging) senderPolled() string {
 	var lo float64 = -1
 	for _, v := range j.variants {
 		if v.Flood() && !v.RPS {
@@ -283,13 +285,13 @@ func (j judge) senderPolled() string {
 }
 
 // clientMedian is a client metric's median over the repeats of v.
-func (j judge) clientMedian(v Variant, metric string) (float64, bool) {
-	xs := experiments.Values(j.steps, v.String(), "client."+metric)
+func (j judging) clientMedian(v Variant, metric string) (float64, bool) {
+	xs := report.Values(j.steps, v.String(), "client."+metric)
 	return measure.SpreadOf(xs).Median, len(xs) > 0
 }
 
 // c5: does a small backlog drop packets under a flood?
-func (j judge) c5() claim {
+func (j judging) c5() claim {
 	var parts []string
 	var ran, plainDrops, rpsDrops bool
 	for _, v := range j.variants {
@@ -330,7 +332,7 @@ func (j judge) c5() claim {
 }
 
 // c6: does RPS raise the delivered rate of a flood?
-func (j judge) c6() claim {
+func (j judging) c6() claim {
 	var parts []string
 	var ran, engaged, higher, lower, undecided bool
 	for _, iface := range j.links() {
@@ -378,7 +380,7 @@ func (j judge) c6() claim {
 }
 
 // c18: does softirq work move to ksoftirqd under load?
-func (j judge) c18() claim {
+func (j judging) c18() claim {
 	var parts []string
 	var ran, moved, movedPlain, undecided bool
 	none := true

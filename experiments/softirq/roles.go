@@ -21,6 +21,8 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -85,7 +87,7 @@ func applySettings(ctx context.Context, env *experiments.Env, v Variant, r *expe
 				return err
 			}
 			n, _ := strconv.ParseUint(got, 16, 64)
-			experiments.AddEvidence(r, "rps_cpus", float64(n), "mask", q+" read back", "hex "+got)
+			report.AddEvidence(r, "rps_cpus", float64(n), "mask", q+" read back", "hex "+got)
 		}
 	}
 	if v.Backlog > 0 {
@@ -97,7 +99,7 @@ func applySettings(ctx context.Context, env *experiments.Env, v Variant, r *expe
 			return err
 		}
 		n, _ := strconv.Atoi(got)
-		experiments.AddEvidence(r, "netdev_max_backlog", float64(n), "packets", backlogSysctl+" read back in the host namespace", "")
+		report.AddEvidence(r, "netdev_max_backlog", float64(n), "packets", backlogSysctl+" read back in the host namespace", "")
 	}
 	return nil
 }
@@ -131,7 +133,7 @@ func udpGROForwarding(ctx context.Context, env *experiments.Env, iface string, r
 	if strings.HasPrefix(features["rx-udp-gro-forwarding"], "on") {
 		on = 1
 	}
-	experiments.AddEvidence(r, "rx_udp_gro_forwarding", on, "", "ethtool -k "+iface+" read back",
+	report.AddEvidence(r, "rx_udp_gro_forwarding", on, "", "ethtool -k "+iface+" read back",
 		"with GRO on, veth takes UDP from a TSO sender into its own NAPI only with this feature on")
 	return nil
 }
@@ -193,15 +195,15 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 	if err != nil {
 		return nil, err
 	}
-	stop := experiments.ShutdownOnDone(ctx, ctl, udp)
+	stop := role.ShutdownOnDone(ctx, ctl, udp)
 	env.Ready(int(ctlAddr.Port()))
 	conn, err := sock.Accept(ctl)
 	stop()
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: accept: %w", err))
 	}
 	defer conn.Close()
-	stop = experiments.ShutdownOnDone(ctx, conn, udp)
+	stop = role.ShutdownOnDone(ctx, conn, udp)
 	defer stop()
 
 	rd, err := startReader(udp, p.Int("server_cpu"))
@@ -231,18 +233,18 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 	var port [2]byte
 	binary.BigEndian.PutUint16(port[:], udpAddr.Port())
 	if _, err := sock.WriteFull(conn, port[:]); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	msg := make([]byte, 16)
 	if _, err := sock.ReadFull(conn, msg); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: waiting for the sender: %w", err))
 	}
 	sent := decodeDone(msg)
 	// Stopping the reader drains the socket, which also lets the last
 	// datagrams clear any backlog before the counters are read.
 	delivered, usage, err := rd.Stop()
 	if err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
 	s1, err := probe.read()
 	if err != nil {
@@ -251,21 +253,21 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 	napi, _ := sock.IncomingNAPIID(udp)
 	incoming, _ := sock.IncomingCPU(udp)
 	if _, err := sock.WriteFull(conn, []byte{1}); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	d, bg := s1.Sub(s0, v.Iface), b1.Sub(b0, v.Iface)
-	report(r, v, d, bg, delivered, sent, napi, incoming)
+	fillReport(r, v, d, bg, delivered, sent, napi, incoming)
 	if delivered > 0 {
-		experiments.AddUsage(r, usage, delivered, "msg")
+		report.AddUsage(r, usage, delivered, "msg")
 	}
-	r.Environment = experiments.Node(ctx, env.Node, nil)
+	r.Environment = report.Node(ctx, env.Node, nil)
 	r.Environment.PinnedCpu = int32(p.Int("server_cpu"))
 	r.Environment.Sysctls[backlogSysctl], _ = env.Settings.ReadHostSysctl(backlogSysctl)
 	return r, nil
 }
 
-// report puts a step's deltas into the server's report.
-func report(r *experimentv1.RoleReport, v Variant, d, bg Delta, delivered int64, sent done, napi uint32, incoming int) {
+// fillReport puts a step's deltas into the server's report.
+func fillReport(r *experimentv1.RoleReport, v Variant, d, bg Delta, delivered int64, sent done, napi uint32, incoming int) {
 	m := r.Metrics
 	rx := d.Links[v.Iface]
 	t := d.Total
@@ -312,21 +314,21 @@ func report(r *experimentv1.RoleReport, v Variant, d, bg Delta, delivered int64,
 	m["udp_in_datagrams"] = float64(d.Net["Udp.InDatagrams"])
 
 	for _, c := range d.PerCPU {
-		experiments.AddEvidence(r, fmt.Sprintf("cpu%d_processed", c.CPU), float64(c.Processed), "packets",
+		report.AddEvidence(r, fmt.Sprintf("cpu%d_processed", c.CPU), float64(c.Processed), "packets",
 			"/proc/net/softnet_stat, /proc/softirqs, napi:napi_poll, /proc/interrupts, /proc/stat, ksoftirqd stat deltas (host-wide)",
 			fmt.Sprintf("processed %d, dropped %d, time_squeeze %d, received_rps %d; NET_RX %d; napi polls %d (backlog %d, %s %d); CAL IPIs %d; softirq %v, ksoftirqd %v",
 				c.Processed, c.Dropped, c.TimeSqueeze, c.ReceivedRPS, c.NetRx, c.Polls, c.BacklogPolls, v.Iface, c.DevicePolls, c.CallIPIs, c.SoftirqTime, c.Ksoftirqd))
 	}
-	experiments.AddEvidence(r, "iface_irqs", float64(d.IfaceIRQs), "interrupts", "/proc/interrupts rows whose handler names "+v.Iface,
+	report.AddEvidence(r, "iface_irqs", float64(d.IfaceIRQs), "interrupts", "/proc/interrupts rows whose handler names "+v.Iface,
 		fmt.Sprintf("%d device interrupts on the whole host meanwhile; a veth has no interrupt of its own", d.DeviceIRQs))
-	experiments.AddEvidence(r, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the receiving socket", napiDetail(napi))
-	experiments.AddEvidence(r, "incoming_cpu", float64(incoming), "", "getsockopt SO_INCOMING_CPU on the receiving socket",
+	report.AddEvidence(r, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the receiving socket", napiDetail(napi))
+	report.AddEvidence(r, "incoming_cpu", float64(incoming), "", "getsockopt SO_INCOMING_CPU on the receiving socket",
 		"the CPU whose softirq delivered the last datagram")
 	secs := bg.Elapsed.Seconds()
 	if secs > 0 {
 		bgRx := float64(bg.Total.NetRx) / secs
-		experiments.AddEvidence(r, "background_net_rx_per_s", bgRx, "softirqs/s", "/proc/softirqs NET_RX over the idle baseline", "")
-		experiments.AddEvidence(r, "background_polls_per_s", float64(bg.Total.Polls)/secs, "polls/s", "napi:napi_poll over the idle baseline", "")
+		report.AddEvidence(r, "background_net_rx_per_s", bgRx, "softirqs/s", "/proc/softirqs NET_RX over the idle baseline", "")
+		report.AddEvidence(r, "background_polls_per_s", float64(bg.Total.Polls)/secs, "polls/s", "napi:napi_poll over the idle baseline", "")
 		if expect := bgRx * d.Elapsed.Seconds(); t.NetRx > 0 && expect > 0.1*float64(t.NetRx) {
 			r.Notes = append(r.Notes, fmt.Sprintf("the host's background NET_RX rate (%.0f/s) would account for %.0f%% of this step's %d softirqs",
 				bgRx, 100*expect/float64(t.NetRx), t.NetRx))
@@ -389,7 +391,7 @@ func startReader(fd sock.FD, cpu int) (*reader, error) {
 	go func() {
 		// Locked and never unlocked: the pinned thread ends with the
 		// goroutine instead of going back to the runtime pinned.
-		if _, err := experiments.LockThread(cpu); err != nil {
+		if _, err := role.LockThread(cpu); err != nil {
 			rd.done <- err
 			return
 		}
@@ -449,11 +451,11 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 		return nil, fmt.Errorf("control connection: %w", err)
 	}
 	defer conn.Close()
-	stop := experiments.ShutdownOnDone(ctx, conn)
+	stop := role.ShutdownOnDone(ctx, conn)
 	defer stop()
 	var port [2]byte
 	if _, err := sock.ReadFull(conn, port[:]); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for go: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: waiting for go: %w", err))
 	}
 	dst := netip.AddrPortFrom(peer.Addr(), binary.BigEndian.Uint16(port[:]))
 	var fds []sock.FD
@@ -476,18 +478,18 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 	env.Progressf("sending %s for %v", v, p.Duration("duration"))
 	res := send(ctx, fds, sendOptions{size: p.Size("size"), rate: v.Rate, duration: p.Duration("duration"), cpu: p.Int("client_cpu")})
 	if res.err != nil {
-		return nil, experiments.CtxErr(ctx, res.err)
+		return nil, role.CtxErr(ctx, res.err)
 	}
 	after, err := kstat.ReadLinkStats(nil)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := sock.WriteFull(conn, done{Sent: uint64(res.sent), Elapsed: res.elapsed}.encode()); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: %w", err))
 	}
 	var ack [1]byte
 	if _, err := sock.ReadFull(conn, ack[:]); err != nil {
-		return nil, experiments.CtxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
+		return nil, role.CtxErr(ctx, fmt.Errorf("control connection: waiting for the receiver: %w", err))
 	}
 	r := env.Report()
 	r.Metrics["sent_packets"] = float64(res.sent)
@@ -497,11 +499,11 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 	if res.sent > 0 {
 		r.Metrics["sender_polls_per_packet"] = float64(res.polls) / float64(res.sent)
 	}
-	experiments.AddEvidence(r, "sender_polls", float64(res.polls), "polls",
+	report.AddEvidence(r, "sender_polls", float64(res.polls), "polls",
 		"napi:napi_poll counted on the sending thread only (perf_event_open pid 0, cpu -1)",
 		"NAPI polls that ran inside the sender's own system calls: the softirq its send raised, run when bottom halves were enabled again")
 	if res.sent > 0 {
-		experiments.AddUsage(r, res.usage, res.sent, "msg")
+		report.AddUsage(r, res.usage, res.sent, "msg")
 	}
 	if res.errors > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d sends failed, the last with %v", res.errors, res.lastErr))
@@ -509,9 +511,9 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 	tx := after.Sub(before)[iface]
 	r.Metrics["link_tx_packets"] = float64(tx.TxPackets)
 	r.Metrics["link_tx_dropped"] = float64(tx.TxDropped)
-	experiments.AddEvidence(r, "link_tx_dropped", float64(tx.TxDropped), "packets", "rtnetlink tx_dropped delta of "+iface+" in node "+env.Node,
+	report.AddEvidence(r, "link_tx_dropped", float64(tx.TxDropped), "packets", "rtnetlink tx_dropped delta of "+iface+" in node "+env.Node,
 		"a veth counts here the packets its peer could not take (full NAPI ring or backlog)")
-	r.Environment = experiments.Node(ctx, env.Node, nil)
+	r.Environment = report.Node(ctx, env.Node, nil)
 	r.Environment.PinnedCpu = int32(p.Int("client_cpu"))
 	return r, nil
 }
@@ -538,7 +540,7 @@ func send(ctx context.Context, fds []sock.FD, o sendOptions) sendResult {
 	out := make(chan sendResult, 1)
 	go func() {
 		// Locked and never unlocked, as the reader.
-		if _, err := experiments.LockThread(o.cpu); err != nil {
+		if _, err := role.LockThread(o.cpu); err != nil {
 			out <- sendResult{err: err}
 			return
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -204,7 +205,7 @@ func TestRolesOnAVeth(t *testing.T) {
 			if sm["iface_irqs"] != 0 {
 				t.Errorf("a veth has no interrupt, yet %v were counted", sm["iface_irqs"])
 			}
-			if got, ok := experiments.EvidenceValue(srv, "netdev_max_backlog"); v.Backlog > 0 && (!ok || got != 7) {
+			if got, ok := report.EvidenceValue(srv, "netdev_max_backlog"); v.Backlog > 0 && (!ok || got != 7) {
 				t.Errorf("netdev_max_backlog during the step: %v (recorded %v)", got, ok)
 			}
 			if got := readBacklog(t); got != backlog {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -173,7 +174,7 @@ func steps(repeats int, variants []Variant, f func(v Variant, rep int) map[strin
 		for _, v := range variants {
 			srv := &experimentv1.RoleReport{Role: "server", Metrics: f(v, rep)}
 			if v.Backlog > 0 {
-				experiments.AddEvidence(srv, "netdev_max_backlog", float64(v.Backlog), "packets", "", "")
+				report.AddEvidence(srv, "netdev_max_backlog", float64(v.Backlog), "packets", "", "")
 			}
 			cli := map[string]float64{"sender_polls_per_packet": 0.98}
 			if v.RPS {
@@ -277,10 +278,10 @@ func TestJudge(t *testing.T) {
 					t.Errorf("%s: %q, want %q in %s", id, got, want, v.GetExplanation())
 				}
 			}
-			if row := experiments.Row(rows, rps.String()); row != nil && row.GetEngagement() != tc.rpsState {
+			if row := report.Row(rows, rps.String()); row != nil && row.GetEngagement() != tc.rpsState {
 				t.Errorf("rps row: %v, want %v (%s)", row.GetEngagement(), tc.rpsState, row.GetNote())
 			}
-			if row := experiments.Row(rows, low.String()); row.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_BASELINE {
+			if row := report.Row(rows, low.String()); row.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_BASELINE {
 				t.Errorf("load row: %v", row.GetEngagement())
 			}
 		})
@@ -291,7 +292,7 @@ func TestJudgeBacklogNotHeld(t *testing.T) {
 	s := steps(3, []Variant{backlog}, veth)
 	for _, st := range s {
 		st.Reports[0].Evidence = nil
-		experiments.AddEvidence(st.Reports[0], "netdev_max_backlog", 1000, "packets", "", "")
+		report.AddEvidence(st.Reports[0], "netdev_max_backlog", 1000, "packets", "", "")
 	}
 	var e Experiment
 	p, _ := experiments.Validate(e.Spec(), nil)

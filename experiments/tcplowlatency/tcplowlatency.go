@@ -17,7 +17,9 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/rr"
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -135,10 +137,10 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 			return nil, fmt.Errorf("tcp-low-latency server: read %s: %w", Sysctl, err)
 		}
 		n, _ := strconv.Atoi(inForce)
-		experiments.AddEvidence(r, "tcp_low_latency", float64(n), "", "/proc/sys/net/ipv4/tcp_low_latency in the host's namespace, read back after the step",
+		report.AddEvidence(r, "tcp_low_latency", float64(n), "", "/proc/sys/net/ipv4/tcp_low_latency in the host's namespace, read back after the step",
 			"the value the step ran with (the sysctl is global)")
 		k := runningKernel()
-		experiments.AddEvidence(r, "kernel_version", k.number(), "major*1000+minor", "uname -r", k.release)
+		report.AddEvidence(r, "kernel_version", k.number(), "major*1000+minor", "uname -r", k.release)
 		return r, nil
 	case "client":
 		peer, err := env.Peer("server")
@@ -189,12 +191,12 @@ func runningKernel() kernelVersion {
 // sysctl, and leaves the verdict undecided. Before 4.14, a difference shows
 // the prequeue bypass at work.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	v := &experimentv1.Verdict{Claim: "C3", Outcome: experimentv1.Outcome_OUTCOME_INCONCLUSIVE}
 	inForce := map[string]bool{}
 	for _, val := range values {
 		name := variantName(val)
-		row := experiments.Row(rows, name)
+		row := report.Row(rows, name)
 		if row == nil {
 			continue
 		}
@@ -203,7 +205,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 			if s.GetStep().GetVariant() != name {
 				continue
 			}
-			got, ok := experiments.EvidenceValue(experiments.ReportOf(s, "server"), "tcp_low_latency")
+			got, ok := report.EvidenceValue(report.ReportOf(s, "server"), "tcp_low_latency")
 			if !ok || strconv.Itoa(int(got)) != val {
 				inForce[val] = false
 			}
@@ -225,7 +227,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		return rows, v
 	}
 	kernel := kernelOf(steps)
-	d := experiments.Compare(v, p, steps, "client.rtt_p50_ns", variantName("0"), variantName("1"), Margin)
+	d := judge.Compare(v, p, steps, "client.rtt_p50_ns", variantName("0"), variantName("1"), Margin)
 	numbers := fmt.Sprintf("RTT p50 with 1 against 0 (%s vs %s): %s", us(d.B.Median), us(d.A.Median), d.Reason)
 	modern := kernel.atLeast(removedIn)
 	switch {
@@ -254,7 +256,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 // kernelOf reads the kernel the server reported.
 func kernelOf(steps []*experimentv1.StepResult) kernelVersion {
 	for _, s := range steps {
-		for _, e := range experiments.ReportOf(s, "server").GetEvidence() {
+		for _, e := range report.ReportOf(s, "server").GetEvidence() {
 			if e.GetName() == "kernel_version" {
 				if k, err := parseRelease(e.GetDetail()); err == nil {
 					return k

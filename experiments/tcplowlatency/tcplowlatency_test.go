@@ -13,6 +13,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
@@ -73,9 +74,9 @@ func steps(release string, p50 map[string][]float64, readBack map[string]float64
 			if !ok {
 				got = float64(v[0] - '0')
 			}
-			experiments.AddEvidence(srv, "tcp_low_latency", got, "", "", "")
+			report.AddEvidence(srv, "tcp_low_latency", got, "", "", "")
 			if release != "" {
-				experiments.AddEvidence(srv, "kernel_version", 0, "", "", release)
+				report.AddEvidence(srv, "kernel_version", 0, "", "", release)
 			}
 			cli := &experimentv1.RoleReport{Role: "client", Metrics: map[string]float64{"rtt_p50_ns": p50[v][i], "rtt_p99_ns": 2 * p50[v][i]}}
 			out = append(out, &experimentv1.StepResult{Step: &experimentv1.Step{Variant: variantName(v), Repeat: int32(i)},
@@ -117,10 +118,10 @@ func TestJudge(t *testing.T) {
 			if v.Claim != "C3" || v.Outcome != tt.outcome || !strings.Contains(v.Explanation, tt.says) {
 				t.Errorf("verdict %s %v: %s; want %v saying %q", v.Claim, v.Outcome, v.Explanation, tt.outcome, tt.says)
 			}
-			if r := experiments.Row(rows, "tcp_low_latency=1"); r.GetEngagement() != tt.engaged1 {
+			if r := report.Row(rows, "tcp_low_latency=1"); r.GetEngagement() != tt.engaged1 {
 				t.Errorf("row of value 1: %v (%s), want %v", r.GetEngagement(), r.GetNote(), tt.engaged1)
 			}
-			if r := experiments.Row(rows, "tcp_low_latency=0"); tt.engaged1 != experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED && r.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_BASELINE {
+			if r := report.Row(rows, "tcp_low_latency=0"); tt.engaged1 != experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED && r.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_BASELINE {
 				t.Errorf("row of value 0: %v", r.GetEngagement())
 			}
 		})

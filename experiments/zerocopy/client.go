@@ -12,6 +12,8 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -21,7 +23,7 @@ import (
 // the kernel to complete every zero-copy send, and closes.
 func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
 	cpu := env.Params.Int("client_cpu")
-	unlock, err := experiments.LockThread(cpu)
+	unlock, err := role.LockThread(cpu)
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +44,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 		return nil, fmt.Errorf("zerocopy client: %w", err)
 	}
 	defer fd.Close()
-	stop := experiments.ShutdownOnDone(ctx, fd)
+	stop := role.ShutdownOnDone(ctx, fd)
 	defer stop()
 	r := env.Report()
 	var u *unsupported
@@ -60,7 +62,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 			addUnsupported(r, path, u)
 			return finish(ctx, r, env.Node, cpu, "")
 		} else if err != nil {
-			return nil, experiments.CtxErr(ctx, err)
+			return nil, role.CtxErr(ctx, err)
 		}
 	}
 
@@ -79,7 +81,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 	var msgs int64
 	for {
 		if err := s.send(); err != nil {
-			return nil, experiments.CtxErr(ctx, err)
+			return nil, role.CtxErr(ctx, err)
 		}
 		msgs++
 		if !time.Now().Before(deadline) {
@@ -97,14 +99,14 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 		return nil, err
 	}
 	if err := s.finish(ctx); err != nil {
-		return nil, experiments.CtxErr(ctx, err)
+		return nil, role.CtxErr(ctx, err)
 	}
 
 	bytes := msgs * int64(size)
 	r.Metrics["sent_bytes"] = float64(bytes)
 	r.Metrics["messages"] = float64(msgs)
 	r.Metrics["throughput_bps"] = 8 * float64(bytes) / elapsed.Seconds()
-	experiments.AddUsage(r, end.Sub(start), bytes, "byte")
+	report.AddUsage(r, end.Sub(start), bytes, "byte")
 	r.Metrics["syscalls_per_byte"] = float64(calls) / float64(bytes)
 	r.Metrics["syscalls_per_msg"] = float64(calls) / float64(msgs)
 	egress := addHostEvidence(r, before, after, bytes)
@@ -145,7 +147,7 @@ func addHostEvidence(r *experimentv1.RoleReport, before, after counters, bytes i
 	for _, c := range after.cpu.Sub(before.cpu).CPUs {
 		busy += c.Busy()
 		softirq += c.SoftIRQ
-		experiments.AddEvidence(r, fmt.Sprintf("cpu%d_busy_ns", c.CPU), float64(c.Busy()), "ns",
+		report.AddEvidence(r, fmt.Sprintf("cpu%d_busy_ns", c.CPU), float64(c.Busy()), "ns",
 			"/proc/stat delta over the measured window (10 ms ticks)", fmt.Sprintf("of which softirq %v, system %v, user %v", c.SoftIRQ, c.System, c.User))
 	}
 	var idle, all time.Duration
@@ -154,7 +156,7 @@ func addHostEvidence(r *experimentv1.RoleReport, before, after counters, bytes i
 		all += c.Busy() + c.Idle + c.IOWait + c.Steal
 	}
 	if all > 0 {
-		experiments.AddEvidence(r, "host_idle_ratio", float64(idle)/float64(all), "", "/proc/stat idle and iowait share of the window",
+		report.AddEvidence(r, "host_idle_ratio", float64(idle)/float64(all), "", "/proc/stat idle and iowait share of the window",
 			"near 0: the host's CPUs were saturated; host CPU per byte then counts other work too and is capped by the number of CPUs")
 	}
 	r.Metrics["host_cpu_ns_per_byte"] = float64(busy) / float64(bytes)
@@ -166,10 +168,10 @@ func addHostEvidence(r *experimentv1.RoleReport, before, after counters, bytes i
 			egress, most = name, c.TxBytes
 		}
 	}
-	experiments.AddEvidence(r, "egress_tx_bytes", float64(most), "bytes", "rtnetlink link stats delta in the client's node",
+	report.AddEvidence(r, "egress_tx_bytes", float64(most), "bytes", "rtnetlink link stats delta in the client's node",
 		"the interface that sent the most during the window: "+egress)
 	d := after.net.Sub(before.net)
-	experiments.AddEvidence(r, "tcp_retrans_segs", float64(d["Tcp.RetransSegs"]), "segments",
+	report.AddEvidence(r, "tcp_retrans_segs", float64(d["Tcp.RetransSegs"]), "segments",
 		"/proc/net/snmp Tcp.RetransSegs delta in the node", "retransmissions during the window")
 	// Over veth a retransmission is rarely a loss. netif_rx queues a packet
 	// on the backlog of the CPU that sends it, and TCP sends both from the
@@ -178,7 +180,7 @@ func addHostEvidence(r *experimentv1.RoleReport, before, after counters, bytes i
 	// independently, so segments arrive out of order, TCP retransmits, and
 	// the receiver reports the duplicates (DSACK). With both roles pinned to
 	// one CPU it disappears (Linux 6.18, 2 CPUs).
-	experiments.AddEvidence(r, "tcp_dsack_segs", float64(d["TcpExt.TCPDSACKRecvSegs"]), "segments",
+	report.AddEvidence(r, "tcp_dsack_segs", float64(d["TcpExt.TCPDSACKRecvSegs"]), "segments",
 		"/proc/net/netstat TcpExt.TCPDSACKRecvSegs delta in the node", "retransmitted segments the receiver already had: spurious retransmissions after reordering")
 	return egress
 }
@@ -188,9 +190,9 @@ func addZerocopyEvidence(r *experimentv1.RoleReport, path string, s *sender) {
 	if path != MsgZerocopy {
 		source = "io_uring SEND_ZC notifications (IORING_CQE_F_NOTIF), IORING_NOTIF_USAGE_ZC_COPIED flag"
 	}
-	experiments.AddEvidence(r, "zc_sends", float64(s.zcSends), "sends", source, "sends the kernel promised to complete, warm-up included")
-	experiments.AddEvidence(r, "zc_completed", float64(s.tally.Completed), "sends", source, "sends the kernel reported complete")
-	experiments.AddEvidence(r, "zc_copied", float64(s.tally.Copied), "sends", source, "completed sends the kernel copied after all")
+	report.AddEvidence(r, "zc_sends", float64(s.zcSends), "sends", source, "sends the kernel promised to complete, warm-up included")
+	report.AddEvidence(r, "zc_completed", float64(s.tally.Completed), "sends", source, "sends the kernel reported complete")
+	report.AddEvidence(r, "zc_copied", float64(s.tally.Copied), "sends", source, "completed sends the kernel copied after all")
 }
 
 // addUnsupported records why a path could not run; the report then has
@@ -198,7 +200,7 @@ func addZerocopyEvidence(r *experimentv1.RoleReport, path string, s *sender) {
 func addUnsupported(r *experimentv1.RoleReport, path string, u *unsupported) {
 	var errno unix.Errno
 	errors.As(u.err, &errno)
-	experiments.AddEvidence(r, "unsupported", float64(errno), "errno", u.what, u.Error())
+	report.AddEvidence(r, "unsupported", float64(errno), "errno", u.what, u.Error())
 	r.Notes = append(r.Notes, fmt.Sprintf("%s cannot run here: %s", label(path), u.Error()))
 }
 
@@ -206,7 +208,7 @@ func addUnsupported(r *experimentv1.RoleReport, path string, u *unsupported) {
 // interface is known, whether it has scatter-gather, without which the
 // kernel copies what sendfile and splice hand it.
 func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu int, egress string) (*experimentv1.RoleReport, error) {
-	r.Environment = experiments.Node(ctx, node, nil)
+	r.Environment = report.Node(ctx, node, nil)
 	r.Environment.PinnedCpu = int32(cpu)
 	for _, i := range r.Environment.GetInterfaces() {
 		// ethtool lists no feature for an interface it cannot ask (or
@@ -216,7 +218,7 @@ func finish(ctx context.Context, r *experimentv1.RoleReport, node string, cpu in
 			if slices.Contains(i.GetOffloadsOn(), "sg") {
 				sg = 1
 			}
-			experiments.AddEvidence(r, "egress_sg", sg, "", "ethtool -k "+egress+" scatter-gather",
+			report.AddEvidence(r, "egress_sg", sg, "", "ethtool -k "+egress+" scatter-gather",
 				"1: the device takes page fragments, so TCP sends spliced pages without copying them")
 		}
 	}

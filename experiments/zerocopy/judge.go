@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -221,12 +223,12 @@ func judgePaths(params experiments.Params, verdict *experimentv1.Verdict, steps 
 			p.completed += o.zcCompleted
 			continue
 		}
-		a, b := experiments.Values(steps, bv.String(), costMetric), experiments.Values(steps, v.String(), costMetric)
+		a, b := report.Values(steps, bv.String(), costMetric), report.Values(steps, v.String(), costMetric)
 		if len(a) == 0 || len(b) == 0 {
 			continue
 		}
 		p.sizes = append(p.sizes, sizeResult{size: v.Size, base: bv.String(), variant: v.String(),
-			cmp: experiments.Decide(params, steps, costMetric, bv.String(), v.String(), 0)})
+			cmp: judge.Decide(params, steps, costMetric, bv.String(), v.String(), 0)})
 	}
 	for _, pr := range out {
 		slices.SortFunc(pr.sizes, func(a, b sizeResult) int { return a.size - b.size })
@@ -236,7 +238,7 @@ func judgePaths(params experiments.Params, verdict *experimentv1.Verdict, steps 
 		// The largest size decides the path, so its comparison is the one
 		// recorded (and repeated while undecided); the others describe.
 		last := &pr.sizes[len(pr.sizes)-1]
-		last.cmp = experiments.Compare(verdict, params, steps, costMetric, last.base, last.variant, 0)
+		last.cmp = judge.Compare(verdict, params, steps, costMetric, last.base, last.variant, 0)
 		p := pr
 		for i := len(p.sizes) - 1; i >= 0 && pays(p.sizes[i].cmp); i-- {
 			p.crossover = p.sizes[i].size
@@ -285,7 +287,7 @@ func combine(paths []*pathResult) experimentv1.Outcome {
 // Judge summarises each variant, says from the evidence whether its
 // mechanism engaged, and judges C11 path by path against the baselines.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
-	rows := experiments.Aggregate(steps)
+	rows := report.Aggregate(steps)
 	obs := observe(steps)
 	for _, row := range rows {
 		v, err := ParseVariant(row.GetVariant())
@@ -299,7 +301,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 	paths := judgePaths(p, v, steps, rows, obs)
 	for _, pr := range paths {
 		for _, s := range pr.sizes {
-			row := experiments.Row(rows, Variant{Link: pr.link, Send: pr.send, Recv: pr.recv, Size: s.size}.String())
+			row := report.Row(rows, Variant{Link: pr.link, Send: pr.send, Recv: pr.recv, Size: s.size}.String())
 			row.Note = joinNotes(row.GetNote(), compareNote(baseline(pr.send), s.cmp))
 		}
 	}
@@ -376,7 +378,7 @@ const saturated = 0.05
 func hostLoad(steps []*experimentv1.StepResult) string {
 	busy := 0
 	for _, s := range steps {
-		if idle, ok := experiments.EvidenceValue(experiments.ReportOf(s, "client"), "host_idle_ratio"); ok && idle < saturated {
+		if idle, ok := report.EvidenceValue(report.ReportOf(s, "client"), "host_idle_ratio"); ok && idle < saturated {
 			busy++
 		}
 	}
@@ -392,11 +394,11 @@ func retransmissions(steps []*experimentv1.StepResult) string {
 	n := 0
 	var segs, dsack float64
 	for _, s := range steps {
-		r := experiments.ReportOf(s, "client")
-		if v, ok := experiments.EvidenceValue(r, "tcp_retrans_segs"); ok && v > 0 {
+		r := report.ReportOf(s, "client")
+		if v, ok := report.EvidenceValue(r, "tcp_retrans_segs"); ok && v > 0 {
 			n++
 			segs += v
-			d, _ := experiments.EvidenceValue(r, "tcp_dsack_segs")
+			d, _ := report.EvidenceValue(r, "tcp_dsack_segs")
 			dsack += d
 		}
 	}
@@ -417,7 +419,7 @@ func firstClause(s string) string {
 // size on the first link it ran on.
 func copyCost(steps []*experimentv1.StepResult) string {
 	var first, last *Variant
-	for _, name := range experiments.Variants(steps) {
+	for _, name := range report.Variants(steps) {
 		v, err := ParseVariant(name)
 		if err != nil || v.Send != Write || v.Recv != Read {
 			continue
@@ -440,7 +442,7 @@ func copyCost(steps []*experimentv1.StepResult) string {
 		return ""
 	}
 	at := func(v *Variant) float64 {
-		return measure.SpreadOf(experiments.Values(steps, v.String(), costMetric)).Median
+		return measure.SpreadOf(report.Values(steps, v.String(), costMetric)).Median
 	}
 	return fmt.Sprintf(" C10: write from memory costs the sender %.3g ns/B at %s and %.3g ns/B at %s on %s.",
 		at(first), experiments.FormatSize(int64(first.Size)), at(last), experiments.FormatSize(int64(last.Size)), first.Link)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -29,10 +30,10 @@ func results(cells ...cell) []*experimentv1.StepResult {
 			client := &experimentv1.RoleReport{Role: "client", Metrics: map[string]float64{"cpu_ns_per_byte": c.cost[r]}, Environment: &experimentv1.NodeEnvironment{}}
 			server := &experimentv1.RoleReport{Role: "server", Metrics: map[string]float64{"cpu_ns_per_byte": 0.5}}
 			for name, v := range c.client {
-				experiments.AddEvidence(client, name, v, "", "test", "")
+				report.AddEvidence(client, name, v, "", "test", "")
 			}
 			for name, v := range c.server {
-				experiments.AddEvidence(server, name, v, "", "test", "")
+				report.AddEvidence(server, name, v, "", "test", "")
 			}
 			steps = append(steps, &experimentv1.StepResult{
 				Step:    &experimentv1.Step{Variant: c.variant, Repeat: int32(r)},
@@ -240,12 +241,12 @@ func TestJudge(t *testing.T) {
 				}
 			}
 			for variant, want := range tt.engaged {
-				if got := experiments.Row(rows, variant).GetEngagement(); got != want {
-					t.Errorf("%s: engagement %v, want %v (note %q)", variant, got, want, experiments.Row(rows, variant).GetNote())
+				if got := report.Row(rows, variant).GetEngagement(); got != want {
+					t.Errorf("%s: engagement %v, want %v (note %q)", variant, got, want, report.Row(rows, variant).GetNote())
 				}
 			}
 			for variant, want := range tt.notes {
-				if got := experiments.Row(rows, variant).GetNote(); !strings.Contains(got, want) {
+				if got := report.Row(rows, variant).GetNote(); !strings.Contains(got, want) {
 					t.Errorf("%s: note %q lacks %q", variant, got, want)
 				}
 			}

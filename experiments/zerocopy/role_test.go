@@ -12,6 +12,7 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/uring"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -57,7 +58,7 @@ func short(send, recv, size string) map[string]string {
 
 func evidence(t *testing.T, r *experimentv1.RoleReport, name string) float64 {
 	t.Helper()
-	v, ok := experiments.EvidenceValue(r, name)
+	v, ok := report.EvidenceValue(r, name)
 	if !ok {
 		t.Fatalf("%s report lacks evidence %s: %v", r.GetRole(), name, r.GetEvidence())
 	}
@@ -75,7 +76,7 @@ func TestSendPathsOnLoopback(t *testing.T) {
 			if serr != nil || cerr != nil {
 				t.Fatalf("server: %v, client: %v", serr, cerr)
 			}
-			if why, ok := experiments.EvidenceValue(client, "unsupported"); ok {
+			if why, ok := report.EvidenceValue(client, "unsupported"); ok {
 				if strings.HasPrefix(send, "uring") {
 					privtest.Unavailable(t, fmt.Sprintf("io_uring path unsupported here (errno %v): %v", why, client.GetNotes()))
 				}
@@ -141,7 +142,7 @@ func TestZerocopyAccountingOnLoopback(t *testing.T) {
 				if serr != nil || cerr != nil {
 					t.Fatalf("server: %v, client: %v", serr, cerr)
 				}
-				if _, ok := experiments.EvidenceValue(client, "unsupported"); ok {
+				if _, ok := report.EvidenceValue(client, "unsupported"); ok {
 					if send == MsgZerocopy {
 						t.Fatalf("MSG_ZEROCOPY unsupported: %v", client.GetNotes())
 					}
@@ -167,7 +168,7 @@ func TestReceivePathsOnLoopback(t *testing.T) {
 			if serr != nil || cerr != nil {
 				t.Fatalf("server: %v, client: %v", serr, cerr)
 			}
-			if _, ok := experiments.EvidenceValue(server, "unsupported"); ok {
+			if _, ok := report.EvidenceValue(server, "unsupported"); ok {
 				t.Fatalf("%s unsupported: %v", recv, server.GetNotes())
 			}
 			if server.Metrics["received_bytes"] <= 0 {
@@ -224,7 +225,7 @@ func TestUnsupportedIsReported(t *testing.T) {
 	u := &unsupported{"io_uring SEND_ZC (Linux 6.0)", uring.ErrNotSupported}
 	r := &experimentv1.RoleReport{Role: "client", Metrics: map[string]float64{}}
 	addUnsupported(r, UringSendZC, u)
-	if _, ok := experiments.EvidenceValue(r, "unsupported"); !ok || len(r.GetNotes()) != 1 || !strings.Contains(r.GetNotes()[0], "io_uring SEND_ZC cannot run here") {
+	if _, ok := report.EvidenceValue(r, "unsupported"); !ok || len(r.GetNotes()) != 1 || !strings.Contains(r.GetNotes()[0], "io_uring SEND_ZC cannot run here") {
 		t.Errorf("report %v", r)
 	}
 	if len(r.Metrics) != 0 {

@@ -11,6 +11,8 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/role"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -21,7 +23,7 @@ import (
 // to coincide, only to lie in the steady stream.
 func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
 	cpu := env.Params.Int("server_cpu")
-	unlock, err := experiments.LockThread(cpu)
+	unlock, err := role.LockThread(cpu)
 	if err != nil {
 		return nil, err
 	}
@@ -29,7 +31,7 @@ func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport,
 	_, _, path, _ := stepVariant(env.Params)
 	page := unix.Getpagesize()
 	chunk := (env.Params.Size("recv_chunk") + page - 1) / page * page
-	fd, done, err := experiments.AcceptOne(ctx, env, nil)
+	fd, done, err := role.AcceptOne(ctx, env, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +61,7 @@ func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport,
 	for {
 		n, eof, err := rx.next()
 		if err != nil {
-			return nil, experiments.CtxErr(ctx, fmt.Errorf("zerocopy server: %w", err))
+			return nil, role.CtxErr(ctx, fmt.Errorf("zerocopy server: %w", err))
 		}
 		if eof {
 			break
@@ -95,21 +97,21 @@ func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport,
 		r.Notes = append(r.Notes, fmt.Sprintf("received %d bytes, none after the %v warm-up: nothing to measure", total, warmup))
 		return finish(ctx, r, env.Node, cpu, "")
 	}
-	experiments.AddUsage(r, end.Sub(start.usage), bytes, "byte")
+	report.AddUsage(r, end.Sub(start.usage), bytes, "byte")
 	r.Metrics["syscalls_per_byte"] = float64(rx.calls-start.calls) / float64(bytes)
 	copied, mapped := rx.copied-start.copied, rx.mapped-start.mapped
 	switch path {
 	case RecvTrunc:
 		r.Notes = append(r.Notes, "recv with MSG_TRUNC discards the data in the kernel: no copy to the application, a bound on receiving without the copy rather than a way to receive")
-		experiments.AddEvidence(r, "discarded_bytes", float64(rx.discarded-start.out), "bytes", "recv(MSG_TRUNC) return values", "bytes TCP dropped without copying them to the application")
+		report.AddEvidence(r, "discarded_bytes", float64(rx.discarded-start.out), "bytes", "recv(MSG_TRUNC) return values", "bytes TCP dropped without copying them to the application")
 	case TCPZC:
 		r.Metrics["mapped_ratio"] = float64(mapped) / float64(mapped+copied)
-		experiments.AddEvidence(r, "mapped_bytes", float64(mapped), "bytes", "getsockopt TCP_ZEROCOPY_RECEIVE length", "bytes mapped into the application without a copy")
-		experiments.AddEvidence(r, "copied_bytes", float64(copied), "bytes", "read of TCP_ZEROCOPY_RECEIVE recv_skip_hint", "bytes the kernel could not map, read (copied) instead")
+		report.AddEvidence(r, "mapped_bytes", float64(mapped), "bytes", "getsockopt TCP_ZEROCOPY_RECEIVE length", "bytes mapped into the application without a copy")
+		report.AddEvidence(r, "copied_bytes", float64(copied), "bytes", "read of TCP_ZEROCOPY_RECEIVE recv_skip_hint", "bytes the kernel could not map, read (copied) instead")
 	}
 	d, err := kstat.ReadNetStat()
 	if err == nil {
-		experiments.AddEvidence(r, "tcp_retrans_segs", float64(d.Sub(before)["Tcp.RetransSegs"]), "segments",
+		report.AddEvidence(r, "tcp_retrans_segs", float64(d.Sub(before)["Tcp.RetransSegs"]), "segments",
 			"/proc/net/snmp Tcp.RetransSegs delta in the node", "over the whole stream")
 	}
 	return finish(ctx, r, env.Node, cpu, "")

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/settings"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	"github.com/labctl/labctl/services/rpcerr"
@@ -135,7 +136,7 @@ func safe(s string) string {
 func (s *Server) GetInfo(ctx context.Context, _ *agentv1.GetInfoRequest) (*agentv1.GetInfoResponse, error) {
 	return &agentv1.GetInfoResponse{
 		Lab: s.Lab, Node: s.Node, Version: s.Version, Pid: int32(os.Getpid()),
-		Environment: experiments.Node(ctx, s.Node, nil),
+		Environment: report.Node(ctx, s.Node, nil),
 	}, nil
 }
 

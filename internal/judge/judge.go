@@ -1,11 +1,13 @@
-package experiments
+package judge
 
 import (
 	"slices"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/measure"
+	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -14,7 +16,7 @@ import (
 // claim's margin (0: only the direction matters), and records the
 // comparison in v: in its comparisons, and, while it is not settled
 // (measure.Decision.Settled), in the variants that need more repeats.
-func Compare(v *experimentv1.Verdict, p Params, steps []*experimentv1.StepResult, metric, a, b string, margin float64) measure.Decision {
+func Compare(v *experimentv1.Verdict, p experiments.Params, steps []*experimentv1.StepResult, metric, a, b string, margin float64) measure.Decision {
 	d := Decide(p, steps, metric, a, b, margin)
 	v.Looks = int32(d.Looks)
 	v.Comparisons = append(v.Comparisons, ComparisonProto(metric, a, b, d))
@@ -30,8 +32,8 @@ func Compare(v *experimentv1.Verdict, p Params, steps []*experimentv1.StepResult
 
 // Decide is Compare for a comparison that only describes: recorded
 // nowhere, it never asks for more repeats.
-func Decide(p Params, steps []*experimentv1.StepResult, metric, a, b string, margin float64) measure.Decision {
-	return TestOf(p, margin).Decide(Values(steps, a, metric), Values(steps, b, metric))
+func Decide(p experiments.Params, steps []*experimentv1.StepResult, metric, a, b string, margin float64) measure.Decision {
+	return experiments.TestOf(p, margin).Decide(report.Values(steps, a, metric), report.Values(steps, b, metric))
 }
 
 // ComparisonProto is d as a result records it.

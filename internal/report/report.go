@@ -1,17 +1,9 @@
-package experiments
+package report
 
 import (
-	"context"
-	"fmt"
-	"net/netip"
-	"sort"
 	"strings"
-	"sync"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/internal/measure"
-	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -148,84 +140,4 @@ func Variants(steps []*experimentv1.StepResult) []string {
 		}
 	}
 	return out
-}
-
-// SortedKeys returns a map's keys in order, for stable output.
-func SortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// ShutdownOnDone shuts the sockets down when ctx ends. A thread blocked in
-// recv, send or accept on a socket does not notice the socket being closed
-// by another thread, but shutdown(2) wakes it with an error or EOF; that is
-// how a cancelled run stops a role stuck in a blocking call. Call the
-// returned stop once the sockets are no longer in use (before closing them).
-func ShutdownOnDone(ctx context.Context, fds ...sock.FD) (stop func()) {
-	var mu sync.Mutex
-	done := false
-	stopWatch := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if done {
-			return
-		}
-		for _, fd := range fds {
-			_ = unix.Shutdown(int(fd), unix.SHUT_RDWR)
-		}
-	})
-	return func() {
-		stopWatch()
-		mu.Lock()
-		done = true
-		mu.Unlock()
-	}
-}
-
-// AcceptOne listens for one TCP connection on the role's address, tells the
-// orchestrator its port, and accepts. setup, when not nil, configures the
-// listening socket first (options an accepted socket inherits, such as
-// SO_RCVBUF). The connection is shut down if ctx ends while it is in use;
-// done stops that watch and closes it.
-func AcceptOne(ctx context.Context, env *Env, setup func(ln sock.FD) error) (fd sock.FD, done func(), err error) {
-	ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(env.Address(), 0), 1)
-	if err != nil {
-		return -1, nil, err
-	}
-	defer ln.Close()
-	if setup != nil {
-		if err := setup(ln); err != nil {
-			return -1, nil, err
-		}
-	}
-	local, err := sock.LocalAddr(ln)
-	if err != nil {
-		return -1, nil, err
-	}
-	stop := ShutdownOnDone(ctx, ln)
-	env.Ready(int(local.Port()))
-	fd, err = sock.Accept(ln)
-	stop()
-	if err != nil {
-		if ctx.Err() != nil {
-			return -1, nil, ctx.Err()
-		}
-		return -1, nil, fmt.Errorf("%s %s: accept: %w", env.Step.GetVariant(), env.Role, err)
-	}
-	stop = ShutdownOnDone(ctx, fd)
-	return fd, func() { stop(); fd.Close() }, nil
-}
-
-// CtxErr prefers the context's error: a role whose socket was shut down
-// because the run was cancelled failed because of the cancel, not because
-// of the EOF or EPIPE the shutdown caused.
-func CtxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }
