@@ -12,6 +12,7 @@ package experiments
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -42,7 +43,7 @@ type Experiment interface {
 type Env struct {
 	RunID  string
 	Node   string
-	Role   string
+	Role   Role
 	Step   *experimentv1.Step
 	Params Params
 	// Peers are the addresses of the roles started before this one.
@@ -59,7 +60,7 @@ type Env struct {
 
 // NewEnv makes the environment of one role; ready and progress deliver the
 // role's events to whoever runs it (the agent's stream, or a test).
-func NewEnv(runID, node, role string, step *experimentv1.Step, p Params, peers map[string]netip.AddrPort, ready func(port int), progress func(string)) *Env {
+func NewEnv(runID, node string, role Role, step *experimentv1.Step, p Params, peers map[string]netip.AddrPort, ready func(port int), progress func(string)) *Env {
 	return &Env{RunID: runID, Node: node, Role: role, Step: step, Params: p, Peers: peers, ready: ready, progress: progress}
 }
 
@@ -86,8 +87,8 @@ func (e *Env) Progressf(format string, args ...any) {
 }
 
 // Peer returns the address of an earlier role.
-func (e *Env) Peer(role string) (netip.AddrPort, error) {
-	a, ok := e.Peers[role]
+func (e *Env) Peer(role Role) (netip.AddrPort, error) {
+	a, ok := e.Peers[string(role)]
 	if !ok {
 		return netip.AddrPort{}, fmt.Errorf("role %s of step %s: no address for role %s", e.Role, e.Step.GetVariant(), role)
 	}
@@ -98,7 +99,7 @@ func (e *Env) Peer(role string) (netip.AddrPort, error) {
 // unspecified IPv4 address when the step gives none.
 func (e *Env) Address() netip.Addr {
 	for _, r := range e.Step.GetRoles() {
-		if r.GetRole() == e.Role {
+		if r.GetRole() == string(e.Role) {
 			if a, err := netip.ParseAddr(r.GetAddress()); err == nil {
 				return a
 			}
@@ -109,7 +110,7 @@ func (e *Env) Address() netip.Addr {
 
 // Report starts the report of this role.
 func (e *Env) Report() *experimentv1.RoleReport {
-	return &experimentv1.RoleReport{Role: e.Role, Node: e.Node, Metrics: map[string]float64{}}
+	return &experimentv1.RoleReport{Role: string(e.Role), Node: e.Node, Metrics: map[string]float64{}}
 }
 
 // Registry holds the experiments an agent can run, by name.
@@ -118,19 +119,45 @@ type Registry struct {
 	names  []string
 }
 
-// NewRegistry registers exps; names must be unique.
-func NewRegistry(exps ...Experiment) *Registry {
+// NewRegistry registers exps and checks each against itself, so that a
+// misspelt parameter or role fails here, at start-up and in every test
+// that builds the registry, and never in a run: names unique; every
+// parameter with a help, a default within its bounds and choices; the
+// steps of a run with the defaults, planned on each example lab that can
+// host it, placing only the spec's roles (each of them somewhere) with
+// parameters that validate; a parameter struct that matches the spec (As,
+// in Steps and Judge, panics on one that does not).
+func NewRegistry(exps ...Experiment) (*Registry, error) {
+	labs, err := exampleLabs()
+	if err != nil {
+		return nil, fmt.Errorf("the example labs the registry plans on: %w", err)
+	}
+	r, err := Unchecked(exps...)
+	errs := []error{err}
+	for _, e := range exps {
+		if err := check(e, labs); err != nil {
+			errs = append(errs, fmt.Errorf("experiment %s: %w", e.Spec().GetName(), err))
+		}
+	}
+	return r, errors.Join(errs...)
+}
+
+// Unchecked registers exps by name only, without NewRegistry's planning
+// (about 7 ms for labctl's experiments). Agents use it: the lab service
+// that sends them roles is the same binary and checked the same
+// experiments when it started, and an agent's start is paid once per node.
+func Unchecked(exps ...Experiment) (*Registry, error) {
 	r := &Registry{byName: map[string]Experiment{}}
 	for _, e := range exps {
 		name := e.Spec().GetName()
 		if _, dup := r.byName[name]; dup {
-			panic("experiments: two experiments named " + name)
+			return nil, fmt.Errorf("two experiments named %s", name)
 		}
 		r.byName[name] = e
 		r.names = append(r.names, name)
 	}
 	sort.Strings(r.names)
-	return r
+	return r, nil
 }
 
 // Get returns the experiment called name.

@@ -2,8 +2,12 @@ package experiments
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
+	"sort"
 
+	"github.com/labctl/labctl/internal/fault"
 	"github.com/labctl/labctl/topologies"
 )
 
@@ -15,7 +19,7 @@ type Lab struct {
 }
 
 // Node returns the node of a role.
-func (l Lab) Node(role string) string { return l.Roles[role] }
+func (l Lab) Node(role Role) string { return l.Roles[string(role)] }
 
 // Path is one way to reach a node from another: an address of the target on
 // one of its interfaces, and what kind of device carries it.
@@ -77,4 +81,48 @@ func (l Lab) Address(from, to string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("node %s has no IPv4 address that node %s can reach", to, from)
 	}
 	return paths[0].Addr, nil
+}
+
+// Place assigns nodes to an experiment's roles: the ones asked for, then
+// the lab's agent nodes in plan order, the client role first (so in a
+// two-node lab the client is the first node and the server the second).
+func Place(plan *topologies.Plan, roles []string, asked map[string]string) (Lab, error) {
+	var agentNodes []string
+	for _, n := range plan.Nodes {
+		if n.Agent {
+			agentNodes = append(agentNodes, n.Name)
+		}
+	}
+	out := map[string]string{}
+	for _, role := range slices.Sorted(maps.Keys(asked)) {
+		node := asked[role]
+		if !slices.Contains(roles, role) {
+			return Lab{}, fault.New(fault.Invalid, "this experiment has no role %q (roles: %v)", role, roles)
+		}
+		n, ok := plan.Node(node)
+		switch {
+		case !ok:
+			return Lab{}, fault.New(fault.Invalid, "role %s: lab %s has no node %q", role, plan.Lab, node)
+		case !n.Agent:
+			return Lab{}, fault.New(fault.Precondition, "role %s: node %s runs no agent (agent: false in the topology)", role, node)
+		}
+		out[role] = node
+	}
+	if len(agentNodes) == 0 {
+		return Lab{}, fault.New(fault.Precondition, "lab %s has no node with an agent", plan.Lab)
+	}
+	order := slices.Clone(roles)
+	sort.SliceStable(order, func(i, j int) bool { return order[i] == string(Client) && order[j] != string(Client) })
+	next := 0
+	for _, role := range order {
+		if _, ok := out[role]; ok {
+			continue
+		}
+		for next < len(agentNodes)-1 && slices.Contains(slices.Collect(maps.Values(out)), agentNodes[next]) {
+			next++
+		}
+		out[role] = agentNodes[next%len(agentNodes)]
+		next++
+	}
+	return Lab{Plan: plan, Roles: out}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labctl/labctl/internal/fault"
+	"github.com/labctl/labctl/internal/units"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -28,8 +30,14 @@ type ParamError struct {
 
 func (e *ParamError) Error() string { return "parameter " + e.Param + ": " + e.Msg }
 
+// FaultKind: a refused parameter is an invalid request.
+func (e *ParamError) FaultKind() fault.Kind { return fault.Invalid }
+
 // ParamErrors lists every refused parameter of a request.
 type ParamErrors []*ParamError
+
+// FaultKind: refused parameters are an invalid request.
+func (l ParamErrors) FaultKind() fault.Kind { return fault.Invalid }
 
 func (l ParamErrors) Error() string {
 	msgs := make([]string, len(l))
@@ -161,48 +169,14 @@ func parseNumber(kind experimentv1.ParamKind, v string) (int64, error) {
 		}
 		return int64(d), nil
 	case experimentv1.ParamKind_PARAM_KIND_SIZE:
-		return ParseSize(v)
+		n, _, err := units.ParseSize(v)
+		return n, err
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("expected an integer, got %q", v)
 	}
 	return n, nil
-}
-
-var sizeSuffixes = []struct {
-	suffix string
-	mult   int64
-}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"k", 1 << 10}, {"B", 1}}
-
-// ParseSize reads a byte count: 64, 4K, 4KiB, 1M, 1MiB (binary multiples:
-// message sizes in networking are powers of two).
-func ParseSize(v string) (int64, error) {
-	num, mult := v, int64(1)
-	for _, s := range sizeSuffixes {
-		if strings.HasSuffix(v, s.suffix) {
-			num, mult = strings.TrimSuffix(v, s.suffix), s.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("expected a size such as 64, 4KiB or 1MiB, got %q", v)
-	}
-	return n * mult, nil
-}
-
-// FormatSize writes a byte count the way ParseSize reads it.
-func FormatSize(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return strconv.FormatInt(n>>30, 10) + "GiB"
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return strconv.FormatInt(n>>20, 10) + "MiB"
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return strconv.FormatInt(n>>10, 10) + "KiB"
-	}
-	return strconv.FormatInt(n, 10)
 }
 
 // Map returns every parameter's value, defaults included.
@@ -226,75 +200,3 @@ func (p Params) With(values map[string]string) (Params, error) {
 
 // Has reports whether the spec declares parameter name.
 func (p Params) Has(name string) bool { return find(p.spec, name) != nil }
-
-func (p Params) raw(name string, kinds ...experimentv1.ParamKind) string {
-	ps := find(p.spec, name)
-	if ps == nil || !slices.Contains(kinds, ps.GetKind()) {
-		panic(fmt.Sprintf("experiments: %s has no %v parameter %q", p.spec.GetName(), kinds, name))
-	}
-	return p.values[name]
-}
-
-// Int returns an int parameter.
-func (p Params) Int(name string) int {
-	n, _ := strconv.Atoi(p.raw(name, experimentv1.ParamKind_PARAM_KIND_INT))
-	return n
-}
-
-// Duration returns a duration parameter.
-func (p Params) Duration(name string) time.Duration {
-	d, _ := time.ParseDuration(p.raw(name, experimentv1.ParamKind_PARAM_KIND_DURATION))
-	return d
-}
-
-// Size returns a size parameter in bytes.
-func (p Params) Size(name string) int {
-	n, _ := ParseSize(p.raw(name, experimentv1.ParamKind_PARAM_KIND_SIZE))
-	return int(n)
-}
-
-// Bool returns a bool parameter.
-func (p Params) Bool(name string) bool {
-	b, _ := strconv.ParseBool(p.raw(name, experimentv1.ParamKind_PARAM_KIND_BOOL))
-	return b
-}
-
-// String returns a string or enum parameter.
-func (p Params) String(name string) string {
-	return p.raw(name, experimentv1.ParamKind_PARAM_KIND_STRING, experimentv1.ParamKind_PARAM_KIND_ENUM)
-}
-
-// List returns the elements of a list parameter, as text.
-func (p Params) List(name string) []string {
-	return splitList(p.raw(name, experimentv1.ParamKind_PARAM_KIND_LIST))
-}
-
-// Sizes returns the elements of a list of sizes, in bytes.
-func (p Params) Sizes(name string) []int {
-	var out []int
-	for _, s := range p.List(name) {
-		n, _ := ParseSize(s)
-		out = append(out, int(n))
-	}
-	return out
-}
-
-// Ints returns the elements of a list of ints.
-func (p Params) Ints(name string) []int {
-	var out []int
-	for _, s := range p.List(name) {
-		n, _ := strconv.Atoi(s)
-		out = append(out, n)
-	}
-	return out
-}
-
-// Durations returns the elements of a list of durations.
-func (p Params) Durations(name string) []time.Duration {
-	var out []time.Duration
-	for _, s := range p.List(name) {
-		d, _ := time.ParseDuration(s)
-		out = append(out, d)
-	}
-	return out
-}

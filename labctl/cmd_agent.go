@@ -54,7 +54,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 			if settingsDir == "" {
 				settingsDir = filepath.Join(filepath.Dir(socket), "settings", node)
 			}
-			svc := &agent.Server{Lab: lab, Node: node, Version: version, Registry: all.Registry(), SettingsDir: settingsDir}
+			svc := &agent.Server{Lab: lab, Node: node, Version: version, Registry: all.Agent(), SettingsDir: settingsDir}
 			if hostFD >= 0 {
 				svc.Host = func(fn func() error) error { return netns.DoFD("host", hostFD, fn) }
 			}

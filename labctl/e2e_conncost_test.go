@@ -23,7 +23,7 @@ func TestConnCostOnQuickstart(t *testing.T) {
 	c := newCLI(t)
 	lab, _ := c.up("quickstart")
 	res := c.result("run", "conn-cost", lab, "--client", "n1", "--server", "n2", "-q",
-		"-p", "counts=1000,4000", "-p", "variants=idle,epoll+byte", "-p", "repeats=2", "-p", "hold=0s")
+		"-p", "counts=1000,4000", "-p", "variants=idle,epoll+byte", "-p", "repeats=2", "-p", "max_repeats=2", "-p", "hold=0s")
 	completed(t, res, 8)
 	for _, s := range res.GetSteps() {
 		params := s.GetStep().GetParams()

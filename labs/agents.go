@@ -341,6 +341,7 @@ func isZombie(pid int) bool {
 
 // AgentState is the health of one node's agent.
 type AgentState struct {
+	Wanted  bool   // the plan asks for an agent in the node
 	Health  string // SERVING, NOT_SERVING, or UNREACHABLE
 	Version string
 	Pid     int

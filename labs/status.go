@@ -6,12 +6,43 @@ import (
 	"sync"
 
 	"github.com/labctl/labctl/netns"
-	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/topologies"
 )
 
+// LabStatus is a lab as the kernel and its agents have it, beside its plan.
+type LabStatus struct {
+	Lab, Source string
+	Nodes       []*NodeStatus
+	Links       []LinkStatus
+	// Drift lists the differences between the plan and the kernel, one
+	// line each.
+	Drift []string
+}
+
+// NodeStatus is one node: its namespace, interfaces and agent.
+type NodeStatus struct {
+	Name, Namespace string
+	Present         bool
+	Interfaces      []*InterfaceStatus
+	Agent           AgentState
+}
+
+// InterfaceStatus is one interface of a node, with its planned settings.
+type InterfaceStatus struct {
+	Name      string
+	Up        bool
+	MTU       int
+	Addresses []string
+}
+
+// LinkStatus is one link of the plan and whether all its ends exist.
+type LinkStatus struct {
+	ID, Kind string
+	Present  bool
+}
+
 // Status compares a lab with its plan and asks every agent for its health.
-func (h *Host) Status(ctx context.Context, lab string) (*labv1.LabStatus, error) {
+func (h *Host) Status(ctx context.Context, lab string) (*LabStatus, error) {
 	s, err := h.load(lab)
 	if err != nil {
 		return nil, err
@@ -20,10 +51,10 @@ func (h *Host) Status(ctx context.Context, lab string) (*labv1.LabStatus, error)
 	if err != nil {
 		return nil, err
 	}
-	out := &labv1.LabStatus{Lab: lab, Source: s.source}
-	nodes := map[string]*labv1.NodeStatus{}
+	out := &LabStatus{Lab: lab, Source: s.source}
+	nodes := map[string]*NodeStatus{}
 	for _, n := range s.plan.Nodes {
-		ns := &labv1.NodeStatus{Name: n.Name, Namespace: n.Namespace, Agent: &labv1.AgentStatus{Wanted: n.Agent}}
+		ns := &NodeStatus{Name: n.Name, Namespace: n.Namespace, Agent: AgentState{Wanted: n.Agent}}
 		nodes[n.Namespace] = ns
 		out.Nodes = append(out.Nodes, ns)
 	}
@@ -35,7 +66,7 @@ func (h *Host) Status(ctx context.Context, lab string) (*labv1.LabStatus, error)
 	}
 	// Interfaces that exist, under their node, with their planned settings;
 	// where the kernel differs from the plan, a drift line says how.
-	ifaces := map[string]*labv1.InterfaceStatus{}
+	ifaces := map[string]*InterfaceStatus{}
 	for _, it := range live.Items {
 		switch it.Kind {
 		case "namespace":
@@ -44,9 +75,9 @@ func (h *Host) Status(ctx context.Context, lab string) (*labv1.LabStatus, error)
 			}
 		case "interface":
 			if n := nodes[it.Namespace]; n != nil && it.State != netns.StateMissing {
-				is := &labv1.InterfaceStatus{Name: it.Name, Up: it.State == netns.StatePresent}
+				is := &InterfaceStatus{Name: it.Name, Up: it.State == netns.StatePresent}
 				if p, ok := planned[it.Namespace+"/"+it.Name]; ok {
-					is.Mtu = int32(p.MTU)
+					is.MTU = p.MTU
 					for _, a := range p.Addresses {
 						is.Addresses = append(is.Addresses, a.String())
 					}
@@ -66,7 +97,7 @@ func (h *Host) Status(ctx context.Context, lab string) (*labv1.LabStatus, error)
 				present = false
 			}
 		}
-		out.Links = append(out.Links, &labv1.LinkStatus{Id: l.ID, Kind: l.Kind, Present: present})
+		out.Links = append(out.Links, LinkStatus{ID: l.ID, Kind: l.Kind, Present: present})
 	}
 	var wg sync.WaitGroup
 	for _, n := range s.plan.Nodes {
@@ -77,14 +108,14 @@ func (h *Host) Status(ctx context.Context, lab string) (*labv1.LabStatus, error)
 		go func() {
 			defer wg.Done()
 			st := h.AgentStatus(ctx, lab, n.Name)
-			a := nodes[n.Namespace].Agent
-			a.Health, a.Version, a.Pid, a.Socket, a.Error = st.Health, st.Version, int32(st.Pid), st.Socket, st.Err
+			st.Wanted = true
+			nodes[n.Namespace].Agent = st
 		}()
 	}
 	wg.Wait()
 	for _, n := range out.Nodes {
 		if a := n.Agent; a.Wanted && a.Health != "SERVING" {
-			out.Drift = append(out.Drift, fmt.Sprintf("node %s: agent %s: %s (labctl up restarts it)", n.Name, a.Health, a.Error))
+			out.Drift = append(out.Drift, fmt.Sprintf("node %s: agent %s: %s (labctl up restarts it)", n.Name, a.Health, a.Err))
 		}
 	}
 	return out, nil

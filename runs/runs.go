@@ -12,7 +12,6 @@ import (
 	"maps"
 	"net"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,17 +21,14 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/fault"
 	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/report"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
-	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
-	"github.com/labctl/labctl/services/rpcerr"
 	"github.com/labctl/labctl/topologies"
 	"github.com/labctl/labctl/traces"
 )
@@ -135,33 +131,54 @@ type Request struct {
 	Owner string
 }
 
+// Event is one thing a run reports while it runs: a progress line, a
+// finished step, or the result; exactly one is set.
+type Event struct {
+	Progress *Progress
+	Step     *experimentv1.StepResult
+	Result   *experimentv1.Result
+}
+
+// Progress is a line about a running experiment.
+type Progress struct {
+	// Step being run, from 1, of Total.
+	Step, Total int
+	Variant     string
+	Message     string
+	RunID       string
+	// While a cancelled run stops (Stopping): the roles, as "node role",
+	// that have not yet stopped and restored what they changed.
+	Restoring []string
+	Stopping  bool
+}
+
 // Run runs req, sending progress, each step's reports and the final result
 // to emit (which is never called concurrently). The result is stored even
-// when the run fails or is cancelled; the error is a gRPC status.
-func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunResponse)) (*experimentv1.Result, error) {
+// when the run fails or is cancelled; the error's kind (internal/fault) says
+// why.
+func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*experimentv1.Result, error) {
 	exp, ok := r.Registry.Get(req.Experiment)
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no experiment %q (labctl run --list shows them)", req.Experiment)
+		return nil, fault.New(fault.NotFound, "no experiment %q (labctl run --list shows them)", req.Experiment)
 	}
 	params, err := experiments.Validate(exp.Spec(), req.Params)
 	if err != nil {
-		return nil, rpcerr.Status(err, codes.InvalidArgument)
+		return nil, err
 	}
-	roles, err := placeRoles(req.Plan, exp.Spec().GetRoles(), req.Nodes)
+	lab, err := experiments.Place(req.Plan, exp.Spec().GetRoles(), req.Nodes)
 	if err != nil {
 		return nil, err
 	}
-	steps, err := exp.Steps(params, experiments.Lab{Plan: req.Plan, Roles: roles})
+	roles := lab.Roles
+	steps, err := exp.Steps(params, lab)
 	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "%s in lab %s: %v", req.Experiment, req.Plan.Lab, err)
+		return nil, fault.New(fault.Precondition, "%s in lab %s: %w", req.Experiment, req.Plan.Lab, err)
 	}
-	var budget time.Duration
-	if params.Has("time_budget") {
-		budget = params.Duration("time_budget")
-	}
+	rounds := experiments.RoundsOf(params)
+	budget := rounds.Budget
 	if est := max(estimate(steps), budget); r.MaxRun > 0 && est > r.MaxRun {
-		return nil, rpcerr.Status(experiments.ParamErrors{{Param: "duration", Msg: fmt.Sprintf(
-			"the run would take about %v (%d steps of warm-up plus duration); this server allows %v", est.Round(time.Second), len(steps), r.MaxRun)}}, codes.InvalidArgument)
+		return nil, experiments.ParamErrors{{Param: "duration", Msg: fmt.Sprintf(
+			"the run would take about %v (%d steps of warm-up plus duration); this server allows %v", est.Round(time.Second), len(steps), r.MaxRun)}}
 	}
 	ctx, span := tracer.Start(ctx, "run "+req.Experiment)
 	defer span.End()
@@ -186,7 +203,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 	run, untrack := r.track(res.Id, req.Owner)
 	defer untrack()
 	var mu sync.Mutex
-	send := func(ev *labv1.RunResponse) {
+	send := func(ev Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		emit(ev)
@@ -197,20 +214,20 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 	runSteps := func(steps []*experimentv1.Step) error {
 		for _, step := range steps {
 			i := len(res.Steps)
-			progress := func(p *labv1.RunProgress) {
-				p.RunId, p.Step, p.Total, p.Variant = res.Id, int32(i+1), int32(total), step.GetVariant()
-				send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: p}})
+			progress := func(p *Progress) {
+				p.RunID, p.Step, p.Total, p.Variant = res.Id, i+1, total, step.GetVariant()
+				send(Event{Progress: p})
 			}
-			progress(&labv1.RunProgress{Message: fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, total, step.GetVariant(), step.GetRepeat()+1)})
+			progress(&Progress{Message: fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, total, step.GetVariant(), step.GetRepeat()+1)})
 			sr, err := r.tracedStep(ctx, req, run, res.Id, i, step, progress)
 			if err != nil {
 				span.RecordError(err)
-				span.SetStatus(otelcodes.Error, rpcerr.Message(err))
+				span.SetStatus(otelcodes.Error, err.Error())
 				res.State = experimentv1.RunState_RUN_STATE_FAILED
 				if ctx.Err() != nil || isCancel(err) {
 					res.State = experimentv1.RunState_RUN_STATE_CANCELLED
 				}
-				res.Error = rpcerr.Message(err)
+				res.Error = err.Error()
 				res.Finished = timestamppb.Now()
 				if serr := r.Store.Save(res); serr != nil {
 					err = errors.Join(err, serr)
@@ -218,7 +235,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 				return err
 			}
 			res.Steps = append(res.Steps, sr)
-			send(&labv1.RunResponse{Event: &labv1.RunResponse_Step{Step: sr}})
+			send(Event{Step: sr})
 		}
 		return nil
 	}
@@ -228,19 +245,19 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 	res.Summary, res.Verdict = exp.Judge(params, res.Steps)
 	// While comparisons are undecided, rounds of more repeats of their
 	// variants, up to the looks the parameters allow and within the budget.
-	looks := experiments.Looks(params)
+	looks := rounds.Looks()
 	spent := estimate(steps)
 	for look := 2; look <= looks && len(res.GetVerdict().GetNeedMore()) > 0; look++ {
 		more := judge.MoreSteps(res.Steps, res.GetVerdict().GetNeedMore(), experiments.RoundRepeats)
 		if budget > 0 && spent+estimate(more) > budget {
-			send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: &labv1.RunProgress{RunId: res.Id, Step: int32(len(res.Steps)), Total: int32(total),
-				Message: fmt.Sprintf("undecided (%s), but a round of %d more steps (%v) would pass the budget of %v; stopping", strings.Join(res.GetVerdict().GetNeedMore(), ", "), len(more), estimate(more).Round(time.Second), budget)}}})
+			send(Event{Progress: &Progress{RunID: res.Id, Step: len(res.Steps), Total: total,
+				Message: fmt.Sprintf("undecided (%s), but a round of %d more steps (%v) would pass the budget of %v; stopping", strings.Join(res.GetVerdict().GetNeedMore(), ", "), len(more), estimate(more).Round(time.Second), budget)}})
 			break
 		}
 		spent += estimate(more)
 		total += len(more)
-		send(&labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: &labv1.RunProgress{RunId: res.Id, Step: int32(len(res.Steps)), Total: int32(total),
-			Message: fmt.Sprintf("undecided: %s; look %d of %d adds %d repeats of each", strings.Join(res.GetVerdict().GetNeedMore(), ", "), look, looks, experiments.RoundRepeats)}}})
+		send(Event{Progress: &Progress{RunID: res.Id, Step: len(res.Steps), Total: total,
+			Message: fmt.Sprintf("undecided: %s; look %d of %d adds %d repeats of each", strings.Join(res.GetVerdict().GetNeedMore(), ", "), look, looks, experiments.RoundRepeats)}})
 		if err := runSteps(more); err != nil {
 			return res, err
 		}
@@ -261,9 +278,9 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(*labv1.RunRespo
 	res.State = experimentv1.RunState_RUN_STATE_COMPLETED
 	res.Finished = timestamppb.Now()
 	if err := r.Store.Save(res); err != nil {
-		return res, status.Errorf(codes.Internal, "store result: %v", err)
+		return res, fmt.Errorf("store result: %w", err)
 	}
-	send(&labv1.RunResponse{Event: &labv1.RunResponse_Result{Result: res}})
+	send(Event{Result: res})
 	return res, nil
 }
 
@@ -280,58 +297,6 @@ func estimate(steps []*experimentv1.Step) time.Duration {
 	return total
 }
 
-// placeRoles assigns nodes to roles: the ones asked for, then the lab's
-// agent nodes in plan order, the client role first (so in a two-node lab
-// the client is the first node and the server the second).
-func placeRoles(plan *topologies.Plan, roles []string, asked map[string]string) (map[string]string, error) {
-	var agentNodes []string
-	for _, n := range plan.Nodes {
-		if n.Agent {
-			agentNodes = append(agentNodes, n.Name)
-		}
-	}
-	out := map[string]string{}
-	for _, role := range slices.Sorted(maps.Keys(asked)) {
-		node := asked[role]
-		if !slices.Contains(roles, role) {
-			return nil, status.Errorf(codes.InvalidArgument, "this experiment has no role %q (roles: %v)", role, roles)
-		}
-		n, ok := plan.Node(node)
-		switch {
-		case !ok:
-			return nil, status.Errorf(codes.InvalidArgument, "role %s: lab %s has no node %q", role, plan.Lab, node)
-		case !n.Agent:
-			return nil, status.Errorf(codes.FailedPrecondition, "role %s: node %s runs no agent (agent: false in the topology)", role, node)
-		}
-		out[role] = node
-	}
-	if len(agentNodes) == 0 {
-		return nil, status.Errorf(codes.FailedPrecondition, "lab %s has no node with an agent", plan.Lab)
-	}
-	order := slices.Clone(roles)
-	sort.SliceStable(order, func(i, j int) bool { return order[i] == "client" && order[j] != "client" })
-	next := 0
-	for _, role := range order {
-		if _, ok := out[role]; ok {
-			continue
-		}
-		for next < len(agentNodes)-1 && slices.Contains(mapValues(out), agentNodes[next]) {
-			next++
-		}
-		out[role] = agentNodes[next%len(agentNodes)]
-		next++
-	}
-	return out, nil
-}
-
-func mapValues(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
-}
-
 type roleOutcome struct {
 	role   string
 	report *experimentv1.RoleReport
@@ -340,14 +305,14 @@ type roleOutcome struct {
 
 // tracedStep runs one step under a span of its own, which carries every
 // role's metrics as attributes.
-func (r *Runner) tracedStep(ctx context.Context, req Request, run *activeRun, runID string, i int, step *experimentv1.Step, progress func(*labv1.RunProgress)) (*experimentv1.StepResult, error) {
+func (r *Runner) tracedStep(ctx context.Context, req Request, run *activeRun, runID string, i int, step *experimentv1.Step, progress func(*Progress)) (*experimentv1.StepResult, error) {
 	ctx, span := tracer.Start(ctx, fmt.Sprintf("step %d %s", i+1, step.GetVariant()), trace.WithAttributes(
 		attribute.String("labctl.variant", step.GetVariant()), attribute.Int("labctl.repeat", int(step.GetRepeat()))))
 	defer span.End()
 	sr, err := r.runStep(ctx, req, run, runID, step, progress)
 	if err != nil {
 		span.RecordError(err)
-		span.SetStatus(otelcodes.Error, rpcerr.Message(err))
+		span.SetStatus(otelcodes.Error, err.Error())
 		return nil, err
 	}
 	for _, rep := range sr.GetReports() {
@@ -366,7 +331,7 @@ const restoreTimeout = 30 * time.Second
 // When the run is cancelled (run.stop), the agents are asked to stop the
 // roles, and runStep waits until each has stopped and restored what it
 // changed, telling progress which are left.
-func (r *Runner) runStep(ctx context.Context, req Request, run *activeRun, runID string, step *experimentv1.Step, progress func(*labv1.RunProgress)) (*experimentv1.StepResult, error) {
+func (r *Runner) runStep(ctx context.Context, req Request, run *activeRun, runID string, step *experimentv1.Step, progress func(*Progress)) (*experimentv1.StepResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	roles := step.GetRoles()
@@ -378,7 +343,7 @@ func (r *Runner) runStep(ctx context.Context, req Request, run *activeRun, runID
 	collected := make([]*roleOutcome, len(roles))
 	started := 0
 	peers := map[string]string{}
-	say := func(msg string) { progress(&labv1.RunProgress{Message: msg}) }
+	say := func(msg string) { progress(&Progress{Message: msg}) }
 	// start launches one role and waits until it is ready (or ends).
 	start := func(i int, ra *experimentv1.RoleAssignment) error {
 		client, err := req.Agents.Agent(ra.GetNode())
@@ -412,7 +377,7 @@ func (r *Runner) runStep(ctx context.Context, req Request, run *activeRun, runID
 					return o.err
 				}
 			case <-run.stop:
-				return status.Error(codes.Canceled, "run cancelled")
+				return errCancelled
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -456,16 +421,16 @@ func (r *Runner) runStep(ctx context.Context, req Request, run *activeRun, runID
 			}
 			if stopping {
 				ra := roles[o.i]
-				progress(&labv1.RunProgress{Message: fmt.Sprintf("%s %s stopped and restored what it changed", ra.GetNode(), ra.GetRole()), Restoring: left(), Stopping: true})
+				progress(&Progress{Message: fmt.Sprintf("%s %s stopped and restored what it changed", ra.GetNode(), ra.GetRole()), Restoring: left(), Stopping: true})
 			}
 		case <-stopCh:
 			stopCh = nil
 			stopping = true
-			progress(&labv1.RunProgress{Message: "cancelling: waiting for " + strings.Join(left(), ", ") + " to stop and restore what they changed", Restoring: left(), Stopping: true})
+			progress(&Progress{Message: "cancelling: waiting for " + strings.Join(left(), ", ") + " to stop and restore what they changed", Restoring: left(), Stopping: true})
 			r.stopRoles(ctx, req.Agents, runID, roles[:started])
 			hardStop = time.After(restoreTimeout)
 		case <-hardStop:
-			progress(&labv1.RunProgress{Message: fmt.Sprintf("%s did not stop within %v; cutting their calls (their agents still restore; labctl down restores what a dead agent left)", strings.Join(left(), ", "), restoreTimeout), Restoring: left(), Stopping: true})
+			progress(&Progress{Message: fmt.Sprintf("%s did not stop within %v; cutting their calls (their agents still restore; labctl down restores what a dead agent left)", strings.Join(left(), ", "), restoreTimeout), Restoring: left(), Stopping: true})
 			hardStop = nil
 			cancel()
 		}
@@ -479,7 +444,7 @@ func (r *Runner) runStep(ctx context.Context, req Request, run *activeRun, runID
 		}
 	}
 	if stopping {
-		return nil, status.Error(codes.Canceled, "run cancelled")
+		return nil, errCancelled
 	}
 	// A role that failed takes the others down with it; those report the
 	// cancel, so the cause is the first error that is not one.
@@ -489,7 +454,7 @@ func (r *Runner) runStep(ctx context.Context, req Request, run *activeRun, runID
 		}
 	}
 	if len(errs) > 0 {
-		return nil, status.Error(codes.Canceled, "run cancelled")
+		return nil, errCancelled
 	}
 	return sr, nil
 }
@@ -531,9 +496,10 @@ func (r *Runner) stopRoles(ctx context.Context, agents Agents, runID string, rol
 	wg.Wait()
 }
 
-func isCancel(err error) bool {
-	return errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
-}
+// errCancelled is the error of a run that was cancelled.
+var errCancelled = fault.New(fault.Cancelled, "run cancelled")
+
+func isCancel(err error) bool { return fault.Is(err, fault.Cancelled) }
 
 func clonePeers(m map[string]string) map[string]string {
 	out := make(map[string]string, len(m))
@@ -550,7 +516,7 @@ func follow(stream agentv1.AgentService_RunRoleClient, ra *experimentv1.RoleAssi
 		ev, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			if o.report == nil {
-				o.err = status.Errorf(codes.Internal, "node %s: role %s ended without a report", ra.GetNode(), ra.GetRole())
+				o.err = fmt.Errorf("node %s: role %s ended without a report", ra.GetNode(), ra.GetRole())
 			}
 			return o
 		}
@@ -572,15 +538,18 @@ func follow(stream agentv1.AgentService_RunRoleClient, ra *experimentv1.RoleAssi
 	}
 }
 
-// nodeError names the node in an agent's error; an unreachable agent is
-// Unavailable, with the hint to run up again.
+// nodeError names the node in an agent's error (its kind, from the
+// agent's client: services/agent.ClientOptions); an agent that could not
+// be reached gets the hint to run up again.
 func nodeError(node string, err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return status.Errorf(codes.Unavailable, "node %s: agent unreachable: %v (labctl up restarts dead agents)", node, err)
-	}
-	if st.Code() == codes.Unavailable {
-		return status.Errorf(codes.Unavailable, "node %s: agent unreachable: %s (labctl up restarts dead agents)", node, st.Message())
+	switch fault.KindOf(err) {
+	case fault.Unavailable:
+		return fault.New(fault.Unavailable, "node %s: agent unreachable: %v (labctl up restarts dead agents)", node, err)
+	case fault.Internal:
+		if !errors.As(err, new(*fault.Error)) {
+			// Not from the agent: the connection itself failed.
+			return fault.New(fault.Unavailable, "node %s: agent unreachable: %v (labctl up restarts dead agents)", node, err)
+		}
 	}
 	return err
 }

@@ -10,18 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/all"
+	"github.com/labctl/labctl/internal/fault"
 	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
-	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/services/agent"
 	"github.com/labctl/labctl/topologies"
 )
@@ -55,8 +52,8 @@ func startAgentsWith(t *testing.T, reg *experiments.Registry, nodes ...string) f
 		lis := bufconn.Listen(1 << 20)
 		srv := agent.NewGRPCServer(&agent.Server{Lab: "t", Node: n, Version: "test", Registry: reg, SettingsDir: t.TempDir()})
 		go func() { _ = srv.Serve(lis) }()
-		cc, err := grpc.NewClient("passthrough:///"+n, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+		cc, err := grpc.NewClient("passthrough:///"+n, append(agent.ClientOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,11 +80,11 @@ func newRunner(t *testing.T) *Runner {
 
 func TestRunRRStoresResult(t *testing.T) {
 	r := newRunner(t)
-	var events []*labv1.RunResponse
+	var events []Event
 	res, err := r.Run(context.Background(), Request{
 		Plan: loopbackPlan(), Agents: startAgents(t, "n1", "n2"), Experiment: "rr",
 		Params: map[string]string{"count": "500", "warmup": "10ms", "repeats": "2"},
-	}, func(ev *labv1.RunResponse) { events = append(events, ev) })
+	}, func(ev Event) { events = append(events, ev) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +102,7 @@ func TestRunRRStoresResult(t *testing.T) {
 	if res.GetVerdict().GetOutcome() != experimentv1.Outcome_OUTCOME_MEASURED {
 		t.Errorf("verdict %v", res.GetVerdict())
 	}
-	if last := events[len(events)-1]; last.GetResult().GetId() != res.GetId() {
+	if last := events[len(events)-1]; last.Result.GetId() != res.GetId() {
 		t.Errorf("the last event is not the result: %v", last)
 	}
 	stored, err := r.Store.Get(res.GetId()[:len(res.GetId())-2])
@@ -126,29 +123,27 @@ func TestRunErrors(t *testing.T) {
 	tests := []struct {
 		name   string
 		req    Request
-		code   codes.Code
+		kind   fault.Kind
 		fields []string
 	}{
-		{"unknown experiment", Request{Experiment: "nope"}, codes.NotFound, nil},
-		{"out of bounds", Request{Experiment: "rr", Params: map[string]string{"size": "2MiB", "repeats": "0"}}, codes.InvalidArgument, []string{"params.size", "params.repeats"}},
-		{"unknown parameter", Request{Experiment: "rr", Params: map[string]string{"sise": "64"}}, codes.InvalidArgument, []string{"params.sise"}},
-		{"unknown node", Request{Experiment: "rr", Nodes: map[string]string{"server": "n9"}}, codes.InvalidArgument, nil},
-		{"unknown role", Request{Experiment: "rr", Nodes: map[string]string{"sender": "n1"}}, codes.InvalidArgument, nil},
+		{"unknown experiment", Request{Experiment: "nope"}, fault.NotFound, nil},
+		{"out of bounds", Request{Experiment: "rr", Params: map[string]string{"size": "2MiB", "repeats": "0"}}, fault.Invalid, []string{"size", "repeats"}},
+		{"unknown parameter", Request{Experiment: "rr", Params: map[string]string{"sise": "64"}}, fault.Invalid, []string{"sise"}},
+		{"unknown node", Request{Experiment: "rr", Nodes: map[string]string{"server": "n9"}}, fault.Invalid, nil},
+		{"unknown role", Request{Experiment: "rr", Nodes: map[string]string{"sender": "n1"}}, fault.Invalid, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.req.Plan, tt.req.Agents = loopbackPlan(), agents
-			_, err := newRunner(t).Run(context.Background(), tt.req, func(*labv1.RunResponse) {})
-			st := status.Convert(err)
-			if st.Code() != tt.code {
-				t.Fatalf("code %v (%v), want %v", st.Code(), err, tt.code)
+			_, err := newRunner(t).Run(context.Background(), tt.req, func(Event) {})
+			if k := fault.KindOf(err); k != tt.kind {
+				t.Fatalf("kind %v (%v), want %v", k, err, tt.kind)
 			}
 			var fields []string
-			for _, d := range st.Details() {
-				if br, ok := d.(*errdetails.BadRequest); ok {
-					for _, v := range br.GetFieldViolations() {
-						fields = append(fields, v.GetField())
-					}
+			var pe experiments.ParamErrors
+			if errors.As(err, &pe) {
+				for _, e := range pe {
+					fields = append(fields, e.Param)
 				}
 			}
 			if len(tt.fields) > 0 && !equal(fields, tt.fields) {
@@ -175,11 +170,11 @@ func TestDeadAgentIsUnavailable(t *testing.T) {
 	agents["n2"].srv.Stop() // the server's agent died
 	r := newRunner(t)
 	res, err := r.Run(context.Background(), Request{Plan: loopbackPlan(), Agents: agents, Experiment: "rr",
-		Params: map[string]string{"count": "10"}}, func(*labv1.RunResponse) {})
-	if status.Code(err) != codes.Unavailable {
+		Params: map[string]string{"count": "10"}}, func(Event) {})
+	if !fault.Is(err, fault.Unavailable) {
 		t.Fatalf("got %v, want Unavailable", err)
 	}
-	if msg := status.Convert(err).Message(); !strings.Contains(msg, "node n2") {
+	if msg := err.Error(); !strings.Contains(msg, "node n2") {
 		t.Errorf("error does not name the node: %q", msg)
 	}
 	if res.GetState() != experimentv1.RunState_RUN_STATE_FAILED {
@@ -195,8 +190,8 @@ func TestCancelStopsRun(t *testing.T) {
 		cancel()
 	}()
 	res, err := r.Run(ctx, Request{Plan: loopbackPlan(), Agents: startAgents(t, "n1", "n2"), Experiment: "rr",
-		Params: map[string]string{"duration": "1m", "warmup": "0s"}}, func(*labv1.RunResponse) {})
-	if status.Code(err) != codes.Canceled {
+		Params: map[string]string{"duration": "1m", "warmup": "0s"}}, func(Event) {})
+	if !fault.Is(err, fault.Cancelled) {
 		t.Fatalf("got %v, want Canceled", err)
 	}
 	stored, err := r.Store.Get(res.GetId())
@@ -211,7 +206,7 @@ func TestCancelStopsRun(t *testing.T) {
 func TestCancelWaitsForRoles(t *testing.T) {
 	r := newRunner(t)
 	var mu sync.Mutex
-	var progress []*labv1.RunProgress
+	var progress []*Progress
 	ids := make(chan string, 1)
 	measuring := make(chan struct{}, 1)
 	done := make(chan error, 1)
@@ -222,12 +217,12 @@ func TestCancelWaitsForRoles(t *testing.T) {
 			Plan: loopbackPlan(), Agents: startAgents(t, "n1", "n2"), Experiment: "rr", Owner: "alice",
 			Params:  map[string]string{"duration": "5m", "warmup": "0s", "repeats": "1"},
 			Started: func(id string) { ids <- id },
-		}, func(ev *labv1.RunResponse) {
-			if p := ev.GetProgress(); p != nil {
+		}, func(ev Event) {
+			if p := ev.Progress; p != nil {
 				mu.Lock()
 				progress = append(progress, p)
 				mu.Unlock()
-				if strings.Contains(p.GetMessage(), "measuring") {
+				if strings.Contains(p.Message, "measuring") {
 					select {
 					case measuring <- struct{}{}:
 					default:
@@ -255,7 +250,7 @@ func TestCancelWaitsForRoles(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		if status.Code(err) != codes.Canceled {
+		if !fault.Is(err, fault.Cancelled) {
 			t.Errorf("run ended with %v, want Canceled", err)
 		}
 	case <-time.After(20 * time.Second):
@@ -268,7 +263,7 @@ func TestCancelWaitsForRoles(t *testing.T) {
 	defer mu.Unlock()
 	var said []string
 	for _, p := range progress {
-		said = append(said, p.GetMessage())
+		said = append(said, p.Message)
 	}
 	text := strings.Join(said, "\n")
 	for _, want := range []string{"cancelling: waiting for n2 server, n1 client", "n1 client stopped and restored", "n2 server stopped and restored"} {
@@ -276,8 +271,8 @@ func TestCancelWaitsForRoles(t *testing.T) {
 			t.Errorf("progress lacks %q:\n%s", want, text)
 		}
 	}
-	if last := progress[len(progress)-1]; len(last.GetRestoring()) != 0 {
-		t.Errorf("still restoring at the end: %v", last.GetRestoring())
+	if last := progress[len(progress)-1]; len(last.Restoring) != 0 {
+		t.Errorf("still restoring at the end: %v", last.Restoring)
 	}
 	if _, err := r.Cancel(id, ""); !errors.Is(err, ErrNoRun) {
 		t.Errorf("cancel of an ended run: %v", err)

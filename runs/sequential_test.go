@@ -12,7 +12,6 @@ import (
 	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
-	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 )
 
 // seq is an experiment for the runner's rounds: two variants whose one
@@ -21,15 +20,21 @@ type seq struct {
 	value func(variant string, repeat int32) float64
 }
 
+type seqParams struct {
+	experiments.Rounds
+	experiments.Timing
+}
+
 func (seq) Spec() *experimentv1.ExperimentSpec {
 	return &experimentv1.ExperimentSpec{Name: "seq", Summary: "test", Roles: []string{"client"},
-		Params: []*experimentv1.ParamSpec{experiments.Repeats(5), experiments.MaxRepeats(14), experiments.Budget(time.Hour),
-			experiments.Duration(time.Second), experiments.Warmup(0)}}
+		Params: experiments.Declare(seqParams{
+			Rounds: experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: time.Hour},
+			Timing: experiments.Timing{Duration: time.Second}})}
 }
 
 func (seq) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
 	var steps []*experimentv1.Step
-	for r := range p.Int("repeats") {
+	for r := range experiments.As[seqParams](p).Repeats.Repeats {
 		for _, v := range []string{"a", "b"} {
 			steps = append(steps, &experimentv1.Step{Variant: v, Repeat: int32(r), Params: p.Map(),
 				Roles: []*experimentv1.RoleAssignment{{Role: "client", Node: lab.Node("client")}}})
@@ -47,7 +52,7 @@ func (s seq) Run(_ context.Context, env *experiments.Env) (*experimentv1.RoleRep
 
 func (seq) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
 	v := &experimentv1.Verdict{Outcome: experimentv1.Outcome_OUTCOME_UNDECIDED}
-	if d := judge.Compare(v, p, steps, "client.x", "a", "b", 0); d.Decided() {
+	if d := judge.Compare(v, experiments.As[seqParams](p).Test(0), steps, "client.x", "a", "b"); d.Decided() {
 		v.Outcome = experimentv1.Outcome_OUTCOME_HOLDS
 	}
 	return report.Aggregate(steps), v
@@ -55,12 +60,16 @@ func (seq) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*exp
 
 func runSeq(t *testing.T, e seq, params map[string]string) (*experimentv1.Result, []string) {
 	t.Helper()
-	r := &Runner{Registry: experiments.NewRegistry(e), Store: &Store{Dir: t.TempDir()}, Version: "test"}
+	reg, err := experiments.NewRegistry(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{Registry: reg, Store: &Store{Dir: t.TempDir()}, Version: "test"}
 	var progress []string
 	res, err := r.Run(context.Background(), Request{Plan: loopbackPlan(), Agents: startAgentsWith(t, r.Registry, "n1", "n2"),
-		Experiment: "seq", Params: params}, func(ev *labv1.RunResponse) {
-		if p := ev.GetProgress(); p != nil {
-			progress = append(progress, p.GetMessage())
+		Experiment: "seq", Params: params}, func(ev Event) {
+		if p := ev.Progress; p != nil {
+			progress = append(progress, p.Message)
 		}
 	})
 	if err != nil {

@@ -14,8 +14,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/labctl/labctl/internal/fault"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
-	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 )
 
 // Store keeps results as JSON files, one directory per run:
@@ -107,7 +107,7 @@ func (s *Store) resolve(id string) (string, error) {
 	case 1:
 		return match[0], nil
 	}
-	return "", fmt.Errorf("result prefix %s matches %d results (%s, ...); give more of the id", id, len(match), match[0])
+	return "", fault.New(fault.Invalid, "result prefix %s matches %d results (%s, ...); give more of the id", id, len(match), match[0])
 }
 
 // ids lists run ids, newest first.
@@ -129,14 +129,24 @@ func (s *Store) ids() ([]string, error) {
 	return ids, nil
 }
 
+// Summary is one stored result in a list.
+type Summary struct {
+	ID, Lab, Experiment string
+	State               experimentv1.RunState
+	Started             time.Time
+	Outcome             experimentv1.Outcome
+	// Headline is the error of a failed run, or the verdict's explanation.
+	Headline string
+}
+
 // List summarises stored results, newest first, filtered by lab and
 // experiment when given; limit 0 means all.
-func (s *Store) List(lab, experiment string, limit int) ([]*labv1.ResultSummary, error) {
+func (s *Store) List(lab, experiment string, limit int) ([]Summary, error) {
 	ids, err := s.ids()
 	if err != nil {
 		return nil, err
 	}
-	var out []*labv1.ResultSummary
+	var out []Summary
 	for _, id := range ids {
 		r, err := s.read(id)
 		if err != nil {
@@ -145,10 +155,9 @@ func (s *Store) List(lab, experiment string, limit int) ([]*labv1.ResultSummary,
 		if (lab != "" && r.GetLab() != lab) || (experiment != "" && r.GetExperiment() != experiment) {
 			continue
 		}
-		out = append(out, &labv1.ResultSummary{
-			Id: r.GetId(), Lab: r.GetLab(), Experiment: r.GetExperiment(), State: r.GetState(),
-			Started: r.GetStarted().AsTime().Local().Format(time.DateTime), Outcome: r.GetVerdict().GetOutcome(),
-			Headline: headline(r),
+		out = append(out, Summary{
+			ID: r.GetId(), Lab: r.GetLab(), Experiment: r.GetExperiment(), State: r.GetState(),
+			Started: r.GetStarted().AsTime(), Outcome: r.GetVerdict().GetOutcome(), Headline: headline(r),
 		})
 		if limit > 0 && len(out) == limit {
 			break

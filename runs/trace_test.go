@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/labctl/labctl/experiments/all"
-	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/services/agent"
 )
 
@@ -35,9 +34,9 @@ func TestRunSpanTree(t *testing.T) {
 		srv := agent.NewGRPCServer(&agent.Server{Lab: "t", Node: n, Version: "test", Registry: all.Registry(), SettingsDir: t.TempDir()},
 			grpc.StatsHandler(otelgrpc.NewServerHandler()))
 		go func() { _ = srv.Serve(lis) }()
-		cc, err := grpc.NewClient("passthrough:///"+n, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		cc, err := grpc.NewClient("passthrough:///"+n, append(agent.ClientOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +44,7 @@ func TestRunSpanTree(t *testing.T) {
 		agents[n] = &fakeAgent{cc: cc, srv: srv}
 	}
 	res, err := newRunner(t).Run(context.Background(), Request{Plan: loopbackPlan(), Agents: agents, Experiment: "rr",
-		Params: map[string]string{"count": "200", "warmup": "5ms", "repeats": "2"}}, func(*labv1.RunResponse) {})
+		Params: map[string]string{"count": "200", "warmup": "5ms", "repeats": "2"}}, func(Event) {})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/labctl/labctl/internal/units"
 )
 
 // Rates and sizes use tc's units (tc(8), "PARAMETERS"): rates in bits
@@ -16,10 +18,6 @@ import (
 var rateUnits = map[string]float64{ // bytes per second per unit
 	"bit": 1.0 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
 	"bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9, "tbps": 1e12,
-}
-
-var sizeUnits = map[string]float64{
-	"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30,
 }
 
 // ParseRate reads a tc rate such as 100mbit and returns bytes per second.
@@ -34,9 +32,13 @@ func ParseRate(s string) (uint64, error) {
 	return uint64(v), nil
 }
 
-// ParseSize reads a tc size such as 32kb and returns bytes.
+// ParseSize reads a tc size such as 32kb and returns bytes; unlike an
+// experiment's sizes it needs its unit.
 func ParseSize(s string) (uint32, error) {
-	v, err := parseUnit(s, sizeUnits)
+	v, unit, err := units.ParseSize(s)
+	if err == nil && !unit {
+		err = fmt.Errorf("expected a number followed by a unit (b, kb, mb, gb)")
+	}
 	if err != nil {
 		return 0, fmt.Errorf("size %q: %w", s, err)
 	}

@@ -19,14 +19,36 @@ import (
 	"github.com/labctl/labctl/experiments/zerocopy"
 )
 
-// Registry returns a registry of every experiment.
-func Registry() *experiments.Registry {
-	return experiments.NewRegistry(
+// Experiments lists every experiment labctl ships.
+func Experiments() []experiments.Experiment {
+	return []experiments.Experiment{
 		rr.Experiment{},
 		busypoll.Experiment{},
 		zerocopy.Experiment{},
 		iomodels.Experiment{}, tcplowlatency.Experiment{}, sndbuf.Experiment{},
 		conns.Cost{}, conns.Limits{},
 		paths.Experiment{}, captureorder.Experiment{}, softirq.Experiment{},
-	)
+	}
+}
+
+// Registry returns a checked registry of every experiment (NewRegistry).
+// Its checks fail only for a build whose experiments disagree with their
+// specs, which TestRegistry finds before any such build ships; such a
+// binary stops at start-up.
+func Registry() *experiments.Registry {
+	r, err := experiments.NewRegistry(Experiments()...)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// Agent returns the registry an agent runs roles from: unchecked, since
+// the lab service that sends the roles checked it (experiments.Unchecked).
+func Agent() *experiments.Registry {
+	r, err := experiments.Unchecked(Experiments()...)
+	if err != nil {
+		panic(err)
+	}
+	return r
 }

@@ -23,14 +23,6 @@ import (
 // Experiment is busy-poll; the zero value is ready to use.
 type Experiment struct{}
 
-func choices[T ~string](xs []T) []string {
-	out := make([]string, len(xs))
-	for i, x := range xs {
-		out[i] = string(x)
-	}
-	return out
-}
-
 // defaultDevices leave out the veth-gro-tso control.
 var defaultDevices = []Device{Loopback, Veth, VethGRO, VethXDP, NIC}
 
@@ -143,77 +135,87 @@ after a crash at the next agent start or labctl down. irq_suspend_timeout
 not varied: no command-line tool sets it, so the journal could not undo it
 after a crash.`,
 		Claims:         []string{"C1", "C2"},
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.rtt_p50_ns", "client.rtt_p99_ns", "client.rtt_p999_ns", "client.cpu_ns_per_msg", "server.cpu_ns_per_msg", "client.vcsw_per_msg", "client.host_softirq_ns_per_msg", "client.napi_polls_per_msg", "server.busy_poll_rx_packets_per_msg"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.ListParam("devices", "device conditions to measure (a device the lab lacks is reported as unsupported)",
-				experimentv1.ParamKind_PARAM_KIND_ENUM, strings.Join(choices(defaultDevices), ","), "", "", choices(Devices)...),
-			experiments.ListParam("mechanisms", "how both roles wait for data (see the description)",
-				experimentv1.ParamKind_PARAM_KIND_ENUM, strings.Join(choices(defaultMechanisms), ","), "", "", choices(Mechanisms)...),
-			experiments.ListParam("timeouts", "busy-poll times, each measured (whole µs)", experimentv1.ParamKind_PARAM_KIND_DURATION, "50us", "0s", "1ms"),
-			experiments.IntParam("budget", "SO_BUSY_POLL_BUDGET of so_busy_poll_budget, packets per poll (kernel default 8)", 64, 1, 1024),
-			experiments.IntParam("defer_hard_irqs", "napi_defer_hard_irqs of prefer_busy_poll", 2, 1, 1000),
-			experiments.DurationParam("gro_flush_timeout", "gro_flush_timeout of prefer_busy_poll: how long the NAPI instance waits for the next busy poll", 200*time.Microsecond, time.Microsecond, 10*time.Millisecond),
-			experiments.IntParam("connections", "connections of the epoll path (one request in flight)", 4, 1, 64),
-			experiments.SizeParam("size", "bytes per request and per response", 64, 1, 64<<10),
-			experiments.Duration(150 * time.Millisecond),
-			experiments.Warmup(30 * time.Millisecond),
-			experiments.Repeats(5),
-			experiments.MaxRepeats(14),
-			experiments.Budget(90 * time.Second),
-			experiments.BoolParam("count_napi_polls", "count NAPI polls of the path's devices with perf events (an observer on every NAPI poll)", true),
-			{Name: "napi_devices", Kind: experimentv1.ParamKind_PARAM_KIND_STRING, Default: autoDevices,
-				Help: "devices whose NAPI polls are counted, comma-separated (auto: both ends of each step's path)"},
-			// Pinned apart by default: a busy-polling thread that shares its
-			// CPU with its peer spins while the peer cannot run, so every
-			// message costs a whole busy-poll timeout (and two spinning
-			// threads on one CPU wait for each other's time slice).
-			experiments.IntParam("client_cpu", "pin the client's measuring thread to this CPU (-1: not pinned)", 0, -1, 4095),
-			experiments.IntParam("server_cpu", "pin the server's measuring thread to this CPU (-1: not pinned; default apart from the client)", 1, -1, 4095),
-		},
+		Params:         experiments.Declare(defaults),
 	}
+}
+
+// The choices of devices and mechanisms are Devices and Mechanisms; the
+// defaults, in the choices, fail NewRegistry if they are not.
+type params struct {
+	Devices         []Device         `param:"devices" choices:"loopback,veth,veth-gro,veth-gro-tso,veth-xdp,nic" help:"device conditions to measure (a device the lab lacks is reported as unsupported)"`
+	Mechanisms      []Mechanism      `param:"mechanisms" choices:"blocking,so_busy_poll,so_busy_poll_budget,busy_read,prefer_busy_poll,epoll,busy_poll,epoll_params,spin" help:"how both roles wait for data (see the description)"`
+	Timeouts        []time.Duration  `param:"timeouts" min:"0s" max:"1ms" help:"busy-poll times, each measured (whole µs)"`
+	Budget          int              `param:"budget" min:"1" max:"1024" help:"SO_BUSY_POLL_BUDGET of so_busy_poll_budget, packets per poll (kernel default 8)"`
+	DeferHardIRQs   int              `param:"defer_hard_irqs" min:"1" max:"1000" help:"napi_defer_hard_irqs of prefer_busy_poll"`
+	GROFlushTimeout time.Duration    `param:"gro_flush_timeout" min:"1µs" max:"10ms" help:"gro_flush_timeout of prefer_busy_poll: how long the NAPI instance waits for the next busy poll"`
+	Connections     int              `param:"connections" min:"1" max:"64" help:"connections of the epoll path (one request in flight)"`
+	Size            experiments.Size `param:"size" min:"1" max:"64KiB" help:"bytes per request and per response"`
+	experiments.Timing
+	experiments.Rounds
+	CountNAPIPolls bool   `param:"count_napi_polls" help:"count NAPI polls of the path's devices with perf events (an observer on every NAPI poll)"`
+	NAPIDevices    string `param:"napi_devices" help:"devices whose NAPI polls are counted, comma-separated (auto: both ends of each step's path)"`
+	experiments.Pinning
+}
+
+var defaults = params{
+	Devices: defaultDevices, Mechanisms: defaultMechanisms, Timeouts: []time.Duration{50 * time.Microsecond},
+	Budget: 64, DeferHardIRQs: 2, GROFlushTimeout: 200 * time.Microsecond, Connections: 4, Size: 64,
+	Timing:         experiments.Timing{Duration: 150 * time.Millisecond, Warmup: 30 * time.Millisecond},
+	Rounds:         experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: 90 * time.Second},
+	CountNAPIPolls: true, NAPIDevices: autoDevices,
+	// Pinned apart by default: a busy-polling thread that shares its CPU
+	// with its peer spins while the peer cannot run, so every message
+	// costs a whole busy-poll timeout (and two spinning threads on one CPU
+	// wait for each other's time slice).
+	Pinning: experiments.Pinning{ClientCPU: 0, ServerCPU: 1},
 }
 
 // Steps places the roles of each device condition on the lab's path for
 // it and repeats every variant, interleaved (all variants of repeat 1,
 // then of repeat 2, ...).
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	var mechs []Mechanism
-	for _, m := range p.List("mechanisms") {
-		mechs = append(mechs, Mechanism(m))
-	}
+	c := experiments.As[params](p)
 	type device struct {
 		r        route
 		variants []Variant
 	}
 	var devices []device
-	for _, name := range p.List("devices") {
-		d := Device(name)
+	for _, d := range c.Devices {
 		r, ok := findRoute(lab, d)
 		if !ok {
 			continue // Judge reports it as unsupported
 		}
-		devices = append(devices, device{r, Expand(d, mechs, p.Durations("timeouts"), p.Int("budget"))})
+		devices = append(devices, device{r, Expand(d, c.Mechanisms, c.Timeouts, c.Budget)})
 	}
 	if len(devices) == 0 {
+		names := make([]string, len(c.Devices))
+		for i, d := range c.Devices {
+			names[i] = string(d)
+		}
 		return nil, fmt.Errorf("lab %s has no path for any of the devices %s between node %s (client) and node %s (server)",
-			lab.Plan.Lab, strings.Join(p.List("devices"), ", "), lab.Node("client"), lab.Node("server"))
+			lab.Plan.Lab, strings.Join(names, ", "), lab.Node(experiments.Client), lab.Node(experiments.Server))
 	}
 	var steps []*experimentv1.Step
-	for rep := range p.Int("repeats") {
+	for rep := range c.Repeats.Repeats {
 		for _, d := range devices {
-			params := p.Map()
-			if params["napi_devices"] == autoDevices {
-				params["napi_devices"] = strings.Join(d.r.napiDevices, ",")
+			one := c
+			if one.NAPIDevices == autoDevices {
+				one.NAPIDevices = strings.Join(d.r.napiDevices, ",")
+			}
+			sp, err := experiments.Set(p, one)
+			if err != nil {
+				return nil, err
 			}
 			for _, v := range d.variants {
 				steps = append(steps, &experimentv1.Step{
 					Variant: v.String(),
 					Repeat:  int32(rep),
-					Params:  params,
+					Params:  sp.Map(),
 					Roles: []*experimentv1.RoleAssignment{
-						{Role: "server", Node: d.r.serverNode, Address: d.r.serverAddr.String()},
-						{Role: "client", Node: d.r.clientNode},
+						{Role: string(experiments.Server), Node: d.r.serverNode, Address: d.r.serverAddr.String()},
+						{Role: string(experiments.Client), Node: d.r.clientNode},
 					},
 				})
 			}
@@ -224,7 +226,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 
 // Run runs the server or the client of a step.
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	if env.Role != "server" && env.Role != "client" {
+	if env.Role != experiments.Server && env.Role != experiments.Client {
 		return nil, fmt.Errorf("busy-poll has no role %q", env.Role)
 	}
 	v, err := ParseVariant(env.Step.GetVariant())

@@ -63,7 +63,7 @@ func (r *roleRun) client(ctx context.Context, peer netip.AddrPort) (*experimentv
 // closes its connections, so that the other role (which finds the same
 // thing missing) is not left waiting, and reports why instead of numbers.
 func (r *roleRun) refuse(ctx context.Context, peer netip.AddrPort, why error) (*experimentv1.RoleReport, error) {
-	if r.env.Role == "server" {
+	if r.env.Role == experiments.Server {
 		ln, err := sock.Listen(sock.TCP, netip.AddrPortFrom(r.env.Address(), 0), r.conns())
 		if err != nil {
 			return nil, err

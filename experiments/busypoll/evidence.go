@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
 	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/sock"
@@ -36,7 +37,7 @@ type window struct {
 }
 
 func (r *roleRun) open() (*window, error) {
-	w := &window{host: r.env.Role == "client"}
+	w := &window{host: r.env.Role == experiments.Client}
 	if slices.Equal(r.o.napiDevices, []string{autoDevices}) {
 		// A step not laid out by Steps: the role knows its own end only.
 		r.o.napiDevices = []string{r.iface}
@@ -114,9 +115,9 @@ func (r *roleRun) evidence(rep *experimentv1.RoleReport, w *window) error {
 		}
 	}
 	if _, done := report.EvidenceValue(rep, "napi_id"); !done {
-		report.AddEvidence(rep, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the "+r.env.Role+"'s socket", napiDetail(napi))
+		report.AddEvidence(rep, "napi_id", float64(napi), "", "getsockopt SO_INCOMING_NAPI_ID on the "+string(r.env.Role)+"'s socket", napiDetail(napi))
 	}
-	report.AddEvidence(rep, "socket_busy_poll_us", float64(sockPoll), "µs", "getsockopt SO_BUSY_POLL on the "+r.env.Role+"'s socket",
+	report.AddEvidence(rep, "socket_busy_poll_us", float64(sockPoll), "µs", "getsockopt SO_BUSY_POLL on the "+string(r.env.Role)+"'s socket",
 		"what a blocking recv on the socket busy polls for: set by SO_BUSY_POLL, or taken from net.core.busy_read when the socket was created")
 	bp, in := d["TcpExt.BusyPollRxPackets"], d["Tcp.InSegs"]
 	report.AddEvidence(rep, "busy_poll_rx_packets", float64(bp), "packets", "/proc/net/netstat TcpExt.BusyPollRxPackets delta in node "+r.env.Node,
@@ -132,7 +133,7 @@ func (r *roleRun) evidence(rep *experimentv1.RoleReport, w *window) error {
 		bp += lower
 	}
 	report.AddEvidence(rep, "tcp_in_segs", float64(in), "segments", "/proc/net/snmp Tcp.InSegs delta in node "+r.env.Node, "TCP segments the node received")
-	report.AddEvidence(rep, "socket_segs_in", float64(segsIn), "segments", "TCP_INFO tcpi_segs_in summed over the "+r.env.Role+"'s sockets",
+	report.AddEvidence(rep, "socket_segs_in", float64(segsIn), "segments", "TCP_INFO tcpi_segs_in summed over the "+string(r.env.Role)+"'s sockets",
 		"segments the role's connections received: one per message, plus the handshake and the FIN")
 	if segsIn > 0 {
 		rep.Metrics["busy_poll_rx_packets_per_msg"] = float64(bp) / float64(segsIn)
@@ -190,10 +191,10 @@ func (r *roleRun) settingsEvidence(rep *experimentv1.RoleReport) error {
 		}
 	}
 	if p := r.epollSet; p != nil {
-		report.AddEvidence(rep, "epoll_busy_poll_us", float64(p.Timeout/time.Microsecond), "µs", "ioctl EPIOCGPARAMS on the "+r.env.Role+"'s epoll instance",
+		report.AddEvidence(rep, "epoll_busy_poll_us", float64(p.Timeout/time.Microsecond), "µs", "ioctl EPIOCGPARAMS on the "+string(r.env.Role)+"'s epoll instance",
 			fmt.Sprintf("busy_poll_usecs as the kernel keeps it (budget %d, prefer_busy_poll %v)", p.Budget, p.Prefer))
 	}
-	if r.env.Role == "server" {
+	if r.env.Role == experiments.Server {
 		for _, key := range []string{"net.core.busy_read", "net.core.busy_poll"} {
 			s, err := r.env.Settings.ReadHostSysctl(key)
 			if errors.Is(err, os.ErrNotExist) {
@@ -278,10 +279,10 @@ func hostNetStat() (kstat.NetStat, error) {
 // notes say what a reader of the result must know about the step.
 func (r *roleRun) notes() []string {
 	var out []string
-	if key := r.v.Mechanism.HostSysctl(); key != "" && r.env.Role == "server" {
+	if key := r.v.Mechanism.HostSysctl(); key != "" && r.env.Role == experiments.Server {
 		out = append(out, fmt.Sprintf("%s=%s was set host-wide for this step: it applied to every namespace of the host at once, not only to this lab", key, us(r.v.Timeout)))
 	}
-	if r.env.Role == "client" && r.o.countPolls && len(r.o.napiDevices) > 0 {
+	if r.env.Role == experiments.Client && r.o.countPolls && len(r.o.napiDevices) > 0 {
 		out = append(out, "napi:napi_poll was counted with perf events during the step (an observer: every poll of every device runs the perf handler and its filter)")
 	}
 	return out

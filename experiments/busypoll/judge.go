@@ -32,9 +32,9 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 			measured[v.Device] = true
 		}
 	}
-	for _, d := range p.List("devices") {
-		if !measured[Device(d)] {
-			rows = append(rows, &experimentv1.SummaryRow{Variant: d, Engagement: experimentv1.Engagement_ENGAGEMENT_UNSUPPORTED,
+	for _, d := range experiments.As[params](p).Devices {
+		if !measured[d] {
+			rows = append(rows, &experimentv1.SummaryRow{Variant: string(d), Engagement: experimentv1.Engagement_ENGAGEMENT_UNSUPPORTED,
 				Note: fmt.Sprintf("not measured: the lab has no %s path between the client's and the server's nodes", d)})
 		}
 	}
@@ -149,6 +149,7 @@ const (
 )
 
 func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow) *experimentv1.Verdict {
+	rounds := experiments.As[params](p).Rounds
 	out := &experimentv1.Verdict{}
 	var cmps []comparison
 	var unsupported []string
@@ -178,8 +179,8 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*exp
 			// The claim is about the direction: busy polling cuts the
 			// RTT, by whatever it cuts it.
 			cmps = append(cmps, comparison{v: v, base: base,
-				rtt:  judge.Compare(out, p, steps, rttMetric, base.String(), v.String(), 0),
-				cpu:  judge.Decide(p, steps, cpuMetric, base.String(), v.String(), 0),
+				rtt:  judge.Compare(out, rounds.Test(0), steps, rttMetric, base.String(), v.String()),
+				cpu:  judge.Decide(rounds.Test(0), steps, cpuMetric, base.String(), v.String()),
 				vcsw: [2]float64{med(base.String(), vcswMetric), med(v.String(), vcswMetric)}})
 		case experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED:
 			missed[v.Device] = append(missed[v.Device], v.String())

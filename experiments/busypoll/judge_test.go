@@ -162,7 +162,7 @@ func TestJudge(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rows, v := Experiment{}.Judge(params(t, map[string]string{"devices": tc.devices}), tc.steps)
+			rows, v := Experiment{}.Judge(validated(t, map[string]string{"devices": tc.devices}), tc.steps)
 			for variant, want := range tc.rows {
 				row := report.Row(rows, variant)
 				if row == nil {
@@ -192,7 +192,7 @@ func TestJudge(t *testing.T) {
 
 func TestJudgeClaimsC2ForEpollOnly(t *testing.T) {
 	steps := repeats(5, map[string]fake{"veth-gro/epoll": {p50: 60e3}, "veth-gro/epoll_params-50us": {p50: 20e3, napi: 1, bp: 1}}, 100)
-	_, v := Experiment{}.Judge(params(t, map[string]string{"devices": "veth-gro"}), steps)
+	_, v := Experiment{}.Judge(validated(t, map[string]string{"devices": "veth-gro"}), steps)
 	if v.GetClaim() != "C2" {
 		t.Errorf("claim %q, want C2", v.GetClaim())
 	}

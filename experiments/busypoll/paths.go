@@ -20,7 +20,7 @@ type route struct {
 // findRoute picks the path of the lab that gives device condition d between
 // the client's and the server's nodes; ok is false when the lab has none.
 func findRoute(lab experiments.Lab, d Device) (route, bool) {
-	client, server := lab.Node("client"), lab.Node("server")
+	client, server := lab.Node(experiments.Client), lab.Node(experiments.Server)
 	switch d {
 	case Loopback:
 		return route{serverNode: server, clientNode: server, serverAddr: netip.MustParseAddr("127.0.0.1"), napiDevices: []string{"lo"}}, true

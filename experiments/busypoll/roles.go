@@ -28,12 +28,16 @@ type options struct {
 	countPolls        bool
 }
 
-func optionsOf(p experiments.Params, role string) options {
+func optionsOf(p params, role experiments.Role) options {
+	cpu := p.ClientCPU
+	if role == experiments.Server {
+		cpu = p.ServerCPU
+	}
 	return options{
-		size: p.Size("size"), conns: p.Int("connections"), cpu: p.Int(role + "_cpu"),
-		budget: p.Int("budget"), deferIRQs: p.Int("defer_hard_irqs"),
-		duration: p.Duration("duration"), warmup: p.Duration("warmup"), flushTimeout: p.Duration("gro_flush_timeout"),
-		napiDevices: splitNames(p.String("napi_devices")), countPolls: p.Bool("count_napi_polls"),
+		size: int(p.Size), conns: p.Connections, cpu: cpu,
+		budget: p.Budget, deferIRQs: p.DeferHardIRQs,
+		duration: p.Duration, warmup: p.Warmup, flushTimeout: p.GROFlushTimeout,
+		napiDevices: splitNames(p.NAPIDevices), countPolls: p.CountNAPIPolls,
 	}
 }
 
@@ -82,12 +86,12 @@ func run(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.Ro
 	if env.Settings == nil {
 		return nil, fmt.Errorf("busy-poll %s: no settings journal: every setting a role changes must be restorable", env.Role)
 	}
-	r := &roleRun{env: env, v: v, o: optionsOf(env.Params, env.Role)}
+	r := &roleRun{env: env, v: v, o: optionsOf(experiments.As[params](env.Params), env.Role)}
 	defer r.closeSocks()
 	var peer netip.AddrPort
-	if env.Role == "client" {
+	if env.Role == experiments.Client {
 		var err error
-		if peer, err = env.Peer("server"); err != nil {
+		if peer, err = env.Peer(experiments.Server); err != nil {
 			return nil, err
 		}
 	}
@@ -107,7 +111,7 @@ func run(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.Ro
 	}
 	defer w.close()
 	var rep *experimentv1.RoleReport
-	if env.Role == "server" {
+	if env.Role == experiments.Server {
 		rep, err = r.serve(ctx)
 	} else {
 		rep, err = r.client(ctx, peer)
@@ -128,7 +132,7 @@ func run(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.Ro
 // options and the epoll ioctl exist.
 func (r *roleRun) setUp(ctx context.Context, peer netip.AddrPort) error {
 	var err error
-	if r.env.Role == "server" {
+	if r.env.Role == experiments.Server {
 		r.iface, err = ifaceWithAddr(r.env.Address())
 	} else {
 		r.iface, err = ifaceTowards(peer.Addr())
@@ -168,7 +172,7 @@ func (r *roleRun) setUp(ctx context.Context, peer netip.AddrPort) error {
 			}
 		}
 	}
-	if key := r.v.Mechanism.HostSysctl(); key != "" && r.env.Role == "server" {
+	if key := r.v.Mechanism.HostSysctl(); key != "" && r.env.Role == experiments.Server {
 		if err := r.env.Settings.HostSysctl(ctx, key, us(r.v.Timeout)); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return unsupportedf("%v (a kernel without CONFIG_NET_RX_BUSY_POLL)", err)

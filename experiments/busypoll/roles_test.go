@@ -39,7 +39,7 @@ type placement struct {
 // returns, as the agent does.
 func runPairIn(t *testing.T, ctx context.Context, variant string, given map[string]string, at placement) pair {
 	t.Helper()
-	p := params(t, given)
+	p := validated(t, given)
 	step := &experimentv1.Step{Variant: variant, Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "s", Address: at.serverAddr.String()}, {Role: "client", Node: "c"}}}
 	role := func(name string, peers map[string]netip.AddrPort, ready func(int)) (rep *experimentv1.RoleReport, err error) {
@@ -47,7 +47,7 @@ func runPairIn(t *testing.T, ctx context.Context, variant string, given map[stri
 		if err != nil {
 			t.Fatal(err)
 		}
-		env := experiments.NewEnv("t", name[:1], name, step, p, peers, ready, nil)
+		env := experiments.NewEnv("t", name[:1], experiments.Role(name), step, p, peers, ready, nil)
 		env.Settings = j
 		ns := map[string]string{"server": at.serverNS, "client": at.clientNS}[name]
 		runIn(t, ns, func() {

@@ -23,7 +23,7 @@ func lab(t *testing.T, example, client, server string) experiments.Lab {
 	return experiments.Lab{Plan: plan, Roles: map[string]string{"client": client, "server": server}}
 }
 
-func params(t *testing.T, given map[string]string) experiments.Params {
+func validated(t *testing.T, given map[string]string) experiments.Params {
 	t.Helper()
 	p, err := experiments.Validate(Experiment{}.Spec(), given)
 	if err != nil {
@@ -47,7 +47,7 @@ func TestStepsGolden(t *testing.T) {
 		{"paths-veth", "paths", "n1", "n2", map[string]string{"devices": "veth,veth-xdp", "mechanisms": "epoll_params", "repeats": "1", "napi_devices": "eth9"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			steps, err := Experiment{}.Steps(params(t, tc.params), lab(t, tc.example, tc.client, tc.server))
+			steps, err := Experiment{}.Steps(validated(t, tc.params), lab(t, tc.example, tc.client, tc.server))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,15 +79,15 @@ func TestStepsGolden(t *testing.T) {
 
 func TestStepsRefuseALabWithoutAnyDevice(t *testing.T) {
 	// quickstart has one plain veth: no GRO link, no NIC.
-	_, err := Experiment{}.Steps(params(t, map[string]string{"devices": "veth-gro,nic"}), lab(t, "quickstart", "n1", "n2"))
+	_, err := Experiment{}.Steps(validated(t, map[string]string{"devices": "veth-gro,nic"}), lab(t, "quickstart", "n1", "n2"))
 	if err == nil || !strings.Contains(err.Error(), "veth-gro, nic") {
 		t.Errorf("Steps: %v; want an error naming the devices", err)
 	}
 }
 
 func TestSpecParamsValidate(t *testing.T) {
-	p := params(t, nil)
-	if got := p.List("devices"); strings.Join(got, ",") != "loopback,veth,veth-gro,veth-xdp,nic" {
+	p := validated(t, nil)
+	if got := p.Map()["devices"]; got != "loopback,veth,veth-gro,veth-xdp,nic" {
 		t.Errorf("default devices %v", got)
 	}
 	for _, bad := range []map[string]string{

@@ -87,25 +87,31 @@ inet labctl_capture with one chain at priority -10 (before the topology's
 filter chains) and deletes it when the role ends, also when the run is
 cancelled or fails.`,
 		Claims:         []string{"C7"},
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.sent_packets", "client.send_eperm_packets", "client.wire_packets", "server.captured_packets", "server.rule_packets", "client.rule_packets", "server.delivered_packets", "server.tcpdump_packets", "client.tcpdump_packets"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.IntParam("count", "datagrams sent per step", 1000, 1, 100_000),
-			experiments.SizeParam("size", "UDP payload bytes per datagram (the first 16 are the step's tag)", 64, tagLen, 1472),
-			experiments.IntParam("input_port", "UDP port the receiver's INPUT chain drops", 9000, 1, 65535),
-			experiments.IntParam("output_port", "UDP port the sender's OUTPUT chain drops", 9001, 1, 65535),
-			experiments.EnumParam("rules", "topology: the nodes' own firewall rules; run: a table created for each step and deleted after it", RulesTopology, RulesTopology, RulesRun),
-			experiments.BoolParam("tcpdump", "cross-check with tcpdump when it is installed", true),
-			experiments.Repeats(5),
-		},
+		Params:         experiments.Declare(defaults),
 	}
 }
 
+type params struct {
+	Count      int              `param:"count" min:"1" max:"100000" help:"datagrams sent per step"`
+	Size       experiments.Size `param:"size" min:"16" max:"1472" help:"UDP payload bytes per datagram (the first 16 are the step's tag)"`
+	InputPort  int              `param:"input_port" min:"1" max:"65535" help:"UDP port the receiver's INPUT chain drops"`
+	OutputPort int              `param:"output_port" min:"1" max:"65535" help:"UDP port the sender's OUTPUT chain drops"`
+	Rules      string           `param:"rules" choices:"topology,run" help:"topology: the nodes' own firewall rules; run: a table created for each step and deleted after it"`
+	Tcpdump    bool             `param:"tcpdump" help:"cross-check with tcpdump when it is installed"`
+	experiments.Repeats
+}
+
+var defaults = params{Count: 1000, Size: 64, InputPort: 9000, OutputPort: 9001, Rules: RulesTopology, Tcpdump: true,
+	Repeats: experiments.Repeats{Repeats: 5}}
+
 // Steps alternates the two variants; both roles keep their nodes.
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	client, server := lab.Node("client"), lab.Node("server")
-	if p.Int("input_port") == p.Int("output_port") {
-		return nil, fmt.Errorf("input_port and output_port are both %d; the variants need a port each", p.Int("input_port"))
+	c := experiments.As[params](p)
+	client, server := lab.Node(experiments.Client), lab.Node(experiments.Server)
+	if c.InputPort == c.OutputPort {
+		return nil, fmt.Errorf("input_port and output_port are both %d; the variants need a port each", c.InputPort)
 	}
 	addr := netip.MustParseAddr("127.0.0.1")
 	if client != server {
@@ -114,26 +120,29 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 			return nil, err
 		}
 	}
-	if p.String("rules") == RulesTopology {
-		for _, c := range []struct{ node, chain, param string }{{server, "input", "input_port"}, {client, "output", "output_port"}} {
-			n, ok := lab.Plan.Node(c.node)
+	if c.Rules == RulesTopology {
+		for _, drop := range []struct {
+			node, chain string
+			port        int
+		}{{server, "input", c.InputPort}, {client, "output", c.OutputPort}} {
+			n, ok := lab.Plan.Node(drop.node)
 			if !ok {
-				return nil, fmt.Errorf("lab has no node %s", c.node)
+				return nil, fmt.Errorf("lab has no node %s", drop.node)
 			}
-			if _, ok := TopologyRule(n, c.chain, p.Int(c.param)); !ok {
+			if _, ok := TopologyRule(n, drop.chain, drop.port); !ok {
 				return nil, fmt.Errorf("node %s has no firewall rule that drops udp dport %d in chain %s (and nothing else); add one to the topology or run with --param rules=run",
-					c.node, p.Int(c.param), c.chain)
+					drop.node, drop.port, drop.chain)
 			}
 		}
 	}
 	var steps []*experimentv1.Step
-	for rep := range p.Int("repeats") {
+	for rep := range c.Repeats.Repeats {
 		for _, v := range []string{VariantInput, VariantOutput} {
 			steps = append(steps, &experimentv1.Step{
 				Variant: v, Repeat: int32(rep), Params: p.Map(),
 				Roles: []*experimentv1.RoleAssignment{
-					{Role: "server", Node: server, Address: addr.String()},
-					{Role: "client", Node: client},
+					{Role: string(experiments.Server), Node: server, Address: addr.String()},
+					{Role: string(experiments.Client), Node: client},
 				},
 			})
 		}
@@ -153,17 +162,17 @@ type plan struct {
 }
 
 func planOf(env *experiments.Env) (plan, error) {
-	p := env.Params
+	p := experiments.As[params](env.Params)
 	v := env.Step.GetVariant()
 	pl := plan{variant: v, table: topologyTable, tag: Tag(env.RunID, v, env.Step.GetRepeat())}
-	if p.String("rules") == RulesRun {
+	if p.Rules == RulesRun {
 		pl.table = RunTable
 	}
 	switch v {
 	case VariantInput:
-		pl.port, pl.chain, pl.ownsRule = p.Int("input_port"), "input", env.Role == "server"
+		pl.port, pl.chain, pl.ownsRule = p.InputPort, "input", env.Role == experiments.Server
 	case VariantOutput:
-		pl.port, pl.chain, pl.ownsRule = p.Int("output_port"), "output", env.Role == "client"
+		pl.port, pl.chain, pl.ownsRule = p.OutputPort, "output", env.Role == experiments.Client
 	default:
 		return plan{}, fmt.Errorf("capture-order has no variant %q", v)
 	}
@@ -190,15 +199,15 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if pl.ownsRule && env.Params.String("rules") == RulesRun {
+	if pl.ownsRule && experiments.As[params](env.Params).Rules == RulesRun {
 		if err := env.Settings.Run(ctx, RunRuleUndo(), "nft", RunRuleScript(pl.chain, pl.port)); err != nil {
 			return nil, fmt.Errorf("node %s: create the run's drop rule: %w", env.Node, err)
 		}
 	}
 	switch env.Role {
-	case "server":
+	case experiments.Server:
 		return serve(ctx, env, pl)
-	case "client":
+	case experiments.Client:
 		return send(ctx, env, pl)
 	}
 	return nil, fmt.Errorf("capture-order has no role %q", env.Role)
@@ -233,14 +242,14 @@ func startObservers(ctx context.Context, env *experiments.Env, iface string, dir
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
 	}
 	switch {
-	case !env.Params.Bool("tcpdump"):
+	case !experiments.As[params](env.Params).Tcpdump:
 		o.note = "tcpdump cross-check off (tcpdump=false)"
 	case dir == Egress && iface == "lo":
 		// libpcap skips the outgoing copy of every frame on a loopback
 		// device, since the same frame comes back as incoming.
 		o.note = "no tcpdump cross-check for frames leaving lo: libpcap ignores the outgoing copies on loopback"
 	default:
-		o.tcpdump, err = StartTcpdump(ctx, iface, dir, pl.port, env.Params.Int("count"))
+		o.tcpdump, err = StartTcpdump(ctx, iface, dir, pl.port, experiments.As[params](env.Params).Count)
 		switch {
 		case errors.Is(err, ErrNoTcpdump):
 			o.note = "tcpdump is not installed: no cross-check"
@@ -356,7 +365,7 @@ func serve(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Ro
 
 // send captures its own outgoing frames and sends the step's datagrams.
 func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.RoleReport, error) {
-	peer, err := env.Peer("server")
+	peer, err := env.Peer(experiments.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -383,8 +392,9 @@ func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Rol
 		return nil, err
 	}
 	defer fd.Close()
-	count := env.Params.Int("count")
-	payload := make([]byte, env.Params.Size("size"))
+	p := experiments.As[params](env.Params)
+	count := p.Count
+	payload := make([]byte, p.Size)
 	copy(payload, pl.tag)
 	before, _ := kstat.ReadNetStat()
 	env.Progressf("sending %d datagrams to %v", count, dst)

@@ -371,7 +371,7 @@ func runRole(t *testing.T, ctx context.Context, ns netns.NsHandle, role string, 
 		if err != nil {
 			return err
 		}
-		env := experiments.NewEnv("run-"+t.Name(), "n", role, step, p, peers, ready, nil)
+		env := experiments.NewEnv("run-"+t.Name(), "n", experiments.Role(role), step, p, peers, ready, nil)
 		env.Settings = j
 		var e Experiment
 		r, err := e.Run(ctx, env)
@@ -424,11 +424,11 @@ func runTableGone(t *testing.T, ns netns.NsHandle) {
 func TestBothDropsOnLoopback(t *testing.T) {
 	ns := newNetns(t)
 	var e Experiment
-	params := map[string]string{"rules": "run", "count": "300", "input_port": "9400", "output_port": "9401"}
+	given := map[string]string{"rules": "run", "count": "300", "input_port": "9400", "output_port": "9401"}
 	if _, err := exec.LookPath("tcpdump"); err != nil {
-		params["tcpdump"] = "false"
+		given["tcpdump"] = "false"
 	}
-	p, err := experiments.Validate(e.Spec(), params)
+	p, err := experiments.Validate(e.Spec(), given)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +448,7 @@ func TestBothDropsOnLoopback(t *testing.T) {
 			t.Errorf("%s: %v", variant, bad)
 		}
 		// On lo tcpdump only counts the receiver's (incoming) copies.
-		if _, ok := c.Tcpdump["server"]; p.Bool("tcpdump") && (!ok || len(c.Tcpdump) != 1) {
+		if _, ok := c.Tcpdump["server"]; experiments.As[params](p).Tcpdump && (!ok || len(c.Tcpdump) != 1) {
 			t.Errorf("%s: tcpdump counts %v, want the server's only", variant, c.Tcpdump)
 		}
 		runTableGone(t, ns)

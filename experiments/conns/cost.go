@@ -133,23 +133,29 @@ allows spreads them over threads with descriptor tables of their own
 (unshare CLONE_FILES): the limit bounds each table, and raising it would need
 CAP_SYS_RESOURCE and change the whole agent.`,
 		Claims: []string{"C13"},
-		Roles:  []string{"server", "client"},
+		Roles:  experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{
 			"client.pair_per_conn_bytes", "client.server_end_per_conn_bytes", "client.client_end_per_conn_bytes", "client.time_wait_per_conn_bytes",
 			"fit.pair.conn_caches_bytes", "fit.pair.conn_caches_r2", "fit.server_end.conn_caches_bytes", "fit.client_end.conn_caches_bytes",
 			"fit.time_wait.conn_caches_bytes", "fit.time_wait.conn_caches_r2", "fit.pair.tcp_mem_bytes", "fit.pair.memcg_kmem_bytes",
 		},
-		Params: []*experimentv1.ParamSpec{
-			experiments.ListParam("counts", "connections per step; bytes per connection are fitted across these counts", experimentv1.ParamKind_PARAM_KIND_INT,
-				"1000,10000,30000", "10", fmt.Sprint(maxConns)),
-			experiments.ListParam("variants", "what each connection carries", experimentv1.ParamKind_PARAM_KIND_ENUM,
-				variantIdle, "", "", costVariants...),
-			experiments.DurationParam("hold", "time the connections stay open before the established snapshot", 200*time.Millisecond, 0, time.Minute),
-			experiments.Repeats(6),
-			experiments.MaxRepeats(6),
-			experiments.Budget(3 * time.Minute),
-		},
+		Params: experiments.Declare(costDefaults),
 	}
+}
+
+type costParams struct {
+	// max is maxConns.
+	Counts   []int         `param:"counts" min:"10" max:"100000" help:"connections per step; bytes per connection are fitted across these counts"`
+	Variants []string      `param:"variants" choices:"idle,epoll,byte,epoll+byte" help:"what each connection carries"`
+	Hold     time.Duration `param:"hold" min:"0s" max:"1m" help:"time the connections stay open before the established snapshot"`
+	experiments.Rounds
+}
+
+var costDefaults = costParams{
+	Counts:   []int{1000, 10000, 30000},
+	Variants: []string{variantIdle},
+	Hold:     200 * time.Millisecond,
+	Rounds:   experiments.Rounds{Repeats: experiments.Repeats{Repeats: 6}, MaxRepeats: 6, Budget: 3 * time.Minute},
 }
 
 // Steps runs every variant at every count in each repeat, variants
@@ -159,11 +165,14 @@ func (Cost) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.St
 	if err != nil {
 		return nil, err
 	}
+	c := experiments.As[costParams](p)
 	var steps []*experimentv1.Step
-	for r := range p.Int("repeats") {
-		for _, n := range p.Ints("counts") {
-			for _, v := range p.List("variants") {
-				sp, err := p.With(map[string]string{"counts": fmt.Sprint(n), "variants": v})
+	for r := range c.Repeats.Repeats {
+		for _, n := range c.Counts {
+			for _, v := range c.Variants {
+				one := c
+				one.Counts, one.Variants = []int{n}, []string{v}
+				sp, err := experiments.Set(p, one)
 				if err != nil {
 					return nil, err
 				}
@@ -179,33 +188,31 @@ func costVariant(v string, n int) string { return fmt.Sprintf("%s n=%d", v, n) }
 // placeRoles places the server at its address towards the client, and the
 // client at its address towards the server.
 func placeRoles(lab experiments.Lab) ([]*experimentv1.RoleAssignment, error) {
-	server, err := lab.Address(lab.Node("client"), lab.Node("server"))
+	place, err := lab.ServerClient()
 	if err != nil {
 		return nil, err
 	}
-	client, err := lab.Address(lab.Node("server"), lab.Node("client"))
+	client, err := lab.Address(lab.Node(experiments.Server), lab.Node(experiments.Client))
 	if err != nil {
 		return nil, err
 	}
-	return []*experimentv1.RoleAssignment{
-		{Role: "server", Node: lab.Node("server"), Address: server.String()},
-		{Role: "client", Node: lab.Node("client"), Address: client.String()},
-	}, nil
+	place[1].Address = client.String()
+	return place.Roles(), nil
 }
 
 // Run runs the server or the client.
 func (Cost) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	n := env.Params.Ints("counts")[0]
-	v := env.Params.List("variants")[0]
+	p := experiments.As[costParams](env.Params)
+	n, v := p.Counts[0], p.Variants[0]
 	var r *experimentv1.RoleReport
 	var err error
 	switch env.Role {
-	case "server":
+	case experiments.Server:
 		r, err = costServer(ctx, env, n, v)
-	case "client":
-		r, err = costClient(ctx, env, n, v, env.Params.Duration("hold"))
+	case experiments.Client:
+		r, err = costClient(ctx, env, n, v, p.Hold)
 	default:
 		err = fmt.Errorf("conn-cost has no role %q", env.Role)
 	}

@@ -43,7 +43,7 @@ type client struct {
 }
 
 func costClient(ctx context.Context, env *experiments.Env, n int, v string, hold time.Duration) (*experimentv1.RoleReport, error) {
-	peer, err := env.Peer("server")
+	peer, err := env.Peer(experiments.Server)
 	if err != nil {
 		return nil, err
 	}

@@ -216,14 +216,14 @@ func (Cost) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*ex
 		}
 		row := fitRow(v, fits[v])
 		if v != variantIdle && len(fits[variantIdle]) > 0 {
-			c := experiments.TestOf(p, 0).Decide(slopes(fits[variantIdle][fitPair+"."+seriesConnCaches]), slopes(fits[v][fitPair+"."+seriesConnCaches]))
+			c := experiments.As[costParams](p).Test(0).Decide(slopes(fits[variantIdle][fitPair+"."+seriesConnCaches]), slopes(fits[v][fitPair+"."+seriesConnCaches]))
 			row.Note = "bytes per pair vs idle: " + c.Reason
 		}
 		engagement(row, steps, func(s *experimentv1.StepResult) bool { return s.GetStep().GetParams()["variants"] == v })
 		rows = append(rows, row)
 	}
 	var idle []string
-	for _, n := range p.Ints("counts") {
+	for _, n := range experiments.As[costParams](p).Counts {
 		idle = append(idle, costVariant(variantIdle, n))
 	}
 	return rows, costVerdict(p, fits[variantIdle], report.Row(rows, variantIdle+" fit"), idle)
@@ -259,7 +259,7 @@ func costVerdict(p experiments.Params, fits map[string][]measure.Fit, row *exper
 		}
 		return measure.SpreadOf(xs).Median
 	}
-	test := experiments.TestOf(p, claimBand)
+	test := experiments.As[costParams](p).Test(claimBand)
 	est, tim := test.Locate(perSocket, claimEstablished), test.Locate(twSlopes, claimTimeWait)
 	v.Looks = int32(test.Looks)
 	m := row.GetMetrics()

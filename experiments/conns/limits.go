@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -120,34 +119,41 @@ a reset afterwards (SO_LINGER 0), so no TIME_WAIT is left behind.
 The client and the server must be on different nodes: RLIMIT_NOFILE belongs to
 the agent process, which would starve the server too.`,
 		Claims:         []string{"C14"},
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.conns", "client.limit_value", "client.errno", "server.listen_overflows", "server.accept_queue"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.ListParam("scenarios", "limits to reach", experimentv1.ParamKind_PARAM_KIND_ENUM, strings.Join(scenarios, ","), "", "", scenarios...),
-			experiments.IntParam("max_conns", "stop after this many connections if nothing refuses", 30_000, 1, maxConns),
-			experiments.IntParam("nofile", "soft RLIMIT_NOFILE of the client in scenario nofile", 1024, 64, 65536),
-			experiments.IntParam("port_range", "ephemeral ports of the client in scenarios ports and sources", 1000, 2, 25000),
-			experiments.IntParam("sources", "client addresses added in scenario sources", 3, 1, 16),
-			{Name: "source_prefix", Help: "IPv4 prefix the added client addresses come from (scenario sources); must not overlap the lab's addresses",
-				Kind: experimentv1.ParamKind_PARAM_KIND_STRING, Default: "198.19.248.0/24"},
-			experiments.IntParam("somaxconn", "net.core.somaxconn of the server in scenario backlog", 64, 1, 4096),
-			experiments.DurationParam("syn_wait", "a handshake not complete after this long counts as refused (the first SYN retransmission comes after 1 s)", 250*time.Millisecond, 10*time.Millisecond, 5*time.Second),
-			experiments.Repeats(3),
-		},
+		Params:         experiments.Declare(limitsDefaults),
 	}
+}
+
+type limitsParams struct {
+	Scenarios    []string      `param:"scenarios" choices:"nofile,ports,sources,backlog,defaults" help:"limits to reach"`
+	MaxConns     int           `param:"max_conns" min:"1" max:"100000" help:"stop after this many connections if nothing refuses"`
+	Nofile       int           `param:"nofile" min:"64" max:"65536" help:"soft RLIMIT_NOFILE of the client in scenario nofile"`
+	PortRange    int           `param:"port_range" min:"2" max:"25000" help:"ephemeral ports of the client in scenarios ports and sources"`
+	Sources      int           `param:"sources" min:"1" max:"16" help:"client addresses added in scenario sources"`
+	SourcePrefix string        `param:"source_prefix" help:"IPv4 prefix the added client addresses come from (scenario sources); must not overlap the lab's addresses"`
+	Somaxconn    int           `param:"somaxconn" min:"1" max:"4096" help:"net.core.somaxconn of the server in scenario backlog"`
+	SynWait      time.Duration `param:"syn_wait" min:"10ms" max:"5s" help:"a handshake not complete after this long counts as refused (the first SYN retransmission comes after 1 s)"`
+	experiments.Repeats
+}
+
+var limitsDefaults = limitsParams{
+	Scenarios: scenarios, MaxConns: 30_000, Nofile: 1024, PortRange: 1000, Sources: 3, SourcePrefix: "198.19.248.0/24",
+	Somaxconn: 64, SynWait: 250 * time.Millisecond, Repeats: experiments.Repeats{Repeats: 3},
 }
 
 // Steps runs every scenario once per repeat, scenarios interleaved.
 func (Limits) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	if lab.Node("client") == lab.Node("server") {
-		return nil, fmt.Errorf("conn-limits needs the client and the server on different nodes (both are on %s): RLIMIT_NOFILE belongs to the agent process, whose other role it would starve", lab.Node("client"))
+	if lab.Node(experiments.Client) == lab.Node(experiments.Server) {
+		return nil, fmt.Errorf("conn-limits needs the client and the server on different nodes (both are on %s): RLIMIT_NOFILE belongs to the agent process, whose other role it would starve", lab.Node(experiments.Client))
 	}
+	c := experiments.As[limitsParams](p)
 	roles, err := placeRoles(lab)
 	if err != nil {
 		return nil, err
 	}
-	if slices.Contains(p.List("scenarios"), scenarioSources) {
-		pfx, _, err := sourceAddrs(p.String("source_prefix"), p.Int("sources"))
+	if slices.Contains(c.Scenarios, scenarioSources) {
+		pfx, _, err := sourceAddrs(c.SourcePrefix, c.Sources)
 		if err != nil {
 			return nil, err
 		}
@@ -156,9 +162,11 @@ func (Limits) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.
 		}
 	}
 	var steps []*experimentv1.Step
-	for r := range p.Int("repeats") {
-		for _, sc := range p.List("scenarios") {
-			sp, err := p.With(map[string]string{"scenarios": sc})
+	for r := range c.Repeats.Repeats {
+		for _, sc := range c.Scenarios {
+			one := c
+			one.Scenarios = []string{sc}
+			sp, err := experiments.Set(p, one)
 			if err != nil {
 				return nil, err
 			}
@@ -214,9 +222,9 @@ func (Limits) Run(ctx context.Context, env *experiments.Env) (*experimentv1.Role
 	var r *experimentv1.RoleReport
 	var err error
 	switch env.Role {
-	case "server":
+	case experiments.Server:
 		r, err = limitsServer(ctx, env)
-	case "client":
+	case experiments.Client:
 		r, err = limitsClient(ctx, env)
 	default:
 		err = fmt.Errorf("conn-limits has no role %q", env.Role)
@@ -229,9 +237,9 @@ func (Limits) Run(ctx context.Context, env *experiments.Env) (*experimentv1.Role
 }
 
 // roleAddress is the address a step placed a role at.
-func roleAddress(step *experimentv1.Step, role string) (netip.Addr, error) {
+func roleAddress(step *experimentv1.Step, role experiments.Role) (netip.Addr, error) {
 	for _, r := range step.GetRoles() {
-		if r.GetRole() == role {
+		if r.GetRole() == string(role) {
 			return netip.ParseAddr(r.GetAddress())
 		}
 	}
@@ -239,20 +247,20 @@ func roleAddress(step *experimentv1.Step, role string) (netip.Addr, error) {
 }
 
 func limitsServer(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	p := env.Params
-	sc := p.List("scenarios")[0]
+	p := experiments.As[limitsParams](env.Params)
+	sc := p.Scenarios[0]
 	switch sc {
 	case scenarioBacklog:
-		if err := env.Settings.Sysctl("net.core.somaxconn", fmt.Sprint(p.Int("somaxconn"))); err != nil {
+		if err := env.Settings.Sysctl("net.core.somaxconn", fmt.Sprint(p.Somaxconn)); err != nil {
 			return nil, err
 		}
 	case scenarioSources:
 		// The added client addresses are reached through the client.
-		client, err := roleAddress(env.Step, "client")
+		client, err := roleAddress(env.Step, experiments.Client)
 		if err != nil {
 			return nil, err
 		}
-		pfx, _, err := sourceAddrs(p.String("source_prefix"), p.Int("sources"))
+		pfx, _, err := sourceAddrs(p.SourcePrefix, p.Sources)
 		if err != nil {
 			return nil, err
 		}
@@ -307,7 +315,7 @@ func serveLimits(ctx context.Context, env *experiments.Env, r *experimentv1.Role
 			return err
 		}
 	}
-	accepted, err := newPool(env.Params.Int("max_conns"), 0, ln)
+	accepted, err := newPool(experiments.As[limitsParams](env.Params).MaxConns, 0, ln)
 	if err != nil {
 		return err
 	}
@@ -396,9 +404,9 @@ func serverEvidence(r *experimentv1.RoleReport, local netip.AddrPort, before kst
 }
 
 func limitsClient(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	p := env.Params
-	sc := p.List("scenarios")[0]
-	peer, err := env.Peer("server")
+	p := experiments.As[limitsParams](env.Params)
+	sc := p.Scenarios[0]
+	peer, err := env.Peer(experiments.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -426,9 +434,9 @@ func limitsClient(ctx context.Context, env *experiments.Env) (*experimentv1.Role
 	// limit they hit.
 	per := 0
 	if sc == scenarioNofile {
-		per = p.Int("max_conns")
+		per = p.MaxConns
 	}
-	conns, err := newPool(p.Int("max_conns"), per)
+	conns, err := newPool(p.MaxConns, per)
 	if err != nil {
 		return fail(err)
 	}
@@ -443,10 +451,10 @@ func limitsClient(ctx context.Context, env *experiments.Env) (*experimentv1.Role
 	defer setup.restore()
 	dst := netip.AddrPortFrom(peer.Addr(), hello.Ports[0])
 	start := time.Now()
-	env.Progressf("%s: opening up to %d connections to %v", sc, p.Int("max_conns"), dst)
+	env.Progressf("%s: opening up to %d connections to %v", sc, p.MaxConns, dst)
 	opened := 0
 	refused := conns.fill(func() (sock.FD, error) {
-		if opened == p.Int("max_conns") {
+		if opened == p.MaxConns {
 			return -1, errEnough
 		}
 		if ctx.Err() != nil {
@@ -456,7 +464,7 @@ func limitsClient(ctx context.Context, env *experiments.Env) (*experimentv1.Role
 		if len(setup.sources) > 0 {
 			src = setup.sources[opened%len(setup.sources)]
 		}
-		fd, err := dial(ctx, src, dst, p.Duration("syn_wait"))
+		fd, err := dial(ctx, src, dst, p.SynWait)
 		if err != nil {
 			return -1, err
 		}
@@ -571,16 +579,16 @@ func errnoName(e unix.Errno) string {
 
 // setupClient changes what the scenario needs on the client.
 func setupClient(ctx context.Context, env *experiments.Env, sc string) (*clientSetup, error) {
-	p := env.Params
-	s := &clientSetup{backlog: p.Int("somaxconn")}
+	p := experiments.As[limitsParams](env.Params)
+	s := &clientSetup{backlog: p.Somaxconn}
 	switch sc {
 	case scenarioPorts, scenarioSources:
-		n := p.Int("port_range")
+		n := p.PortRange
 		if err := env.Settings.Sysctl("net.ipv4.ip_local_port_range", fmt.Sprintf("%d %d", portRangeBase, portRangeBase+n-1)); err != nil {
 			return nil, err
 		}
 		if sc == scenarioSources {
-			_, addrs, err := sourceAddrs(p.String("source_prefix"), p.Int("sources"))
+			_, addrs, err := sourceAddrs(p.SourcePrefix, p.Sources)
 			if err != nil {
 				return nil, err
 			}
@@ -612,12 +620,12 @@ func setupClient(ctx context.Context, env *experiments.Env, sc string) (*clientS
 			return nil, err
 		}
 		s.nrOpenErrno = probeNrOpen(cur, s.nrOpen)
-		restore, err := lowerNofile(uint64(p.Int("nofile")))
+		restore, err := lowerNofile(uint64(p.Nofile))
 		if err != nil {
 			return nil, err
 		}
 		s.undo = append(s.undo, restore)
-		s.nofile = uint64(p.Int("nofile"))
+		s.nofile = uint64(p.Nofile)
 	}
 	return s, nil
 }

@@ -9,7 +9,6 @@ package iomodels
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/labctl/labctl/experiments"
@@ -19,12 +18,31 @@ import (
 // Experiment is io-models; the zero value is ready to use.
 type Experiment struct{}
 
-func modelNames() []string {
-	out := make([]string, len(Models))
-	for i, m := range Models {
-		out[i] = string(m)
-	}
-	return out
+type params struct {
+	// The choices are Models; the default, every model, fails NewRegistry
+	// if the two disagree.
+	Models    []Model          `param:"models" choices:"blocking,spin,select,poll,epoll-lt,epoll-et,uring,uring-sqpoll,netconn" help:"server I/O models to compare"`
+	Protocols []string         `param:"protocols" choices:"tcp,udp" help:"transports"`
+	Idle      []int            `param:"idle" min:"0" max:"10000" help:"idle TCP connections beside the active one (0: the plain comparison; >0: select/poll/epoll over TCP only)"`
+	Size      experiments.Size `param:"size" min:"1" max:"32KiB" help:"bytes per request and per response"`
+	Count     int              `param:"count" min:"0" max:"100000000" help:"stop after this many measured round trips (0: run for duration)"`
+	experiments.Timing
+	experiments.Rounds
+	SQIdle        time.Duration `param:"sqpoll_idle" min:"1ms" max:"1s" help:"time the SQPOLL thread polls without work before it sleeps (whole ms)"`
+	CountSyscalls bool          `param:"count_syscalls" help:"count every system call of the serving process with perf counters on raw_syscalls:sys_enter (slows every syscall on the host by ~0.1 µs while on)"`
+	experiments.Pinning
+}
+
+var defaults = params{
+	Models:        Models,
+	Protocols:     []string{TCP, UDP},
+	Idle:          []int{0, 500},
+	Size:          64,
+	Timing:        experiments.Timing{Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond},
+	Rounds:        experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: 90 * time.Second},
+	SQIdle:        10 * time.Millisecond,
+	CountSyscalls: true,
+	Pinning:       experiments.Unpinned,
 }
 
 // Spec describes io-models.
@@ -93,59 +111,31 @@ repeats, 200 ms + 50 ms warm-up per step, interleaved: 110 steps) take about
 models=select,poll,epoll-lt,epoll-et and protocols=tcp makes the C9 scaling
 table in about 70 s (a step with 10,000 connections takes 2-3 s).`,
 		Claims:         []string{"C8", "C9", "C15", "C16"},
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.rtt_p50_ns", "client.rtt_p99_ns", "client.msgs_per_s", "server.cpu_ns_per_msg", "server.vcsw_per_msg", "server.ivcsw_per_msg", "server.syscalls_per_msg", "server.wait_ns_per_call"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.ListParam("models", "server I/O models to compare", experimentv1.ParamKind_PARAM_KIND_ENUM,
-				strings.Join(modelNames(), ","), "", "", modelNames()...),
-			experiments.ListParam("protocols", "transports", experimentv1.ParamKind_PARAM_KIND_ENUM, "tcp,udp", "", "", TCP, UDP),
-			experiments.ListParam("idle", "idle TCP connections beside the active one (0: the plain comparison; >0: select/poll/epoll over TCP only)",
-				experimentv1.ParamKind_PARAM_KIND_INT, "0,500", "0", "10000"),
-			experiments.SizeParam("size", "bytes per request and per response", 64, 1, 32<<10),
-			experiments.Duration(200 * time.Millisecond),
-			experiments.IntParam("count", "stop after this many measured round trips (0: run for duration)", 0, 0, 100_000_000),
-			experiments.Warmup(50 * time.Millisecond),
-			experiments.Repeats(5),
-			experiments.MaxRepeats(14),
-			experiments.Budget(90 * time.Second),
-			experiments.DurationParam("sqpoll_idle", "time the SQPOLL thread polls without work before it sleeps (whole ms)", 10*time.Millisecond, time.Millisecond, time.Second),
-			experiments.BoolParam("count_syscalls", "count every system call of the serving process with perf counters on raw_syscalls:sys_enter (slows every syscall on the host by ~0.1 µs while on)", true),
-			experiments.CPUParam("client"),
-			experiments.CPUParam("server"),
-		},
+		Params:         experiments.Declare(defaults),
 	}
 }
 
 // Steps interleaves the variants across repeats (A B C A B C ...).
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	addr, err := lab.Address(lab.Node("client"), lab.Node("server"))
+	place, err := lab.ServerClient()
 	if err != nil {
 		return nil, err
 	}
-	var models []Model
-	for _, m := range p.List("models") {
-		models = append(models, Model(m))
-	}
-	variants, err := Plan(models, p.List("protocols"), p.Ints("idle"))
+	c := experiments.As[params](p)
+	variants, err := Plan(c.Models, c.Protocols, c.Idle)
 	if err != nil {
 		return nil, err
 	}
 	var steps []*experimentv1.Step
-	for rep := range p.Int("repeats") {
+	for rep := range c.Repeats.Repeats {
 		for _, v := range variants {
 			vp, err := p.With(v.Params())
 			if err != nil {
 				return nil, err
 			}
-			steps = append(steps, &experimentv1.Step{
-				Variant: v.Name(),
-				Repeat:  int32(rep),
-				Params:  vp.Map(),
-				Roles: []*experimentv1.RoleAssignment{
-					{Role: "server", Node: lab.Node("server"), Address: addr.String()},
-					{Role: "client", Node: lab.Node("client")},
-				},
-			})
+			steps = append(steps, &experimentv1.Step{Variant: v.Name(), Repeat: int32(rep), Params: vp.Map(), Roles: place.Roles()})
 		}
 	}
 	return steps, nil
@@ -157,18 +147,18 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	if err != nil {
 		return nil, err
 	}
-	p := env.Params
+	p := experiments.As[params](env.Params)
 	switch env.Role {
-	case "server":
-		return serve(ctx, env, serverConfig{Variant: v, Size: p.Size("size"), CPU: p.Int("server_cpu"),
-			SQIdle: p.Duration("sqpoll_idle"), CountSyscalls: p.Bool("count_syscalls")})
-	case "client":
-		peer, err := env.Peer("server")
+	case experiments.Server:
+		return serve(ctx, env, serverConfig{Variant: v, Size: int(p.Size), CPU: p.ServerCPU,
+			SQIdle: p.SQIdle, CountSyscalls: p.CountSyscalls})
+	case experiments.Client:
+		peer, err := env.Peer(experiments.Server)
 		if err != nil {
 			return nil, err
 		}
-		return runClient(ctx, env, peer, clientConfig{Variant: v, Size: p.Size("size"), Duration: p.Duration("duration"),
-			Count: p.Int("count"), Warmup: p.Duration("warmup"), CPU: p.Int("client_cpu")})
+		return runClient(ctx, env, peer, clientConfig{Variant: v, Size: int(p.Size), Duration: p.Duration,
+			Count: p.Count, Warmup: p.Warmup, CPU: p.ClientCPU})
 	}
 	return nil, fmt.Errorf("io-models has no role %q", env.Role)
 }

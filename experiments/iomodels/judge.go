@@ -32,7 +32,7 @@ const (
 // judged is the run as the judge sees it: the variants and their steps,
 // and the verdict whose comparisons the claims' judges record.
 type judged struct {
-	p        experiments.Params
+	rounds   experiments.Rounds
 	v        *experimentv1.Verdict
 	steps    []*experimentv1.StepResult
 	variants map[string]Variant
@@ -40,7 +40,7 @@ type judged struct {
 }
 
 func newJudged(p experiments.Params, steps []*experimentv1.StepResult) judged {
-	j := judged{p: p, v: &experimentv1.Verdict{}, steps: steps, variants: map[string]Variant{}}
+	j := judged{rounds: experiments.As[params](p).Rounds, v: &experimentv1.Verdict{}, steps: steps, variants: map[string]Variant{}}
 	for _, s := range steps {
 		name := s.GetStep().GetVariant()
 		if _, ok := j.variants[name]; ok {
@@ -125,12 +125,12 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 // compare decides metric of variant b against variant a and records it in
 // the verdict (see judge.Compare).
 func (j judged) compare(metric string, a, b Variant, margin float64) measure.Decision {
-	return judge.Compare(j.v, j.p, j.steps, metric, a.Name(), b.Name(), margin)
+	return judge.Compare(j.v, j.rounds.Test(margin), j.steps, metric, a.Name(), b.Name())
 }
 
 // describe decides a comparison that only describes (see judge.Decide).
 func (j judged) describe(metric string, a, b Variant) measure.Decision {
-	return judge.Decide(j.p, j.steps, metric, a.Name(), b.Name(), 0)
+	return judge.Decide(j.rounds.Test(0), j.steps, metric, a.Name(), b.Name())
 }
 
 func (j judged) engagement(v Variant) (experimentv1.Engagement, string) {

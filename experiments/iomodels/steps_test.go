@@ -110,7 +110,8 @@ func TestDefaultsFitInAMinute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	per := p.Duration("duration") + p.Duration("warmup") + 100e6
+	c := experiments.As[params](p)
+	per := c.Duration + c.Warmup + 100e6
 	if total := per * time.Duration(len(steps)); total > 55e9 {
 		t.Errorf("%d steps of about %v take %v", len(steps), per, total)
 	}

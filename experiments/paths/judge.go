@@ -95,10 +95,11 @@ func engagement(kind string, steps []*experimentv1.StepResult) (experimentv1.Eng
 // same speed within Margin (an equivalence test: overlapping ranges are no
 // evidence of sameness).
 func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experimentv1.Verdict {
+	c := experiments.As[params](p)
 	v := &experimentv1.Verdict{Claim: "C12"}
 	variants := report.Variants(steps)
 	var missing []string
-	for _, k := range p.List("paths") {
+	for _, k := range c.Paths {
 		if !slices.Contains(variants, k) {
 			missing = append(missing, k)
 		}
@@ -148,7 +149,7 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experiment
 			continue
 		}
 		compared++
-		d := judge.Compare(v, p, steps, m.metric, KindLoopback, KindOwnIP, Margin)
+		d := judge.Compare(v, c.Test(Margin), steps, m.metric, KindLoopback, KindOwnIP)
 		parts = append(parts, fmt.Sprintf("%s %s (127.0.0.1) vs %s (own IP): %s", m.what, m.format(d.A.Median), m.format(d.B.Median), d.Reason))
 		switch {
 		case d.Verdict == measure.Same:

@@ -65,44 +65,55 @@ repeats of both, up to max_repeats within its budget (docs/statistics.md). The l
 has worked this way since Linux 2.2; lo's 64 KiB MTU (Linux 3.6 and later)
 is why bulk over lo moves far larger packets than a veth with MTU 1500.`,
 		Claims:         []string{"C12"},
-		Roles:          []string{"server", "sink", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, Sink, experiments.Client),
 		SummaryMetrics: []string{"client.rtt_p50_ns", "client.rtt_p99_ns", "client.msgs_per_s", "sink.throughput_bps", "client.cpu_ns_per_msg", "server.cpu_ns_per_msg"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.ListParam("paths", "kinds of path to measure; kinds the lab has no path for are named in the verdict", experimentv1.ParamKind_PARAM_KIND_ENUM,
-				"loopback,own-ip,veth,bridge,macvlan,nic", "", "", Kinds...),
-			experiments.SizeParam("size", "rr: bytes per request and per response", 64, 1, 1<<20),
-			experiments.Duration(300 * time.Millisecond),
-			experiments.Warmup(100 * time.Millisecond),
-			experiments.SizeParam("write_size", "bulk: bytes per write", 64<<10, 1, 4<<20),
-			experiments.DurationParam("bulk_duration", "bulk: time the client writes", 300*time.Millisecond, 50*time.Millisecond, time.Minute),
-			experiments.Repeats(5),
-			experiments.MaxRepeats(14),
-			experiments.Budget(90 * time.Second),
-			experiments.CPUParam("client"),
-			experiments.CPUParam("server"),
-		},
+		Params:         experiments.Declare(defaults),
 	}
+}
+
+// Sink is the role the client's bulk stream goes to, on the server's node.
+const Sink experiments.Role = "sink"
+
+type params struct {
+	Paths []string         `param:"paths" choices:"loopback,own-ip,veth,bridge,macvlan,nic" help:"kinds of path to measure; kinds the lab has no path for are named in the verdict"`
+	Size  experiments.Size `param:"size" min:"1" max:"1MiB" help:"rr: bytes per request and per response"`
+	experiments.Timing
+	WriteSize    experiments.Size `param:"write_size" min:"1" max:"4MiB" help:"bulk: bytes per write"`
+	BulkDuration time.Duration    `param:"bulk_duration" min:"50ms" max:"1m" help:"bulk: time the client writes"`
+	experiments.Rounds
+	experiments.Pinning
+}
+
+var defaults = params{
+	Paths:        Kinds,
+	Size:         64,
+	Timing:       experiments.Timing{Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond},
+	WriteSize:    64 << 10,
+	BulkDuration: 300 * time.Millisecond,
+	Rounds:       experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: 90 * time.Second},
+	Pinning:      experiments.Unpinned,
 }
 
 // Steps measures each kind of path found from the client's node, the kinds
 // interleaved within each repeat.
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	client := lab.Node("client")
-	targets, missing := Targets(lab, client, p.List("paths"))
+	c := experiments.As[params](p)
+	client := lab.Node(experiments.Client)
+	targets, missing := Targets(lab, client, c.Paths)
 	if len(targets) == 0 {
 		return nil, fmt.Errorf("node %s has no path of the kinds asked for (%v)", client, missing)
 	}
 	var steps []*experimentv1.Step
-	for rep := range p.Int("repeats") {
+	for rep := range c.Repeats.Repeats {
 		for _, t := range targets {
 			steps = append(steps, &experimentv1.Step{
 				Variant: t.Kind,
 				Repeat:  int32(rep),
 				Params:  p.Map(),
 				Roles: []*experimentv1.RoleAssignment{
-					{Role: "server", Node: t.Node, Address: t.Addr.String()},
-					{Role: "sink", Node: t.Node, Address: t.Addr.String()},
-					{Role: "client", Node: client},
+					{Role: string(experiments.Server), Node: t.Node, Address: t.Addr.String()},
+					{Role: string(Sink), Node: t.Node, Address: t.Addr.String()},
+					{Role: string(experiments.Client), Node: client},
 				},
 			})
 		}
@@ -113,19 +124,19 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 // Run runs one role of one step, with the node's interface counters read
 // before and after it.
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	p := env.Params
+	p := experiments.As[params](env.Params)
 	before, err := kstat.ReadLinkStats(nil)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
 	}
 	var r *experimentv1.RoleReport
 	switch env.Role {
-	case "server":
-		r, err = rr.Serve(ctx, env, p.Size("size"), p.Int("server_cpu"), nil)
-	case "sink":
-		r, err = serveBulk(ctx, env, p.Size("write_size"), p.Int("server_cpu"))
-	case "client":
-		r, err = client(ctx, env)
+	case experiments.Server:
+		r, err = rr.Serve(ctx, env, int(p.Size), p.ServerCPU, nil)
+	case Sink:
+		r, err = serveBulk(ctx, env, int(p.WriteSize), p.ServerCPU)
+	case experiments.Client:
+		r, err = client(ctx, env, p)
 	default:
 		return nil, fmt.Errorf("paths has no role %q", env.Role)
 	}
@@ -142,22 +153,21 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 
 // client runs rr against the server, then the bulk stream into the sink,
 // and reports both in one report (their metric names differ by unit).
-func client(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	p := env.Params
-	server, err := env.Peer("server")
+func client(ctx context.Context, env *experiments.Env, p params) (*experimentv1.RoleReport, error) {
+	server, err := env.Peer(experiments.Server)
 	if err != nil {
 		return nil, err
 	}
-	sink, err := env.Peer("sink")
+	sink, err := env.Peer(Sink)
 	if err != nil {
 		return nil, err
 	}
-	r, err := rr.Client(ctx, env, server, rr.ClientOptions{Size: p.Size("size"), Duration: p.Duration("duration"),
-		Warmup: p.Duration("warmup"), CPU: p.Int("client_cpu")}, nil)
+	r, err := rr.Client(ctx, env, server, rr.ClientOptions{Size: int(p.Size), Duration: p.Duration,
+		Warmup: p.Warmup, CPU: p.ClientCPU}, nil)
 	if err != nil {
 		return nil, err
 	}
-	bulk, err := sendBulk(ctx, env, sink, BulkOptions{Chunk: p.Size("write_size"), Duration: p.Duration("bulk_duration"), CPU: p.Int("client_cpu")})
+	bulk, err := sendBulk(ctx, env, sink, BulkOptions{Chunk: int(p.WriteSize), Duration: p.BulkDuration, CPU: p.ClientCPU})
 	if err != nil {
 		return nil, err
 	}

@@ -299,7 +299,7 @@ func runStep(t *testing.T, ctx context.Context, ns netns.NsHandle, step *experim
 		role := ra.GetRole()
 		ready := make(chan int, 1)
 		var r *experimentv1.RoleReport
-		env := experiments.NewEnv("t", "n1", role, step, p, clonePeers(peers), func(port int) { ready <- port }, nil)
+		env := experiments.NewEnv("t", "n1", experiments.Role(role), step, p, clonePeers(peers), func(port int) { ready <- port }, nil)
 		done := inNetns(ns, func() (err error) {
 			r, err = e.Run(ctx, env)
 			return err

@@ -53,58 +53,59 @@ socket saw (0 means packets arrived without a NAPI context, as on loopback and
 veth without GRO).
 
 Compare with sockperf ping-pong --tcp --full-rtt -m SIZE on the same link.`,
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.rtt_p50_ns", "client.rtt_p99_ns", "client.rtt_p999_ns", "client.msgs_per_s", "client.cpu_ns_per_msg", "server.cpu_ns_per_msg", "client.vcsw_per_msg", "server.vcsw_per_msg"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.SizeParam("size", "bytes per request and per response", 64, 1, 1<<20),
-			experiments.Duration(5 * time.Second),
-			experiments.IntParam("count", "stop after this many measured round trips (0: run for duration)", 0, 0, 100_000_000),
-			experiments.Warmup(500 * time.Millisecond),
-			experiments.Repeats(5),
-			experiments.CPUParam("client"),
-			experiments.CPUParam("server"),
-		},
+		Params:         experiments.Declare(defaults),
 	}
+}
+
+// params are rr's parameters.
+type params struct {
+	Size  experiments.Size `param:"size" min:"1" max:"1MiB" help:"bytes per request and per response"`
+	Count int              `param:"count" min:"0" max:"100000000" help:"stop after this many measured round trips (0: run for duration)"`
+	experiments.Timing
+	experiments.Repeats
+	experiments.Pinning
+}
+
+var defaults = params{
+	Size:    64,
+	Timing:  experiments.Timing{Duration: 5 * time.Second, Warmup: 500 * time.Millisecond},
+	Repeats: experiments.Repeats{Repeats: 5},
+	Pinning: experiments.Unpinned,
 }
 
 // Steps runs the server on its node and the client on its own, one step
 // per repeat.
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	addr, err := lab.Address(lab.Node("client"), lab.Node("server"))
+	place, err := lab.ServerClient()
 	if err != nil {
 		return nil, err
 	}
-	steps := make([]*experimentv1.Step, p.Int("repeats"))
+	steps := make([]*experimentv1.Step, experiments.As[params](p).Repeats.Repeats)
 	for i := range steps {
-		steps[i] = &experimentv1.Step{
-			Variant: "tcp",
-			Repeat:  int32(i),
-			Params:  p.Map(),
-			Roles: []*experimentv1.RoleAssignment{
-				{Role: "server", Node: lab.Node("server"), Address: addr.String()},
-				{Role: "client", Node: lab.Node("client")},
-			},
-		}
+		steps[i] = &experimentv1.Step{Variant: "tcp", Repeat: int32(i), Params: p.Map(), Roles: place.Roles()}
 	}
 	return steps, nil
 }
 
 // Run runs the server or the client.
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
+	p := experiments.As[params](env.Params)
 	switch env.Role {
-	case "server":
-		return Serve(ctx, env, env.Params.Size("size"), env.Params.Int("server_cpu"), nil)
-	case "client":
-		peer, err := env.Peer("server")
+	case experiments.Server:
+		return Serve(ctx, env, int(p.Size), p.ServerCPU, nil)
+	case experiments.Client:
+		peer, err := env.Peer(experiments.Server)
 		if err != nil {
 			return nil, err
 		}
 		opts := ClientOptions{
-			Size:     env.Params.Size("size"),
-			Duration: env.Params.Duration("duration"),
-			Count:    env.Params.Int("count"),
-			Warmup:   env.Params.Duration("warmup"),
-			CPU:      env.Params.Int("client_cpu"),
+			Size:     int(p.Size),
+			Duration: p.Duration,
+			Count:    p.Count,
+			Warmup:   p.Warmup,
+			CPU:      p.ClientCPU,
 		}
 		return Client(ctx, env, peer, opts, nil)
 	}
@@ -311,7 +312,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		p50, p99 := row.GetMetrics()["client.rtt_p50_ns"], row.GetMetrics()["client.rtt_p99_ns"]
 		rate := row.GetMetrics()["client.msgs_per_s"]
 		v.Explanation = fmt.Sprintf("%s-byte TCP round trips: p50 %s (repeats %s–%s), p99 %s, %.0f msg/s over %d repeats",
-			p.Map()["size"], us(p50.GetMedian()), us(p50.GetMin()), us(p50.GetMax()), us(p99.GetMedian()), rate.GetMedian(), p50.GetN())
+			experiments.As[params](p).Size, us(p50.GetMedian()), us(p50.GetMin()), us(p50.GetMax()), us(p99.GetMedian()), rate.GetMedian(), p50.GetN())
 	}
 	return rows, v
 }

@@ -75,48 +75,56 @@ asleep at the release returns once the receiver's window update reaches it
 own zero-window probe). The server's stall bounds every wait. Defaults: 2
 variants x 5 repeats x ~0.3 s.`,
 		Claims:         []string{"C17"},
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.sndbuf_bytes", "server.rcvbuf_bytes", "client.first_eagain_bytes", "client.accepted_bytes", "server.queued_at_release_bytes", "client.bytes_before_block", "client.blocked_until_release_ns", "client.wake_after_release_ns"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.ListParam("variants", "ways to send", experimentv1.ParamKind_PARAM_KIND_ENUM, NonBlocking+","+Blocking, "", "", NonBlocking, Blocking),
-			experiments.SizeParam("sndbuf", "SO_SNDBUF the client asks for (the kernel doubles it, within net.core.wmem_max)", 4<<10, 1<<10, 1<<20),
-			experiments.SizeParam("rcvbuf", "SO_RCVBUF the server asks for (doubled likewise, within net.core.rmem_max)", 4<<10, 1<<10, 1<<20),
-			experiments.DurationParam("stall", "how long the server leaves the connection unread", 200*time.Millisecond, 50*time.Millisecond, 5*time.Second),
-			experiments.SizeParam("chunk", "bytes per send call", 1<<10, 1, 64<<10),
-			experiments.SizeParam("bytes", "bytes the blocking variant sends in all (well above what the buffers hold)", 256<<10, 64<<10, 64<<20),
-			experiments.Repeats(5),
-		},
+		Params:         experiments.Declare(defaults),
 	}
 }
 
-// Steps alternates the variants across repeats.
+type params struct {
+	Variants []string         `param:"variants" choices:"nonblocking,blocking" help:"ways to send"`
+	Sndbuf   experiments.Size `param:"sndbuf" min:"1KiB" max:"1MiB" help:"SO_SNDBUF the client asks for (the kernel doubles it, within net.core.wmem_max)"`
+	Rcvbuf   experiments.Size `param:"rcvbuf" min:"1KiB" max:"1MiB" help:"SO_RCVBUF the server asks for (doubled likewise, within net.core.rmem_max)"`
+	Stall    time.Duration    `param:"stall" min:"50ms" max:"5s" help:"how long the server leaves the connection unread"`
+	Chunk    experiments.Size `param:"chunk" min:"1" max:"64KiB" help:"bytes per send call"`
+	Bytes    experiments.Size `param:"bytes" min:"64KiB" max:"64MiB" help:"bytes the blocking variant sends in all (well above what the buffers hold)"`
+	experiments.Repeats
+}
+
+var defaults = params{
+	Variants: []string{NonBlocking, Blocking},
+	Sndbuf:   4 << 10,
+	Rcvbuf:   4 << 10,
+	Stall:    200 * time.Millisecond,
+	Chunk:    1 << 10,
+	Bytes:    256 << 10,
+	Repeats:  experiments.Repeats{Repeats: 5},
+}
+
+// Steps alternates the variants across repeats; each step's variants
+// parameter names its one variant.
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	addr, err := lab.Address(lab.Node("client"), lab.Node("server"))
+	place, err := lab.ServerClient()
 	if err != nil {
 		return nil, err
 	}
+	c := experiments.As[params](p)
 	var variants []string
-	for _, v := range p.List("variants") {
+	for _, v := range c.Variants {
 		if !slices.Contains(variants, v) {
 			variants = append(variants, v)
 		}
 	}
 	var steps []*experimentv1.Step
-	for rep := range p.Int("repeats") {
+	for rep := range c.Repeats.Repeats {
 		for _, v := range variants {
-			vp, err := p.With(map[string]string{"variants": v})
+			one := c
+			one.Variants = []string{v}
+			vp, err := experiments.Set(p, one)
 			if err != nil {
 				return nil, err
 			}
-			steps = append(steps, &experimentv1.Step{
-				Variant: v,
-				Repeat:  int32(rep),
-				Params:  vp.Map(),
-				Roles: []*experimentv1.RoleAssignment{
-					{Role: "server", Node: lab.Node("server"), Address: addr.String()},
-					{Role: "client", Node: lab.Node("client")},
-				},
-			})
+			steps = append(steps, &experimentv1.Step{Variant: v, Repeat: int32(rep), Params: vp.Map(), Roles: place.Roles()})
 		}
 	}
 	return steps, nil
@@ -124,23 +132,22 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 
 // Run runs the stalled reader or the sender.
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	p := env.Params
+	p := experiments.As[params](env.Params)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	switch env.Role {
-	case "server":
-		return serve(ctx, env, p.Size("rcvbuf"), p.Duration("stall"))
-	case "client":
-		peer, err := env.Peer("server")
+	case experiments.Server:
+		return serve(ctx, env, int(p.Rcvbuf), p.Stall)
+	case experiments.Client:
+		peer, err := env.Peer(experiments.Server)
 		if err != nil {
 			return nil, err
 		}
-		variant := p.List("variants")
-		if len(variant) != 1 {
-			return nil, fmt.Errorf("sndbuf client: step parameters name %d variants, want one", len(variant))
+		if len(p.Variants) != 1 {
+			return nil, fmt.Errorf("sndbuf client: step parameters name %d variants, want one", len(p.Variants))
 		}
-		return send(ctx, env, peer, clientConfig{variant: variant[0], sndbuf: p.Size("sndbuf"), chunk: p.Size("chunk"),
-			bytes: p.Size("bytes"), stall: p.Duration("stall")})
+		return send(ctx, env, peer, clientConfig{variant: p.Variants[0], sndbuf: int(p.Sndbuf), chunk: int(p.Chunk),
+			bytes: int(p.Bytes), stall: p.Stall})
 	}
 	return nil, fmt.Errorf("sndbuf has no role %q", env.Role)
 }
@@ -392,7 +399,7 @@ func finish(ctx context.Context, r *experimentv1.RoleReport, node string) (*expe
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
 	rows := report.Aggregate(steps)
 	v := &experimentv1.Verdict{Claim: "C17"}
-	stall := p.Duration("stall")
+	stall := experiments.As[params](p).Stall
 	var parts []string
 	holds, fails := 0, 0
 	if row := report.Row(rows, NonBlocking); row != nil {

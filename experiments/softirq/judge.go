@@ -31,7 +31,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		variants = append(variants, v)
 		row.Engagement, row.Note = engagement(v, stepsOf(steps, row.GetVariant()))
 	}
-	j := judging{p: p, v: &experimentv1.Verdict{}, steps: steps, variants: variants}
+	j := judging{rounds: experiments.As[params](p).Rounds, v: &experimentv1.Verdict{}, steps: steps, variants: variants}
 	var claims []claim
 	for _, c := range []func() claim{j.c4, j.c5, j.c6, j.c18} {
 		if cl := c(); cl.outcome != experimentv1.Outcome_OUTCOME_UNSPECIFIED {
@@ -144,7 +144,7 @@ func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engag
 
 // judging answers the claims from the steps of a run.
 type judging struct {
-	p        experiments.Params
+	rounds   experiments.Rounds
 	v        *experimentv1.Verdict // the comparisons are recorded in it
 	steps    []*experimentv1.StepResult
 	variants []Variant
@@ -152,7 +152,7 @@ type judging struct {
 
 // compare decides a server metric of b against a, and records it.
 func (j judging) compare(metric string, a, b Variant) measure.Decision {
-	return judge.Compare(j.v, j.p, j.steps, "server."+metric, a.String(), b.String(), 0)
+	return judge.Compare(j.v, j.rounds.Test(0), j.steps, "server."+metric, a.String(), b.String())
 }
 
 // values is a server metric over the repeats of v.

@@ -58,7 +58,7 @@ func decodeDone(b []byte) done {
 // forwarding on a GRO interface, through the role's settings journal, and
 // records what the kernel holds afterwards.
 func applySettings(ctx context.Context, env *experiments.Env, v Variant, r *experimentv1.RoleReport) error {
-	if env.Params.Bool("udp_gro_forwarding") {
+	if experiments.As[params](env.Params).UDPGROForwarding {
 		if err := udpGROForwarding(ctx, env, v.Iface, r); err != nil {
 			return err
 		}
@@ -68,7 +68,7 @@ func applySettings(ctx context.Context, env *experiments.Env, v Variant, r *expe
 		if err != nil {
 			return err
 		}
-		mask, err := RPSMask(env.Params.String("rps_cpus"), cpus)
+		mask, err := RPSMask(experiments.As[params](env.Params).RPSCPUs, cpus)
 		if err != nil {
 			return err
 		}
@@ -163,7 +163,7 @@ func ParseFeatures(out string) map[string]string {
 func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.RoleReport, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	p := env.Params
+	p := experiments.As[params](env.Params)
 	addr := env.Address()
 	if err := checkIface(v.Iface, addr); err != nil {
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
@@ -206,7 +206,7 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 	stop = role.ShutdownOnDone(ctx, conn, udp)
 	defer stop()
 
-	rd, err := startReader(udp, p.Int("server_cpu"))
+	rd, err := startReader(udp, p.ServerCPU)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +218,7 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 		return nil, err
 	}
 	select {
-	case <-time.After(p.Duration("baseline")):
+	case <-time.After(p.Baseline):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -261,7 +261,7 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 		report.AddUsage(r, usage, delivered, "msg")
 	}
 	r.Environment = report.Node(ctx, env.Node, nil)
-	r.Environment.PinnedCpu = int32(p.Int("server_cpu"))
+	r.Environment.PinnedCpu = int32(p.ServerCPU)
 	r.Environment.Sysctls[backlogSysctl], _ = env.Settings.ReadHostSysctl(backlogSysctl)
 	return r, nil
 }
@@ -436,8 +436,8 @@ func (rd *reader) Stop() (int64, measure.Usage, error) {
 // flood is the client: it sends for the step's duration at the variant's
 // rate over the flows' sockets.
 func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.RoleReport, error) {
-	p := env.Params
-	peer, err := env.Peer("server")
+	p := experiments.As[params](env.Params)
+	peer, err := env.Peer(experiments.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -464,7 +464,7 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 			fd.Close()
 		}
 	}()
-	for range p.Int("flows") {
+	for range p.Flows {
 		fd, err := sock.Connect(sock.UDP, dst)
 		if err != nil {
 			return nil, err
@@ -475,8 +475,8 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 	if err != nil {
 		return nil, err
 	}
-	env.Progressf("sending %s for %v", v, p.Duration("duration"))
-	res := send(ctx, fds, sendOptions{size: p.Size("size"), rate: v.Rate, duration: p.Duration("duration"), cpu: p.Int("client_cpu")})
+	env.Progressf("sending %s for %v", v, p.Duration)
+	res := send(ctx, fds, sendOptions{size: int(p.Size), rate: v.Rate, duration: p.Duration, cpu: p.ClientCPU})
 	if res.err != nil {
 		return nil, role.CtxErr(ctx, res.err)
 	}
@@ -514,7 +514,7 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 	report.AddEvidence(r, "link_tx_dropped", float64(tx.TxDropped), "packets", "rtnetlink tx_dropped delta of "+iface+" in node "+env.Node,
 		"a veth counts here the packets its peer could not take (full NAPI ring or backlog)")
 	r.Environment = report.Node(ctx, env.Node, nil)
-	r.Environment.PinnedCpu = int32(p.Int("client_cpu"))
+	r.Environment.PinnedCpu = int32(p.ClientCPU)
 	return r, nil
 }
 

@@ -118,7 +118,7 @@ func runRole(t *testing.T, ctx context.Context, ns netns.NsHandle, role string, 
 		if err != nil {
 			return err
 		}
-		env := experiments.NewEnv("t", role, role, step, p, peers, ready, nil)
+		env := experiments.NewEnv("t", role, experiments.Role(role), step, p, peers, ready, nil)
 		env.Settings = j
 		var e Experiment
 		r, err := e.Run(ctx, env)

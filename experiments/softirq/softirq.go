@@ -81,37 +81,45 @@ packets per poll rises, the backlog can overflow (C5), and if the budget
 with 2 vCPUs the receiving CPU also runs the reader. Softirq and ksoftirqd
 times come in 10 ms ticks: a 300 ms step resolves about 3%.`,
 		Claims:         []string{"C4", "C5", "C6", "C18"},
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.offered_per_s", "client.sender_polls_per_packet", "server.delivered_per_s", "server.link_rx_packets", "server.own_net_rx_softirqs", "server.own_napi_polls", "server.packets_per_poll", "server.device_irqs", "server.softnet_dropped", "server.time_squeeze", "server.ksoftirqd_share"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.ListParam("variants", "groups of steps: load (the rates), rps, backlog, rps-backlog (floods)", experimentv1.ParamKind_PARAM_KIND_ENUM,
-				"load,rps,backlog,rps-backlog", "", "", Groups...),
-			experiments.ListParam("rates", "offered loads of the load group, datagrams/s; 0 is a flood", experimentv1.ParamKind_PARAM_KIND_INT, "10000,100000,0", "0", "5000000"),
-			experiments.DurationParam("duration", "how long each paced load of the rates lasts", 300*time.Millisecond, 100*time.Millisecond, 10*time.Second),
-			experiments.DurationParam("flood_duration", "how long a flood lasts", 300*time.Millisecond, 100*time.Millisecond, time.Second),
-			experiments.SizeParam("size", "UDP payload bytes", 64, 1, 1472),
-			experiments.IntParam("flows", "sending sockets (source ports), used in turn: RPS spreads by flow", 8, 1, 64),
-			experiments.IntParam("backlog", "net.core.netdev_max_backlog of the backlog variants", 8, 1, 100000),
-			{Name: "rps_cpus", Help: "CPUs RPS may steer to: all (every online CPU) or a hex mask such as 2", Kind: experimentv1.ParamKind_PARAM_KIND_STRING, Default: "all"},
-			experiments.BoolParam("udp_gro_forwarding", "on a receiving interface with GRO on, turn rx-udp-gro-forwarding on for the step (veth's own NAPI then takes the UDP)", true),
-			experiments.DurationParam("baseline", "idle time read before each step, to measure the host's background", 100*time.Millisecond, 0, time.Second),
-			experiments.IntParam("client_cpu", "pin the sender to this CPU (-1: not pinned)", 0, -1, 4095),
-			experiments.IntParam("server_cpu", "pin the reader to this CPU (-1: not pinned)", 1, -1, 4095),
-			experiments.Repeats(5),
-			experiments.MaxRepeats(14),
-			experiments.Budget(90 * time.Second),
-		},
+		Params:         experiments.Declare(defaults),
 	}
+}
+
+type params struct {
+	Variants         []string         `param:"variants" choices:"load,rps,backlog,rps-backlog" help:"groups of steps: load (the rates), rps, backlog, rps-backlog (floods)"`
+	Rates            []int            `param:"rates" min:"0" max:"5000000" help:"offered loads of the load group, datagrams/s; 0 is a flood"`
+	Duration         time.Duration    `param:"duration" min:"100ms" max:"10s" help:"how long each paced load of the rates lasts"`
+	FloodDuration    time.Duration    `param:"flood_duration" min:"100ms" max:"1s" help:"how long a flood lasts"`
+	Size             experiments.Size `param:"size" min:"1" max:"1472" help:"UDP payload bytes"`
+	Flows            int              `param:"flows" min:"1" max:"64" help:"sending sockets (source ports), used in turn: RPS spreads by flow"`
+	Backlog          int              `param:"backlog" min:"1" max:"100000" help:"net.core.netdev_max_backlog of the backlog variants"`
+	RPSCPUs          string           `param:"rps_cpus" help:"CPUs RPS may steer to: all (every online CPU) or a hex mask such as 2"`
+	UDPGROForwarding bool             `param:"udp_gro_forwarding" help:"on a receiving interface with GRO on, turn rx-udp-gro-forwarding on for the step (veth's own NAPI then takes the UDP)"`
+	Baseline         time.Duration    `param:"baseline" min:"0s" max:"1s" help:"idle time read before each step, to measure the host's background"`
+	experiments.Pinning
+	experiments.Rounds
+}
+
+// The sender and the reader are pinned apart by default: on two CPUs,
+// a flood's softirqs would otherwise share the reader's CPU by chance.
+var defaults = params{
+	Variants: Groups, Rates: []int{10000, 100000, 0}, Duration: 300 * time.Millisecond, FloodDuration: 300 * time.Millisecond,
+	Size: 64, Flows: 8, Backlog: 8, RPSCPUs: "all", UDPGROForwarding: true, Baseline: 100 * time.Millisecond,
+	Pinning: experiments.Pinning{ClientCPU: 0, ServerCPU: 1},
+	Rounds:  experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: 90 * time.Second},
 }
 
 // Steps measures every variant on every direct link from the client to the
 // server, interleaved within each repeat.
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	client, server := lab.Node("client"), lab.Node("server")
+	c := experiments.As[params](p)
+	client, server := lab.Node(experiments.Client), lab.Node(experiments.Server)
 	if client == server {
 		return nil, fmt.Errorf("softirq needs the client and the server on two nodes (both are on %s)", client)
 	}
-	if _, err := RPSMask(p.String("rps_cpus"), []int{0}); err != nil {
+	if _, err := RPSMask(c.RPSCPUs, []int{0}); err != nil {
 		return nil, err
 	}
 	var links []experiments.Path
@@ -124,14 +132,14 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 		return nil, fmt.Errorf("node %s has no link of its own to node %s", client, server)
 	}
 	var steps []*experimentv1.Step
-	for rep := range p.Int("repeats") {
+	for rep := range c.Repeats.Repeats {
 		for _, l := range links {
-			for _, v := range Variants(l.Iface, p.List("variants"), p.Ints("rates"), p.Int("backlog")) {
+			for _, v := range Variants(l.Iface, c.Variants, c.Rates, c.Backlog) {
 				steps = append(steps, &experimentv1.Step{
 					Variant: v.String(), Repeat: int32(rep), Params: stepParams(p, v),
 					Roles: []*experimentv1.RoleAssignment{
-						{Role: "server", Node: server, Address: l.Addr.String()},
-						{Role: "client", Node: client},
+						{Role: string(experiments.Server), Node: server, Address: l.Addr.String()},
+						{Role: string(experiments.Client), Node: client},
 					},
 				})
 			}
@@ -158,9 +166,9 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 		return nil, err
 	}
 	switch env.Role {
-	case "server":
+	case experiments.Server:
 		return receive(ctx, env, v)
-	case "client":
+	case experiments.Client:
 		return flood(ctx, env, v)
 	}
 	return nil, fmt.Errorf("softirq has no role %q", env.Role)

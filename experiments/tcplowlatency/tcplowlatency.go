@@ -66,19 +66,24 @@ version, TCP retransmissions during the step. Defaults: 2 variants x 5
 repeats x (1 s + 200 ms warm-up), about 15 s, and up to 3 rounds more (14
 repeats, 35 s) while undecided.`,
 		Claims:         []string{"C3"},
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.rtt_p50_ns", "client.rtt_p99_ns", "client.msgs_per_s", "server.cpu_ns_per_msg", "server.vcsw_per_msg"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.SizeParam("size", "bytes per request and per response", 64, 1, 1<<20),
-			experiments.Duration(time.Second),
-			experiments.Warmup(200 * time.Millisecond),
-			experiments.Repeats(5),
-			experiments.MaxRepeats(14),
-			experiments.Budget(time.Minute),
-			experiments.CPUParam("client"),
-			experiments.CPUParam("server"),
-		},
+		Params:         experiments.Declare(defaults),
 	}
+}
+
+type params struct {
+	Size experiments.Size `param:"size" min:"1" max:"1MiB" help:"bytes per request and per response"`
+	experiments.Timing
+	experiments.Rounds
+	experiments.Pinning
+}
+
+var defaults = params{
+	Size:    64,
+	Timing:  experiments.Timing{Duration: time.Second, Warmup: 200 * time.Millisecond},
+	Rounds:  experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: time.Minute},
+	Pinning: experiments.Unpinned,
 }
 
 // Margin is the effect C3 calls none: RTT p50 within 5%.
@@ -93,22 +98,14 @@ func variantName(value string) string { return "tcp_low_latency=" + value }
 // value in the variant name only (the spec has no parameter for it: the
 // experiment is the comparison).
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	addr, err := lab.Address(lab.Node("client"), lab.Node("server"))
+	place, err := lab.ServerClient()
 	if err != nil {
 		return nil, err
 	}
 	var steps []*experimentv1.Step
-	for rep := range p.Int("repeats") {
+	for rep := range experiments.As[params](p).Repeats.Repeats {
 		for _, v := range values {
-			steps = append(steps, &experimentv1.Step{
-				Variant: variantName(v),
-				Repeat:  int32(rep),
-				Params:  p.Map(),
-				Roles: []*experimentv1.RoleAssignment{
-					{Role: "server", Node: lab.Node("server"), Address: addr.String()},
-					{Role: "client", Node: lab.Node("client")},
-				},
-			})
+			steps = append(steps, &experimentv1.Step{Variant: variantName(v), Repeat: int32(rep), Params: p.Map(), Roles: place.Roles()})
 		}
 	}
 	return steps, nil
@@ -116,9 +113,9 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 
 // Run sets the sysctl in the server role and runs rr's roles.
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	p := env.Params
+	p := experiments.As[params](env.Params)
 	switch env.Role {
-	case "server":
+	case experiments.Server:
 		value, ok := strings.CutPrefix(env.Step.GetVariant(), "tcp_low_latency=")
 		if !ok || (value != "0" && value != "1") {
 			return nil, fmt.Errorf("tcp-low-latency: step variant %q names no value of %s", env.Step.GetVariant(), Sysctl)
@@ -126,7 +123,7 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 		if err := env.Settings.HostSysctl(ctx, Sysctl, value); err != nil {
 			return nil, fmt.Errorf("tcp-low-latency server: %w", err)
 		}
-		r, err := rr.Serve(ctx, env, p.Size("size"), p.Int("server_cpu"), nil)
+		r, err := rr.Serve(ctx, env, int(p.Size), p.ServerCPU, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -142,13 +139,13 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 		k := runningKernel()
 		report.AddEvidence(r, "kernel_version", k.number(), "major*1000+minor", "uname -r", k.release)
 		return r, nil
-	case "client":
-		peer, err := env.Peer("server")
+	case experiments.Client:
+		peer, err := env.Peer(experiments.Server)
 		if err != nil {
 			return nil, err
 		}
-		return rr.Client(ctx, env, peer, rr.ClientOptions{Size: p.Size("size"), Duration: p.Duration("duration"),
-			Warmup: p.Duration("warmup"), CPU: p.Int("client_cpu")}, nil)
+		return rr.Client(ctx, env, peer, rr.ClientOptions{Size: int(p.Size), Duration: p.Duration,
+			Warmup: p.Warmup, CPU: p.ClientCPU}, nil)
 	}
 	return nil, fmt.Errorf("tcp-low-latency has no role %q", env.Role)
 }
@@ -227,7 +224,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		return rows, v
 	}
 	kernel := kernelOf(steps)
-	d := judge.Compare(v, p, steps, "client.rtt_p50_ns", variantName("0"), variantName("1"), Margin)
+	d := judge.Compare(v, experiments.As[params](p).Test(Margin), steps, "client.rtt_p50_ns", variantName("0"), variantName("1"))
 	numbers := fmt.Sprintf("RTT p50 with 1 against 0 (%s vs %s): %s", us(d.B.Median), us(d.A.Median), d.Reason)
 	modern := kernel.atLeast(removedIn)
 	switch {

@@ -22,18 +22,19 @@ import (
 // for warmup and then for duration, measures the second phase, waits for
 // the kernel to complete every zero-copy send, and closes.
 func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	cpu := env.Params.Int("client_cpu")
+	p := experiments.As[params](env.Params)
+	cpu := p.ClientCPU
 	unlock, err := role.LockThread(cpu)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	_, path, _, size := stepVariant(env.Params)
-	peer, err := env.Peer("server")
+	_, path, _, size := stepVariant(p)
+	peer, err := env.Peer(experiments.Server)
 	if err != nil {
 		return nil, err
 	}
-	s, err := newSender(path, size, int64(env.Params.Size("file_size")), env.RunID)
+	s, err := newSender(path, size, int64(p.FileSize), env.RunID)
 	if err != nil {
 		return nil, err
 	}
@@ -56,8 +57,8 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 		return nil, err
 	}
 
-	env.Progressf("warming up %s with %d-byte messages for %v", label(path), size, env.Params.Duration("warmup"))
-	for end := time.Now().Add(env.Params.Duration("warmup")); time.Now().Before(end); {
+	env.Progressf("warming up %s with %d-byte messages for %v", label(path), size, p.Warmup)
+	for end := time.Now().Add(p.Warmup); time.Now().Before(end); {
 		if err := s.send(); errors.As(err, &u) {
 			addUnsupported(r, path, u)
 			return finish(ctx, r, env.Node, cpu, "")
@@ -66,7 +67,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 		}
 	}
 
-	env.Progressf("measuring %s for %v", label(path), env.Params.Duration("duration"))
+	env.Progressf("measuring %s for %v", label(path), p.Duration)
 	before, err := snapshot()
 	if err != nil {
 		return nil, err
@@ -77,7 +78,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 		return nil, err
 	}
 	begin := time.Now()
-	deadline := begin.Add(env.Params.Duration("duration"))
+	deadline := begin.Add(p.Duration)
 	var msgs int64
 	for {
 		if err := s.send(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/measure"
 	"github.com/labctl/labctl/internal/report"
+	"github.com/labctl/labctl/internal/units"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -175,7 +176,7 @@ type sizeResult struct {
 
 // judgePaths compares every path that has a baseline with it, size by
 // size, on the sender's CPU per byte.
-func judgePaths(params experiments.Params, verdict *experimentv1.Verdict, steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow, obs map[string]*observed) []*pathResult {
+func judgePaths(rounds experiments.Rounds, verdict *experimentv1.Verdict, steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow, obs map[string]*observed) []*pathResult {
 	byName := map[string]*experimentv1.SummaryRow{}
 	var order []Variant
 	for _, r := range rows {
@@ -228,7 +229,7 @@ func judgePaths(params experiments.Params, verdict *experimentv1.Verdict, steps 
 			continue
 		}
 		p.sizes = append(p.sizes, sizeResult{size: v.Size, base: bv.String(), variant: v.String(),
-			cmp: judge.Decide(params, steps, costMetric, bv.String(), v.String(), 0)})
+			cmp: judge.Decide(rounds.Test(0), steps, costMetric, bv.String(), v.String())})
 	}
 	for _, pr := range out {
 		slices.SortFunc(pr.sizes, func(a, b sizeResult) int { return a.size - b.size })
@@ -238,7 +239,7 @@ func judgePaths(params experiments.Params, verdict *experimentv1.Verdict, steps 
 		// The largest size decides the path, so its comparison is the one
 		// recorded (and repeated while undecided); the others describe.
 		last := &pr.sizes[len(pr.sizes)-1]
-		last.cmp = judge.Compare(verdict, params, steps, costMetric, last.base, last.variant, 0)
+		last.cmp = judge.Compare(verdict, rounds.Test(0), steps, costMetric, last.base, last.variant)
 		p := pr
 		for i := len(p.sizes) - 1; i >= 0 && pays(p.sizes[i].cmp); i-- {
 			p.crossover = p.sizes[i].size
@@ -298,7 +299,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		row.Engagement, row.Note = engagement(v, obs[row.GetVariant()])
 	}
 	v := &experimentv1.Verdict{Claim: "C11"}
-	paths := judgePaths(p, v, steps, rows, obs)
+	paths := judgePaths(experiments.As[params](p).Rounds, v, steps, rows, obs)
 	for _, pr := range paths {
 		for _, s := range pr.sizes {
 			row := report.Row(rows, Variant{Link: pr.link, Send: pr.send, Recv: pr.recv, Size: s.size}.String())
@@ -343,10 +344,10 @@ func explain(paths []*pathResult, steps []*experimentv1.StepResult) string {
 			continue
 		default:
 			s := p.sizes[len(p.sizes)-1]
-			item = fmt.Sprintf("%s %.3g vs %.3g ns/B of sender CPU (%s) at %s", label(p.send), s.cmp.B.Median, s.cmp.A.Median, label(baseline(p.send)), experiments.FormatSize(int64(s.size)))
+			item = fmt.Sprintf("%s %.3g vs %.3g ns/B of sender CPU (%s) at %s", label(p.send), s.cmp.B.Median, s.cmp.A.Median, label(baseline(p.send)), units.FormatSize(int64(s.size)))
 			switch p.outcome {
 			case experimentv1.Outcome_OUTCOME_HOLDS:
-				item += ", pays off from " + experiments.FormatSize(int64(p.crossover))
+				item += ", pays off from " + units.FormatSize(int64(p.crossover))
 			case experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD:
 				item += ", costs more"
 			default:
@@ -445,5 +446,5 @@ func copyCost(steps []*experimentv1.StepResult) string {
 		return measure.SpreadOf(report.Values(steps, v.String(), costMetric)).Median
 	}
 	return fmt.Sprintf(" C10: write from memory costs the sender %.3g ns/B at %s and %.3g ns/B at %s on %s.",
-		at(first), experiments.FormatSize(int64(first.Size)), at(last), experiments.FormatSize(int64(last.Size)), first.Link)
+		at(first), units.FormatSize(int64(first.Size)), at(last), units.FormatSize(int64(last.Size)), first.Link)
 }

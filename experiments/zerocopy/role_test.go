@@ -18,14 +18,14 @@ import (
 )
 
 // runLoopback runs both roles of one step over 127.0.0.1 in this process.
-func runLoopback(t *testing.T, ctx context.Context, params map[string]string) (server, client *experimentv1.RoleReport, serverErr, clientErr error) {
+func runLoopback(t *testing.T, ctx context.Context, given map[string]string) (server, client *experimentv1.RoleReport, serverErr, clientErr error) {
 	t.Helper()
 	var e Experiment
-	p, err := experiments.Validate(e.Spec(), params)
+	p, err := experiments.Validate(e.Spec(), given)
 	if err != nil {
 		t.Fatal(err)
 	}
-	link, send, recv, size := stepVariant(p)
+	link, send, recv, size := stepVariant(experiments.As[params](p))
 	v := Variant{Link: "lo", Send: send, Recv: recv, Size: size}
 	if link != LinkLoopback {
 		t.Fatalf("runLoopback with link=%s", link)

@@ -22,15 +22,16 @@ import (
 // ends at the end of the stream; per-byte costs do not need the two windows
 // to coincide, only to lie in the steady stream.
 func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	cpu := env.Params.Int("server_cpu")
+	p := experiments.As[params](env.Params)
+	cpu := p.ServerCPU
 	unlock, err := role.LockThread(cpu)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	_, _, path, _ := stepVariant(env.Params)
+	_, _, path, _ := stepVariant(p)
 	page := unix.Getpagesize()
-	chunk := (env.Params.Size("recv_chunk") + page - 1) / page * page
+	chunk := (int(p.RecvChunk) + page - 1) / page * page
 	fd, done, err := role.AcceptOne(ctx, env, nil)
 	if err != nil {
 		return nil, err
@@ -50,7 +51,7 @@ func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport,
 	if err != nil {
 		return nil, fmt.Errorf("zerocopy server: %w", err)
 	}
-	warmup := env.Params.Duration("warmup")
+	warmup := p.Warmup
 	var first time.Time
 	var total int64
 	var start struct {

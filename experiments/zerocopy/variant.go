@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/units"
 )
 
 // Send paths: how the client moves each message of the stream into its
@@ -106,7 +106,7 @@ type Variant struct {
 // String is the variant's name in results: link/send/recv/size, as in
 // "veth/sendfile/read/64KiB".
 func (v Variant) String() string {
-	return strings.Join([]string{v.Link, v.Send, v.Recv, experiments.FormatSize(int64(v.Size))}, "/")
+	return strings.Join([]string{v.Link, v.Send, v.Recv, units.FormatSize(int64(v.Size))}, "/")
 }
 
 // ParseVariant reads a variant's name back.
@@ -115,7 +115,7 @@ func ParseVariant(name string) (Variant, error) {
 	if len(f) != 4 {
 		return Variant{}, fmt.Errorf("variant %q: want link/send/recv/size", name)
 	}
-	size, err := experiments.ParseSize(f[3])
+	size, _, err := units.ParseSize(f[3])
 	if err != nil {
 		return Variant{}, fmt.Errorf("variant %q: %w", name, err)
 	}
@@ -124,6 +124,6 @@ func ParseVariant(name string) (Variant, error) {
 
 // stepVariant is what a role reads from its step's parameters: Steps gives
 // each step one link, one send path, one receive path and one size.
-func stepVariant(p experiments.Params) (link, send, recv string, size int) {
-	return p.List("link")[0], p.List("send")[0], p.List("recv")[0], p.Sizes("sizes")[0]
+func stepVariant(p params) (link, send, recv string, size int) {
+	return p.Link[0], p.Send[0], p.Recv[0], int(p.Sizes[0])
 }

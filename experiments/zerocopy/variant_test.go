@@ -97,7 +97,7 @@ func TestSteps(t *testing.T) {
 		if err != nil {
 			t.Fatalf("step %s: params do not validate: %v", s.GetVariant(), err)
 		}
-		link, send, recv, size := stepVariant(sp)
+		link, send, recv, size := stepVariant(experiments.As[params](sp))
 		if send != v.Send || recv != v.Recv || size != v.Size {
 			t.Errorf("step %s carries send %s recv %s size %d", s.GetVariant(), send, recv, size)
 		}
@@ -144,7 +144,8 @@ func TestDefaultsFitAMinute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := time.Duration(len(steps)) * (p.Duration("duration") + p.Duration("warmup"))
+	c := experiments.As[params](p)
+	total := time.Duration(len(steps)) * (c.Duration + c.Warmup)
 	if total > 40*time.Second {
 		t.Errorf("defaults: %d steps measure %v in all", len(steps), total)
 	}

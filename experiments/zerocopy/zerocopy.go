@@ -87,40 +87,49 @@ the smallest size from which the path costs less at every larger size.
 Compare the write and sendfile streams with iperf3 and iperf3 -Z on the
 same link: one connection, large writes.`,
 		Claims:         []string{"C10", "C11"},
-		Roles:          []string{"server", "client"},
+		Roles:          experiments.RoleNames(experiments.Server, experiments.Client),
 		SummaryMetrics: []string{"client.throughput_bps", "client.cpu_ns_per_byte", "server.cpu_ns_per_byte", "client.host_cpu_ns_per_byte", "client.host_softirq_ns_per_byte", "client.syscalls_per_msg", "client.copied_ratio", "server.mapped_ratio"},
-		Params: []*experimentv1.ParamSpec{
-			experiments.ListParam("send", "send paths", experimentv1.ParamKind_PARAM_KIND_ENUM,
-				"read_write,mmap_write,sendfile,splice,write,msg_zerocopy,uring_send,uring_send_zc", "", "", sendPaths...),
-			experiments.ListParam("recv", "receive paths", experimentv1.ParamKind_PARAM_KIND_ENUM, Read, "", "", recvPaths...),
-			experiments.ListParam("sizes", "bytes per send (per read for read_write)", experimentv1.ParamKind_PARAM_KIND_SIZE, "4KiB,64KiB,1MiB", "4KiB", "1MiB"),
-			experiments.ListParam("link", "lab: between the server's and the client's node; loopback: inside the client's node over 127.0.0.1",
-				experimentv1.ParamKind_PARAM_KIND_ENUM, LinkLab, "", "", LinkLab, LinkLoopback),
-			experiments.Duration(200 * time.Millisecond),
-			experiments.Warmup(50 * time.Millisecond),
-			experiments.Repeats(5),
-			experiments.MaxRepeats(14),
-			experiments.Budget(90 * time.Second),
-			experiments.SizeParam("file_size", "size of the client's file the file-based paths send, cyclically", 16<<20, 1<<20, 1<<30),
-			experiments.SizeParam("recv_chunk", "bytes the server asks for per read, or maps per TCP_ZEROCOPY_RECEIVE (rounded up to whole pages)", 256<<10, 4<<10, 16<<20),
-			experiments.CPUParam("client"),
-			experiments.CPUParam("server"),
-		},
+		Params:         experiments.Declare(defaults),
 	}
+}
+
+type params struct {
+	Send  []string           `param:"send" choices:"read_write,mmap_write,sendfile,splice,write,msg_zerocopy,uring_send,uring_send_zc,uring_send_zc_fixed" help:"send paths"`
+	Recv  []string           `param:"recv" choices:"read,recv_trunc,tcp_zerocopy" help:"receive paths"`
+	Sizes []experiments.Size `param:"sizes" min:"4KiB" max:"1MiB" help:"bytes per send (per read for read_write)"`
+	Link  []string           `param:"link" choices:"lab,loopback" help:"lab: between the server's and the client's node; loopback: inside the client's node over 127.0.0.1"`
+	experiments.Timing
+	experiments.Rounds
+	FileSize  experiments.Size `param:"file_size" min:"1MiB" max:"1GiB" help:"size of the client's file the file-based paths send, cyclically"`
+	RecvChunk experiments.Size `param:"recv_chunk" min:"4KiB" max:"16MiB" help:"bytes the server asks for per read, or maps per TCP_ZEROCOPY_RECEIVE (rounded up to whole pages)"`
+	experiments.Pinning
+}
+
+var defaults = params{
+	Send:      []string{ReadWrite, MmapWrite, Sendfile, Splice, Write, MsgZerocopy, UringSend, UringSendZC},
+	Recv:      []string{Read},
+	Sizes:     []experiments.Size{4 << 10, 64 << 10, 1 << 20},
+	Link:      []string{LinkLab},
+	Timing:    experiments.Timing{Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond},
+	Rounds:    experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: 90 * time.Second},
+	FileSize:  16 << 20,
+	RecvChunk: 256 << 10,
+	Pinning:   experiments.Unpinned,
 }
 
 // Steps makes one step per link, size, send path, receive path and repeat,
 // the variants interleaved within each repeat so that drift on the machine
 // hits them alike.
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
-	client, server := lab.Node("client"), lab.Node("server")
+	c := experiments.As[params](p)
+	client, server := lab.Node(experiments.Client), lab.Node(experiments.Server)
 	type place struct {
 		name   string // the variant's link label
 		server string
 		addr   string
 	}
 	var places []place
-	for _, l := range p.List("link") {
+	for _, l := range c.Link {
 		switch l {
 		case LinkLoopback:
 			places = append(places, place{"lo", client, "127.0.0.1"})
@@ -140,17 +149,19 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 		}
 	}
 	var steps []*experimentv1.Step
-	for r := range p.Int("repeats") {
+	for r := range c.Repeats.Repeats {
 		for _, pl := range places {
-			for _, size := range p.Sizes("sizes") {
-				for _, send := range p.List("send") {
-					for _, recv := range p.List("recv") {
-						v := Variant{Link: pl.name, Send: send, Recv: recv, Size: size}
+			for _, size := range c.Sizes {
+				for _, send := range c.Send {
+					for _, recv := range c.Recv {
+						v := Variant{Link: pl.name, Send: send, Recv: recv, Size: int(size)}
 						link := LinkLab
 						if pl.name == "lo" {
 							link = LinkLoopback
 						}
-						sp, err := p.With(map[string]string{"link": link, "send": send, "recv": recv, "sizes": experiments.FormatSize(int64(size))})
+						one := c
+						one.Link, one.Send, one.Recv, one.Sizes = []string{link}, []string{send}, []string{recv}, []experiments.Size{size}
+						sp, err := experiments.Set(p, one)
 						if err != nil {
 							return nil, err
 						}
@@ -159,8 +170,8 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 							Repeat:  int32(r),
 							Params:  sp.Map(),
 							Roles: []*experimentv1.RoleAssignment{
-								{Role: "server", Node: pl.server, Address: pl.addr},
-								{Role: "client", Node: client},
+								{Role: string(experiments.Server), Node: pl.server, Address: pl.addr},
+								{Role: string(experiments.Client), Node: client},
 							},
 						})
 					}
@@ -174,9 +185,9 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 // Run runs the server (receiver) or the client (sender).
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
 	switch env.Role {
-	case "server":
+	case experiments.Server:
 		return serve(ctx, env)
-	case "client":
+	case experiments.Client:
 		return stream(ctx, env)
 	}
 	return nil, fmt.Errorf("zerocopy has no role %q", env.Role)

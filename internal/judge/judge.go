@@ -1,3 +1,7 @@
+// Package judge decides the comparisons of a run's verdict: the
+// Mann-Whitney/Hodges-Lehmann test of measure over the variants' repeats,
+// recorded in the verdict, and the rounds of more repeats a run adds while
+// a comparison is undecided (docs/statistics.md).
 package judge
 
 import (
@@ -5,19 +9,19 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/measure"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
 // Compare decides metric (role-qualified: "client.rtt_p50_ns") of variant
-// b against variant a over their repeats, at the run's error rate and the
-// claim's margin (0: only the direction matters), and records the
+// b against variant a over their repeats with test (the run's error rate
+// split over its looks, and the claim's margin: experiments.Rounds.Test),
+// and records the
 // comparison in v: in its comparisons, and, while it is not settled
 // (measure.Decision.Settled), in the variants that need more repeats.
-func Compare(v *experimentv1.Verdict, p experiments.Params, steps []*experimentv1.StepResult, metric, a, b string, margin float64) measure.Decision {
-	d := Decide(p, steps, metric, a, b, margin)
+func Compare(v *experimentv1.Verdict, test measure.Test, steps []*experimentv1.StepResult, metric, a, b string) measure.Decision {
+	d := Decide(test, steps, metric, a, b)
 	v.Looks = int32(d.Looks)
 	v.Comparisons = append(v.Comparisons, ComparisonProto(metric, a, b, d))
 	if !d.Settled() {
@@ -32,8 +36,8 @@ func Compare(v *experimentv1.Verdict, p experiments.Params, steps []*experimentv
 
 // Decide is Compare for a comparison that only describes: recorded
 // nowhere, it never asks for more repeats.
-func Decide(p experiments.Params, steps []*experimentv1.StepResult, metric, a, b string, margin float64) measure.Decision {
-	return experiments.TestOf(p, margin).Decide(report.Values(steps, a, metric), report.Values(steps, b, metric))
+func Decide(test measure.Test, steps []*experimentv1.StepResult, metric, a, b string) measure.Decision {
+	return test.Decide(report.Values(steps, a, metric), report.Values(steps, b, metric))
 }
 
 // ComparisonProto is d as a result records it.

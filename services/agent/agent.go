@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -152,7 +153,7 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		return status.Errorf(codes.NotFound, "node %s: no experiment %q", s.Node, req.GetExperiment())
 	}
 	if !slices.Contains(exp.Spec().GetRoles(), req.GetRole()) {
-		return status.Errorf(codes.InvalidArgument, "node %s: experiment %s has no role %q (roles: %v)", s.Node, req.GetExperiment(), req.GetRole(), exp.Spec().GetRoles())
+		return status.Errorf(codes.InvalidArgument, "node %s: experiment %s has no role %q (roles: %v)", s.Node, req.GetExperiment(), experiments.Role(req.GetRole()), exp.Spec().GetRoles())
 	}
 	params, err := experiments.Validate(exp.Spec(), req.GetStep().GetParams())
 	if err != nil {
@@ -175,7 +176,7 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		defer mu.Unlock()
 		_ = stream.Send(r) // a failed send means the caller went away; ctx ends the role
 	}
-	env := experiments.NewEnv(req.GetRunId(), s.Node, req.GetRole(), req.GetStep(), params, peers,
+	env := experiments.NewEnv(req.GetRunId(), s.Node, experiments.Role(req.GetRole()), req.GetStep(), params, peers,
 		func(port int) {
 			send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Ready{Ready: &agentv1.Ready{Port: int32(port)}}})
 		},
@@ -225,4 +226,41 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 	env.Ready(0)
 	send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Report{Report: report}})
 	return nil
+}
+
+// ClientOptions are the dial options of a client of agents: the statuses
+// an agent answers with become failures of the kind their codes mean
+// (internal/fault), so that package runs, which calls agents, sees the
+// domain's errors and never a gRPC status.
+func ClientOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return rpcerr.FromStatus(invoker(ctx, method, req, reply, cc, opts...))
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			s, err := streamer(ctx, desc, cc, method, opts...)
+			if err != nil {
+				return nil, rpcerr.FromStatus(err)
+			}
+			return domainStream{s}, nil
+		}),
+	}
+}
+
+type domainStream struct{ grpc.ClientStream }
+
+func (s domainStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if errors.Is(err, io.EOF) {
+		return err
+	}
+	return rpcerr.FromStatus(err)
+}
+
+func (s domainStream) SendMsg(m any) error {
+	err := s.ClientStream.SendMsg(m)
+	if errors.Is(err, io.EOF) {
+		return err
+	}
+	return rpcerr.FromStatus(err)
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -18,6 +19,7 @@ import (
 	"github.com/labctl/labctl/labs"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/runs"
+	"github.com/labctl/labctl/services/agent"
 	"github.com/labctl/labctl/services/rpcerr"
 	"github.com/labctl/labctl/topologies"
 	"github.com/labctl/labctl/traces"
@@ -107,7 +109,7 @@ func (s *Server) Up(req *labv1.UpRequest, stream labv1.LabService_UpServer) erro
 			err = serr
 		}
 	}
-	return hostStatus(err)
+	return statusOf(err)
 }
 
 // Down removes a lab.
@@ -120,7 +122,7 @@ func (s *Server) Down(req *labv1.DownRequest, stream labv1.LabService_DownServer
 	}
 	ch, err := s.Host.Down(stream.Context(), req.GetLab(), progress)
 	if err != nil {
-		return hostStatus(err)
+		return statusOf(err)
 	}
 	return stream.Send(&labv1.DownResponse{Event: &labv1.DownResponse_Change{Change: changeProto(ch)}})
 }
@@ -132,16 +134,16 @@ func (s *Server) GetStatus(ctx context.Context, req *labv1.GetStatusRequest) (*l
 	}
 	st, err := s.Host.Status(ctx, req.GetLab())
 	if err != nil {
-		return nil, hostStatus(err)
+		return nil, statusOf(err)
 	}
-	return &labv1.GetStatusResponse{Status: st}, nil
+	return &labv1.GetStatusResponse{Status: statusProto(st)}, nil
 }
 
 // ListLabs lists the labs that are up.
 func (s *Server) ListLabs(context.Context, *labv1.ListLabsRequest) (*labv1.ListLabsResponse, error) {
 	names, err := s.Host.Labs()
 	if err != nil {
-		return nil, hostStatus(err)
+		return nil, statusOf(err)
 	}
 	out := &labv1.ListLabsResponse{}
 	for _, n := range names {
@@ -166,20 +168,20 @@ func (s *Server) Run(req *labv1.RunRequest, stream labv1.LabService_RunServer) e
 	}
 	plan, err := s.Host.Plan(req.GetLab())
 	if err != nil {
-		return hostStatus(err)
+		return statusOf(err)
 	}
 	release, err := s.admitRun()
 	if err != nil {
 		return err
 	}
 	defer release()
-	agents := s.Host.Agents(req.GetLab(), s.AgentOptions...)
+	agents := s.Host.Agents(req.GetLab(), append(agent.ClientOptions(), s.AgentOptions...)...)
 	defer agents.Close()
 	caller, _ := CallerOf(stream.Context())
 	_, err = s.Runner.Run(stream.Context(), runs.Request{
 		Plan: plan, Agents: agents, Experiment: req.GetExperiment(), Params: req.GetParams(), Nodes: req.GetNodes(), Owner: caller.Name,
-	}, func(ev *labv1.RunResponse) { _ = stream.Send(ev) })
-	return err
+	}, func(ev runs.Event) { _ = stream.Send(eventProto(ev)) })
+	return statusOf(err)
 }
 
 // CancelRun stops a run in progress; its Run stream tells when every role
@@ -191,13 +193,8 @@ func (s *Server) CancelRun(ctx context.Context, req *labv1.CancelRunRequest) (*l
 		owner = c.Name
 	}
 	stopping, err := s.Runner.Cancel(req.GetRunId(), owner)
-	switch {
-	case errors.Is(err, runs.ErrNoRun):
-		return nil, status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, runs.ErrNotOwner):
-		return nil, status.Error(codes.PermissionDenied, err.Error())
-	case err != nil:
-		return nil, status.Error(codes.Internal, err.Error())
+	if err != nil {
+		return nil, statusOf(err)
 	}
 	return &labv1.CancelRunResponse{Stopping: stopping}, nil
 }
@@ -212,7 +209,7 @@ func (s *Server) admitLab(lab string) (release func(), err error) {
 	defer s.mu.Unlock()
 	up, err := s.Host.Labs()
 	if err != nil {
-		return nil, hostStatus(err)
+		return nil, statusOf(err)
 	}
 	if slices.Contains(up, lab) {
 		return func() {}, nil
@@ -263,34 +260,69 @@ func (s *Server) admitRun() (release func(), err error) {
 func (s *Server) ListResults(_ context.Context, req *labv1.ListResultsRequest) (*labv1.ListResultsResponse, error) {
 	list, err := s.Runner.Store.List(req.GetLab(), req.GetExperiment(), int(req.GetLimit()))
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, statusOf(err)
 	}
-	return &labv1.ListResultsResponse{Results: list}, nil
+	out := &labv1.ListResultsResponse{}
+	for _, r := range list {
+		out.Results = append(out.Results, &labv1.ResultSummary{Id: r.ID, Lab: r.Lab, Experiment: r.Experiment, State: r.State,
+			Started: r.Started.Local().Format(time.DateTime), Outcome: r.Outcome, Headline: r.Headline})
+	}
+	return out, nil
 }
 
 // GetResult returns a stored result.
 func (s *Server) GetResult(_ context.Context, req *labv1.GetResultRequest) (*labv1.GetResultResponse, error) {
 	r, err := s.Runner.Store.Get(req.GetId())
-	if errors.Is(err, runs.ErrNotFound) {
-		return nil, status.Error(codes.NotFound, err.Error())
-	}
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, statusOf(err)
 	}
 	return &labv1.GetResultResponse{Result: r}, nil
 }
 
-// hostStatus maps the errors of package labs to gRPC codes.
-func hostStatus(err error) error {
+// statusOf is the one place the lab service turns the errors of packages
+// labs and runs into gRPC statuses: their sentinels here, the kinds of
+// internal/fault and the topology and parameter errors in rpcerr.
+func statusOf(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, labs.ErrNoLab):
+	case errors.Is(err, labs.ErrNoLab), errors.Is(err, runs.ErrNoRun), errors.Is(err, runs.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, labs.ErrLocked):
 		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, runs.ErrNotOwner):
+		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	return rpcerr.Status(err, codes.Internal)
+}
+
+func statusProto(st *labs.LabStatus) *labv1.LabStatus {
+	out := &labv1.LabStatus{Lab: st.Lab, Source: st.Source, Drift: st.Drift}
+	for _, n := range st.Nodes {
+		a := n.Agent
+		ns := &labv1.NodeStatus{Name: n.Name, Namespace: n.Namespace, Present: n.Present, Agent: &labv1.AgentStatus{
+			Wanted: a.Wanted, Health: a.Health, Version: a.Version, Pid: int32(a.Pid), Socket: a.Socket, Error: a.Err}}
+		for _, i := range n.Interfaces {
+			ns.Interfaces = append(ns.Interfaces, &labv1.InterfaceStatus{Name: i.Name, Up: i.Up, Mtu: int32(i.MTU), Addresses: i.Addresses})
+		}
+		out.Nodes = append(out.Nodes, ns)
+	}
+	for _, l := range st.Links {
+		out.Links = append(out.Links, &labv1.LinkStatus{Id: l.ID, Kind: l.Kind, Present: l.Present})
+	}
+	return out
+}
+
+func eventProto(ev runs.Event) *labv1.RunResponse {
+	switch {
+	case ev.Step != nil:
+		return &labv1.RunResponse{Event: &labv1.RunResponse_Step{Step: ev.Step}}
+	case ev.Result != nil:
+		return &labv1.RunResponse{Event: &labv1.RunResponse_Result{Result: ev.Result}}
+	}
+	p := ev.Progress
+	return &labv1.RunResponse{Event: &labv1.RunResponse_Progress{Progress: &labv1.RunProgress{Step: int32(p.Step), Total: int32(p.Total),
+		Variant: p.Variant, Message: p.Message, RunId: p.RunID, Restoring: p.Restoring, Stopping: p.Stopping}}}
 }
 
 func progressProto(p labs.Progress) *labv1.Progress {

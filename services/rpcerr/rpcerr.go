@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/fault"
 	"github.com/labctl/labctl/topologies"
 )
 
@@ -51,8 +52,39 @@ func Status(err error, code codes.Code) error {
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.As(err, new(*fault.Error)):
+		return status.Error(kindCodes[fault.KindOf(err)], err.Error())
 	}
 	return status.Error(code, err.Error())
+}
+
+// kindCodes are the gRPC codes of the domain's kinds of failure; FromStatus
+// reads them back.
+var kindCodes = map[fault.Kind]codes.Code{
+	fault.Internal:     codes.Internal,
+	fault.Invalid:      codes.InvalidArgument,
+	fault.NotFound:     codes.NotFound,
+	fault.Precondition: codes.FailedPrecondition,
+	fault.Unavailable:  codes.Unavailable,
+	fault.Cancelled:    codes.Canceled,
+	fault.Aborted:      codes.Aborted,
+}
+
+// FromStatus turns a gRPC status error from an agent into a failure of the
+// kind its code means, with the status's message as its text, so that the
+// domain packages calling agents never see a status.
+func FromStatus(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return err
+	}
+	kind := fault.Internal
+	for k, c := range kindCodes {
+		if c == st.Code() {
+			kind = k
+		}
+	}
+	return &fault.Error{Kind: kind, Err: errors.New(st.Message())}
 }
 
 func violation(e *topologies.Error) *errdetails.BadRequest_FieldViolation {
