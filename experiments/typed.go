@@ -3,7 +3,6 @@ package experiments
 import (
 	"fmt"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,13 +281,3 @@ type Pinning struct {
 
 // Unpinned leaves both roles to the scheduler.
 var Unpinned = Pinning{ClientCPU: -1, ServerCPU: -1}
-
-// contains reports whether list holds every name.
-func contains(list []string, names ...string) bool {
-	for _, n := range names {
-		if !slices.Contains(list, n) {
-			return false
-		}
-	}
-	return true
-}

@@ -47,24 +47,13 @@ names and markers.`,
 }
 
 func down(ctx context.Context, cmd *cobra.Command, g *globals, lab string) error {
-	client, done, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	stream, err := client.Down(ctx, &labv1.DownRequest{Lab: lab})
-	if err != nil {
-		return err
-	}
-	change, err := followChange(stream.Recv, g.quiet)
-	if err != nil {
-		return err
-	}
-	if change == nil {
-		return fmt.Errorf("down ended without saying what it removed")
-	}
-	change.TraceId = traceID(ctx)
-	return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) {
+	return showChange(ctx, cmd, g, "down", func(c labv1.LabServiceClient) (func() (*labv1.DownResponse, error), error) {
+		stream, err := c.Down(ctx, &labv1.DownRequest{Lab: lab})
+		if err != nil {
+			return nil, err
+		}
+		return stream.Recv, nil
+	}, func(w *tabwriter.Writer, change *labv1.Change) {
 		if len(change.GetRemoved()) == 0 && len(change.GetAgents()) == 0 {
 			fmt.Fprintf(w, "lab %s: nothing to remove\n", lab)
 			return

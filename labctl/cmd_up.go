@@ -48,27 +48,40 @@ FILE is a topology file, or the name of an embedded example.`,
 }
 
 func up(ctx context.Context, cmd *cobra.Command, g *globals, source string, data []byte) error {
+	return showChange(ctx, cmd, g, "up", func(c labv1.LabServiceClient) (func() (*labv1.UpResponse, error), error) {
+		stream, err := c.Up(ctx, &labv1.UpRequest{Source: source, Topology: data})
+		if err != nil {
+			return nil, err
+		}
+		return stream.Recv, nil
+	}, func(w *tabwriter.Writer, change *labv1.Change) {
+		changeTable(w, change, "up")
+		fmt.Fprintf(w, "\nnext: labctl status %s; labctl exec %s NODE -- CMD; labctl down %s\n", change.GetLab(), change.GetLab(), change.GetLab())
+	})
+}
+
+// showChange runs up or down (start opens its stream), draws its progress
+// and prints the change it ends with, by table unless -o asks otherwise.
+func showChange[T changeEvent](ctx context.Context, cmd *cobra.Command, g *globals, verb string,
+	start func(labv1.LabServiceClient) (func() (T, error), error), table func(*tabwriter.Writer, *labv1.Change)) error {
 	client, done, err := g.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	stream, err := client.Up(ctx, &labv1.UpRequest{Source: source, Topology: data})
+	recv, err := start(client)
 	if err != nil {
 		return err
 	}
-	change, err := followChange(stream.Recv, g.quiet)
+	change, err := followChange(recv, g.quiet)
 	if err != nil {
 		return err
 	}
 	if change == nil {
-		return fmt.Errorf("up ended without saying what it changed")
+		return fmt.Errorf("%s ended without saying what it changed", verb)
 	}
 	change.TraceId = traceID(ctx)
-	return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) {
-		changeTable(w, change, "up")
-		fmt.Fprintf(w, "\nnext: labctl status %s; labctl exec %s NODE -- CMD; labctl down %s\n", change.GetLab(), change.GetLab(), change.GetLab())
-	})
+	return emit(cmd.OutOrStdout(), g.output, change, func(w *tabwriter.Writer) { table(w, change) })
 }
 
 // changeEvent is an event of the Up or Down stream.

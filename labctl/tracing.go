@@ -42,9 +42,7 @@ func (g *globals) traced(ctx context.Context, name string, attrs []attribute.Key
 	}
 	ctx, span := tracer.Start(ctx, name, trace.WithAttributes(attrs...), trace.WithSpanKind(trace.SpanKindClient))
 	err = fn(ctx)
-	if err != nil {
-		span.RecordError(err)
-	}
+	traces.Fail(span, err)
 	span.End()
 	sctx, cancel := context.WithTimeout(context.Background(), traces.ShutdownTimeout+time.Second)
 	defer cancel()

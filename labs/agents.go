@@ -16,7 +16,6 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -124,10 +123,7 @@ func (h *Host) ensureAgents(ctx context.Context, plan *topologies.Plan, progress
 func (h *Host) startAgent(ctx context.Context, sp *netns.Spawner, lab string, n topologies.Node) (err error) {
 	_, span := tracer.Start(ctx, "agent.start", trace.WithAttributes(traces.KeyNode.String(n.Name)))
 	defer func() {
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(otelcodes.Error, err.Error())
-		}
+		traces.Fail(span, err)
 		span.End()
 	}()
 	if h.Binary == "" {

@@ -10,12 +10,12 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/traces"
 )
 
 var tracer = otel.Tracer("github.com/labctl/labctl/netns")
@@ -362,9 +362,6 @@ func (a *applier) createSpace(ctx context.Context, o Object) (err error) {
 
 // endSpan records err on span and ends it.
 func endSpan(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
+	traces.Fail(span, err)
 	span.End()
 }

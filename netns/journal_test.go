@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/labctl/labctl/internal/golden"
 	"github.com/labctl/labctl/topologies"
 )
 
@@ -71,7 +72,7 @@ func TestJournalGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Write(data)
-	golden(t, filepath.Join("testdata", "journal.jsonl"), b.String())
+	golden.Check(t, filepath.Join("testdata", "journal.jsonl"), []byte(b.String()))
 
 	// And the golden file reads back as the plan without its gone link.
 	gold, err := os.ReadFile(filepath.Join("testdata", "journal.jsonl"))

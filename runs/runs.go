@@ -19,7 +19,6 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -221,8 +220,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 			progress(&Progress{Message: fmt.Sprintf("step %d/%d: %s (repeat %d)", i+1, total, step.GetVariant(), step.GetRepeat()+1)})
 			sr, err := r.tracedStep(ctx, req, run, res.Id, i, step, progress)
 			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(otelcodes.Error, err.Error())
+				traces.Fail(span, err)
 				res.State = experimentv1.RunState_RUN_STATE_FAILED
 				if ctx.Err() != nil || isCancel(err) {
 					res.State = experimentv1.RunState_RUN_STATE_CANCELLED
@@ -311,8 +309,7 @@ func (r *Runner) tracedStep(ctx context.Context, req Request, run *activeRun, ru
 	defer span.End()
 	sr, err := r.runStep(ctx, req, run, runID, step, progress)
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(otelcodes.Error, err.Error())
+		traces.Fail(span, err)
 		return nil, err
 	}
 	for _, rep := range sr.GetReports() {

@@ -60,7 +60,7 @@ func TestRunSpanTree(t *testing.T) {
 	attr := func(s tracetest.SpanStub, key string) (string, bool) {
 		for _, kv := range s.Attributes {
 			if string(kv.Key) == key {
-				return kv.Value.Emit(), true
+				return kv.Value.String(), true
 			}
 		}
 		return "", false

@@ -602,7 +602,7 @@ func (b *builder) qdisc(path string, q *QdiscSpec) *Qdisc {
 		}
 		return d
 	}
-	allowed := map[string]bool{}
+	var allowed map[string]bool
 	switch q.Type {
 	case "tbf":
 		out.Rate = rate("rate", q.Rate, true)

@@ -3,7 +3,6 @@ package topologies
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,32 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/labctl/labctl/internal/golden"
 	"github.com/labctl/labctl/internal/sysctl/sysctltest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-// golden compares got with testdata/<name>, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
 
 func TestExamplesPlanToGolden(t *testing.T) {
 	files, _ := filepath.Glob("examples/*.yaml")
@@ -55,7 +31,7 @@ func TestExamplesPlanToGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "plans/"+name+".json", append(got, '\n'))
+			golden.Check(t, "testdata/plans/"+name+".json", append(got, '\n'))
 			// Planning is deterministic: the same file, the same plan.
 			again, _ := Load(f)
 			if b, _ := json.Marshal(again); !bytes.Equal(b, mustJSON(t, p)) {
@@ -95,7 +71,7 @@ func TestErrorCorpus(t *testing.T) {
 					t.Errorf("error has no file:line:column: %q", line)
 				}
 			}
-			golden(t, "errors/"+name+".err", []byte(err.Error()+"\n"))
+			golden.Check(t, "testdata/errors/"+name+".err", []byte(err.Error()+"\n"))
 		})
 	}
 }
@@ -360,7 +336,7 @@ func TestGraphGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		golden(t, "graphs/"+name+".mmd", []byte(p.Mermaid()))
-		golden(t, "graphs/"+name+".dot", []byte(p.Dot()))
+		golden.Check(t, "testdata/graphs/"+name+".mmd", []byte(p.Mermaid()))
+		golden.Check(t, "testdata/graphs/"+name+".dot", []byte(p.Dot()))
 	}
 }

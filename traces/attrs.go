@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -63,4 +64,14 @@ func Summary(span trace.Span, prefix string, metrics map[string]float64) {
 		kvs = append(kvs, attribute.Float64("labctl."+prefix+"."+name, metrics[name]))
 	}
 	span.SetAttributes(kvs...)
+}
+
+// Fail records err on span as its error and status, for a span that ends
+// in failure; nil changes nothing. The caller still ends the span.
+func Fail(span trace.Span, err error) {
+	if err == nil {
+		return
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
 }

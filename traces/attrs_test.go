@@ -21,7 +21,7 @@ func TestSpanAttributes(t *testing.T) {
 
 	got := map[string]string{}
 	for _, kv := range exp.GetSpans()[0].Attributes {
-		got[string(kv.Key)] = kv.Value.Emit()
+		got[string(kv.Key)] = kv.Value.String()
 	}
 	want := map[string]string{
 		"labctl.rr.client.rtt_p50_ns": "23456.5",

@@ -2,16 +2,14 @@ package traces
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/internal/golden"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // readTracesData reads a hand-made trace in OTLP JSON, as Jaeger serves it.
 func readTracesData(t *testing.T, path string) []*tracepb.ResourceSpans {
@@ -50,24 +48,8 @@ func TestRender(t *testing.T) {
 			if err := Render(&buf, spans, RenderOptions{Width: tt.width}); err != nil {
 				t.Fatal(err)
 			}
-			checkGolden(t, filepath.Join("testdata", "render", tt.golden), buf.Bytes())
+			golden.Check(t, filepath.Join("testdata", "render", tt.golden), buf.Bytes())
 		})
-	}
-}
-
-func checkGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -update rewrites it)\n got:\n%s\nwant:\n%s", path, got, want)
 	}
 }
 

@@ -121,7 +121,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		node := ""
 		for _, kv := range o.Attributes {
 			if kv.Key == KeyNode {
-				node = kv.Value.Emit()
+				node = kv.Value.String()
 			}
 		}
 		st := &storeExporter{dir: o.LocalDir, file: storeFileName(o.Service, node, os.Getpid())}

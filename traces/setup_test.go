@@ -299,7 +299,7 @@ func TestSetupResource(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, kv := range spans[0].Resource.Attributes() {
-		got[string(kv.Key)] = kv.Value.Emit()
+		got[string(kv.Key)] = kv.Value.String()
 	}
 	for k, want := range map[string]string{
 		"service.name": "labctl-agent", "labctl.lab": "q", "labctl.node": "n1",

@@ -7,7 +7,7 @@
 // and a NIC. The kernel's own evidence (the socket's NAPI id, the
 // BusyPollRxPackets counter, NAPI poll counts) decides whether busy
 // polling engaged; where it did not, the result says so instead of
-// reporting a gain. It answers claims C1 and C2 of FIELD-NOTES.md.
+// reporting a gain. It answers claims C1 and C2 (docs/claims.md).
 package busypoll
 
 import (

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/labctl/labctl/internal/kernel"
 )
 
 // offloadNames are the ethtool -K names this package changes, with the
@@ -20,7 +22,7 @@ func offloadState(ctx context.Context, iface, name string) (string, error) {
 	out, err := exec.CommandContext(ctx, "ethtool", "-k", iface).Output()
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return "", unsupportedf("ethtool is not installed: cannot read or set %s on %s", name, iface)
+			return "", kernel.NotSupported(kernel.Feature{Name: "reading and setting " + name + " on " + iface + " (ethtool is not installed)"}, err)
 		}
 		return "", fmt.Errorf("ethtool -k %s: %w", iface, err)
 	}

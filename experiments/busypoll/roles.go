@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/kernel"
 	"github.com/labctl/labctl/internal/sock"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -71,14 +72,6 @@ type roleRun struct {
 	epoll, epollSet *sock.BusyPollParams
 }
 
-// errUnsupported marks a setup step this kernel or device cannot do; the
-// role then reports a note instead of numbers.
-var errUnsupported = errors.New("unsupported")
-
-func unsupportedf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errUnsupported, fmt.Sprintf(format, args...))
-}
-
 // run runs one role: set the variant up, run the data path, collect the
 // evidence, take the variant down (the journal restores the settings after
 // Run returns; the XDP link is closed here).
@@ -99,7 +92,9 @@ func run(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.Ro
 	if r.xdp != nil {
 		defer r.xdp.Close()
 	}
-	if errors.Is(err, errUnsupported) {
+	// A setup step this kernel or device cannot do: the role reports a
+	// note instead of numbers.
+	if errors.Is(err, kernel.ErrNotSupported) {
 		return r.refuse(ctx, peer, err)
 	}
 	if err != nil {
@@ -156,7 +151,7 @@ func (r *roleRun) setUp(ctx context.Context, peer netip.AddrPort) error {
 	if r.v.Device == VethXDP {
 		r.xdp, err = attachXDP(r.iface, l.Attrs().Index)
 		if err != nil && xdpUnsupported(err) {
-			return fmt.Errorf("%w: %w", errUnsupported, err)
+			return kernel.NotSupported(kernel.Feature{Name: "XDP on " + r.iface, Since: kernel.V(4, 19)}, err)
 		}
 		if err != nil {
 			return err
@@ -166,7 +161,7 @@ func (r *roleRun) setUp(ctx context.Context, peer netip.AddrPort) error {
 		for _, s := range r.deviceSettings() {
 			if err := r.env.Settings.WriteFile(s.file, s.value); err != nil {
 				if errors.Is(err, os.ErrNotExist) {
-					return unsupportedf("%s: no such attribute (napi_defer_hard_irqs needs Linux 5.11)", s.file)
+					return kernel.NotSupported(kernel.Feature{Name: "napi_defer_hard_irqs", Since: kernel.V(5, 11)}, err)
 				}
 				return fmt.Errorf("interface %s: %w", r.iface, err)
 			}
@@ -175,7 +170,7 @@ func (r *roleRun) setUp(ctx context.Context, peer netip.AddrPort) error {
 	if key := r.v.Mechanism.HostSysctl(); key != "" && r.env.Role == experiments.Server {
 		if err := r.env.Settings.HostSysctl(ctx, key, us(r.v.Timeout)); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				return unsupportedf("%v (a kernel without CONFIG_NET_RX_BUSY_POLL)", err)
+				return kernel.NotSupported(kernel.Feature{Name: key + " (CONFIG_NET_RX_BUSY_POLL)"}, err)
 			}
 			return err
 		}
@@ -212,7 +207,7 @@ func (r *roleRun) probe() error {
 	defer unix.Close(fd)
 	if err := r.setOptions(sock.FD(fd)); err != nil {
 		if errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EOPNOTSUPP) {
-			return fmt.Errorf("%w: %w", errUnsupported, err)
+			return kernel.NotSupported(kernel.Feature{Name: "the socket options of " + string(r.v.Mechanism) + " (CONFIG_NET_RX_BUSY_POLL)"}, err)
 		}
 		return err
 	}
@@ -226,9 +221,6 @@ func (r *roleRun) probe() error {
 	}
 	defer ep.Close()
 	if err := ep.SetBusyPollParams(*r.epoll); err != nil {
-		if errors.Is(err, sock.ErrNotSupported) {
-			return fmt.Errorf("%w: %w", errUnsupported, err)
-		}
 		return err
 	}
 	return nil

@@ -3,17 +3,16 @@ package busypoll
 import (
 	"context"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/experiments"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/report"
-	"github.com/labctl/labctl/internal/settings"
 	"github.com/labctl/labctl/internal/sysctl"
-	"github.com/labctl/labctl/netns"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -42,50 +41,9 @@ func runPairIn(t *testing.T, ctx context.Context, variant string, given map[stri
 	p := validated(t, given)
 	step := &experimentv1.Step{Variant: variant, Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "s", Address: at.serverAddr.String()}, {Role: "client", Node: "c"}}}
-	role := func(name string, peers map[string]netip.AddrPort, ready func(int)) (rep *experimentv1.RoleReport, err error) {
-		j, err := settings.Open(filepath.Join(t.TempDir(), name+".settings.jsonl"), settings.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		env := experiments.NewEnv("t", name[:1], experiments.Role(name), step, p, peers, ready, nil)
-		env.Settings = j
-		ns := map[string]string{"server": at.serverNS, "client": at.clientNS}[name]
-		runIn(t, ns, func() {
-			rep, err = Experiment{}.Run(ctx, env)
-			// Undo commands (ethtool) run in the role's namespace too.
-			if rerr := j.Restore(); rerr != nil {
-				t.Errorf("%s: restore settings: %v", name, rerr)
-			}
-		})
-		return rep, err
-	}
-	var out pair
-	ready := make(chan int, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		out.server, out.serverErr = role("server", nil, func(port int) { ready <- port })
-	}()
-	select {
-	case port := <-ready:
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(at.serverAddr, uint16(port))}
-		out.client, out.clientErr = role("client", peers, nil)
-	case <-done:
-		t.Fatalf("server ended before it was ready: %v", out.serverErr)
-	}
-	<-done
-	return out
-}
-
-// runIn runs fn on a thread in namespace ns, or where the test runs.
-func runIn(t *testing.T, ns string, fn func()) {
-	if ns == "" {
-		fn()
-		return
-	}
-	if err := netns.Do(ns, func() error { fn(); return nil }); err != nil {
-		t.Errorf("namespace %s: %v", ns, err)
-	}
+	nss := map[string]vnetns.NsHandle{"s": labtest.Named(t, at.serverNS), "c": labtest.Named(t, at.clientNS)}
+	reports, errs := labtest.Roles(t, ctx, Experiment{}, step, p, labtest.RoleOptions{NS: func(node string) vnetns.NsHandle { return nss[node] }})
+	return pair{server: reports["server"], client: reports["client"], serverErr: errs["server"], clientErr: errs["client"]}
 }
 
 func evidence(t *testing.T, r *experimentv1.RoleReport, name string) float64 {

@@ -1,18 +1,15 @@
 package busypoll
 
 import (
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/golden"
 	"github.com/labctl/labctl/topologies"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 func lab(t *testing.T, example, client, server string) experiments.Lab {
 	t.Helper()
@@ -60,19 +57,7 @@ func TestStepsGolden(t *testing.T) {
 					t.Errorf("step %s: its parameters do not validate, the agent would refuse them: %v", s.GetVariant(), err)
 				}
 			}
-			golden := filepath.Join("testdata", "steps-"+tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if b.String() != string(want) {
-				t.Errorf("steps differ from %s (go test -update rewrites it):\n%s", golden, b.String())
-			}
+			golden.Check(t, filepath.Join("testdata", "steps-"+tc.name+".golden"), []byte(b.String()))
 		})
 	}
 }

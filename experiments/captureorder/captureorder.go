@@ -370,7 +370,7 @@ func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Rol
 		return nil, err
 	}
 	dst := netip.AddrPortFrom(peer.Addr(), uint16(pl.port))
-	iface, err := routeIface(peer.Addr())
+	iface, err := kstat.RouteIface(peer.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
 	}
@@ -464,17 +464,4 @@ func ifaceWithAddr(addr netip.Addr) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no interface has address %v", addr)
-}
-
-// routeIface is the interface the kernel sends to dst through.
-func routeIface(dst netip.Addr) (string, error) {
-	routes, err := netlink.RouteGet(dst.AsSlice())
-	if err != nil || len(routes) == 0 {
-		return "", fmt.Errorf("route to %v: %v", dst, err)
-	}
-	l, err := netlink.LinkByIndex(routes[0].LinkIndex)
-	if err != nil {
-		return "", fmt.Errorf("route to %v: interface %d: %w", dst, routes[0].LinkIndex, err)
-	}
-	return l.Attrs().Name, nil
 }

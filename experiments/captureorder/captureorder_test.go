@@ -4,22 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/report"
-	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -307,103 +303,27 @@ func TestJudge(t *testing.T) {
 	}
 }
 
-// newNetns makes a network namespace for the test with lo up; it goes
-// away with the handle, closed at cleanup, and the threads in it.
+// newNetns makes a network namespace for the test with lo up.
 func newNetns(t *testing.T) netns.NsHandle {
 	t.Helper()
 	privtest.Root(t)
 	if _, err := exec.LookPath("nft"); err != nil {
 		privtest.Unavailable(t, "nft is not installed")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
-
-// inNetns runs fn on a goroutine whose thread is in ns; the thread stays
-// locked, so the runtime ends it rather than reuse it elsewhere.
-func inNetns(ns netns.NsHandle, fn func() error) <-chan error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			done <- err
-			return
-		}
-		done <- fn()
-	}()
-	return done
-}
-
-// runRole runs one role in ns with a settings journal of its own,
-// restored when the role ends, as the agent does.
-func runRole(t *testing.T, ctx context.Context, ns netns.NsHandle, role string, step *experimentv1.Step, p experiments.Params,
-	peers map[string]netip.AddrPort, ready func(int), out **experimentv1.RoleReport) <-chan error {
-	t.Helper()
-	journal := filepath.Join(t.TempDir(), role)
-	return inNetns(ns, func() error {
-		j, err := settings.Open(journal, settings.Options{})
-		if err != nil {
-			return err
-		}
-		env := experiments.NewEnv("run-"+t.Name(), "n", experiments.Role(role), step, p, peers, ready, nil)
-		env.Settings = j
-		var e Experiment
-		r, err := e.Run(ctx, env)
-		if rerr := j.Restore(); rerr != nil && err == nil {
-			err = rerr
-		}
-		*out = r
-		return err
-	})
+	return labtest.Netns(t)
 }
 
 // roles runs both roles of a step in ns over lo.
 func roles(t *testing.T, ns netns.NsHandle, step *experimentv1.Step, p experiments.Params) (server, client *experimentv1.RoleReport, serr, cerr error) {
 	t.Helper()
-	ctx := context.Background()
-	ready := make(chan int, 1)
-	sdone := runRole(t, ctx, ns, "server", step, p, nil, func(port int) { ready <- port }, &server)
-	select {
-	case port := <-ready:
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
-		cerr = <-runRole(t, ctx, ns, "client", step, p, peers, nil, &client)
-	case serr = <-sdone:
-		return nil, nil, serr, nil
-	}
-	serr = <-sdone
-	return server, client, serr, cerr
+	reports, errs := labtest.Roles(t, context.Background(), Experiment{}, step, p, labtest.RoleOptions{NS: func(string) netns.NsHandle { return ns }})
+	return reports["server"], reports["client"], errs["server"], errs["client"]
 }
 
 // runTableGone checks that the run's table is not in ns.
 func runTableGone(t *testing.T, ns netns.NsHandle) {
 	t.Helper()
-	err := <-inNetns(ns, func() error {
+	err := <-labtest.In(ns, func() error {
 		out, err := exec.Command("nft", "list", "tables").CombinedOutput()
 		if err != nil {
 			return err
@@ -461,20 +381,25 @@ func TestCancelRemovesTheRunsRule(t *testing.T) {
 	ns := newNetns(t)
 	var e Experiment
 	p, _ := experiments.Validate(e.Spec(), map[string]string{"rules": "run", "tcpdump": "false", "input_port": "9402", "output_port": "9403"})
+	// The server alone: it waits for datagrams that never come.
 	step := &experimentv1.Step{Variant: VariantInput, Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
-		{Role: "server", Node: "n", Address: "127.0.0.1"}, {Role: "client", Node: "n"}}}
+		{Role: "server", Node: "n", Address: "127.0.0.1"}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan int, 1)
-	var server *experimentv1.RoleReport
-	done := runRole(t, ctx, ns, "server", step, p, nil, func(port int) { ready <- port }, &server)
+	ready := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, errs := labtest.Roles(t, ctx, e, step, p, labtest.RoleOptions{NS: func(string) netns.NsHandle { return ns },
+			Ready: func(string, int) { ready <- struct{}{} }})
+		done <- errs["server"]
+	}()
 	select {
 	case <-ready:
 	case err := <-done:
 		t.Fatalf("server ended before it was ready: %v", err)
 	}
 	// The rule is made before the server is ready: it must be there now.
-	if err := <-inNetns(ns, func() error { return exec.Command("nft", "list", "table", "inet", RunTable).Run() }); err != nil {
+	if err := <-labtest.In(ns, func() error { return exec.Command("nft", "list", "table", "inet", RunTable).Run() }); err != nil {
 		t.Fatalf("the run's table is not there while the server waits: %v", err)
 	}
 	cancel()

@@ -54,7 +54,8 @@ const (
 )
 
 // maxConns bounds a step's connections (and the descriptors each role
-// holds).
+// holds): the max of the counts and max_conns parameters
+// (TestParamBoundsAreMaxConns).
 const maxConns = 100_000
 
 // settleTimeout bounds each wait for the kernel to finish a transition.
@@ -144,7 +145,6 @@ CAP_SYS_RESOURCE and change the whole agent.`,
 }
 
 type costParams struct {
-	// max is maxConns.
 	Counts   []int         `param:"counts" min:"10" max:"100000" help:"connections per step; bytes per connection are fitted across these counts"`
 	Variants []string      `param:"variants" choices:"idle,epoll,byte,epoll+byte" help:"what each connection carries"`
 	Hold     time.Duration `param:"hold" min:"0s" max:"1m" help:"time the connections stay open before the established snapshot"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -168,6 +169,16 @@ func leftovers(t *testing.T, p pair) {
 		}
 		if n := strings.Count(string(out), "\n"); n > 0 {
 			t.Errorf("%d sockets left in %s:\n%.500s", n, ns, out)
+		}
+	}
+}
+
+// TestParamBoundsAreMaxConns: the parameters that set a number of
+// connections stop at maxConns.
+func TestParamBoundsAreMaxConns(t *testing.T) {
+	for _, ps := range append(Cost{}.Spec().GetParams(), Limits{}.Spec().GetParams()...) {
+		if (ps.GetName() == "counts" || ps.GetName() == "max_conns") && ps.GetMax() != strconv.Itoa(maxConns) {
+			t.Errorf("%s: max %s, want %d", ps.GetName(), ps.GetMax(), maxConns)
 		}
 	}
 }

@@ -4,10 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/netip"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -15,7 +12,6 @@ import (
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
-	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -57,28 +53,6 @@ func newPair(t *testing.T) pair {
 	return p
 }
 
-// inNamespace runs fn on a thread of its own inside namespace ns (the
-// current one when ns is empty). The thread is not given back to the Go
-// runtime afterwards, which ends it: it stays in ns.
-func inNamespace(t *testing.T, ns string, fn func()) {
-	runtime.LockOSThread()
-	if ns != "" {
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			t.Errorf("namespace %s: %v", ns, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			t.Errorf("enter namespace %s: %v", ns, err)
-			return
-		}
-	} else {
-		defer runtime.UnlockOSThread()
-	}
-	fn()
-}
-
 // roleRun is what both roles of one step reported.
 type roleRun struct {
 	server, client       *experimentv1.RoleReport
@@ -96,38 +70,9 @@ func runStep(t *testing.T, ctx context.Context, e experiments.Experiment, p pair
 	}
 	step := &experimentv1.Step{Variant: variant, Params: ps.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "s", Address: p.serverAddr}, {Role: "client", Node: "c", Address: p.clientAddr}}}
-	run := func(env *experiments.Env) (*experimentv1.RoleReport, error) {
-		j, err := settings.Open(filepath.Join(t.TempDir(), "j"), settings.Options{})
-		if err != nil {
-			return nil, err
-		}
-		env.Settings = j
-		r, err := e.Run(ctx, env)
-		if rerr := j.Restore(); rerr != nil {
-			t.Errorf("restore %s settings: %v", env.Role, rerr)
-		}
-		return r, err
-	}
-	var out roleRun
-	ready := make(chan int, 1)
-	serverDone, clientDone := make(chan struct{}), make(chan struct{})
-	go inNamespace(t, p.server, func() {
-		defer close(serverDone)
-		out.server, out.serverErr = run(experiments.NewEnv("t", "s", "server", step, ps, nil, func(port int) { ready <- port }, nil))
-	})
-	select {
-	case port := <-ready:
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(netip.MustParseAddr(p.serverAddr), uint16(port))}
-		go inNamespace(t, p.client, func() {
-			defer close(clientDone)
-			out.client, out.clientErr = run(experiments.NewEnv("t", "c", "client", step, ps, peers, nil, nil))
-		})
-		<-clientDone
-	case <-serverDone:
-		t.Fatalf("server ended before it was ready: %v", out.serverErr)
-	}
-	<-serverDone
-	return out
+	nss := map[string]netns.NsHandle{"s": labtest.Named(t, p.server), "c": labtest.Named(t, p.client)}
+	reports, errs := labtest.Roles(t, ctx, e, step, ps, labtest.RoleOptions{NS: func(node string) netns.NsHandle { return nss[node] }})
+	return roleRun{server: reports["server"], client: reports["client"], serverErr: errs["server"], clientErr: errs["client"]}
 }
 
 // readIn reads a file from inside namespace ns (a per-namespace sysctl).

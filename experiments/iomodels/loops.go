@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/internal/kernel"
 	"github.com/labctl/labctl/internal/sock"
 	"github.com/labctl/labctl/internal/uring"
 )
@@ -246,7 +247,7 @@ func (s *session) prepareUring(cfg serverConfig) (loop, func(), string, error) {
 		return nil, nothing, "", err
 	}
 	ring, err := uring.New(8, opts...)
-	if errors.Is(err, uring.ErrUnavailable) || errors.Is(err, uring.ErrNotSupported) {
+	if errors.Is(err, uring.ErrUnavailable) || errors.Is(err, kernel.ErrNotSupported) {
 		return nil, nothing, err.Error(), nil
 	}
 	if err != nil {
@@ -257,7 +258,7 @@ func (s *session) prepareUring(cfg serverConfig) (loop, func(), string, error) {
 	if err == nil {
 		err = probe.Require(uring.OpRecv, uring.OpSend)
 	}
-	if errors.Is(err, uring.ErrNotSupported) {
+	if errors.Is(err, kernel.ErrNotSupported) {
 		return nil, cleanup, err.Error(), nil
 	}
 	if err != nil {

@@ -3,19 +3,19 @@ package iomodels
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
 // runLoopback runs both roles of one step of variant v over 127.0.0.1 in
-// this process.
+// the test's own namespace, as the agent does.
 func runLoopback(t *testing.T, ctx context.Context, v Variant, params map[string]string) (server, client *experimentv1.RoleReport, serverErr, clientErr error) {
 	t.Helper()
 	var e Experiment
@@ -28,23 +28,8 @@ func runLoopback(t *testing.T, ctx context.Context, v Variant, params map[string
 	}
 	step := &experimentv1.Step{Variant: v.Name(), Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "n", Address: "127.0.0.1"}, {Role: "client", Node: "n"}}}
-	ready := make(chan int, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		env := experiments.NewEnv("t", "n", "server", step, p, nil, func(port int) { ready <- port }, nil)
-		server, serverErr = e.Run(ctx, env)
-	}()
-	select {
-	case port := <-ready:
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
-		env := experiments.NewEnv("t", "n", "client", step, p, peers, nil, nil)
-		client, clientErr = e.Run(ctx, env)
-	case <-done:
-		t.Fatalf("server ended before it was ready: %v", serverErr)
-	}
-	<-done
-	return server, client, serverErr, clientErr
+	reports, errs := labtest.Roles(t, ctx, e, step, p, labtest.RoleOptions{})
+	return reports["server"], reports["client"], errs["server"], errs["client"]
 }
 
 // short measures a count of round trips, not a duration, so that a loaded

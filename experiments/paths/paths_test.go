@@ -4,19 +4,16 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
@@ -223,111 +220,18 @@ func TestCarrierOf(t *testing.T) {
 }
 
 // newNetns makes a network namespace for the test with lo up and a veth
-// pair whose first end has addr, and returns it; it goes away with the
-// last thread in it and the handle, closed at cleanup.
+// pair whose first end has addr.
 func newNetns(t *testing.T, addr netip.Prefix) netns.NsHandle {
 	t.Helper()
-	privtest.Root(t)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatal(err) // the thread dies with the test binary's lock held
-	}
-	t.Cleanup(func() { ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0"}, PeerName: "veth1"}
-	if err := h.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"lo", "veth0", "veth1"} {
-		l, err := h.LinkByName(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if name == "veth0" {
-			if err := h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := h.LinkSetUp(l); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ns := labtest.Netns(t)
+	labtest.VethPair(t, labtest.End{NS: ns, Name: "veth0", Addr: addr}, labtest.End{NS: ns, Name: "veth1"})
 	return ns
 }
 
-// inNetns runs fn on a goroutine whose thread is in ns. The thread stays
-// locked when fn returns, so the runtime ends it instead of reusing a
-// thread in the wrong namespace.
-func inNetns(ns netns.NsHandle, fn func() error) <-chan error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			done <- err
-			return
-		}
-		done <- fn()
-	}()
-	return done
-}
-
-// runStep runs the roles of one step in ns in order, each once the one
-// before is ready, as the orchestrator does.
+// runStep runs the roles of one step in ns, as the agent does.
 func runStep(t *testing.T, ctx context.Context, ns netns.NsHandle, step *experimentv1.Step, p experiments.Params) (map[string]*experimentv1.RoleReport, map[string]error) {
 	t.Helper()
-	var e Experiment
-	reports := map[string]*experimentv1.RoleReport{}
-	errs := map[string]error{}
-	peers := map[string]netip.AddrPort{}
-	var dones []<-chan error
-	var roles []string
-	for _, ra := range step.GetRoles() {
-		role := ra.GetRole()
-		ready := make(chan int, 1)
-		var r *experimentv1.RoleReport
-		env := experiments.NewEnv("t", "n1", experiments.Role(role), step, p, clonePeers(peers), func(port int) { ready <- port }, nil)
-		done := inNetns(ns, func() (err error) {
-			r, err = e.Run(ctx, env)
-			return err
-		})
-		select {
-		case port := <-ready:
-			if ra.GetAddress() != "" {
-				peers[role] = netip.AddrPortFrom(netip.MustParseAddr(ra.GetAddress()), uint16(port))
-			}
-		case err := <-done:
-			t.Fatalf("%s ended before it was ready: %v", role, err)
-		}
-		dones = append(dones, done)
-		roles = append(roles, role)
-		defer func() { reports[role] = r }()
-	}
-	for i, d := range dones {
-		errs[roles[i]] = <-d
-	}
-	return reports, errs
-}
-
-func clonePeers(m map[string]netip.AddrPort) map[string]netip.AddrPort {
-	out := map[string]netip.AddrPort{}
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return labtest.Roles(t, ctx, Experiment{}, step, p, labtest.RoleOptions{NS: func(string) netns.NsHandle { return ns }})
 }
 
 func loopbackStep(kind, addr string, p experiments.Params) *experimentv1.Step {

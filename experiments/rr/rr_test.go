@@ -2,11 +2,11 @@ package rr
 
 import (
 	"context"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -21,23 +21,8 @@ func runLoopback(t *testing.T, ctx context.Context, params map[string]string) (s
 	}
 	step := &experimentv1.Step{Variant: "tcp", Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "n", Address: "127.0.0.1"}, {Role: "client", Node: "n"}}}
-	ready := make(chan int, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		env := experiments.NewEnv("t", "n", "server", step, p, nil, func(port int) { ready <- port }, nil)
-		server, serverErr = e.Run(ctx, env)
-	}()
-	select {
-	case port := <-ready:
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
-		env := experiments.NewEnv("t", "n", "client", step, p, peers, nil, nil)
-		client, clientErr = e.Run(ctx, env)
-	case <-done:
-		t.Fatalf("server ended before it was ready: %v", serverErr)
-	}
-	<-done
-	return server, client, serverErr, clientErr
+	reports, errs := labtest.Roles(t, ctx, e, step, p, labtest.RoleOptions{})
+	return reports["server"], reports["client"], errs["server"], errs["client"]
 }
 
 func TestRoundTripsOnLoopback(t *testing.T) {

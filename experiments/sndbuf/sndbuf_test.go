@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
@@ -31,21 +31,8 @@ func runLoopback(t *testing.T, ctx context.Context, variant string, params map[s
 	}
 	step := &experimentv1.Step{Variant: variant, Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "n", Address: "127.0.0.1"}, {Role: "client", Node: "n"}}}
-	ready := make(chan int, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		server, serverErr = e.Run(ctx, experiments.NewEnv("t", "n", "server", step, p, nil, func(port int) { ready <- port }, nil))
-	}()
-	select {
-	case port := <-ready:
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
-		client, clientErr = e.Run(ctx, experiments.NewEnv("t", "n", "client", step, p, peers, nil, nil))
-	case <-done:
-		t.Fatalf("server ended before it was ready: %v", serverErr)
-	}
-	<-done
-	return server, client, serverErr, clientErr
+	reports, errs := labtest.Roles(t, ctx, e, step, p, labtest.RoleOptions{})
+	return reports["server"], reports["client"], errs["server"], errs["client"]
 }
 
 func evidence(t *testing.T, r *experimentv1.RoleReport, name string) float64 {

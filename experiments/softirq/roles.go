@@ -441,7 +441,7 @@ func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.
 	if err != nil {
 		return nil, err
 	}
-	iface, err := routeIface(peer.Addr())
+	iface, err := kstat.RouteIface(peer.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
 	}
@@ -632,19 +632,6 @@ func checkIface(iface string, addr netip.Addr) error {
 		}
 	}
 	return fmt.Errorf("interface %s does not hold %v", iface, addr)
-}
-
-// routeIface is the interface the kernel sends to dst through.
-func routeIface(dst netip.Addr) (string, error) {
-	routes, err := netlink.RouteGet(dst.AsSlice())
-	if err != nil || len(routes) == 0 {
-		return "", fmt.Errorf("route to %v: %v", dst, err)
-	}
-	l, err := netlink.LinkByIndex(routes[0].LinkIndex)
-	if err != nil {
-		return "", fmt.Errorf("route to %v: interface %d: %w", dst, routes[0].LinkIndex, err)
-	}
-	return l.Attrs().Name, nil
 }
 
 func readTrim(path string) (string, error) {

@@ -2,96 +2,30 @@ package softirq
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/internal/privtest"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
 // pair makes two network namespaces joined by a veth (client end veth0
-// 198.18.99.1/30, server end veth1 198.18.99.2/30); they go away with
-// their handles, closed at cleanup, and the threads in them.
+// 198.18.99.1/30, server end veth1 198.18.99.2/30).
 func pair(t *testing.T) (client, server netns.NsHandle) {
 	t.Helper()
-	privtest.Root(t)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	var nss [2]netns.NsHandle
-	for i := range nss {
-		if nss[i], err = netns.New(); err != nil {
-			t.Fatal(err)
-		}
-		ns := nss[i]
-		t.Cleanup(func() { ns.Close() })
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(nss[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0"}, PeerName: "veth1", PeerNamespace: netlink.NsFd(nss[1])}
-	if err := h.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	for i, ns := range nss {
-		h, err := netlink.NewHandleAt(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		for _, name := range []string{"lo", "veth" + string(rune('0'+i))} {
-			l, err := h.LinkByName(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if name != "lo" {
-				ip := net.IPv4(198, 18, 99, byte(1+i))
-				if err := h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(30, 32)}}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := h.LinkSetUp(l); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return nss[0], nss[1]
-}
-
-// inNetns runs fn on a goroutine whose thread is in ns; the thread stays
-// locked, so the runtime ends it rather than reuse it elsewhere.
-func inNetns(ns netns.NsHandle, fn func() error) <-chan error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			done <- err
-			return
-		}
-		done <- fn()
-	}()
-	return done
+	client, server = labtest.Netns(t), labtest.Netns(t)
+	labtest.VethPair(t, labtest.End{NS: client, Name: "veth0", Addr: netip.MustParsePrefix("198.18.99.1/30")},
+		labtest.End{NS: server, Name: "veth1", Addr: netip.MustParsePrefix("198.18.99.2/30")})
+	return client, server
 }
 
 // hostScope runs a function on a thread of the test process's own network
@@ -107,48 +41,16 @@ func hostScope(fn func() error) error {
 	return <-errc
 }
 
-// runRole runs one role in ns with a settings journal of its own,
-// restored when the role ends, as the agent does.
-func runRole(t *testing.T, ctx context.Context, ns netns.NsHandle, role string, step *experimentv1.Step, p experiments.Params,
-	peers map[string]netip.AddrPort, ready func(int), out **experimentv1.RoleReport) <-chan error {
-	t.Helper()
-	journal := filepath.Join(t.TempDir(), role)
-	return inNetns(ns, func() error {
-		j, err := settings.Open(journal, settings.Options{Host: hostScope})
-		if err != nil {
-			return err
-		}
-		env := experiments.NewEnv("t", role, experiments.Role(role), step, p, peers, ready, nil)
-		env.Settings = j
-		var e Experiment
-		r, err := e.Run(ctx, env)
-		if rerr := j.Restore(); rerr != nil && err == nil {
-			err = rerr
-		}
-		*out = r
-		return err
-	})
-}
-
+// runStep runs the server and the client of one step of variant v, each
+// in its namespace, as the agent does.
 func runStep(t *testing.T, ctx context.Context, client, server netns.NsHandle, v Variant, p experiments.Params) (srv, cli *experimentv1.RoleReport, serr, cerr error) {
 	t.Helper()
 	step := &experimentv1.Step{Variant: v.String(), Params: stepParams(p, v), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "server", Address: "198.18.99.2"}, {Role: "client", Node: "client"}}}
-	sp, err := p.With(step.Params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan int, 1)
-	sdone := runRole(t, ctx, server, "server", step, sp, nil, func(port int) { ready <- port }, &srv)
-	select {
-	case port := <-ready:
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(netip.MustParseAddr("198.18.99.2"), uint16(port))}
-		cerr = <-runRole(t, ctx, client, "client", step, sp, peers, nil, &cli)
-	case serr = <-sdone:
-		return nil, nil, serr, nil
-	}
-	serr = <-sdone
-	return srv, cli, serr, cerr
+	nss := map[string]netns.NsHandle{"client": client, "server": server}
+	reports, errs := labtest.Roles(t, ctx, Experiment{}, step, p, labtest.RoleOptions{
+		NS: func(node string) netns.NsHandle { return nss[node] }, Settings: settings.Options{Host: hostScope}})
+	return reports["server"], reports["client"], errs["server"], errs["client"]
 }
 
 func readBacklog(t *testing.T) string {

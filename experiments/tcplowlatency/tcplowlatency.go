@@ -13,11 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/experiments/rr"
 	"github.com/labctl/labctl/internal/judge"
+	"github.com/labctl/labctl/internal/kernel"
 	"github.com/labctl/labctl/internal/measure"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
@@ -33,7 +32,7 @@ type Experiment struct{}
 const Sysctl = "net.ipv4.tcp_low_latency"
 
 // removedIn is the kernel that made the sysctl a no-op.
-var removedIn = kernelVersion{major: 4, minor: 14}
+var removedIn = kernel.V(4, 14)
 
 // Spec describes tcp-low-latency.
 func (Experiment) Spec() *experimentv1.ExperimentSpec {
@@ -136,8 +135,8 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 		n, _ := strconv.Atoi(inForce)
 		report.AddEvidence(r, "tcp_low_latency", float64(n), "", "/proc/sys/net/ipv4/tcp_low_latency in the host's namespace, read back after the step",
 			"the value the step ran with (the sysctl is global)")
-		k := runningKernel()
-		report.AddEvidence(r, "kernel_version", k.number(), "major*1000+minor", "uname -r", k.release)
+		k, release := kernel.Running()
+		report.AddEvidence(r, "kernel_version", k.Number(), "major*1000+minor", "uname -r", release)
 		return r, nil
 	case experiments.Client:
 		peer, err := env.Peer(experiments.Server)
@@ -148,38 +147,6 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 			Warmup: p.Warmup, CPU: p.ClientCPU}, nil)
 	}
 	return nil, fmt.Errorf("tcp-low-latency has no role %q", env.Role)
-}
-
-// kernelVersion is a kernel's major and minor version.
-type kernelVersion struct {
-	major, minor int
-	release      string
-}
-
-func (k kernelVersion) number() float64 { return float64(k.major*1000 + k.minor) }
-
-func (k kernelVersion) atLeast(o kernelVersion) bool {
-	return k.major > o.major || k.major == o.major && k.minor >= o.minor
-}
-
-func (k kernelVersion) String() string { return fmt.Sprintf("%d.%d", k.major, k.minor) }
-
-// parseRelease reads "6.18.44-fc-v782" as 6.18.
-func parseRelease(release string) (kernelVersion, error) {
-	k := kernelVersion{release: release}
-	if _, err := fmt.Sscanf(release, "%d.%d", &k.major, &k.minor); err != nil {
-		return k, fmt.Errorf("kernel release %q: %w", release, err)
-	}
-	return k, nil
-}
-
-func runningKernel() kernelVersion {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return kernelVersion{}
-	}
-	k, _ := parseRelease(unix.ByteSliceToString(u.Release[:]))
-	return k
 }
 
 // Judge compares the two settings' RTT p50. On 4.14 and later the sysctl
@@ -223,45 +190,45 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		v.Explanation = "the run does not have both values in force (read back from the host), so it cannot compare them"
 		return rows, v
 	}
-	kernel := kernelOf(steps)
+	k := kernelOf(steps)
 	d := judge.Compare(v, experiments.As[params](p).Test(Margin), steps, "client.rtt_p50_ns", variantName("0"), variantName("1"))
 	numbers := fmt.Sprintf("RTT p50 with 1 against 0 (%s vs %s): %s", us(d.B.Median), us(d.A.Median), d.Reason)
-	modern := kernel.atLeast(removedIn)
+	modern := k.AtLeast(removedIn)
 	switch {
-	case kernel.major == 0:
+	case k.Major == 0:
 		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
 		v.Explanation = "The server reported no kernel version, on which the verdict depends. " + numbers + "."
 	case !d.Decided():
 		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
-		v.Explanation = fmt.Sprintf("On Linux %s: %s.", kernel, numbers)
+		v.Explanation = fmt.Sprintf("On Linux %s: %s.", k, numbers)
 	case modern && d.Verdict == measure.Same:
 		v.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
-		v.Explanation = fmt.Sprintf("No effect larger than %.0f%%, as expected on Linux %s: since %s (prequeue removed) nothing reads the sysctl. %s.", 100*Margin, kernel, removedIn, numbers)
+		v.Explanation = fmt.Sprintf("No effect larger than %.0f%%, as expected on Linux %s: since %s (prequeue removed) nothing reads the sysctl. %s.", 100*Margin, k, removedIn, numbers)
 	case modern:
 		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
-		v.Explanation = fmt.Sprintf("A difference on Linux %s, where nothing reads the sysctl: drift that interleaving did not cancel, or one of the %.0f%% of runs in which the test errs; repeat the run. %s.", kernel, 100*measure.DefaultAlpha, numbers)
+		v.Explanation = fmt.Sprintf("A difference on Linux %s, where nothing reads the sysctl: drift that interleaving did not cancel, or one of the %.0f%% of runs in which the test errs; repeat the run. %s.", k, 100*measure.DefaultAlpha, numbers)
 	case d.Differs():
 		v.Outcome = experimentv1.Outcome_OUTCOME_HOLDS
-		v.Explanation = fmt.Sprintf("On Linux %s (before %s the sysctl bypasses the prequeue) the setting changed the RTT: %s.", kernel, removedIn, numbers)
+		v.Explanation = fmt.Sprintf("On Linux %s (before %s the sysctl bypasses the prequeue) the setting changed the RTT: %s.", k, removedIn, numbers)
 	default:
 		v.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
-		v.Explanation = fmt.Sprintf("On Linux %s the sysctl still acts (prequeue), but its effect is within %.0f%%: %s.", kernel, 100*Margin, numbers)
+		v.Explanation = fmt.Sprintf("On Linux %s the sysctl still acts (prequeue), but its effect is within %.0f%%: %s.", k, 100*Margin, numbers)
 	}
 	return rows, v
 }
 
 // kernelOf reads the kernel the server reported.
-func kernelOf(steps []*experimentv1.StepResult) kernelVersion {
+func kernelOf(steps []*experimentv1.StepResult) kernel.Version {
 	for _, s := range steps {
 		for _, e := range report.ReportOf(s, "server").GetEvidence() {
 			if e.GetName() == "kernel_version" {
-				if k, err := parseRelease(e.GetDetail()); err == nil {
+				if k, err := kernel.ParseRelease(e.GetDetail()); err == nil {
 					return k
 				}
 			}
 		}
 	}
-	return kernelVersion{}
+	return kernel.Version{}
 }
 
 func us(ns float64) string { return fmt.Sprintf("%.1f µs", ns/1e3) }

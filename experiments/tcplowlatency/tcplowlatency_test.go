@@ -2,19 +2,17 @@ package tcplowlatency
 
 import (
 	"context"
-	"errors"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/kernel"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/report"
-	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
 )
@@ -22,20 +20,20 @@ import (
 func TestParseRelease(t *testing.T) {
 	for _, tt := range []struct {
 		release string
-		want    kernelVersion
+		want    kernel.Version
 		modern  bool
 	}{
-		{"6.18.44-fc-v782", kernelVersion{major: 6, minor: 18}, true},
-		{"4.14.0", kernelVersion{major: 4, minor: 14}, true},
-		{"4.9.337-rt", kernelVersion{major: 4, minor: 9}, false},
-		{"3.10.0-1160.el7.x86_64", kernelVersion{major: 3, minor: 10}, false},
+		{"6.18.44-fc-v782", kernel.V(6, 18), true},
+		{"4.14.0", kernel.V(4, 14), true},
+		{"4.9.337-rt", kernel.V(4, 9), false},
+		{"3.10.0-1160.el7.x86_64", kernel.V(3, 10), false},
 	} {
-		k, err := parseRelease(tt.release)
-		if err != nil || k.major != tt.want.major || k.minor != tt.want.minor || k.atLeast(removedIn) != tt.modern {
-			t.Errorf("%s: %v (%v), modern %v", tt.release, k, err, k.atLeast(removedIn))
+		k, err := kernel.ParseRelease(tt.release)
+		if err != nil || k != tt.want || k.AtLeast(removedIn) != tt.modern {
+			t.Errorf("%s: %v (%v), modern %v", tt.release, k, err, k.AtLeast(removedIn))
 		}
 	}
-	if _, err := parseRelease("linux"); err == nil {
+	if _, err := kernel.ParseRelease("linux"); err == nil {
 		t.Error("parsed a release without numbers")
 	}
 }
@@ -149,33 +147,14 @@ func runStep(t *testing.T, ctx context.Context, value string, params map[string]
 	if err != nil {
 		t.Fatal(err)
 	}
-	journal, err := settings.Open(filepath.Join(t.TempDir(), "j"), settings.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	step := &experimentv1.Step{Variant: variantName(value), Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "n", Address: "127.0.0.1"}, {Role: "client", Node: "n"}}}
-	ready := make(chan int, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		env := experiments.NewEnv("t", "n", "server", step, p, nil, func(port int) { ready <- port }, nil)
-		env.Settings = journal
-		_, serverErr = e.Run(ctx, env)
-		if err := journal.Restore(); err != nil {
-			serverErr = errors.Join(serverErr, err)
+	_, errs := labtest.Roles(t, ctx, e, step, p, labtest.RoleOptions{Ready: func(role string, _ int) {
+		if role == "server" {
+			during = readSysctl(t)
 		}
-	}()
-	select {
-	case port := <-ready:
-		during = readSysctl(t)
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
-		_, clientErr = e.Run(ctx, experiments.NewEnv("t", "n", "client", step, p, peers, nil, nil))
-	case <-done:
-		t.Fatalf("server ended before it was ready: %v", serverErr)
-	}
-	<-done
-	return during, serverErr, clientErr
+	}})
+	return during, errs["server"], errs["client"]
 }
 
 // The server sets the host's sysctl for its step; the journal restores it,

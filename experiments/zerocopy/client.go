@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/kernel"
 	"github.com/labctl/labctl/internal/kstat"
 	"github.com/labctl/labctl/internal/measure"
 	"github.com/labctl/labctl/internal/report"
@@ -48,7 +49,7 @@ func stream(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport
 	stop := role.ShutdownOnDone(ctx, fd)
 	defer stop()
 	r := env.Report()
-	var u *unsupported
+	var u *kernel.NotSupportedError
 	if err := s.attach(fd); errors.As(err, &u) {
 		// Closing the connection without data ends the server's step too.
 		addUnsupported(r, path, u)
@@ -198,10 +199,10 @@ func addZerocopyEvidence(r *experimentv1.RoleReport, path string, s *sender) {
 
 // addUnsupported records why a path could not run; the report then has
 // no metrics.
-func addUnsupported(r *experimentv1.RoleReport, path string, u *unsupported) {
+func addUnsupported(r *experimentv1.RoleReport, path string, u *kernel.NotSupportedError) {
 	var errno unix.Errno
-	errors.As(u.err, &errno)
-	report.AddEvidence(r, "unsupported", float64(errno), "errno", u.what, u.Error())
+	errors.As(u.Err, &errno)
+	report.AddEvidence(r, "unsupported", float64(errno), "errno", u.Feature.String(), u.Error())
 	r.Notes = append(r.Notes, fmt.Sprintf("%s cannot run here: %s", label(path), u.Error()))
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/internal/kernel"
 	"github.com/labctl/labctl/internal/sock"
 )
 
@@ -68,12 +69,12 @@ func newReceiver(fd sock.FD, path string, chunk int) (*receiver, error) {
 	// TCP_ZEROCOPY_RECEIVE. The mapping must be read-only and shared.
 	if r.zcMap, err = unix.Mmap(int(fd), 0, chunk, unix.PROT_READ, unix.MAP_SHARED); err != nil {
 		r.path = Read
-		return r, &unsupported{"mmap of a TCP socket (Linux 4.18)", err}
+		return r, kernel.NotSupported(kernel.Feature{Name: "mmap of a TCP socket", Since: kernel.V(4, 18)}, err)
 	}
 	zc := tcpZerocopyReceive{Address: uint64(uintptr(unsafe.Pointer(&r.zcMap[0])))}
 	if e := zerocopyReceive(fd, &zc); e == unix.ENOPROTOOPT || e == unix.EOPNOTSUPP {
 		r.path = Read
-		return r, &unsupported{"TCP_ZEROCOPY_RECEIVE (Linux 4.18)", e}
+		return r, kernel.NotSupported(kernel.Feature{Name: "TCP_ZEROCOPY_RECEIVE", Since: kernel.V(4, 18)}, e)
 	}
 	// A whole chunk in the queue before the reader wakes gives the kernel
 	// whole pages to map; TCP also grows the receive buffer to fit (4.18).

@@ -4,20 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/kernel"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/report"
 	"github.com/labctl/labctl/internal/uring"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
-// runLoopback runs both roles of one step over 127.0.0.1 in this process.
+// runLoopback runs both roles of one step over 127.0.0.1 in the test's
+// own namespace, as the agent does.
 func runLoopback(t *testing.T, ctx context.Context, given map[string]string) (server, client *experimentv1.RoleReport, serverErr, clientErr error) {
 	t.Helper()
 	var e Experiment
@@ -32,23 +34,8 @@ func runLoopback(t *testing.T, ctx context.Context, given map[string]string) (se
 	}
 	step := &experimentv1.Step{Variant: v.String(), Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "n", Address: "127.0.0.1"}, {Role: "client", Node: "n"}}}
-	ready := make(chan int, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		env := experiments.NewEnv("t", "n", "server", step, p, nil, func(port int) { ready <- port }, nil)
-		server, serverErr = e.Run(ctx, env)
-	}()
-	select {
-	case port := <-ready:
-		peers := map[string]netip.AddrPort{"server": netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
-		env := experiments.NewEnv("t", "n", "client", step, p, peers, nil, nil)
-		client, clientErr = e.Run(ctx, env)
-	case <-done:
-		t.Fatalf("server ended before it was ready: %v", serverErr)
-	}
-	<-done
-	return server, client, serverErr, clientErr
+	reports, errs := labtest.Roles(t, ctx, e, step, p, labtest.RoleOptions{})
+	return reports["server"], reports["client"], errs["server"], errs["client"]
 }
 
 func short(send, recv, size string) map[string]string {
@@ -222,7 +209,7 @@ func TestCancelStopsBothRolesAndLeavesNoFile(t *testing.T) {
 // TestUnsupportedIsReported: a path the kernel refuses is reported with
 // the kernel's answer and no numbers, not as a failure.
 func TestUnsupportedIsReported(t *testing.T) {
-	u := &unsupported{"io_uring SEND_ZC (Linux 6.0)", uring.ErrNotSupported}
+	u := &kernel.NotSupportedError{Feature: uring.OpSendZC.Feature()}
 	r := &experimentv1.RoleReport{Role: "client", Metrics: map[string]float64{}}
 	addUnsupported(r, UringSendZC, u)
 	if _, ok := report.EvidenceValue(r, "unsupported"); !ok || len(r.GetNotes()) != 1 || !strings.Contains(r.GetNotes()[0], "io_uring SEND_ZC cannot run here") {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/internal/kernel"
 	"github.com/labctl/labctl/internal/sock"
 	"github.com/labctl/labctl/internal/uring"
 )
@@ -29,16 +30,6 @@ const drainEvery = 32
 // completionWait bounds the wait for the last completions after the
 // stream: they arrive as soon as the receiver has acknowledged the data.
 const completionWait = 10 * time.Second
-
-// unsupported says a path cannot run on this kernel or in this process,
-// with the kernel's answer.
-type unsupported struct {
-	what string
-	err  error
-}
-
-func (u *unsupported) Error() string { return u.what + ": " + u.err.Error() }
-func (u *unsupported) Unwrap() error { return u.err }
 
 // sender moves messages of one size into a connected TCP socket through
 // one send path, counting every system call it makes.
@@ -154,13 +145,13 @@ func (s *sender) openPipe() error {
 }
 
 // attach sets up what needs the connected socket: SO_ZEROCOPY, the ring.
-// A path this kernel cannot run returns *unsupported.
+// A path this kernel cannot run returns a *kernel.NotSupportedError.
 func (s *sender) attach(fd sock.FD) error {
 	s.fd = fd
 	switch s.path {
 	case MsgZerocopy:
 		if err := sock.SetZerocopy(fd, true); err != nil {
-			return &unsupported{"SO_ZEROCOPY (TCP since Linux 4.14)", err}
+			return kernel.NotSupported(kernel.Feature{Name: "SO_ZEROCOPY on TCP", Since: kernel.V(4, 14)}, err)
 		}
 	case UringSend, UringSendZC, UringSendZCFixed:
 		return s.openRing()
@@ -171,25 +162,25 @@ func (s *sender) attach(fd sock.FD) error {
 func (s *sender) openRing() error {
 	r, err := uring.New(8)
 	if errors.Is(err, uring.ErrUnavailable) {
-		return &unsupported{"io_uring", err}
+		return kernel.NotSupported(kernel.Feature{Name: "io_uring (kernel.io_uring_disabled, seccomp)"}, err)
 	}
 	if err != nil {
 		return err
 	}
 	s.ring = r
 	probe, err := r.Probe()
-	if errors.Is(err, uring.ErrNotSupported) {
-		return &unsupported{"io_uring opcode probe (Linux 5.6)", err}
+	if errors.Is(err, kernel.ErrNotSupported) {
+		return err
 	}
 	if err != nil {
 		return err
 	}
-	op, since := uring.OpSend, "Linux 5.6"
+	op := uring.OpSend
 	if s.path != UringSend {
-		op, since = uring.OpSendZC, "Linux 6.0"
+		op = uring.OpSendZC
 	}
 	if err := probe.Require(op); err != nil {
-		return &unsupported{"io_uring " + op.String() + " (" + since + ")", err}
+		return err
 	}
 	if s.path == UringSend {
 		return nil
@@ -197,7 +188,7 @@ func (s *sender) openRing() error {
 	s.zcFlags = uring.SendZCReportUsage
 	if s.path == UringSendZCFixed {
 		if err := r.RegisterBuffers([][]byte{s.buf}); err != nil {
-			return &unsupported{"io_uring registered buffer", err}
+			return kernel.NotSupported(kernel.Feature{Name: "io_uring registered buffers", Since: kernel.V(5, 1)}, err)
 		}
 		s.zcFlags |= uring.RecvSendFixedBuf
 	}
@@ -432,7 +423,7 @@ func (s *sender) uringError(e unix.Errno) error {
 	// the flag; without the report a copied send cannot be told from a
 	// zero-copy one, so the path cannot be judged here.
 	if e == unix.EINVAL && s.path != UringSend && s.zcSends == 0 && s.tally.Completed == 0 {
-		return &unsupported{"IORING_SEND_ZC_REPORT_USAGE (Linux 6.2)", e}
+		return kernel.NotSupported(kernel.Feature{Name: "IORING_SEND_ZC_REPORT_USAGE", Since: kernel.V(6, 2)}, e)
 	}
 	return fmt.Errorf("io_uring %s on fd %d: %w", label(s.path), s.fd, e)
 }

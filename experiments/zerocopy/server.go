@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/kernel"
 	"github.com/labctl/labctl/internal/kstat"
 	"github.com/labctl/labctl/internal/measure"
 	"github.com/labctl/labctl/internal/report"
@@ -39,7 +40,7 @@ func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport,
 	defer done()
 	r := env.Report()
 	rx, err := newReceiver(fd, path, chunk)
-	var u *unsupported
+	var u *kernel.NotSupportedError
 	if errors.As(err, &u) {
 		addUnsupported(r, path, u)
 	} else if err != nil {

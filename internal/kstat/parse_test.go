@@ -3,7 +3,6 @@ package kstat
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,10 +12,9 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/labctl/labctl/internal/golden"
 	"github.com/vishvananda/netlink"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
 // parseAs adapts a typed Parse function to the table below.
 func parseAs[T any](parse func(io.Reader) (T, error)) func(io.Reader) (any, error) {
@@ -65,7 +63,7 @@ func TestParseGolden(t *testing.T) {
 				if wantErr := strings.HasPrefix(name, "err-"); wantErr != bytes.HasPrefix(got, []byte("error: ")) {
 					t.Errorf("sample %s: want error %v, got %s", name, wantErr, got)
 				}
-				golden(t, strings.TrimSuffix(sample, ".txt")+".golden", got)
+				golden.Check(t, strings.TrimSuffix(sample, ".txt")+".golden", got)
 			})
 		}
 	}
@@ -258,23 +256,5 @@ func TestLinkStatsFromLinks(t *testing.T) {
 	}
 	if got := linkStats(links); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
-	}
-}
-
-// golden compares got with the file at path, or rewrites the file with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -update rewrites it):\n got %s\nwant %s", path, got, want)
 	}
 }

@@ -1,21 +1,18 @@
 package measure
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+	"github.com/labctl/labctl/internal/golden"
+)
 
 func TestBucketLayoutIsContiguousAndFine(t *testing.T) {
 	var next uint64
@@ -202,7 +199,7 @@ func TestHistogramDataGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, filepath.Join("testdata", "histogram_data.json"), append(got, '\n'))
+	golden.Check(t, filepath.Join("testdata", "histogram_data.json"), append(got, '\n'))
 
 	var d HistogramData
 	if err := json.Unmarshal(got, &d); err != nil {
@@ -288,23 +285,5 @@ func BenchmarkHistogramSummary(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h.Summary()
-	}
-}
-
-// golden compares got with the file at path, or rewrites the file with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -update rewrites it):\n got %s\nwant %s", path, got, want)
 	}
 }

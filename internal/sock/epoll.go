@@ -1,12 +1,12 @@
 package sock
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"time"
 	"unsafe"
 
+	"github.com/labctl/labctl/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,9 +91,6 @@ func millis(d time.Duration) int {
 	}
 }
 
-// ErrNotSupported marks a feature this kernel does not have.
-var ErrNotSupported = errors.New("not supported by this kernel")
-
 // BusyPollParams are an epoll instance's busy poll settings (struct
 // epoll_params, Linux 6.9+). With them set, epoll_wait busy polls the NAPI
 // context of the sockets on its ready list, whatever the sockets' own
@@ -120,8 +117,8 @@ type epollParams struct {
 
 // SetBusyPollParams sets the busy poll parameters with the EPIOCSPARAMS ioctl.
 // Kernels before 6.9 do not know the ioctl (ENOTTY) and kernels built without
-// CONFIG_NET_RX_BUSY_POLL refuse it (EOPNOTSUPP); both give an error wrapping
-// ErrNotSupported and the errno. EINVAL from a kernel that has the ioctl means
+// CONFIG_NET_RX_BUSY_POLL refuse it (EOPNOTSUPP); both give a
+// kernel.NotSupportedError with the errno. EINVAL from a kernel that has the ioctl means
 // the values were refused, not that it is missing.
 func (e *Epoll) SetBusyPollParams(p BusyPollParams) error {
 	usecs := p.Timeout / time.Microsecond
@@ -155,7 +152,7 @@ func (e *Epoll) ioctl(req uint, name string, ep *epollParams) error {
 	case 0:
 		return nil
 	case unix.ENOTTY, unix.EOPNOTSUPP:
-		return fmt.Errorf("epoll %d: %s (Linux 6.9+ with CONFIG_NET_RX_BUSY_POLL): %w: %w", e.fd, name, ErrNotSupported, errno)
+		return fmt.Errorf("epoll %d: %w", e.fd, kernel.NotSupported(kernel.Feature{Name: name + " with CONFIG_NET_RX_BUSY_POLL", Since: kernel.V(6, 9)}, errno))
 	default:
 		return fmt.Errorf("epoll %d: %s: %w", e.fd, name, errno)
 	}

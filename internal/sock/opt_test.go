@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/internal/kernel/kerneltest"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/sock"
 	"github.com/labctl/labctl/internal/sock/socktest"
@@ -241,9 +242,7 @@ func TestEpollBusyPollParams(t *testing.T) {
 	defer ep.Close()
 	want := sock.BusyPollParams{Timeout: 50 * time.Microsecond, Budget: 16, Prefer: true}
 	err = ep.SetBusyPollParams(want)
-	if errors.Is(err, sock.ErrNotSupported) {
-		privtest.Unavailable(t, err.Error())
-	}
+	kerneltest.Skip(t, err)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -265,7 +265,7 @@ func TestReadFullEOF(t *testing.T) {
 }
 
 // A non-blocking write into a full send buffer stops with EAGAIN after a
-// partial write (claim C17 of the field notes).
+// partial write (claim C17, docs/claims.md).
 func TestWriteFullEAGAIN(t *testing.T) {
 	client, _ := socktest.Pair(t, sock.TCP, socktest.Loopback(t, 4), sock.NonBlock)
 	if err := sock.SetSendBuffer(client, 4096); err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/labctl/labctl/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,7 +53,8 @@ type Probe struct {
 }
 
 // Probe asks the kernel which opcodes it supports (IORING_REGISTER_PROBE,
-// Linux 5.6; older kernels answer EINVAL, reported as ErrNotSupported).
+// Linux 5.6; older kernels answer EINVAL, reported as a
+// kernel.NotSupportedError).
 func (r *Ring) Probe() (*Probe, error) {
 	// The kernel refuses a probe buffer that is not zeroed.
 	var p probe
@@ -60,7 +62,7 @@ func (r *Ring) Probe() (*Probe, error) {
 	switch e {
 	case 0:
 	case unix.EINVAL:
-		return nil, fmt.Errorf("io_uring %d: IORING_REGISTER_PROBE: %w: %w", r.fd, ErrNotSupported, e)
+		return nil, fmt.Errorf("io_uring %d: %w", r.fd, kernel.NotSupported(kernel.Feature{Name: "IORING_REGISTER_PROBE", Since: kernel.V(5, 6)}, e))
 	default:
 		return nil, fmt.Errorf("io_uring %d: IORING_REGISTER_PROBE: %w", r.fd, e)
 	}
@@ -76,13 +78,13 @@ func (r *Ring) Probe() (*Probe, error) {
 // Supports reports whether the kernel supports op.
 func (p *Probe) Supports(op Op) bool { return p.supported[op] }
 
-// Require returns nil if the kernel supports every op, or an error naming
-// the first one it lacks and wrapping ErrNotSupported, for an experiment to
-// report as "not supported on this kernel".
+// Require returns nil if the kernel supports every op, or a
+// kernel.NotSupportedError naming the first one it lacks, for an
+// experiment to report as "not supported on this kernel".
 func (p *Probe) Require(ops ...Op) error {
 	for _, op := range ops {
 		if !p.supported[op] {
-			return fmt.Errorf("io_uring %v: %w", op, ErrNotSupported)
+			return kernel.NotSupported(op.Feature(), nil)
 		}
 	}
 	return nil

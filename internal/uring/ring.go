@@ -27,6 +27,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/labctl/labctl/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,9 +57,6 @@ import (
 
 // ErrUnavailable says io_uring cannot be used here at all.
 var ErrUnavailable = errors.New("io_uring unavailable")
-
-// ErrNotSupported says this kernel lacks an io_uring operation or feature.
-var ErrNotSupported = errors.New("not supported by this kernel")
 
 // ErrQueueFull is returned by the Prep methods when every SQE is taken:
 // Submit the queued ones (with SQPOLL: wait for the kernel thread to consume
@@ -129,7 +127,7 @@ func New(entries uint32, opts ...Option) (*Ring, error) {
 	r := &Ring{fd: int(fd), sqpoll: p.flags&setupSQPoll != 0, extArg: p.features&featExtArg != 0}
 	if r.sqpoll && p.features&featSQPollNonfixed == 0 {
 		unix.Close(r.fd)
-		return nil, fmt.Errorf("io_uring SQPOLL with unregistered descriptors (Linux 5.11+): %w", ErrNotSupported)
+		return nil, kernel.NotSupported(kernel.Feature{Name: "io_uring SQPOLL with unregistered descriptors", Since: kernel.V(5, 11)}, nil)
 	}
 	if err := r.mmap(&p); err != nil {
 		r.Close()

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/internal/kernel"
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/sock"
 	"github.com/labctl/labctl/internal/sock/socktest"
@@ -361,7 +362,7 @@ func TestProbe(t *testing.T) {
 	if p.Supports(255) {
 		t.Error("opcode 255 reported as supported")
 	}
-	if err := p.Require(uring.OpNop, 255); !errors.Is(err, uring.ErrNotSupported) {
+	if err := p.Require(uring.OpNop, 255); !errors.Is(err, kernel.ErrNotSupported) {
 		t.Errorf("Require(NOP, 255) = %v, want ErrNotSupported", err)
 	}
 }

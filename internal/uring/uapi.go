@@ -1,6 +1,10 @@
 package uring
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/labctl/labctl/internal/kernel"
+)
 
 // Definitions from include/uapi/linux/io_uring.h, limited to what this
 // package uses. Field layouts are checked against the header's sizes and
@@ -174,6 +178,14 @@ const (
 	OpRecv   Op = 27 // Linux 5.6
 	OpSendZC Op = 47 // Linux 6.0
 )
+
+// Feature is the opcode as a kernel feature, with the version that
+// brought it (io_uring_setup itself came in Linux 5.1).
+func (o Op) Feature() kernel.Feature {
+	since := map[Op]kernel.Version{OpNop: kernel.V(5, 1), OpRead: kernel.V(5, 6), OpWrite: kernel.V(5, 6),
+		OpSend: kernel.V(5, 6), OpRecv: kernel.V(5, 6), OpSendZC: kernel.V(6, 0)}[o]
+	return kernel.Feature{Name: "io_uring " + o.String(), Since: since}
+}
 
 func (o Op) String() string {
 	switch o {

@@ -1,17 +1,14 @@
 package firewall
 
 import (
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/labctl/labctl/internal/golden"
 	"github.com/labctl/labctl/topologies"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func TestRender(t *testing.T) {
 	cases := []struct {
@@ -43,7 +40,7 @@ func TestRender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join("testdata", c.name+".nft"), got)
+			golden.Check(t, filepath.Join("testdata", c.name+".nft"), []byte(got))
 		})
 	}
 }
@@ -103,22 +100,5 @@ func TestComment(t *testing.T) {
 		if i, ok := ruleIndex(bad); ok {
 			t.Errorf("ruleIndex(%q) = %d, true; want false", bad, i)
 		}
-	}
-}
-
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", path, got, want)
 	}
 }

@@ -18,7 +18,6 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -210,8 +209,7 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		return status.Errorf(codes.Canceled, "node %s: %s %s stopped; what it changed is restored", s.Node, req.GetExperiment(), req.GetRole())
 	}
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(otelcodes.Error, err.Error())
+		traces.Fail(span, err)
 		span.End()
 		return rpcerr.Status(fmt.Errorf("node %s: %s %s: %w", s.Node, req.GetExperiment(), req.GetRole(), err), codes.Aborted)
 	}

@@ -340,7 +340,7 @@ type ExperimentSpec struct {
 	Summary string `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
 	// What it measures, how, and what the evidence is.
 	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	// Claims of FIELD-NOTES.md it answers, such as "C1".
+	// Claims of docs/claims.md it answers, such as "C1".
 	Claims []string     `protobuf:"bytes,4,rep,name=claims,proto3" json:"claims,omitempty"`
 	Params []*ParamSpec `protobuf:"bytes,5,rep,name=params,proto3" json:"params,omitempty"`
 	// Roles in the order they start, such as ["server", "client"].
