@@ -41,6 +41,9 @@ verdict. Ctrl-C cancels every role cleanly; the result is stored as cancelled.
 Roles go on nodes with --client and --server (or --node ROLE=NODE); by default
 the client runs on the lab's first node and the server on its second.
 
+Each experiment answers claims about the network stack (C1...C18, listed
+with their sources and evidence in docs/claims.md) and ends in a verdict:
+holds, does not hold, conditional, not engaged, undecided, or measured.
 labctl run --list describes every experiment; labctl run EXPERIMENT --help
 shows its parameters with defaults and bounds.`,
 		Example: `  labctl run --list

@@ -50,6 +50,15 @@ func (h *Host) agentFile(lab, node, ext string) string {
 	return filepath.Join(h.LabRunDir(lab), node+"."+ext)
 }
 
+// The descriptors an agent inherits (services/agent.Daemon reads them
+// from its flags): the host's network namespace, to reach what exists only
+// there (the global sysctls, the trace collector), and the write end of a
+// pipe on which the agent says it is serving.
+const (
+	AgentHostNetnsFD = 3
+	AgentReadyFD     = 4
+)
+
 // agentStartTimeout bounds how long up waits for a new agent to serve.
 const agentStartTimeout = 10 * time.Second
 
@@ -138,9 +147,8 @@ func (h *Host) startAgent(ctx context.Context, sp *netns.Spawner, lab string, n 
 		return fmt.Errorf("node %s: agent log: %w", n.Name, err)
 	}
 	defer log.Close()
-	// The agent inherits the host's network namespace as fd 3, to reach what
-	// exists only there: the global sysctls, and the trace collector; and
-	// the write end of a pipe as fd 4, on which it says it is ready.
+	// The agent inherits the host's network namespace and the write end of
+	// a pipe on which it says it is ready.
 	hostNS, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		return fmt.Errorf("node %s: host namespace: %w", n.Name, err)
@@ -155,12 +163,15 @@ func (h *Host) startAgent(ctx context.Context, sp *netns.Spawner, lab string, n 
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	args := []string{"agent", "--lab", lab, "--node", n.Name, "--socket", sock, "--pid-file", pidFile, "--settings-dir", h.SettingsDir(lab, n.Name),
-		"--host-netns-fd", "3", "--ready-fd", "4", "--otlp-endpoint", h.OTLPEndpoint}
+		"--host-netns-fd", strconv.Itoa(AgentHostNetnsFD), "--ready-fd", strconv.Itoa(AgentReadyFD), "--otlp-endpoint", h.OTLPEndpoint}
 	if h.TraceDir != "" {
 		args = append(args, "--trace-dir", h.TraceDir)
 	}
 	cmd := exec.Command(h.Binary, args...)
-	cmd.ExtraFiles = []*os.File{hostNS, readyW}
+	// ExtraFiles[i] is descriptor 3+i in the child.
+	extra := make([]*os.File, max(AgentHostNetnsFD, AgentReadyFD)-2)
+	extra[AgentHostNetnsFD-3], extra[AgentReadyFD-3] = hostNS, readyW
+	cmd.ExtraFiles = extra
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

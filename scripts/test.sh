@@ -3,11 +3,12 @@
 #
 #   sudo scripts/test.sh
 #
-# It installs what is missing (scripts/deps.sh), checks formatting, vet and
-# the generated protobuf code, runs every test (the privileged ones need
-# root: they skip without it, and fail instead when LABCTL_REQUIRE_PRIV=1,
-# which .ci/run sets; the trace tests run against a real Jaeger built from
-# tools/jaeger), then fuzzes the topology loader for a short budget.
+# It installs what is missing (scripts/deps.sh), checks formatting, vet,
+# staticcheck and the generated protobuf code, runs every test (the
+# privileged ones need root: they skip without it, and fail instead when
+# LABCTL_REQUIRE_PRIV=1, which .ci/run sets; the trace tests run against a
+# real Jaeger built from tools/jaeger), then fuzzes the topology loader for
+# a short budget.
 #
 # Jaeger takes ~10 minutes to build the first time and its build leaves a
 # core idle much of the time, so it builds in the background while the rest
@@ -39,6 +40,15 @@ if [[ -n $unformatted ]]; then
 	exit 1
 fi
 go vet ./...
+
+# staticcheck's default checks; staticcheck is pinned in
+# tools/staticcheck/go.mod and built once into bin/, as buf is.
+step "staticcheck"
+staticcheck=${LABCTL_TOOLS_BIN:-$repo/bin}/staticcheck
+if [[ ! -x $staticcheck || tools/staticcheck/go.mod -nt $staticcheck ]]; then
+	go build -C tools/staticcheck -o "$staticcheck" honnef.co/go/tools/cmd/staticcheck
+fi
+"$staticcheck" ./...
 
 step "protobuf: buf lint, regenerate, compare with the commit"
 scripts/proto.sh --check

@@ -24,14 +24,14 @@ import (
 type Experiment struct{}
 
 // defaultDevices leave out the veth-gro-tso control.
-var defaultDevices = []Device{Loopback, Veth, VethGRO, VethXDP, NIC}
+var defaultDevices = []device{loopback, veth, vethGRO, vethXDP, nic}
 
 // defaultMechanisms keep a default run under a minute on two vCPUs: the
 // sysctl of the claim as sockperf users set it, epoll's own parameters
 // with their baseline, and the spin that tells why. The others
 // (so_busy_poll, so_busy_poll_budget, prefer_busy_poll, busy_poll) are one
 // parameter away.
-var defaultMechanisms = []Mechanism{Blocking, BusyRead, Epoll, EpollParams, Spin}
+var defaultMechanisms = []mechanism{blocking, busyRead, epoll, epollParams, spin}
 
 // autoDevices is napi_devices' default: Steps replaces it by the devices
 // at both ends of each step's path.
@@ -144,8 +144,8 @@ after a crash.`,
 // The choices of devices and mechanisms are Devices and Mechanisms; the
 // defaults, in the choices, fail NewRegistry if they are not.
 type params struct {
-	Devices         []Device         `param:"devices" choices:"loopback,veth,veth-gro,veth-gro-tso,veth-xdp,nic" help:"device conditions to measure (a device the lab lacks is reported as unsupported)"`
-	Mechanisms      []Mechanism      `param:"mechanisms" choices:"blocking,so_busy_poll,so_busy_poll_budget,busy_read,prefer_busy_poll,epoll,busy_poll,epoll_params,spin" help:"how both roles wait for data (see the description)"`
+	Devices         []device         `param:"devices" choices:"loopback,veth,veth-gro,veth-gro-tso,veth-xdp,nic" help:"device conditions to measure (a device the lab lacks is reported as unsupported)"`
+	Mechanisms      []mechanism      `param:"mechanisms" choices:"blocking,so_busy_poll,so_busy_poll_budget,busy_read,prefer_busy_poll,epoll,busy_poll,epoll_params,spin" help:"how both roles wait for data (see the description)"`
 	Timeouts        []time.Duration  `param:"timeouts" min:"0s" max:"1ms" help:"busy-poll times, each measured (whole µs)"`
 	Budget          int              `param:"budget" min:"1" max:"1024" help:"SO_BUSY_POLL_BUDGET of so_busy_poll_budget, packets per poll (kernel default 8)"`
 	DeferHardIRQs   int              `param:"defer_hard_irqs" min:"1" max:"1000" help:"napi_defer_hard_irqs of prefer_busy_poll"`
@@ -179,7 +179,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 	c := experiments.As[params](p)
 	type device struct {
 		r        route
-		variants []Variant
+		variants []variant
 	}
 	var devices []device
 	for _, d := range c.Devices {
@@ -187,7 +187,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 		if !ok {
 			continue // Judge reports it as unsupported
 		}
-		devices = append(devices, device{r, Expand(d, c.Mechanisms, c.Timeouts, c.Budget)})
+		devices = append(devices, device{r, expand(d, c.Mechanisms, c.Timeouts, c.Budget)})
 	}
 	if len(devices) == 0 {
 		names := make([]string, len(c.Devices))
@@ -229,7 +229,7 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	if env.Role != experiments.Server && env.Role != experiments.Client {
 		return nil, fmt.Errorf("busy-poll has no role %q", env.Role)
 	}
-	v, err := ParseVariant(env.Step.GetVariant())
+	v, err := parseVariant(env.Step.GetVariant())
 	if err != nil {
 		return nil, err
 	}

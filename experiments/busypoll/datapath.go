@@ -33,7 +33,7 @@ const (
 
 // conns is how many connections the variant's data path uses.
 func (r *roleRun) conns() int {
-	if r.v.Mechanism.Mode() == ModeEpoll {
+	if r.v.Mechanism.Mode() == modeEpoll {
 		return r.o.conns
 	}
 	return 1
@@ -41,9 +41,9 @@ func (r *roleRun) conns() int {
 
 func (r *roleRun) serve(ctx context.Context) (*experimentv1.RoleReport, error) {
 	switch r.v.Mechanism.Mode() {
-	case ModeEpoll:
+	case modeEpoll:
 		return r.serveEpoll(ctx)
-	case ModeSpin:
+	case modeSpin:
 		return r.serveSpin(ctx)
 	}
 	return rr.Serve(ctx, r.env, r.o.size, r.o.cpu, r.hook)
@@ -51,9 +51,9 @@ func (r *roleRun) serve(ctx context.Context) (*experimentv1.RoleReport, error) {
 
 func (r *roleRun) client(ctx context.Context, peer netip.AddrPort) (*experimentv1.RoleReport, error) {
 	switch r.v.Mechanism.Mode() {
-	case ModeEpoll:
+	case modeEpoll:
 		return r.clientEpoll(ctx, peer)
-	case ModeSpin:
+	case modeSpin:
 		return r.clientSpin(ctx, peer)
 	}
 	return rr.Client(ctx, r.env, peer, rr.ClientOptions{Size: r.o.size, Duration: r.o.duration, Warmup: r.o.warmup, CPU: r.o.cpu}, r.hook)
@@ -210,7 +210,7 @@ func (m *meter) report(r *roleRun) *experimentv1.RoleReport {
 	if m.measured > 0 {
 		report.AddUsage(rep, m.end.Sub(m.start), m.measured, "msg")
 	}
-	if r.v.Mechanism == Spin && m.measured > 0 {
+	if r.v.Mechanism == spin && m.measured > 0 {
 		rep.Metrics["empty_recvs_per_msg"] = float64(m.empty) / float64(m.measured)
 	}
 	return rep

@@ -160,7 +160,7 @@ func (r *roleRun) evidence(rep *experimentv1.RoleReport, w *window) error {
 
 // settingsEvidence reads back what the variant set, from the kernel.
 func (r *roleRun) settingsEvidence(rep *experimentv1.RoleReport) error {
-	if r.v.Device != Loopback && r.v.Device != NIC {
+	if r.v.Device != loopback && r.v.Device != nic {
 		// The node's environment, read at the end of the data path while
 		// the step's offloads are still set, already has them (ethtool -k).
 		for _, i := range rep.GetEnvironment().GetInterfaces() {
@@ -177,7 +177,7 @@ func (r *roleRun) settingsEvidence(rep *experimentv1.RoleReport) error {
 			}
 		}
 	}
-	if r.v.Mechanism == PreferBusyPoll {
+	if r.v.Mechanism == preferBusyPoll {
 		for _, s := range r.deviceSettings() {
 			b, err := os.ReadFile(s.file)
 			if err != nil {

@@ -19,16 +19,16 @@ import (
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
 	rows := report.Aggregate(steps)
 	for _, row := range rows {
-		v, err := ParseVariant(row.GetVariant())
+		v, err := parseVariant(row.GetVariant())
 		if err != nil {
 			row.Note = err.Error()
 			continue
 		}
 		row.Engagement, row.Note = engagement(v, stepsOf(steps, row.GetVariant()))
 	}
-	measured := map[Device]bool{}
+	measured := map[device]bool{}
 	for _, s := range steps {
-		if v, err := ParseVariant(s.GetStep().GetVariant()); err == nil {
+		if v, err := parseVariant(s.GetStep().GetVariant()); err == nil {
 			measured[v.Device] = true
 		}
 	}
@@ -80,7 +80,7 @@ func evidenceOf(s *experimentv1.StepResult) stepEvidence {
 }
 
 // engagement decides from the evidence of a variant's repeats.
-func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engagement, string) {
+func engagement(v variant, steps []*experimentv1.StepResult) (experimentv1.Engagement, string) {
 	var ev []stepEvidence
 	for _, s := range steps {
 		e := evidenceOf(s)
@@ -113,7 +113,7 @@ func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engag
 	switch {
 	case v.Mechanism.Baseline():
 		return experimentv1.Engagement_ENGAGEMENT_BASELINE, "baseline; " + path
-	case v.Mechanism == Spin:
+	case v.Mechanism == spin:
 		if spun < len(ev) {
 			return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, fmt.Sprintf("user-space spin not engaged: recv never found the socket empty in %d of %d repeats", len(ev)-spun, len(ev))
 		}
@@ -137,7 +137,7 @@ func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engag
 
 // comparison is an engaged variant against its baseline on its device.
 type comparison struct {
-	v, base  Variant
+	v, base  variant
 	rtt, cpu measure.Decision
 	vcsw     [2]float64 // median voluntary switches per message: baseline, variant
 }
@@ -154,10 +154,10 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*exp
 	var cmps []comparison
 	var unsupported []string
 	// Not engaged: per device, the variants that did not and those that did.
-	missed, hit := map[Device][]string{}, map[Device]bool{}
+	missed, hit := map[device][]string{}, map[device]bool{}
 	epollOnly, asked := true, false
 	for _, row := range rows {
-		v, err := ParseVariant(row.GetVariant())
+		v, err := parseVariant(row.GetVariant())
 		if err != nil && row.GetEngagement() == experimentv1.Engagement_ENGAGEMENT_UNSUPPORTED {
 			unsupported = appendNew(unsupported, row.GetVariant()) // a device the lab lacks
 		}
@@ -165,11 +165,11 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*exp
 			continue
 		}
 		asked = true
-		epollOnly = epollOnly && v.Mechanism.Mode() == ModeEpoll
+		epollOnly = epollOnly && v.Mechanism.Mode() == modeEpoll
 		switch row.GetEngagement() {
 		case experimentv1.Engagement_ENGAGEMENT_ENGAGED:
 			hit[v.Device] = true
-			base := Variant{Device: v.Device, Mechanism: v.Mechanism.BaselineOf()}
+			base := variant{Device: v.Device, Mechanism: v.Mechanism.BaselineOf()}
 			if report.Row(rows, base.String()) == nil {
 				continue
 			}
@@ -196,7 +196,7 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*exp
 	var tail []string
 	// A device where nothing engaged is named; elsewhere the variants.
 	var notEngaged []string
-	for _, d := range Devices {
+	for _, d := range devices {
 		switch {
 		case len(missed[d]) == 0:
 		case hit[d]:
@@ -259,7 +259,7 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult, rows []*exp
 		first += fmt.Sprintf(" (evidence: NAPI id %.0f, %.2f packets per message taken by busy polling in the server's node)", napi,
 			measure.SpreadOf(report.Values(steps, best.v.String(), "server.busy_poll_rx_packets_per_msg")).Median)
 	}
-	if spin := report.Values(steps, Variant{Device: best.v.Device, Mechanism: Spin}.String(), rttMetric); len(spin) > 0 {
+	if spin := report.Values(steps, variant{Device: best.v.Device, Mechanism: spin}.String(), rttMetric); len(spin) > 0 {
 		first += fmt.Sprintf("; a user-space spin on the same device: %s", usec(measure.SpreadOf(spin).Median))
 	}
 	counts := fmt.Sprintf("%d of %d engaged variants were faster than their baseline, %d slower, %d undecided (%.0f%% confidence per comparison)",

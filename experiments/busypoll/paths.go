@@ -19,18 +19,18 @@ type route struct {
 
 // findRoute picks the path of the lab that gives device condition d between
 // the client's and the server's nodes; ok is false when the lab has none.
-func findRoute(lab experiments.Lab, d Device) (route, bool) {
+func findRoute(lab experiments.Lab, d device) (route, bool) {
 	client, server := lab.Node(experiments.Client), lab.Node(experiments.Server)
 	switch d {
-	case Loopback:
+	case loopback:
 		return route{serverNode: server, clientNode: server, serverAddr: netip.MustParseAddr("127.0.0.1"), napiDevices: []string{"lo"}}, true
-	case Veth, VethGRO, VethGROTSO, VethXDP:
+	case veth, vethGRO, vethGROTSO, vethXDP:
 		links := directVeths(lab.Plan, client, server)
 		// veth-xdp wants a link without GRO too, so that its NAPI instance
 		// is the XDP program's doing.
 		var pick *vethLink
 		for i := range links {
-			if links[i].gro == (d == VethGRO || d == VethGROTSO) {
+			if links[i].gro == (d == vethGRO || d == vethGROTSO) {
 				pick = &links[i]
 				break
 			}
@@ -39,7 +39,7 @@ func findRoute(lab experiments.Lab, d Device) (route, bool) {
 			return route{}, false
 		}
 		return route{serverNode: server, clientNode: client, serverAddr: pick.serverAddr, napiDevices: names(pick.clientIface, pick.serverIface)}, true
-	case NIC:
+	case nic:
 		for _, p := range lab.Paths(client, server) {
 			if !p.Direct || (p.Kind != topologies.KindMacvlan && p.Kind != topologies.KindMove) {
 				continue

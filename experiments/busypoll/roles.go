@@ -55,7 +55,7 @@ func splitNames(s string) []string {
 // roleRun is one role of one step and what it set up for its variant.
 type roleRun struct {
 	env   *experiments.Env
-	v     Variant
+	v     variant
 	o     options
 	iface string
 	// macvlan: iface is a macvlan, whose NAPI instance is its lower
@@ -75,7 +75,7 @@ type roleRun struct {
 // run runs one role: set the variant up, run the data path, collect the
 // evidence, take the variant down (the journal restores the settings after
 // Run returns; the XDP link is closed here).
-func run(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.RoleReport, error) {
+func run(ctx context.Context, env *experiments.Env, v variant) (*experimentv1.RoleReport, error) {
 	if env.Settings == nil {
 		return nil, fmt.Errorf("busy-poll %s: no settings journal: every setting a role changes must be restorable", env.Role)
 	}
@@ -148,7 +148,7 @@ func (r *roleRun) setUp(ctx context.Context, peer netip.AddrPort) error {
 			return err
 		}
 	}
-	if r.v.Device == VethXDP {
+	if r.v.Device == vethXDP {
 		r.xdp, err = attachXDP(r.iface, l.Attrs().Index)
 		if err != nil && xdpUnsupported(err) {
 			return kernel.NotSupported(kernel.Feature{Name: "XDP on " + r.iface, Since: kernel.V(4, 19)}, err)
@@ -157,7 +157,7 @@ func (r *roleRun) setUp(ctx context.Context, peer netip.AddrPort) error {
 			return err
 		}
 	}
-	if r.v.Mechanism == PreferBusyPoll {
+	if r.v.Mechanism == preferBusyPoll {
 		for _, s := range r.deviceSettings() {
 			if err := r.env.Settings.WriteFile(s.file, s.value); err != nil {
 				if errors.Is(err, os.ErrNotExist) {
@@ -211,7 +211,7 @@ func (r *roleRun) probe() error {
 		}
 		return err
 	}
-	if r.v.Mechanism != EpollParams {
+	if r.v.Mechanism != epollParams {
 		return nil
 	}
 	r.epoll = &sock.BusyPollParams{Timeout: r.v.Timeout}
@@ -229,14 +229,14 @@ func (r *roleRun) probe() error {
 // setOptions sets the variant's socket options on fd.
 func (r *roleRun) setOptions(fd sock.FD) error {
 	switch r.v.Mechanism {
-	case SoBusyPoll:
+	case soBusyPoll:
 		return sock.SetBusyPoll(fd, r.v.Timeout)
-	case SoBusyPollBudget:
+	case soBusyPollBudget:
 		if err := sock.SetBusyPoll(fd, r.v.Timeout); err != nil {
 			return err
 		}
 		return sock.SetBusyPollBudget(fd, r.v.Budget)
-	case PreferBusyPoll:
+	case preferBusyPoll:
 		if err := sock.SetBusyPoll(fd, r.v.Timeout); err != nil {
 			return err
 		}

@@ -8,20 +8,20 @@ import (
 
 func TestVariantNamesRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
-		v    Variant
+		v    variant
 		name string
 	}{
-		{Variant{Device: Loopback, Mechanism: Blocking}, "loopback/blocking"},
-		{Variant{Device: VethGRO, Mechanism: BusyRead, Timeout: 50 * time.Microsecond}, "veth-gro/busy_read-50us"},
-		{Variant{Device: Veth, Mechanism: SoBusyPollBudget, Timeout: 25 * time.Microsecond, Budget: 64}, "veth/so_busy_poll_budget-25us-64pkts"},
-		{Variant{Device: VethXDP, Mechanism: EpollParams, Timeout: 0}, "veth-xdp/epoll_params-0us"},
-		{Variant{Device: NIC, Mechanism: Spin}, "nic/spin"},
-		{Variant{Device: VethGROTSO, Mechanism: Epoll}, "veth-gro-tso/epoll"},
+		{variant{Device: loopback, Mechanism: blocking}, "loopback/blocking"},
+		{variant{Device: vethGRO, Mechanism: busyRead, Timeout: 50 * time.Microsecond}, "veth-gro/busy_read-50us"},
+		{variant{Device: veth, Mechanism: soBusyPollBudget, Timeout: 25 * time.Microsecond, Budget: 64}, "veth/so_busy_poll_budget-25us-64pkts"},
+		{variant{Device: vethXDP, Mechanism: epollParams, Timeout: 0}, "veth-xdp/epoll_params-0us"},
+		{variant{Device: nic, Mechanism: spin}, "nic/spin"},
+		{variant{Device: vethGROTSO, Mechanism: epoll}, "veth-gro-tso/epoll"},
 	} {
 		if got := tc.v.String(); got != tc.name {
 			t.Errorf("%+v names itself %q, want %q", tc.v, got, tc.name)
 		}
-		back, err := ParseVariant(tc.name)
+		back, err := parseVariant(tc.name)
 		if err != nil || back != tc.v {
 			t.Errorf("ParseVariant(%q) = %+v, %v; want %+v", tc.name, back, err, tc.v)
 		}
@@ -39,7 +39,7 @@ func TestParseVariantRefuses(t *testing.T) {
 		{"veth/so_busy_poll_budget-50us-0pkts", "budget"},
 		{"veth/so_busy_poll_budget-50us-64", "budget"},
 	} {
-		_, err := ParseVariant(tc.in)
+		_, err := parseVariant(tc.in)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseVariant(%q): %v, want an error containing %q", tc.in, err, tc.want)
 		}
@@ -48,21 +48,21 @@ func TestParseVariantRefuses(t *testing.T) {
 
 func TestMechanismProperties(t *testing.T) {
 	for _, tc := range []struct {
-		m        Mechanism
-		mode     Mode
-		baseline Mechanism
+		m        mechanism
+		mode     mode
+		baseline mechanism
 		busy     bool
 		sysctl   string
 	}{
-		{Blocking, ModeBlocking, Blocking, false, ""},
-		{SoBusyPoll, ModeBlocking, Blocking, true, ""},
-		{SoBusyPollBudget, ModeBlocking, Blocking, true, ""},
-		{BusyRead, ModeBlocking, Blocking, true, "net.core.busy_read"},
-		{PreferBusyPoll, ModeBlocking, Blocking, true, ""},
-		{Epoll, ModeEpoll, Epoll, false, ""},
-		{BusyPoll, ModeEpoll, Epoll, true, "net.core.busy_poll"},
-		{EpollParams, ModeEpoll, Epoll, true, ""},
-		{Spin, ModeSpin, Blocking, false, ""},
+		{blocking, modeBlocking, blocking, false, ""},
+		{soBusyPoll, modeBlocking, blocking, true, ""},
+		{soBusyPollBudget, modeBlocking, blocking, true, ""},
+		{busyRead, modeBlocking, blocking, true, "net.core.busy_read"},
+		{preferBusyPoll, modeBlocking, blocking, true, ""},
+		{epoll, modeEpoll, epoll, false, ""},
+		{busyPoll, modeEpoll, epoll, true, "net.core.busy_poll"},
+		{epollParams, modeEpoll, epoll, true, ""},
+		{spin, modeSpin, blocking, false, ""},
 	} {
 		if tc.m.Mode() != tc.mode || tc.m.BaselineOf() != tc.baseline || tc.m.KernelBusyPoll() != tc.busy || tc.m.HostSysctl() != tc.sysctl {
 			t.Errorf("%s: mode %v baseline %s busy %v sysctl %q; want %v %s %v %q", tc.m, tc.m.Mode(), tc.m.BaselineOf(), tc.m.KernelBusyPoll(), tc.m.HostSysctl(),
@@ -72,7 +72,7 @@ func TestMechanismProperties(t *testing.T) {
 }
 
 func TestExpand(t *testing.T) {
-	got := Expand(VethGRO, []Mechanism{Blocking, BusyRead, SoBusyPollBudget, Spin},
+	got := expand(vethGRO, []mechanism{blocking, busyRead, soBusyPollBudget, spin},
 		[]time.Duration{25 * time.Microsecond, 50 * time.Microsecond, 50*time.Microsecond + 300*time.Nanosecond}, 64)
 	var names []string
 	for _, v := range got {

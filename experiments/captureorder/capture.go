@@ -13,20 +13,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Direction is which copies of frames a capture counts.
-type Direction int
+// direction is which copies of frames a capture counts.
+type direction int
 
 const (
-	// Ingress counts frames the interface received (the tap in
+	// ingress counts frames the interface received (the tap in
 	// __netif_receive_skb_core).
-	Ingress Direction = iota
-	// Egress counts frames the interface sent (the tap in
+	ingress direction = iota
+	// egress counts frames the interface sent (the tap in
 	// dev_queue_xmit_nit, PACKET_OUTGOING).
-	Egress
+	egress
 )
 
-func (d Direction) String() string {
-	if d == Egress {
+func (d direction) String() string {
+	if d == egress {
 		return "egress"
 	}
 	return "ingress"
@@ -103,25 +103,25 @@ func (t *tally) Stop() (int64, error) {
 	return t.n.Load(), t.err
 }
 
-// Capture is an AF_PACKET socket on one interface, the mechanism tcpdump
+// capture is an AF_PACKET socket on one interface, the mechanism tcpdump
 // uses (libpcap opens the same kind of socket): the kernel hands it a copy
 // of every frame the interface receives or sends, and it counts the run's
 // datagrams in one direction.
-type Capture struct {
+type capture struct {
 	Iface string
-	Dir   Direction
+	Dir   direction
 	fd    int
 	t     *tally
 
 	once   sync.Once
-	result CaptureCount
+	result captureCount
 	err    error
 }
 
-// OpenCapture starts counting, on iface of the calling thread's network
+// openCapture starts counting, on iface of the calling thread's network
 // namespace, the frames in direction dir that carry an IPv4 UDP datagram
 // to port whose payload starts with tag.
-func OpenCapture(iface string, dir Direction, port int, tag []byte) (*Capture, error) {
+func openCapture(iface string, dir direction, port int, tag []byte) (*capture, error) {
 	link, err := netlink.LinkByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("capture on %s: %w", iface, err)
@@ -135,7 +135,7 @@ func OpenCapture(iface string, dir Direction, port int, tag []byte) (*Capture, e
 	if err != nil {
 		return nil, fmt.Errorf("capture on %s: AF_PACKET socket: %w", iface, err)
 	}
-	c := &Capture{Iface: iface, Dir: dir, fd: fd}
+	c := &capture{Iface: iface, Dir: dir, fd: fd}
 	// ETH_P_ALL puts the socket on the ptype_all list, which both taps
 	// walk; a socket bound to ETH_P_IP would only see received frames.
 	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: link.Attrs().Index}
@@ -145,10 +145,10 @@ func OpenCapture(iface string, dir Direction, port int, tag []byte) (*Capture, e
 	}
 	c.t, err = startTally(fd, 2048, func(b []byte, from unix.Sockaddr) bool {
 		ll, ok := from.(*unix.SockaddrLinklayer)
-		if !ok || (ll.Pkttype == unix.PACKET_OUTGOING) != (dir == Egress) {
+		if !ok || (ll.Pkttype == unix.PACKET_OUTGOING) != (dir == egress) {
 			return false
 		}
-		return MatchFrame(b, port, tag)
+		return matchFrame(b, port, tag)
 	})
 	if err != nil {
 		unix.Close(fd)
@@ -157,8 +157,8 @@ func OpenCapture(iface string, dir Direction, port int, tag []byte) (*Capture, e
 	return c, nil
 }
 
-// CaptureCount is what a capture saw.
-type CaptureCount struct {
+// captureCount is what a capture saw.
+type captureCount struct {
 	Matched int64
 	// Drops are frames the kernel could not queue to the socket
 	// (PACKET_STATISTICS tp_drops): a count with drops is a lower bound.
@@ -167,7 +167,7 @@ type CaptureCount struct {
 
 // Stop drains the capture, closes it and returns its count; calls after
 // the first return the same.
-func (c *Capture) Stop() (CaptureCount, error) {
+func (c *capture) Stop() (captureCount, error) {
 	c.once.Do(func() {
 		n, err := c.t.Stop()
 		c.result.Matched = n
@@ -186,11 +186,11 @@ func (c *Capture) Stop() (CaptureCount, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// MatchFrame reports whether an Ethernet frame (as a SOCK_RAW packet socket
+// matchFrame reports whether an Ethernet frame (as a SOCK_RAW packet socket
 // delivers it, lo's included) carries an IPv4 UDP datagram to port whose
 // payload starts with tag. Later fragments carry no UDP header and never
 // match.
-func MatchFrame(frame []byte, port int, tag []byte) bool {
+func matchFrame(frame []byte, port int, tag []byte) bool {
 	const ethLen = 14
 	if len(frame) < ethLen || binary.BigEndian.Uint16(frame[12:14]) != unix.ETH_P_IP {
 		return false

@@ -31,14 +31,14 @@ type Experiment struct{}
 
 // Variants: where the drop rule sits.
 const (
-	VariantInput  = "input"  // INPUT chain of the receiver
-	VariantOutput = "output" // OUTPUT chain of the sender
+	variantInput  = "input"  // INPUT chain of the receiver
+	variantOutput = "output" // OUTPUT chain of the sender
 )
 
 // Where the rules come from.
 const (
-	RulesTopology = "topology" // the nodes' firewall rules from the topology file
-	RulesRun      = "run"      // a table created for each step and deleted after it
+	rulesTopology = "topology" // the nodes' firewall rules from the topology file
+	rulesRun      = "run"      // a table created for each step and deleted after it
 )
 
 // tagLen is the length of the tag that starts every datagram of a step.
@@ -103,7 +103,7 @@ type params struct {
 	experiments.Repeats
 }
 
-var defaults = params{Count: 1000, Size: 64, InputPort: 9000, OutputPort: 9001, Rules: RulesTopology, Tcpdump: true,
+var defaults = params{Count: 1000, Size: 64, InputPort: 9000, OutputPort: 9001, Rules: rulesTopology, Tcpdump: true,
 	Repeats: experiments.Repeats{Repeats: 5}}
 
 // Steps alternates the two variants; both roles keep their nodes.
@@ -120,7 +120,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 			return nil, err
 		}
 	}
-	if c.Rules == RulesTopology {
+	if c.Rules == rulesTopology {
 		for _, drop := range []struct {
 			node, chain string
 			port        int
@@ -129,7 +129,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 			if !ok {
 				return nil, fmt.Errorf("lab has no node %s", drop.node)
 			}
-			if _, ok := TopologyRule(n, drop.chain, drop.port); !ok {
+			if _, ok := topologyRule(n, drop.chain, drop.port); !ok {
 				return nil, fmt.Errorf("node %s has no firewall rule that drops udp dport %d in chain %s (and nothing else); add one to the topology or run with --param rules=run",
 					drop.node, drop.port, drop.chain)
 			}
@@ -137,7 +137,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 	}
 	var steps []*experimentv1.Step
 	for rep := range c.Repeats.Repeats {
-		for _, v := range []string{VariantInput, VariantOutput} {
+		for _, v := range []string{variantInput, variantOutput} {
 			steps = append(steps, &experimentv1.Step{
 				Variant: v, Repeat: int32(rep), Params: p.Map(),
 				Roles: []*experimentv1.RoleAssignment{
@@ -164,14 +164,14 @@ type plan struct {
 func planOf(env *experiments.Env) (plan, error) {
 	p := experiments.As[params](env.Params)
 	v := env.Step.GetVariant()
-	pl := plan{variant: v, table: topologyTable, tag: Tag(env.RunID, v, env.Step.GetRepeat())}
-	if p.Rules == RulesRun {
-		pl.table = RunTable
+	pl := plan{variant: v, table: topologyTable, tag: stepTag(env.RunID, v, env.Step.GetRepeat())}
+	if p.Rules == rulesRun {
+		pl.table = runTable
 	}
 	switch v {
-	case VariantInput:
+	case variantInput:
 		pl.port, pl.chain, pl.ownsRule = p.InputPort, "input", env.Role == experiments.Server
-	case VariantOutput:
+	case variantOutput:
 		pl.port, pl.chain, pl.ownsRule = p.OutputPort, "output", env.Role == experiments.Client
 	default:
 		return plan{}, fmt.Errorf("capture-order has no variant %q", v)
@@ -179,10 +179,10 @@ func planOf(env *experiments.Env) (plan, error) {
 	return pl, nil
 }
 
-// Tag is the first bytes of every datagram of one step: both roles compute
+// stepTag is the first bytes of every datagram of one step: both roles compute
 // it from the run, the variant and the repeat, so captures count the step's
 // own datagrams and nothing else.
-func Tag(runID, variant string, repeat int32) []byte {
+func stepTag(runID, variant string, repeat int32) []byte {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%s/%s/%d", runID, variant, repeat)
 	tag := make([]byte, tagLen)
@@ -199,8 +199,8 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if pl.ownsRule && experiments.As[params](env.Params).Rules == RulesRun {
-		if err := env.Settings.Run(ctx, RunRuleUndo(), "nft", RunRuleScript(pl.chain, pl.port)); err != nil {
+	if pl.ownsRule && experiments.As[params](env.Params).Rules == rulesRun {
+		if err := env.Settings.Run(ctx, runRuleUndo(), "nft", runRuleScript(pl.chain, pl.port)); err != nil {
 			return nil, fmt.Errorf("node %s: create the run's drop rule: %w", env.Node, err)
 		}
 	}
@@ -215,10 +215,10 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 
 // observers are the counters a role runs on its interface during a step.
 type observers struct {
-	capture *Capture
-	tcpdump *Tcpdump
-	note    string // why tcpdump did not run
-	rule    Rule   // the rule's counter before the step
+	capture *capture
+	tcpdump *tcpdump
+	note    string   // why tcpdump did not run
+	rule    dropRule // the rule's counter before the step
 }
 
 // abort ends the observers of a step that failed; after stop it does
@@ -230,28 +230,28 @@ func (o *observers) abort() {
 	}
 }
 
-func startObservers(ctx context.Context, env *experiments.Env, iface string, dir Direction, pl plan) (*observers, error) {
+func startObservers(ctx context.Context, env *experiments.Env, iface string, dir direction, pl plan) (*observers, error) {
 	o := &observers{}
 	var err error
 	if pl.ownsRule {
-		if o.rule, err = ReadRule(ctx, pl.table, pl.chain, pl.port); err != nil {
+		if o.rule, err = readRule(ctx, pl.table, pl.chain, pl.port); err != nil {
 			return nil, fmt.Errorf("node %s: the drop rule: %w", env.Node, err)
 		}
 	}
-	if o.capture, err = OpenCapture(iface, dir, pl.port, pl.tag); err != nil {
+	if o.capture, err = openCapture(iface, dir, pl.port, pl.tag); err != nil {
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
 	}
 	switch {
 	case !experiments.As[params](env.Params).Tcpdump:
 		o.note = "tcpdump cross-check off (tcpdump=false)"
-	case dir == Egress && iface == "lo":
+	case dir == egress && iface == "lo":
 		// libpcap skips the outgoing copy of every frame on a loopback
 		// device, since the same frame comes back as incoming.
 		o.note = "no tcpdump cross-check for frames leaving lo: libpcap ignores the outgoing copies on loopback"
 	default:
-		o.tcpdump, err = StartTcpdump(ctx, iface, dir, pl.port, experiments.As[params](env.Params).Count)
+		o.tcpdump, err = startTcpdump(ctx, iface, dir, pl.port, experiments.As[params](env.Params).Count)
 		switch {
-		case errors.Is(err, ErrNoTcpdump):
+		case errors.Is(err, errNoTcpdump):
 			o.note = "tcpdump is not installed: no cross-check"
 		case err != nil:
 			o.capture.Stop()
@@ -280,13 +280,13 @@ func (o *observers) stop(ctx context.Context, env *experiments.Env, r *experimen
 		}
 		r.Metrics["tcpdump_packets"] = float64(tc.Captured)
 		report.AddEvidence(r, "tcpdump_packets", float64(tc.Captured), "packets",
-			fmt.Sprintf("tcpdump -i %s -Q %s 'udp dst port %d': packets captured", o.capture.Iface, map[Direction]string{Ingress: "in", Egress: "out"}[o.capture.Dir], pl.port),
+			fmt.Sprintf("tcpdump -i %s -Q %s 'udp dst port %d': packets captured", o.capture.Iface, map[direction]string{ingress: "in", egress: "out"}[o.capture.Dir], pl.port),
 			fmt.Sprintf("received by filter %d, dropped by kernel %d", tc.ReceivedByFilter, tc.DroppedByKernel))
 	} else {
 		r.Notes = append(r.Notes, o.note)
 	}
 	if pl.ownsRule {
-		after, err := ReadRule(ctx, pl.table, pl.chain, pl.port)
+		after, err := readRule(ctx, pl.table, pl.chain, pl.port)
 		if err != nil {
 			return fmt.Errorf("node %s: the drop rule: %w", env.Node, err)
 		}
@@ -317,7 +317,7 @@ func serve(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Ro
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
 	}
 	defer delivered.Stop()
-	obs, err := startObservers(ctx, env, iface, Ingress, pl)
+	obs, err := startObservers(ctx, env, iface, ingress, pl)
 	if err != nil {
 		return nil, err
 	}
@@ -374,7 +374,7 @@ func send(ctx context.Context, env *experiments.Env, pl plan) (*experimentv1.Rol
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", env.Node, err)
 	}
-	obs, err := startObservers(ctx, env, iface, Egress, pl)
+	obs, err := startObservers(ctx, env, iface, egress, pl)
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,7 @@ func TestFindRule(t *testing.T) {
 		{"output", 9999, 0, 0, "has no rule"},
 		{"forward", 9000, 0, 0, "has no rule"},
 	} {
-		r, err := FindRule(data, "labctl", tc.chain, tc.port)
+		r, err := findRule(data, "labctl", tc.chain, tc.port)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%s %d: %+v, %v; want an error with %q", tc.chain, tc.port, r, err, tc.err)
@@ -57,10 +57,10 @@ func TestFindRule(t *testing.T) {
 			t.Errorf("%s %d: %+v, %v; want handle %d with %d packets", tc.chain, tc.port, r, err, tc.handle, tc.packets)
 		}
 	}
-	if _, err := FindRule(data, "other", "input", 9000); err == nil {
+	if _, err := findRule(data, "other", "input", 9000); err == nil {
 		t.Error("found a rule in a table the listing does not hold")
 	}
-	if _, err := FindRule([]byte("{"), "labctl", "input", 9000); err == nil {
+	if _, err := findRule([]byte("{"), "labctl", "input", 9000); err == nil {
 		t.Error("no error for broken JSON")
 	}
 }
@@ -84,7 +84,7 @@ func TestTopologyRule(t *testing.T) {
 		{tx, "output", 9001, true},
 		{tx, "input", 9001, false},
 	} {
-		if _, got := TopologyRule(tc.node, tc.chain, tc.port); got != tc.want {
+		if _, got := topologyRule(tc.node, tc.chain, tc.port); got != tc.want {
 			t.Errorf("node %s chain %s port %d: %v, want %v", tc.node.Name, tc.chain, tc.port, got, tc.want)
 		}
 	}
@@ -92,7 +92,7 @@ func TestTopologyRule(t *testing.T) {
 		{Chain: "input", Proto: "udp", Dport: topologies.PortRange{Lo: 9000, Hi: 9010}, Action: "accept"},
 		{Chain: "input", Proto: "udp", Dport: topologies.PortRange{Lo: 9000, Hi: 9000}, Action: "drop"},
 	}}
-	if _, ok := TopologyRule(accept, "input", 9000); ok {
+	if _, ok := topologyRule(accept, "input", 9000); ok {
 		t.Error("an earlier accept of the port was ignored")
 	}
 }
@@ -111,7 +111,7 @@ func frame(ethertype uint16, proto byte, fragOff uint16, dport uint16, payload [
 }
 
 func TestMatchFrame(t *testing.T) {
-	tag := Tag("run", VariantInput, 0)
+	tag := stepTag("run", variantInput, 0)
 	payload := append(append([]byte{}, tag...), 1, 2, 3)
 	for _, tc := range []struct {
 		name  string
@@ -120,25 +120,25 @@ func TestMatchFrame(t *testing.T) {
 	}{
 		{"the step's datagram", frame(0x0800, 17, 0, 9000, payload), true},
 		{"another port", frame(0x0800, 17, 0, 9001, payload), false},
-		{"another step's tag", frame(0x0800, 17, 0, 9000, Tag("run", VariantInput, 1)), false},
+		{"another step's tag", frame(0x0800, 17, 0, 9000, stepTag("run", variantInput, 1)), false},
 		{"TCP", frame(0x0800, 6, 0, 9000, payload), false},
 		{"IPv6 ethertype", frame(0x86dd, 17, 0, 9000, payload), false},
 		{"a later fragment", frame(0x0800, 17, 185, 9000, payload), false},
 		{"short payload", frame(0x0800, 17, 0, 9000, tag[:8]), false},
 		{"truncated", frame(0x0800, 17, 0, 9000, payload)[:30], false},
 	} {
-		if got := MatchFrame(tc.frame, 9000, tag); got != tc.want {
+		if got := matchFrame(tc.frame, 9000, tag); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
 
 func TestTag(t *testing.T) {
-	a, b := Tag("r1", VariantInput, 0), Tag("r1", VariantInput, 0)
+	a, b := stepTag("r1", variantInput, 0), stepTag("r1", variantInput, 0)
 	if !bytes.Equal(a, b) || len(a) != tagLen || !bytes.HasPrefix(a, []byte("labctlC7")) {
 		t.Errorf("tag %x, again %x", a, b)
 	}
-	for _, other := range [][]byte{Tag("r2", VariantInput, 0), Tag("r1", VariantOutput, 0), Tag("r1", VariantInput, 1)} {
+	for _, other := range [][]byte{stepTag("r2", variantInput, 0), stepTag("r1", variantOutput, 0), stepTag("r1", variantInput, 1)} {
 		if bytes.Equal(a, other) {
 			t.Errorf("two steps share tag %x", a)
 		}
@@ -148,15 +148,15 @@ func TestTag(t *testing.T) {
 func TestParseTcpdumpCounts(t *testing.T) {
 	for _, tc := range []struct {
 		out  string
-		want TcpdumpCount
+		want tcpdumpTally
 		err  bool
 	}{
 		{"tcpdump: listening on eth0, link-type EN10MB (Ethernet), snapshot length 262144 bytes\n1000 packets captured\n1002 packets received by filter\n0 packets dropped by kernel\n",
-			TcpdumpCount{1000, 1002, 0}, false},
-		{"1 packet captured\n1 packet received by filter\n3 packets dropped by kernel\n", TcpdumpCount{1, 1, 3}, false},
-		{"tcpdump: eth9: No such device exists\n", TcpdumpCount{}, true},
+			tcpdumpTally{1000, 1002, 0}, false},
+		{"1 packet captured\n1 packet received by filter\n3 packets dropped by kernel\n", tcpdumpTally{1, 1, 3}, false},
+		{"tcpdump: eth9: No such device exists\n", tcpdumpTally{}, true},
 	} {
-		got, err := ParseTcpdumpCounts(tc.out)
+		got, err := parseTcpdumpCounts(tc.out)
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("%q: %+v, %v; want %+v (error %v)", tc.out, got, err, tc.want, tc.err)
 		}
@@ -164,7 +164,7 @@ func TestParseTcpdumpCounts(t *testing.T) {
 }
 
 func TestRunRuleScript(t *testing.T) {
-	got := RunRuleScript("input", 9000)
+	got := runRuleScript("input", 9000)
 	want := `create table inet labctl_capture; add chain inet labctl_capture input { type filter hook input priority -10; policy accept; }; ` +
 		`add rule inet labctl_capture input udp dport 9000 counter drop comment "labctl capture-order"`
 	if got != want {
@@ -236,13 +236,13 @@ func mergeParams(a, b map[string]string) map[string]string {
 }
 
 // step builds one hand-made step from counts.
-func step(variant string, rep int, c Counts, tcpdump bool) *experimentv1.StepResult {
+func step(variant string, rep int, c counts, tcpdump bool) *experimentv1.StepResult {
 	client := &experimentv1.RoleReport{Role: "client", Node: "tx", Metrics: map[string]float64{
 		"sent_packets": c.Sent, "send_ok_packets": c.OK, "send_eperm_packets": c.EPERM, "wire_packets": c.Wire}}
 	server := &experimentv1.RoleReport{Role: "server", Node: "rx", Metrics: map[string]float64{
 		"captured_packets": c.Captured, "delivered_packets": c.Delivered}}
 	owner := server
-	if variant == VariantOutput {
+	if variant == variantOutput {
 		owner = client
 	}
 	owner.Metrics["rule_packets"] = c.Rule
@@ -255,13 +255,13 @@ func step(variant string, rep int, c Counts, tcpdump bool) *experimentv1.StepRes
 }
 
 func TestJudge(t *testing.T) {
-	in := Counts{Sent: 1000, OK: 1000, Wire: 1000, Captured: 1000, Rule: 1000}
-	out := Counts{Sent: 1000, EPERM: 1000, Rule: 1000}
-	with := func(c Counts, f func(*Counts)) Counts { f(&c); return c }
-	steps := func(in, out Counts, tcpdump bool) []*experimentv1.StepResult {
+	in := counts{Sent: 1000, OK: 1000, Wire: 1000, Captured: 1000, Rule: 1000}
+	out := counts{Sent: 1000, EPERM: 1000, Rule: 1000}
+	with := func(c counts, f func(*counts)) counts { f(&c); return c }
+	steps := func(in, out counts, tcpdump bool) []*experimentv1.StepResult {
 		var s []*experimentv1.StepResult
 		for rep := range 3 {
-			s = append(s, step(VariantInput, rep, in, tcpdump), step(VariantOutput, rep, out, tcpdump))
+			s = append(s, step(variantInput, rep, in, tcpdump), step(variantOutput, rep, out, tcpdump))
 		}
 		return s
 	}
@@ -272,11 +272,11 @@ func TestJudge(t *testing.T) {
 		explain string
 	}{
 		{"the ordering holds", steps(in, out, true), experimentv1.Outcome_OUTCOME_HOLDS, "before ip_rcv"},
-		{"delivered despite the drop", steps(with(in, func(c *Counts) { c.Delivered = 1000 }), out, false), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "delivered to the application 1000, expected 0"},
-		{"output captured on the wire", steps(in, with(out, func(c *Counts) { c.Wire = 1000 }), false), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "wire 1000, expected 0"},
+		{"delivered despite the drop", steps(with(in, func(c *counts) { c.Delivered = 1000 }), out, false), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "delivered to the application 1000, expected 0"},
+		{"output captured on the wire", steps(in, with(out, func(c *counts) { c.Wire = 1000 }), false), experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, "wire 1000, expected 0"},
 		{"no steps", steps(in, out, true)[:0], experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "lacks one"},
-		{"the rule matched nothing", steps(with(in, func(c *Counts) { c.Rule = 0 }), out, false), experimentv1.Outcome_OUTCOME_NOT_ENGAGED, "matched 0 of 1000"},
-		{"capture lost frames", steps(with(in, func(c *Counts) { c.Drops = 7; c.Captured = 993 }), out, false), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "lost 7 frames"},
+		{"the rule matched nothing", steps(with(in, func(c *counts) { c.Rule = 0 }), out, false), experimentv1.Outcome_OUTCOME_NOT_ENGAGED, "matched 0 of 1000"},
+		{"capture lost frames", steps(with(in, func(c *counts) { c.Drops = 7; c.Captured = 993 }), out, false), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "lost 7 frames"},
 		{"only input ran", steps(in, out, false)[:1], experimentv1.Outcome_OUTCOME_INCONCLUSIVE, "lacks one"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -328,8 +328,8 @@ func runTableGone(t *testing.T, ns netns.NsHandle) {
 		if err != nil {
 			return err
 		}
-		if strings.Contains(string(out), RunTable) {
-			t.Errorf("table %s is left after the role:\n%s", RunTable, out)
+		if strings.Contains(string(out), runTable) {
+			t.Errorf("table %s is left after the role:\n%s", runTable, out)
 		}
 		return nil
 	})
@@ -352,14 +352,14 @@ func TestBothDropsOnLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rep, variant := range []string{VariantInput, VariantOutput} {
+	for rep, variant := range []string{variantInput, variantOutput} {
 		step := &experimentv1.Step{Variant: variant, Repeat: int32(rep), Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 			{Role: "server", Node: "n", Address: "127.0.0.1"}, {Role: "client", Node: "n"}}}
 		server, client, serr, cerr := roles(t, ns, step, p)
 		if serr != nil || cerr != nil {
 			t.Fatalf("%s: server: %v, client: %v", variant, serr, cerr)
 		}
-		c, _ := CountsOf(&experimentv1.StepResult{Step: step, Reports: []*experimentv1.RoleReport{server, client}})
+		c, _ := countsOf(&experimentv1.StepResult{Step: step, Reports: []*experimentv1.RoleReport{server, client}})
 		t.Logf("%s: %s", variant, c)
 		if c.Rule != 300 {
 			t.Errorf("%s: rule counted %v of 300", variant, c.Rule)
@@ -382,7 +382,7 @@ func TestCancelRemovesTheRunsRule(t *testing.T) {
 	var e Experiment
 	p, _ := experiments.Validate(e.Spec(), map[string]string{"rules": "run", "tcpdump": "false", "input_port": "9402", "output_port": "9403"})
 	// The server alone: it waits for datagrams that never come.
-	step := &experimentv1.Step{Variant: VariantInput, Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
+	step := &experimentv1.Step{Variant: variantInput, Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "n", Address: "127.0.0.1"}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -399,7 +399,7 @@ func TestCancelRemovesTheRunsRule(t *testing.T) {
 		t.Fatalf("server ended before it was ready: %v", err)
 	}
 	// The rule is made before the server is ready: it must be there now.
-	if err := <-labtest.In(ns, func() error { return exec.Command("nft", "list", "table", "inet", RunTable).Run() }); err != nil {
+	if err := <-labtest.In(ns, func() error { return exec.Command("nft", "list", "table", "inet", runTable).Run() }); err != nil {
 		t.Fatalf("the run's table is not there while the server waits: %v", err)
 	}
 	cancel()

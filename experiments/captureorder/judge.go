@@ -11,8 +11,8 @@ import (
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
-// Counts are one step's numbers, from both roles' reports.
-type Counts struct {
+// counts are one step's numbers, from both roles' reports.
+type counts struct {
 	Client, Server  string // nodes
 	Sent, OK, EPERM float64
 	Wire            float64 // egress copies on the sender's interface
@@ -25,17 +25,17 @@ type Counts struct {
 	Drops float64
 }
 
-// CountsOf reads a step's counts; ok is false when a report is missing.
-func CountsOf(s *experimentv1.StepResult) (c Counts, ok bool) {
+// countsOf reads a step's counts; ok is false when a report is missing.
+func countsOf(s *experimentv1.StepResult) (c counts, ok bool) {
 	cl, sv := report.ReportOf(s, "client"), report.ReportOf(s, "server")
 	if cl == nil || sv == nil {
 		return c, false
 	}
 	cm, sm := cl.GetMetrics(), sv.GetMetrics()
-	c = Counts{Client: cl.GetNode(), Server: sv.GetNode(), Sent: cm["sent_packets"], OK: cm["send_ok_packets"], EPERM: cm["send_eperm_packets"],
+	c = counts{Client: cl.GetNode(), Server: sv.GetNode(), Sent: cm["sent_packets"], OK: cm["send_ok_packets"], EPERM: cm["send_eperm_packets"],
 		Wire: cm["wire_packets"], Captured: sm["captured_packets"], Delivered: sm["delivered_packets"], Tcpdump: map[string]float64{}}
 	owner := sm
-	if s.GetStep().GetVariant() == VariantOutput {
+	if s.GetStep().GetVariant() == variantOutput {
 		owner = cm
 	}
 	c.Rule = owner["rule_packets"]
@@ -51,7 +51,7 @@ func CountsOf(s *experimentv1.StepResult) (c Counts, ok bool) {
 
 // Expected checks a step's counts against the ordering C7 claims and
 // returns what contradicts it.
-func (c Counts) Expected(variant string) []string {
+func (c counts) Expected(variant string) []string {
 	var bad []string
 	want := func(what string, got, want float64) {
 		if got != want {
@@ -59,7 +59,7 @@ func (c Counts) Expected(variant string) []string {
 		}
 	}
 	onWire := c.Sent // what the sender's interface should carry
-	if variant == VariantOutput {
+	if variant == variantOutput {
 		onWire = 0
 		want("sends refused with EPERM", c.EPERM, c.Sent)
 	} else {
@@ -74,7 +74,7 @@ func (c Counts) Expected(variant string) []string {
 	return bad
 }
 
-func (c Counts) String() string {
+func (c counts) String() string {
 	s := fmt.Sprintf("sent %.0f (ok %.0f, EPERM %.0f), on %s's wire %.0f, captured at %s %.0f, rule %.0f, delivered %.0f",
 		c.Sent, c.OK, c.EPERM, c.Client, c.Wire, c.Server, c.Captured, c.Rule, c.Delivered)
 	for _, role := range slices.Sorted(maps.Keys(c.Tcpdump)) {
@@ -95,7 +95,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 			r = &variantResult{engaged: true}
 			results[variant] = r
 		}
-		c, ok := CountsOf(s)
+		c, ok := countsOf(s)
 		if !ok {
 			continue
 		}
@@ -125,7 +125,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 			row.Note += "; " + strings.Join(r.bad, "; ")
 		}
 	}
-	in, out := results[VariantInput], results[VariantOutput]
+	in, out := results[variantInput], results[variantOutput]
 	switch {
 	case in == nil || out == nil || in.n == 0 || out.n == 0:
 		v.Outcome = experimentv1.Outcome_OUTCOME_INCONCLUSIVE
@@ -154,7 +154,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 
 // variantResult gathers the steps of one variant.
 type variantResult struct {
-	first   Counts // of the first repeat, for the explanation
+	first   counts // of the first repeat, for the explanation
 	n       int
 	engaged bool     // the rule matched every datagram in every repeat
 	bad     []string // contradictions, by repeat

@@ -12,9 +12,9 @@ import (
 	"github.com/labctl/labctl/topologies"
 )
 
-// RunTable is the nftables table that holds the rules a run creates for
+// runTable is the nftables table that holds the rules a run creates for
 // itself (rules=run), removed when the role ends.
-const RunTable = "labctl_capture"
+const runTable = "labctl_capture"
 
 // topologyTable is where `labctl up` loads a node's firewall rules.
 const topologyTable = firewall.Table
@@ -24,28 +24,28 @@ const topologyTable = firewall.Table
 // take the packets first and leave the run's counter at 0.
 const runPriority = -10
 
-// RunRuleScript is the nft command line that creates the run's table with
+// runRuleScript is the nft command line that creates the run's table with
 // one chain hooked at chain (input or output) dropping UDP datagrams to
 // port. It is one nft transaction: all of it is created or none. "create"
 // fails when the table exists, so two runs never share it unknowingly.
-func RunRuleScript(chain string, port int) string {
+func runRuleScript(chain string, port int) string {
 	return fmt.Sprintf("create table inet %[1]s; "+
 		"add chain inet %[1]s %[2]s { type filter hook %[2]s priority %[3]d; policy accept; }; "+
 		"add rule inet %[1]s %[2]s udp dport %[4]d counter drop comment \"labctl capture-order\"",
-		RunTable, chain, runPriority, port)
+		runTable, chain, runPriority, port)
 }
 
-// RunRuleUndo deletes the run's table with its rules.
-func RunRuleUndo() []string { return []string{"nft", "delete", "table", "inet", RunTable} }
+// runRuleUndo deletes the run's table with its rules.
+func runRuleUndo() []string { return []string{"nft", "delete", "table", "inet", runTable} }
 
-// Rule is the counter of the rule that decides a run's packets.
-type Rule struct {
+// dropRule is the counter of the rule that decides a run's packets.
+type dropRule struct {
 	Table, Chain string
 	Handle       int
 	Packets      uint64
 }
 
-func (r Rule) String() string {
+func (r dropRule) String() string {
 	return fmt.Sprintf("table inet %s chain %s handle %d", r.Table, r.Chain, r.Handle)
 }
 
@@ -58,7 +58,7 @@ type nftRule struct {
 	Expr   []json.RawMessage `json:"expr"`
 }
 
-// FindRule finds, in the output of `nft -j list table inet TABLE`, the rule
+// findRule finds, in the output of `nft -j list table inet TABLE`, the rule
 // of chain that decides the fate of UDP datagrams to port, and requires
 // that it drops them and counts them. Rules are read in chain order, as the
 // kernel runs them: a rule with a match other than `udp dport` and `meta
@@ -66,14 +66,14 @@ type nftRule struct {
 // datagrams and is passed over; a rule whose `udp dport` (a port, range or
 // set) leaves out port does not apply; the first rule that applies and has
 // a verdict decides.
-func FindRule(data []byte, table, chain string, port int) (Rule, error) {
+func findRule(data []byte, table, chain string, port int) (dropRule, error) {
 	var listing struct {
 		Nftables []struct {
 			Rule *nftRule `json:"rule"`
 		} `json:"nftables"`
 	}
 	if err := json.Unmarshal(data, &listing); err != nil {
-		return Rule{}, fmt.Errorf("nft json: %w", err)
+		return dropRule{}, fmt.Errorf("nft json: %w", err)
 	}
 	for _, item := range listing.Nftables {
 		r := item.Rule
@@ -84,16 +84,16 @@ func FindRule(data []byte, table, chain string, port int) (Rule, error) {
 		if !st.applies || st.verdict == "" {
 			continue
 		}
-		rule := Rule{Table: table, Chain: chain, Handle: r.Handle, Packets: st.packets}
+		rule := dropRule{Table: table, Chain: chain, Handle: r.Handle, Packets: st.packets}
 		switch {
 		case st.verdict != "drop":
-			return Rule{}, fmt.Errorf("%s decides udp dport %d with %s before any drop", rule, port, st.verdict)
+			return dropRule{}, fmt.Errorf("%s decides udp dport %d with %s before any drop", rule, port, st.verdict)
 		case !st.counted:
-			return Rule{}, fmt.Errorf("%s drops udp dport %d but has no counter", rule, port)
+			return dropRule{}, fmt.Errorf("%s drops udp dport %d but has no counter", rule, port)
 		}
 		return rule, nil
 	}
-	return Rule{}, fmt.Errorf("table inet %s chain %s has no rule that drops udp dport %d", table, chain, port)
+	return dropRule{}, fmt.Errorf("table inet %s chain %s has no rule that drops udp dport %d", table, chain, port)
 }
 
 // statements is what FindRule needs to know of a rule.
@@ -175,25 +175,25 @@ func holdsPort(right json.RawMessage, port int) bool {
 	return slices.ContainsFunc(r.Set, func(e json.RawMessage) bool { return holdsPort(e, port) })
 }
 
-// ReadRule lists table in the calling thread's network namespace (an
+// readRule lists table in the calling thread's network namespace (an
 // agent's node) and finds the rule that drops UDP to port in chain.
-func ReadRule(ctx context.Context, table, chain string, port int) (Rule, error) {
+func readRule(ctx context.Context, table, chain string, port int) (dropRule, error) {
 	out, err := exec.CommandContext(ctx, "nft", "-j", "list", "table", "inet", table).Output()
 	if err != nil {
 		msg := err.Error()
 		if ee, ok := err.(*exec.ExitError); ok {
 			msg = strings.TrimSpace(string(ee.Stderr))
 		}
-		return Rule{}, fmt.Errorf("nft -j list table inet %s: %s", table, msg)
+		return dropRule{}, fmt.Errorf("nft -j list table inet %s: %s", table, msg)
 	}
-	return FindRule(out, table, chain, port)
+	return findRule(out, table, chain, port)
 }
 
-// TopologyRule returns the index of the node's firewall rule that decides
+// topologyRule returns the index of the node's firewall rule that decides
 // UDP datagrams to port in chain, as FindRule will find it once loaded, and
 // whether that rule drops them. Rules narrowed by an address, interface,
 // source port or family are passed over, as FindRule does.
-func TopologyRule(n *topologies.Node, chain string, port int) (int, bool) {
+func topologyRule(n *topologies.Node, chain string, port int) (int, bool) {
 	for i, r := range n.Firewall {
 		narrower := r.Src.IsValid() || r.Dst.IsValid() || r.In != "" || r.Out != "" || !r.Sport.IsZero() || r.Family != ""
 		if r.Chain != chain || narrower || (r.Proto != "" && r.Proto != "udp") {

@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNoTcpdump means tcpdump is not installed: the run has no cross-check.
-var ErrNoTcpdump = errors.New("tcpdump is not installed")
+// errNoTcpdump means tcpdump is not installed: the run has no cross-check.
+var errNoTcpdump = errors.New("tcpdump is not installed")
 
 // tcpdumpStartTimeout bounds the wait for tcpdump to say it listens.
 const tcpdumpStartTimeout = 5 * time.Second
@@ -28,29 +28,29 @@ const tcpdumpStartTimeout = 5 * time.Second
 // not yet read is missing from "packets captured".
 const tcpdumpSettle = 300 * time.Millisecond
 
-// Tcpdump is a running tcpdump that counts the datagrams to one UDP port in
+// tcpdump is a running tcpdump that counts the datagrams to one UDP port in
 // one direction, as a cross-check of the run's own capture.
-type Tcpdump struct {
+type tcpdump struct {
 	cmd    *exec.Cmd
 	mu     sync.Mutex
 	stderr strings.Builder
 	closed chan struct{}
 
 	once   sync.Once
-	result TcpdumpCount
+	result tcpdumpTally
 	err    error
 }
 
-// StartTcpdump runs `tcpdump -i iface -Q in|out -c count ... udp dst port
+// startTcpdump runs `tcpdump -i iface -Q in|out -c count ... udp dst port
 // PORT` in the calling thread's network namespace and returns once it
 // listens.
-func StartTcpdump(ctx context.Context, iface string, dir Direction, port, count int) (*Tcpdump, error) {
+func startTcpdump(ctx context.Context, iface string, dir direction, port, count int) (*tcpdump, error) {
 	path, err := exec.LookPath("tcpdump")
 	if err != nil {
-		return nil, ErrNoTcpdump
+		return nil, errNoTcpdump
 	}
 	q := "in"
-	if dir == Egress {
+	if dir == egress {
 		q = "out"
 	}
 	// -p: no promiscuous mode (the run's own capture does not use it
@@ -69,7 +69,7 @@ func StartTcpdump(ctx context.Context, iface string, dir Direction, port, count 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("tcpdump: %w", err)
 	}
-	t := &Tcpdump{cmd: cmd, closed: make(chan struct{})}
+	t := &tcpdump{cmd: cmd, closed: make(chan struct{})}
 	listening := make(chan struct{})
 	go func() {
 		defer close(t.closed)
@@ -98,7 +98,7 @@ func StartTcpdump(ctx context.Context, iface string, dir Direction, port, count 
 	}
 }
 
-func (t *Tcpdump) output() string {
+func (t *tcpdump) output() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.stderr.String()
@@ -107,7 +107,7 @@ func (t *Tcpdump) output() string {
 // Stop waits for tcpdump to exit on its own, at most tcpdumpSettle, then
 // interrupts it as Ctrl-C does, and reads the counts it prints; calls after
 // the first return the same.
-func (t *Tcpdump) Stop() (TcpdumpCount, error) {
+func (t *tcpdump) Stop() (tcpdumpTally, error) {
 	t.once.Do(func() {
 		select {
 		case <-t.closed:
@@ -116,7 +116,7 @@ func (t *Tcpdump) Stop() (TcpdumpCount, error) {
 			<-t.closed
 		}
 		_ = t.cmd.Wait() // tcpdump exits 0 on SIGINT; its counts are the result
-		t.result, t.err = ParseTcpdumpCounts(t.output())
+		t.result, t.err = parseTcpdumpCounts(t.output())
 		if t.err != nil {
 			t.err = fmt.Errorf("tcpdump: %w", t.err)
 		}
@@ -124,8 +124,8 @@ func (t *Tcpdump) Stop() (TcpdumpCount, error) {
 	return t.result, t.err
 }
 
-// TcpdumpCount is the summary tcpdump prints when it stops.
-type TcpdumpCount struct {
+// tcpdumpTally is the summary tcpdump prints when it stops.
+type tcpdumpTally struct {
 	Captured         int64 // "packets captured": handed to tcpdump and written
 	ReceivedByFilter int64 // "packets received by filter"
 	DroppedByKernel  int64 // "packets dropped by kernel"
@@ -133,9 +133,9 @@ type TcpdumpCount struct {
 
 var tcpdumpCount = regexp.MustCompile(`(?m)^(\d+) packets? (captured|received by filter|dropped by kernel)$`)
 
-// ParseTcpdumpCounts reads the summary lines of tcpdump's stderr.
-func ParseTcpdumpCounts(stderr string) (TcpdumpCount, error) {
-	var c TcpdumpCount
+// parseTcpdumpCounts reads the summary lines of tcpdump's stderr.
+func parseTcpdumpCounts(stderr string) (tcpdumpTally, error) {
+	var c tcpdumpTally
 	found := 0
 	for _, m := range tcpdumpCount.FindAllStringSubmatch(stderr, -1) {
 		n, err := strconv.ParseInt(m[1], 10, 64)

@@ -20,7 +20,7 @@ import (
 // clientConfig is the client's part of a step. The client is the same for
 // every model: rr's blocking request/response on a locked thread.
 type clientConfig struct {
-	Variant
+	variant
 	Size     int
 	Duration time.Duration
 	Count    int // measured round trips; 0 runs for Duration
@@ -54,7 +54,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 	defer fd.Close()
 	stop := role.ShutdownOnDone(ctx, append([]sock.FD{fd}, idle...)...)
 	defer stop()
-	if cfg.Proto == TCP {
+	if cfg.Proto == protoTCP {
 		if err := sock.SetNoDelay(fd, true); err != nil {
 			return nil, fmt.Errorf("io-models client: fd %d: %w", fd, err)
 		}
@@ -123,7 +123,7 @@ func runClient(ctx context.Context, env *experiments.Env, peer netip.AddrPort, c
 // reporting whether the server declined.
 func roundTrip(h sock.Hot, proto string, buf []byte, phase byte) (bool, error) {
 	buf[0] = phase
-	if proto == TCP {
+	if proto == protoTCP {
 		if _, err := h.WriteFull(buf); err != nil {
 			return false, fmt.Errorf("io-models client: send: %w", err)
 		}

@@ -21,7 +21,7 @@ type Experiment struct{}
 type params struct {
 	// The choices are Models; the default, every model, fails NewRegistry
 	// if the two disagree.
-	Models    []Model          `param:"models" choices:"blocking,spin,select,poll,epoll-lt,epoll-et,uring,uring-sqpoll,netconn" help:"server I/O models to compare"`
+	Models    []model          `param:"models" choices:"blocking,spin,select,poll,epoll-lt,epoll-et,uring,uring-sqpoll,netconn" help:"server I/O models to compare"`
 	Protocols []string         `param:"protocols" choices:"tcp,udp" help:"transports"`
 	Idle      []int            `param:"idle" min:"0" max:"10000" help:"idle TCP connections beside the active one (0: the plain comparison; >0: select/poll/epoll over TCP only)"`
 	Size      experiments.Size `param:"size" min:"1" max:"32KiB" help:"bytes per request and per response"`
@@ -34,8 +34,8 @@ type params struct {
 }
 
 var defaults = params{
-	Models:        Models,
-	Protocols:     []string{TCP, UDP},
+	Models:        models,
+	Protocols:     []string{protoTCP, protoUDP},
 	Idle:          []int{0, 500},
 	Size:          64,
 	Timing:        experiments.Timing{Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond},
@@ -124,7 +124,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 		return nil, err
 	}
 	c := experiments.As[params](p)
-	variants, err := Plan(c.Models, c.Protocols, c.Idle)
+	variants, err := plan(c.Models, c.Protocols, c.Idle)
 	if err != nil {
 		return nil, err
 	}
@@ -143,21 +143,21 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 
 // Run runs the server or the client of one step.
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	v, err := VariantOf(env.Params.Map())
+	v, err := variantOf(env.Params.Map())
 	if err != nil {
 		return nil, err
 	}
 	p := experiments.As[params](env.Params)
 	switch env.Role {
 	case experiments.Server:
-		return serve(ctx, env, serverConfig{Variant: v, Size: int(p.Size), CPU: p.ServerCPU,
+		return serve(ctx, env, serverConfig{variant: v, Size: int(p.Size), CPU: p.ServerCPU,
 			SQIdle: p.SQIdle, CountSyscalls: p.CountSyscalls})
 	case experiments.Client:
 		peer, err := env.Peer(experiments.Server)
 		if err != nil {
 			return nil, err
 		}
-		return runClient(ctx, env, peer, clientConfig{Variant: v, Size: int(p.Size), Duration: p.Duration,
+		return runClient(ctx, env, peer, clientConfig{variant: v, Size: int(p.Size), Duration: p.Duration,
 			Count: p.Count, Warmup: p.Warmup, CPU: p.ClientCPU})
 	}
 	return nil, fmt.Errorf("io-models has no role %q", env.Role)

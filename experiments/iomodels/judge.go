@@ -35,18 +35,18 @@ type judged struct {
 	rounds   experiments.Rounds
 	v        *experimentv1.Verdict
 	steps    []*experimentv1.StepResult
-	variants map[string]Variant
+	variants map[string]variant
 	names    []string
 }
 
 func newJudged(p experiments.Params, steps []*experimentv1.StepResult) judged {
-	j := judged{rounds: experiments.As[params](p).Rounds, v: &experimentv1.Verdict{}, steps: steps, variants: map[string]Variant{}}
+	j := judged{rounds: experiments.As[params](p).Rounds, v: &experimentv1.Verdict{}, steps: steps, variants: map[string]variant{}}
 	for _, s := range steps {
 		name := s.GetStep().GetVariant()
 		if _, ok := j.variants[name]; ok {
 			continue
 		}
-		if v, err := VariantOf(s.GetStep().GetParams()); err == nil {
+		if v, err := variantOf(s.GetStep().GetParams()); err == nil {
 			j.variants[name] = v
 			j.names = append(j.names, name)
 		}
@@ -54,12 +54,12 @@ func newJudged(p experiments.Params, steps []*experimentv1.StepResult) judged {
 	return j
 }
 
-func (j judged) values(v Variant, metric string) []float64 {
+func (j judged) values(v variant, metric string) []float64 {
 	return report.Values(j.steps, v.Name(), metric)
 }
 
 // unsupported returns the server's reason if any repeat of v declined.
-func (j judged) unsupported(v Variant) (string, bool) {
+func (j judged) unsupported(v variant) (string, bool) {
 	for _, s := range j.steps {
 		if s.GetStep().GetVariant() != v.Name() {
 			continue
@@ -79,19 +79,19 @@ func (j judged) unsupported(v Variant) (string, bool) {
 
 // find returns the variant of model at idle 0, TCP preferred; ok is false
 // when the run has none or it was unsupported.
-func (j judged) find(m Model) (Variant, bool) {
-	for _, proto := range []string{TCP, UDP} {
-		v := Variant{Model: m, Proto: proto}
+func (j judged) find(m model) (variant, bool) {
+	for _, proto := range []string{protoTCP, protoUDP} {
+		v := variant{Model: m, Proto: proto}
 		if _, ok := j.variants[v.Name()]; ok {
 			_, unsup := j.unsupported(v)
 			return v, !unsup
 		}
 	}
-	return Variant{}, false
+	return variant{}, false
 }
 
 // has reports whether the run measured model at idle 0 at all.
-func (j judged) has(m Model) bool {
+func (j judged) has(m model) bool {
 	for _, v := range j.variants {
 		if v.Model == m && v.Idle == 0 {
 			return true
@@ -124,23 +124,23 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 
 // compare decides metric of variant b against variant a and records it in
 // the verdict (see judge.Compare).
-func (j judged) compare(metric string, a, b Variant, margin float64) measure.Decision {
+func (j judged) compare(metric string, a, b variant, margin float64) measure.Decision {
 	return judge.Compare(j.v, j.rounds.Test(margin), j.steps, metric, a.Name(), b.Name())
 }
 
 // describe decides a comparison that only describes (see judge.Decide).
-func (j judged) describe(metric string, a, b Variant) measure.Decision {
+func (j judged) describe(metric string, a, b variant) measure.Decision {
 	return judge.Decide(j.rounds.Test(0), j.steps, metric, a.Name(), b.Name())
 }
 
-func (j judged) engagement(v Variant) (experimentv1.Engagement, string) {
+func (j judged) engagement(v variant) (experimentv1.Engagement, string) {
 	if reason, ok := j.unsupported(v); ok {
 		return experimentv1.Engagement_ENGAGEMENT_UNSUPPORTED, reason
 	}
 	switch v.Model {
-	case Blocking:
+	case blocking:
 		return experimentv1.Engagement_ENGAGEMENT_BASELINE, ""
-	case UringSQPoll:
+	case uringSQPoll:
 		for _, s := range j.steps {
 			if s.GetStep().GetVariant() != v.Name() {
 				continue
@@ -150,7 +150,7 @@ func (j judged) engagement(v Variant) (experimentv1.Engagement, string) {
 			}
 		}
 		return experimentv1.Engagement_ENGAGEMENT_ENGAGED, "the SQPOLL thread ran: its CPU time is server.sqpoll_cpu_ns_per_msg, outside the serving thread's"
-	case NetConn:
+	case netConn:
 		return experimentv1.Engagement_ENGAGEMENT_ENGAGED, "CPU and context switches of the whole process (RUSAGE_SELF)"
 	}
 	return experimentv1.Engagement_ENGAGEMENT_ENGAGED, ""
@@ -194,7 +194,7 @@ func outcomeWord(o experimentv1.Outcome) string {
 
 // c8: a blocking recv costs two context switches per message.
 func (j judged) c8() (claimVerdict, bool) {
-	b, ok := j.find(Blocking)
+	b, ok := j.find(blocking)
 	if !ok {
 		return claimVerdict{}, false
 	}
@@ -215,7 +215,7 @@ func (j judged) c8() (claimVerdict, bool) {
 		c.outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
 		text += "; recv almost never slept"
 	}
-	if s := (Variant{Model: Spin, Proto: b.Proto}); j.supported(s) {
+	if s := (variant{Model: spin, Proto: b.Proto}); j.supported(s) {
 		spin := measure.SpreadOf(j.values(s, "server.vcsw_per_msg"))
 		d := j.describe("client.rtt_p50_ns", s, b)
 		text += fmt.Sprintf("; spin made %.2f; RTT p50 blocking %s vs spin %s", spin.Median, us(d.B.Median), us(d.A.Median))
@@ -229,7 +229,7 @@ func (j judged) c8() (claimVerdict, bool) {
 	return c, true
 }
 
-func (j judged) supported(v Variant) bool {
+func (j judged) supported(v variant) bool {
 	if _, ok := j.variants[v.Name()]; !ok {
 		return false
 	}
@@ -240,7 +240,7 @@ func (j judged) supported(v Variant) bool {
 // scaling is one multiplexing model's readiness check cost at its lowest
 // and highest idle count.
 type scaling struct {
-	model        Model
+	model        model
 	nLo, nHi     int
 	cmp          measure.Decision
 	perDesc      float64 // ns per idle descriptor
@@ -249,11 +249,11 @@ type scaling struct {
 
 func (j judged) scalings() []scaling {
 	var out []scaling
-	for _, m := range []Model{Select, Poll, EpollLT, EpollET} {
+	for _, m := range []model{selectModel, poll, epollLT, epollET} {
 		s := scaling{model: m}
 		var ns []int
 		for _, v := range j.variants {
-			if v.Model != m || v.Proto != TCP {
+			if v.Model != m || v.Proto != protoTCP {
 				continue
 			}
 			if j.supported(v) {
@@ -272,8 +272,8 @@ func (j judged) scalings() []scaling {
 			continue
 		}
 		s.nLo, s.nHi = ns[0], ns[len(ns)-1]
-		lo, hi := Variant{Model: m, Proto: TCP, Idle: s.nLo}, Variant{Model: m, Proto: TCP, Idle: s.nHi}
-		if m == Select || m == Poll {
+		lo, hi := variant{Model: m, Proto: protoTCP, Idle: s.nLo}, variant{Model: m, Proto: protoTCP, Idle: s.nHi}
+		if m == selectModel || m == poll {
 			s.cmp = j.compare("server.wait_ns_per_call", lo, hi, 0) // the claim: it grows
 		} else {
 			s.cmp = j.describe("server.wait_ns_per_call", lo, hi) // judged by its growth per descriptor
@@ -299,7 +299,7 @@ func (j judged) c9() (claimVerdict, bool) {
 			text += fmt.Sprintf(", unsupported at %v", s.unsupportedN)
 		}
 		parts = append(parts, text)
-		if s.model == Select || s.model == Poll {
+		if s.model == selectModel || s.model == poll {
 			scan = append(scan, s)
 		} else {
 			ep = append(ep, s)
@@ -344,29 +344,29 @@ func (j judged) c9() (claimVerdict, bool) {
 // c15: io_uring needs fewer system calls per message than epoll, and
 // SQPOLL removes the submitting ones.
 func (j judged) c15() (claimVerdict, bool) {
-	if !j.has(Uring) && !j.has(UringSQPoll) {
+	if !j.has(uringModel) && !j.has(uringSQPoll) {
 		return claimVerdict{}, false
 	}
 	c := claimVerdict{claim: "C15"}
-	u, ok := j.find(Uring)
+	u, ok := j.find(uringModel)
 	if !ok {
-		u, ok = j.find(UringSQPoll)
+		u, ok = j.find(uringSQPoll)
 	}
 	if !ok {
 		c.outcome = experimentv1.Outcome_OUTCOME_NOT_ENGAGED
 		var reasons []string
 		for _, name := range j.names {
 			v := j.variants[name]
-			if reason, unsup := j.unsupported(v); unsup && (v.Model == Uring || v.Model == UringSQPoll) {
+			if reason, unsup := j.unsupported(v); unsup && (v.Model == uringModel || v.Model == uringSQPoll) {
 				reasons = append(reasons, name+": "+reason)
 			}
 		}
 		c.text = "io_uring did not run on this kernel (" + strings.Join(reasons, "; ") + ")."
 		return c, true
 	}
-	e, ok := j.find(EpollLT)
+	e, ok := j.find(epollLT)
 	if !ok {
-		e, ok = j.find(EpollET)
+		e, ok = j.find(epollET)
 	}
 	if !ok {
 		return claimVerdict{}, false
@@ -383,7 +383,7 @@ func (j judged) c15() (claimVerdict, bool) {
 	}
 	lat := j.describe("client.rtt_p50_ns", e, u)
 	text += fmt.Sprintf("; RTT p50 %s vs %s", us(lat.A.Median), us(lat.B.Median))
-	if sq, ok := j.find(UringSQPoll); ok {
+	if sq, ok := j.find(uringSQPoll); ok {
 		wake := measure.SpreadOf(j.values(sq, "server.sqpoll_wakeups_per_msg"))
 		enters := measure.SpreadOf(j.values(sq, "server.enter_calls_per_msg"))
 		cpu := measure.SpreadOf(j.values(sq, "server.sqpoll_cpu_ns_per_msg"))
@@ -400,20 +400,20 @@ func (j judged) c15() (claimVerdict, bool) {
 
 // c16: Go's netpoller makes epoll look blocking at small cost.
 func (j judged) c16() (claimVerdict, bool) {
-	n, ok := j.find(NetConn)
+	n, ok := j.find(netConn)
 	if !ok {
 		return claimVerdict{}, false
 	}
-	var base []Variant
-	for _, m := range []Model{EpollLT, Blocking} {
-		if v := (Variant{Model: m, Proto: n.Proto}); j.supported(v) {
+	var base []variant
+	for _, m := range []model{epollLT, blocking} {
+		if v := (variant{Model: m, Proto: n.Proto}); j.supported(v) {
 			base = append(base, v)
 		}
 	}
 	if len(base) == 0 {
 		return claimVerdict{}, false
 	}
-	rtt := func(v Variant) []float64 { return j.values(v, "client.rtt_p50_ns") }
+	rtt := func(v variant) []float64 { return j.values(v, "client.rtt_p50_ns") }
 	best := base[0]
 	for _, b := range base[1:] {
 		if measure.SpreadOf(rtt(b)).Median < measure.SpreadOf(rtt(best)).Median {

@@ -12,7 +12,7 @@ import (
 // fake describes the repeats of one variant for a hand-made run: server
 // and client metrics per repeat, and whether the server declined.
 type fake struct {
-	v        Variant
+	v        variant
 	server   []map[string]float64
 	client   []map[string]float64
 	declined string
@@ -36,7 +36,7 @@ func (f fake) steps() []*experimentv1.StepResult {
 		} else {
 			report.AddEvidence(srv, "supported", 1, "", string(f.v.Model), "")
 		}
-		if f.v.Model == UringSQPoll {
+		if f.v.Model == uringSQPoll {
 			report.AddEvidence(srv, "sqpoll_thread_cpu", f.sqCPU, "ns", "", "")
 		}
 		out = append(out, &experimentv1.StepResult{
@@ -92,8 +92,8 @@ func judgeDefaults(t *testing.T, steps []*experimentv1.StepResult) ([]*experimen
 }
 
 func TestClaimVerdicts(t *testing.T) {
-	tcp := func(m Model) Variant { return Variant{Model: m, Proto: TCP} }
-	idle := func(m Model, n int) Variant { return Variant{Model: m, Proto: TCP, Idle: n} }
+	tcp := func(m model) variant { return variant{Model: m, Proto: protoTCP} }
+	idle := func(m model, n int) variant { return variant{Model: m, Proto: protoTCP, Idle: n} }
 	rtt := func(x, d float64) []map[string]float64 { return series(5, "rtt_p50_ns", x, d) }
 	srv := func(metric string, x, d float64) []map[string]float64 { return series(5, metric, x, d) }
 	wait := func(x, d float64) []map[string]float64 { return srv("wait_ns_per_call", x, d) }
@@ -105,67 +105,67 @@ func TestClaimVerdicts(t *testing.T) {
 		says    []string
 	}{
 		{"C8 holds: one counted switch per message", run(
-			fake{v: tcp(Blocking), server: srv("vcsw_per_msg", 0.99, 0.005), client: rtt(30e3, 1e3)},
-			fake{v: tcp(Spin), server: srv("vcsw_per_msg", 0.001, 0.0005), client: rtt(20e3, 1e3)},
+			fake{v: tcp(blocking), server: srv("vcsw_per_msg", 0.99, 0.005), client: rtt(30e3, 1e3)},
+			fake{v: tcp(spin), server: srv("vcsw_per_msg", 0.001, 0.0005), client: rtt(20e3, 1e3)},
 		), "C8", experimentv1.Outcome_OUTCOME_HOLDS, []string{"0.99 voluntary", "2.0 switches", "spin made 0.00", "cost 10.00 µs"}},
 		{"C8 conditional: recv often found data", run(
-			fake{v: tcp(Blocking), server: srv("vcsw_per_msg", 0.5, 0.05), client: rtt(30e3, 1e3)},
+			fake{v: tcp(blocking), server: srv("vcsw_per_msg", 0.5, 0.05), client: rtt(30e3, 1e3)},
 		), "C8", experimentv1.Outcome_OUTCOME_CONDITIONAL, []string{"0.50 voluntary", "did not sleep"}},
 		{"C8 does not hold: recv never slept", run(
-			fake{v: tcp(Blocking), server: srv("vcsw_per_msg", 0.01, 0.005), client: rtt(30e3, 1e3)},
+			fake{v: tcp(blocking), server: srv("vcsw_per_msg", 0.01, 0.005), client: rtt(30e3, 1e3)},
 		), "C8", experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, []string{"almost never slept"}},
 		{"C8 spin RTT undecided", run(
-			fake{v: tcp(Blocking), server: srv("vcsw_per_msg", 1, 0), client: rtt(30e3, 5e3)},
-			fake{v: tcp(Spin), server: srv("vcsw_per_msg", 0, 0), client: rtt(29e3, 5e3)},
+			fake{v: tcp(blocking), server: srv("vcsw_per_msg", 1, 0), client: rtt(30e3, 5e3)},
+			fake{v: tcp(spin), server: srv("vcsw_per_msg", 0, 0), client: rtt(29e3, 5e3)},
 		), "C8", experimentv1.Outcome_OUTCOME_HOLDS, []string{"RTT p50 blocking 30.00 µs vs spin 29.00 µs (undecided"}},
 		{"C9 holds: poll and select grow, epoll flat", run(
-			fake{v: idle(Poll, 10), server: wait(1e3, 20)}, fake{v: idle(Poll, 1000), server: wait(31e3, 200)},
-			fake{v: idle(Select, 10), server: wait(1e3, 20)}, fake{v: idle(Select, 1000), server: wait(11e3, 200)},
-			fake{v: idle(Select, 10000), declined: "select cannot watch fd 1030"},
-			fake{v: idle(EpollLT, 10), server: wait(500, 20)}, fake{v: idle(EpollLT, 1000), server: wait(510, 20)},
+			fake{v: idle(poll, 10), server: wait(1e3, 20)}, fake{v: idle(poll, 1000), server: wait(31e3, 200)},
+			fake{v: idle(selectModel, 10), server: wait(1e3, 20)}, fake{v: idle(selectModel, 1000), server: wait(11e3, 200)},
+			fake{v: idle(selectModel, 10000), declined: "select cannot watch fd 1030"},
+			fake{v: idle(epollLT, 10), server: wait(500, 20)}, fake{v: idle(epollLT, 1000), server: wait(510, 20)},
 		), "C9", experimentv1.Outcome_OUTCOME_HOLDS, []string{"poll 1.00 µs at 10 idle → 31.00 µs at 1000 (30.30 ns per idle descriptor)", "unsupported at [10000]", "epoll-lt 0.50 µs"}},
 		{"C9 does not hold: epoll grows like poll", run(
-			fake{v: idle(Poll, 0), server: wait(1e3, 20)}, fake{v: idle(Poll, 1000), server: wait(31e3, 200)},
-			fake{v: idle(EpollET, 0), server: wait(500, 20)}, fake{v: idle(EpollET, 1000), server: wait(20e3, 200)},
+			fake{v: idle(poll, 0), server: wait(1e3, 20)}, fake{v: idle(poll, 1000), server: wait(31e3, 200)},
+			fake{v: idle(epollET, 0), server: wait(500, 20)}, fake{v: idle(epollET, 1000), server: wait(20e3, 200)},
 		), "C9", experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, []string{"epoll-et grows too"}},
 		{"C9 undecided: growth within the spread", run(
-			fake{v: idle(Poll, 0), server: wait(1e3, 500)}, fake{v: idle(Poll, 10), server: wait(1.2e3, 500)},
-			fake{v: idle(EpollLT, 0), server: wait(500, 20)}, fake{v: idle(EpollLT, 10), server: wait(500, 20)},
+			fake{v: idle(poll, 0), server: wait(1e3, 500)}, fake{v: idle(poll, 10), server: wait(1.2e3, 500)},
+			fake{v: idle(epollLT, 0), server: wait(500, 20)}, fake{v: idle(epollLT, 10), server: wait(500, 20)},
 		), "C9", experimentv1.Outcome_OUTCOME_UNDECIDED, []string{"poll from 0 to 10 idle: undecided", "more repeats of each would decide it"}},
 		{"C9 inconclusive: no epoll to compare", run(
-			fake{v: idle(Poll, 0), server: wait(1e3, 20)}, fake{v: idle(Poll, 1000), server: wait(31e3, 200)},
+			fake{v: idle(poll, 0), server: wait(1e3, 20)}, fake{v: idle(poll, 1000), server: wait(31e3, 200)},
 		), "C9", experimentv1.Outcome_OUTCOME_INCONCLUSIVE, []string{"compares select or poll with epoll"}},
 		{"C15 holds: uring 1 call, SQPOLL thread awake", run(
-			fake{v: tcp(EpollLT), server: srv("syscalls_per_msg", 3, 0.001), client: rtt(25e3, 1e3)},
-			fake{v: tcp(Uring), server: srv("syscalls_per_msg", 1, 0.001), client: rtt(24e3, 1e3)},
-			fake{v: tcp(UringSQPoll), sqCPU: 1e8, server: with(srv("syscalls_per_msg", 1, 0.001), srv("sqpoll_wakeups_per_msg", 0.001, 0), srv("enter_calls_per_msg", 1, 0)), client: rtt(24e3, 1e3)},
+			fake{v: tcp(epollLT), server: srv("syscalls_per_msg", 3, 0.001), client: rtt(25e3, 1e3)},
+			fake{v: tcp(uringModel), server: srv("syscalls_per_msg", 1, 0.001), client: rtt(24e3, 1e3)},
+			fake{v: tcp(uringSQPoll), sqCPU: 1e8, server: with(srv("syscalls_per_msg", 1, 0.001), srv("sqpoll_wakeups_per_msg", 0.001, 0), srv("enter_calls_per_msg", 1, 0)), client: rtt(24e3, 1e3)},
 		), "C15", experimentv1.Outcome_OUTCOME_HOLDS, []string{"epoll-lt 3.00, uring 1.00", "0.001 woke"}},
 		{"C15 conditional: SQPOLL thread slept", run(
-			fake{v: tcp(EpollLT), server: srv("syscalls_per_msg", 3, 0.001), client: rtt(25e3, 1e3)},
-			fake{v: tcp(Uring), server: srv("syscalls_per_msg", 1, 0.001), client: rtt(24e3, 1e3)},
-			fake{v: tcp(UringSQPoll), sqCPU: 1e8, server: with(srv("syscalls_per_msg", 2, 0.001), srv("sqpoll_wakeups_per_msg", 1, 0)), client: rtt(24e3, 1e3)},
+			fake{v: tcp(epollLT), server: srv("syscalls_per_msg", 3, 0.001), client: rtt(25e3, 1e3)},
+			fake{v: tcp(uringModel), server: srv("syscalls_per_msg", 1, 0.001), client: rtt(24e3, 1e3)},
+			fake{v: tcp(uringSQPoll), sqCPU: 1e8, server: with(srv("syscalls_per_msg", 2, 0.001), srv("sqpoll_wakeups_per_msg", 1, 0)), client: rtt(24e3, 1e3)},
 		), "C15", experimentv1.Outcome_OUTCOME_CONDITIONAL, []string{"fell asleep"}},
 		{"C15 not engaged: io_uring unavailable", run(
-			fake{v: tcp(EpollLT), server: srv("syscalls_per_msg", 3, 0.001), client: rtt(25e3, 1e3)},
-			fake{v: tcp(Uring), declined: "io_uring_setup: io_uring unavailable: disabled for everyone by kernel.io_uring_disabled=2: operation not permitted"},
+			fake{v: tcp(epollLT), server: srv("syscalls_per_msg", 3, 0.001), client: rtt(25e3, 1e3)},
+			fake{v: tcp(uringModel), declined: "io_uring_setup: io_uring unavailable: disabled for everyone by kernel.io_uring_disabled=2: operation not permitted"},
 		), "C15", experimentv1.Outcome_OUTCOME_NOT_ENGAGED, []string{"io_uring_disabled=2"}},
 		{"C15 undecided: counts overlap", run(
-			fake{v: tcp(EpollLT), server: srv("syscalls_per_msg", 3, 1), client: rtt(25e3, 1e3)},
-			fake{v: tcp(Uring), server: srv("syscalls_per_msg", 2.5, 1), client: rtt(24e3, 1e3)},
+			fake{v: tcp(epollLT), server: srv("syscalls_per_msg", 3, 1), client: rtt(25e3, 1e3)},
+			fake{v: tcp(uringModel), server: srv("syscalls_per_msg", 2.5, 1), client: rtt(24e3, 1e3)},
 		), "C15", experimentv1.Outcome_OUTCOME_UNDECIDED, []string{"epoll-lt 3.00, uring 2.50 (undecided"}},
 		{"C16 holds: netpoller 10% slower", run(
-			fake{v: tcp(EpollLT), client: rtt(20e3, 100)}, fake{v: tcp(Blocking), client: rtt(25e3, 100)},
-			fake{v: tcp(NetConn), client: rtt(22e3, 100)},
+			fake{v: tcp(epollLT), client: rtt(20e3, 100)}, fake{v: tcp(blocking), client: rtt(25e3, 100)},
+			fake{v: tcp(netConn), client: rtt(22e3, 100)},
 		), "C16", experimentv1.Outcome_OUTCOME_HOLDS, []string{"against epoll-lt: no difference larger than 25%: +10.0% ["}},
 		{"C16 does not hold: netpoller 50% slower", run(
-			fake{v: tcp(EpollLT), client: rtt(20e3, 100)}, fake{v: tcp(NetConn), client: rtt(30e3, 100)},
+			fake{v: tcp(epollLT), client: rtt(20e3, 100)}, fake{v: tcp(netConn), client: rtt(30e3, 100)},
 		), "C16", experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, []string{"against epoll-lt: 50.0% higher ["}},
 		{"C16 undecided: within the spread", run(
-			fake{v: tcp(Blocking), client: rtt(20e3, 3e3)}, fake{v: tcp(NetConn), client: rtt(21e3, 3e3)},
+			fake{v: tcp(blocking), client: rtt(20e3, 3e3)}, fake{v: tcp(netConn), client: rtt(21e3, 3e3)},
 		), "C16", experimentv1.Outcome_OUTCOME_UNDECIDED, []string{"whether the overhead is within the 25%", "more repeats of each would decide it"}},
 		// Medians 50% apart, ranges wide and overlapping: never "small".
 		{"C16 50% apart, wide and overlapping", run(
-			fake{v: tcp(Blocking), client: rtt(20e3, 8e3)}, fake{v: tcp(NetConn), client: rtt(30e3, 8e3)},
+			fake{v: tcp(blocking), client: rtt(20e3, 8e3)}, fake{v: tcp(netConn), client: rtt(30e3, 8e3)},
 		), "C16", experimentv1.Outcome_OUTCOME_UNDECIDED, []string{"whether the overhead is within the 25%"}},
 	}
 	for _, tt := range tests {
@@ -187,10 +187,10 @@ func TestClaimVerdicts(t *testing.T) {
 // Several claims in one run: one verdict naming all of them, CONDITIONAL
 // when their outcomes differ, each outcome in the explanation.
 func TestVerdictCombinesClaims(t *testing.T) {
-	tcp := func(m Model) Variant { return Variant{Model: m, Proto: TCP} }
+	tcp := func(m model) variant { return variant{Model: m, Proto: protoTCP} }
 	steps := run(
-		fake{v: tcp(Blocking), server: series(5, "vcsw_per_msg", 1, 0), client: series(5, "rtt_p50_ns", 30e3, 100)},
-		fake{v: tcp(NetConn), client: series(5, "rtt_p50_ns", 60e3, 100)},
+		fake{v: tcp(blocking), server: series(5, "vcsw_per_msg", 1, 0), client: series(5, "rtt_p50_ns", 30e3, 100)},
+		fake{v: tcp(netConn), client: series(5, "rtt_p50_ns", 60e3, 100)},
 	)
 	_, v := judgeDefaults(t, steps)
 	if v.Claim != "C8,C16" || v.Outcome != experimentv1.Outcome_OUTCOME_CONDITIONAL {
@@ -201,20 +201,20 @@ func TestVerdictCombinesClaims(t *testing.T) {
 			t.Errorf("explanation lacks %q: %s", s, v.Explanation)
 		}
 	}
-	_, v = judgeDefaults(t, run(fake{v: tcp(Spin), client: series(5, "rtt_p50_ns", 30e3, 100)}))
+	_, v = judgeDefaults(t, run(fake{v: tcp(spin), client: series(5, "rtt_p50_ns", 30e3, 100)}))
 	if v.Outcome != experimentv1.Outcome_OUTCOME_MEASURED || v.Claim != "" {
 		t.Errorf("a run that judges no claim: %v", v)
 	}
 }
 
 func TestEngagement(t *testing.T) {
-	tcp := func(m Model) Variant { return Variant{Model: m, Proto: TCP} }
+	tcp := func(m model) variant { return variant{Model: m, Proto: protoTCP} }
 	rows, _ := judgeDefaults(t, run(
-		fake{v: tcp(Blocking), server: series(2, "vcsw_per_msg", 1, 0)},
-		fake{v: tcp(EpollET), server: series(2, "vcsw_per_msg", 1, 0)},
-		fake{v: tcp(Uring), server: series(2, "vcsw_per_msg", 1, 0), declined: "io_uring RECV: not supported by this kernel"},
-		fake{v: tcp(UringSQPoll), server: series(2, "vcsw_per_msg", 1, 0), sqCPU: 0},
-		fake{v: Variant{Model: UringSQPoll, Proto: UDP}, server: series(2, "vcsw_per_msg", 1, 0), sqCPU: 5e6},
+		fake{v: tcp(blocking), server: series(2, "vcsw_per_msg", 1, 0)},
+		fake{v: tcp(epollET), server: series(2, "vcsw_per_msg", 1, 0)},
+		fake{v: tcp(uringModel), server: series(2, "vcsw_per_msg", 1, 0), declined: "io_uring RECV: not supported by this kernel"},
+		fake{v: tcp(uringSQPoll), server: series(2, "vcsw_per_msg", 1, 0), sqCPU: 0},
+		fake{v: variant{Model: uringSQPoll, Proto: protoUDP}, server: series(2, "vcsw_per_msg", 1, 0), sqCPU: 5e6},
 	))
 	want := map[string]experimentv1.Engagement{
 		"blocking/tcp":     experimentv1.Engagement_ENGAGEMENT_BASELINE,

@@ -32,16 +32,16 @@ func prepare(s *session, cfg serverConfig) (run loop, cleanup func(), reason str
 		return nil
 	}
 	switch cfg.Model {
-	case Blocking:
+	case blocking:
 		h, err := sock.NewHot(s.fd)
 		if err != nil {
 			return nil, nothing, "", err
 		}
 		s.hot = &h
 		return s.blocking, nothing, "", nil
-	case Spin:
+	case spin:
 		return s.spin, nothing, "", nonblock()
-	case Select:
+	case selectModel:
 		var set sock.Select
 		for _, fd := range s.all() {
 			if err := set.Add(fd); errors.Is(err, sock.ErrSelectLimit) {
@@ -51,20 +51,20 @@ func prepare(s *session, cfg serverConfig) (run loop, cleanup func(), reason str
 		}
 		s.calibrate = func() { s.calibrateWait(func() error { _, err := set.Wait(0); return err }) }
 		return func(m *meter) error { return s.selectLoop(&set, m) }, nothing, "", nonblock()
-	case Poll:
+	case poll:
 		var p sock.Poll
 		for _, fd := range s.all() {
 			p.Add(fd, unix.POLLIN)
 		}
 		s.calibrate = func() { s.calibrateWait(func() error { _, err := p.Wait(0); return err }) }
 		return func(m *meter) error { return s.pollLoop(p, m) }, nothing, "", nonblock()
-	case EpollLT, EpollET:
+	case epollLT, epollET:
 		ep, err := sock.NewEpoll()
 		if err != nil {
 			return nil, nothing, "", err
 		}
 		events := uint32(unix.EPOLLIN)
-		if cfg.Model == EpollET {
+		if cfg.Model == epollET {
 			events |= unix.EPOLLET
 		}
 		for _, fd := range s.all() {
@@ -76,11 +76,11 @@ func prepare(s *session, cfg serverConfig) (run loop, cleanup func(), reason str
 		evs := make([]unix.EpollEvent, 8)
 		s.calibrate = func() { s.calibrateWait(func() error { _, err := ep.Wait(evs, 0); return err }) }
 		cleanup := func() { ep.Close() }
-		if cfg.Model == EpollET {
+		if cfg.Model == epollET {
 			return func(m *meter) error { return s.epollLoop(ep, evs, true, m) }, cleanup, "", nonblock()
 		}
 		return func(m *meter) error { return s.epollLoop(ep, evs, false, m) }, cleanup, "", nonblock()
-	case Uring, UringSQPoll:
+	case uringModel, uringSQPoll:
 		return s.prepareUring(cfg)
 	}
 	return nil, nothing, "", fmt.Errorf("io-models has no model %q", cfg.Model)
@@ -239,7 +239,7 @@ func (s *session) calibrateWait(check func() error) {
 func (s *session) prepareUring(cfg serverConfig) (loop, func(), string, error) {
 	nothing := func() {}
 	var opts []uring.Option
-	if cfg.Model == UringSQPoll {
+	if cfg.Model == uringSQPoll {
 		opts = append(opts, uring.WithSQPoll(cfg.SQIdle))
 	}
 	before, err := threads()
@@ -265,7 +265,7 @@ func (s *session) prepareUring(cfg serverConfig) (loop, func(), string, error) {
 		return nil, cleanup, "", err
 	}
 	sqTID := 0
-	if cfg.Model == UringSQPoll {
+	if cfg.Model == uringSQPoll {
 		if sqTID, err = findSQPollThread(before); err != nil {
 			return nil, cleanup, "", err
 		}
@@ -347,7 +347,7 @@ func (s *session) uringLoop(ring *uring.Ring, sqTID int, m *meter) error {
 				if res == 0 {
 					return io.EOF
 				}
-				if s.proto == UDP && int(res) != s.size {
+				if s.proto == protoUDP && int(res) != s.size {
 					return fmt.Errorf("datagram of %d bytes, expected %d", res, s.size)
 				}
 				if s.got += int(res); s.got < s.size {

@@ -7,41 +7,41 @@ import (
 	"strings"
 )
 
-// Model is the way the server waits for and reads a request.
-type Model string
+// model is the way the server waits for and reads a request.
+type model string
 
 // The models, in the order the summary lists them.
 const (
-	// Blocking: blocking recv and send, the thread sleeps in recv.
-	Blocking Model = "blocking"
-	// Spin: a non-blocking socket polled by recv in a loop until data comes.
-	Spin Model = "spin"
-	// Select, Poll: wait for readability with select(2) or poll(2), then recv.
-	Select Model = "select"
-	Poll   Model = "poll"
-	// EpollLT, EpollET: epoll_wait level or edge triggered, then recv (ET
+	// blocking: blocking recv and send, the thread sleeps in recv.
+	blocking model = "blocking"
+	// spin: a non-blocking socket polled by recv in a loop until data comes.
+	spin model = "spin"
+	// selectModel, Poll: wait for readability with select(2) or poll(2), then recv.
+	selectModel model = "select"
+	poll        model = "poll"
+	// epollLT, EpollET: epoll_wait level or edge triggered, then recv (ET
 	// must read until EAGAIN before it waits again).
-	EpollLT Model = "epoll-lt"
-	EpollET Model = "epoll-et"
-	// Uring: io_uring IORING_OP_RECV and IORING_OP_SEND, submitted and
+	epollLT model = "epoll-lt"
+	epollET model = "epoll-et"
+	// uringModel: io_uring IORING_OP_RECV and IORING_OP_SEND, submitted and
 	// awaited with one io_uring_enter per message.
-	Uring Model = "uring"
-	// UringSQPoll: the same with a kernel submission thread (SQPOLL), so
+	uringModel model = "uring"
+	// uringSQPoll: the same with a kernel submission thread (SQPOLL), so
 	// that submitting needs no system call.
-	UringSQPoll Model = "uring-sqpoll"
-	// NetConn: Go's net.Conn, blocking reads and writes over the runtime's
+	uringSQPoll model = "uring-sqpoll"
+	// netConn: Go's net.Conn, blocking reads and writes over the runtime's
 	// netpoller (epoll underneath, goroutines parked instead of threads).
-	NetConn Model = "netconn"
+	netConn model = "netconn"
 )
 
-// Models lists every model.
-var Models = []Model{Blocking, Spin, Select, Poll, EpollLT, EpollET, Uring, UringSQPoll, NetConn}
+// models lists every model.
+var models = []model{blocking, spin, selectModel, poll, epollLT, epollET, uringModel, uringSQPoll, netConn}
 
 // Multiplexing reports whether the model waits on a set of descriptors, so
 // that idle connections beside the active one change its cost (C9).
-func (m Model) Multiplexing() bool {
+func (m model) Multiplexing() bool {
 	switch m {
-	case Select, Poll, EpollLT, EpollET:
+	case selectModel, poll, epollLT, epollET:
 		return true
 	}
 	return false
@@ -49,13 +49,13 @@ func (m Model) Multiplexing() bool {
 
 // Protocols the request/response runs over.
 const (
-	TCP = "tcp"
-	UDP = "udp"
+	protoTCP = "tcp"
+	protoUDP = "udp"
 )
 
-// Variant is one combination the run measures.
-type Variant struct {
-	Model Model
+// variant is one combination the run measures.
+type variant struct {
+	Model model
 	Proto string
 	// Idle is the number of idle TCP connections the server watches beside
 	// the active one (0 for the plain comparison of models).
@@ -64,7 +64,7 @@ type Variant struct {
 
 // Name is the variant's name in steps and summaries: "epoll-lt/tcp", or
 // "poll/tcp/idle=100" with idle connections.
-func (v Variant) Name() string {
+func (v variant) Name() string {
 	n := string(v.Model) + "/" + v.Proto
 	if v.Idle > 0 {
 		n += "/idle=" + strconv.Itoa(v.Idle)
@@ -74,37 +74,37 @@ func (v Variant) Name() string {
 
 // Params are the step parameters that select the variant (the list
 // parameters narrowed to one value).
-func (v Variant) Params() map[string]string {
+func (v variant) Params() map[string]string {
 	return map[string]string{"models": string(v.Model), "protocols": v.Proto, "idle": strconv.Itoa(v.Idle)}
 }
 
-// VariantOf reads the variant back from a step's parameters.
-func VariantOf(params map[string]string) (Variant, error) {
+// variantOf reads the variant back from a step's parameters.
+func variantOf(params map[string]string) (variant, error) {
 	idle, err := strconv.Atoi(params["idle"])
 	if err != nil || strings.Contains(params["models"], ",") || strings.Contains(params["protocols"], ",") {
-		return Variant{}, fmt.Errorf("step parameters models=%q protocols=%q idle=%q do not name one variant",
+		return variant{}, fmt.Errorf("step parameters models=%q protocols=%q idle=%q do not name one variant",
 			params["models"], params["protocols"], params["idle"])
 	}
-	return Variant{Model: Model(params["models"]), Proto: params["protocols"], Idle: idle}, nil
+	return variant{Model: model(params["models"]), Proto: params["protocols"], Idle: idle}, nil
 }
 
-// Plan lists the variants of a run: every model over every protocol without
+// plan lists the variants of a run: every model over every protocol without
 // idle connections (when idle includes 0), then, for TCP and the
 // multiplexing models, each non-zero idle count. Idle connections make no
 // sense for the models that watch one descriptor, and select, poll and epoll
 // over UDP would only watch idle sockets nobody sends to; the scaling mode
 // is TCP's.
-func Plan(models []Model, protos []string, idle []int) ([]Variant, error) {
+func plan(models []model, protos []string, idle []int) ([]variant, error) {
 	models, protos = unique(models), unique(protos)
 	idle = slices.Compact(slices.Sorted(slices.Values(idle)))
-	var out []Variant
+	var out []variant
 	for _, n := range idle {
 		if n != 0 {
 			continue
 		}
 		for _, p := range protos {
 			for _, m := range models {
-				out = append(out, Variant{Model: m, Proto: p})
+				out = append(out, variant{Model: m, Proto: p})
 			}
 		}
 	}
@@ -113,12 +113,12 @@ func Plan(models []Model, protos []string, idle []int) ([]Variant, error) {
 			continue
 		}
 		for _, p := range protos {
-			if p != TCP {
+			if p != protoTCP {
 				continue
 			}
 			for _, m := range models {
 				if m.Multiplexing() {
-					out = append(out, Variant{Model: m, Proto: p, Idle: n})
+					out = append(out, variant{Model: m, Proto: p, Idle: n})
 				}
 			}
 		}

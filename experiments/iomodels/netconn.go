@@ -25,7 +25,7 @@ func serveNetConn(ctx context.Context, env *experiments.Env, cfg serverConfig) (
 	if cfg.CPU >= 0 {
 		r.Notes = append(r.Notes, "netconn: server_cpu is not applied: goroutines are not pinned")
 	}
-	report.AddEvidence(r, "supported", 1, "", string(NetConn), "the server served this model")
+	report.AddEvidence(r, "supported", 1, "", string(netConn), "the server served this model")
 	m := &meter{process: true}
 	if cfg.CountSyscalls {
 		sys, err := openProcessSyscalls()
@@ -39,7 +39,7 @@ func serveNetConn(ctx context.Context, env *experiments.Env, cfg serverConfig) (
 	addr := env.Address().AsSlice()
 	req, resp := make([]byte, cfg.Size), make([]byte, cfg.Size)
 	var err error
-	if cfg.Proto == UDP {
+	if cfg.Proto == protoUDP {
 		err = netConnUDP(ctx, env, &net.UDPAddr{IP: addr}, req, resp, m)
 	} else {
 		err = netConnTCP(ctx, env, &net.TCPAddr{IP: addr}, req, resp, m)

@@ -16,7 +16,7 @@ import (
 
 // runLoopback runs both roles of one step of variant v over 127.0.0.1 in
 // the test's own namespace, as the agent does.
-func runLoopback(t *testing.T, ctx context.Context, v Variant, params map[string]string) (server, client *experimentv1.RoleReport, serverErr, clientErr error) {
+func runLoopback(t *testing.T, ctx context.Context, v variant, params map[string]string) (server, client *experimentv1.RoleReport, serverErr, clientErr error) {
 	t.Helper()
 	var e Experiment
 	p, err := experiments.Validate(e.Spec(), params)
@@ -44,11 +44,11 @@ func TestModelsOnLoopback(t *testing.T) {
 	// a recv and a send, and for edge triggering a recv that drains the
 	// socket (it may find the next request instead, saving the wait).
 	// Spin makes one recv per empty poll, without bound.
-	calls := map[Model][2]float64{Blocking: {2, 2.1}, Spin: {2, 1e9}, Select: {3, 3.1}, Poll: {3, 3.1}, EpollLT: {3, 3.1},
-		EpollET: {2, 4.1}, Uring: {1, 1.1}, UringSQPoll: {1, 1.1}}
-	for _, proto := range []string{TCP, UDP} {
-		for _, m := range Models {
-			v := Variant{Model: m, Proto: proto}
+	calls := map[model][2]float64{blocking: {2, 2.1}, spin: {2, 1e9}, selectModel: {3, 3.1}, poll: {3, 3.1}, epollLT: {3, 3.1},
+		epollET: {2, 4.1}, uringModel: {1, 1.1}, uringSQPoll: {1, 1.1}}
+	for _, proto := range []string{protoTCP, protoUDP} {
+		for _, m := range models {
+			v := variant{Model: m, Proto: proto}
 			t.Run(v.Name(), func(t *testing.T) {
 				server, client, serr, cerr := runLoopback(t, context.Background(), v, short)
 				if serr != nil || cerr != nil {
@@ -89,14 +89,14 @@ func TestModelsOnLoopback(t *testing.T) {
 func TestIdleConnections(t *testing.T) {
 	privtest.Root(t)
 	for _, tt := range []struct {
-		v         Variant
+		v         variant
 		supported bool
 	}{
-		{Variant{Model: Select, Proto: TCP, Idle: 100}, true},
-		{Variant{Model: Poll, Proto: TCP, Idle: 100}, true},
-		{Variant{Model: EpollLT, Proto: TCP, Idle: 100}, true},
-		{Variant{Model: EpollET, Proto: TCP, Idle: 100}, true},
-		{Variant{Model: Select, Proto: TCP, Idle: 1100}, false},
+		{variant{Model: selectModel, Proto: protoTCP, Idle: 100}, true},
+		{variant{Model: poll, Proto: protoTCP, Idle: 100}, true},
+		{variant{Model: epollLT, Proto: protoTCP, Idle: 100}, true},
+		{variant{Model: epollET, Proto: protoTCP, Idle: 100}, true},
+		{variant{Model: selectModel, Proto: protoTCP, Idle: 1100}, false},
 	} {
 		t.Run(tt.v.Name(), func(t *testing.T) {
 			server, client, serr, cerr := runLoopback(t, context.Background(), tt.v, short)
@@ -127,10 +127,10 @@ func TestIdleConnections(t *testing.T) {
 // A cancelled run stops both roles, whatever the server is blocked in.
 func TestCancelStopsEveryModel(t *testing.T) {
 	privtest.Root(t)
-	variants := []Variant{{Model: Blocking, Proto: UDP}, {Model: Uring, Proto: UDP}, {Model: NetConn, Proto: UDP},
-		{Model: Poll, Proto: TCP, Idle: 10}}
-	for _, m := range Models {
-		variants = append(variants, Variant{Model: m, Proto: TCP})
+	variants := []variant{{Model: blocking, Proto: protoUDP}, {Model: uringModel, Proto: protoUDP}, {Model: netConn, Proto: protoUDP},
+		{Model: poll, Proto: protoTCP, Idle: 10}}
+	for _, m := range models {
+		variants = append(variants, variant{Model: m, Proto: protoTCP})
 	}
 	for _, v := range variants {
 		t.Run(v.Name(), func(t *testing.T) {

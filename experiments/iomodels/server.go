@@ -20,7 +20,7 @@ import (
 
 // serverConfig is what the server role needs from the step.
 type serverConfig struct {
-	Variant
+	variant
 	Size          int
 	CPU           int
 	SQIdle        time.Duration
@@ -78,7 +78,7 @@ func (s *session) recv() (bool, error) {
 		return false, err
 	case n == 0:
 		return false, io.EOF
-	case s.proto == UDP && n != s.size:
+	case s.proto == protoUDP && n != s.size:
 		return false, fmt.Errorf("datagram of %d bytes, expected %d", n, s.size)
 	}
 	s.got += n
@@ -135,7 +135,7 @@ func (s *session) idleReady(fd sock.FD) error {
 // cannot run here, and otherwise serves requests with the model until the
 // client's done request.
 func serve(ctx context.Context, env *experiments.Env, cfg serverConfig) (*experimentv1.RoleReport, error) {
-	if cfg.Model == NetConn {
+	if cfg.Model == netConn {
 		return serveNetConn(ctx, env, cfg)
 	}
 	unlock, err := role.LockThread(cfg.CPU)

@@ -14,24 +14,24 @@ import (
 func TestPlan(t *testing.T) {
 	tests := []struct {
 		name   string
-		models []Model
+		models []model
 		protos []string
 		idle   []int
 		want   []string
 		err    string
 	}{
-		{"plain comparison", []Model{Blocking, Uring}, []string{TCP, UDP}, []int{0},
+		{"plain comparison", []model{blocking, uringModel}, []string{protoTCP, protoUDP}, []int{0},
 			[]string{"blocking/tcp", "uring/tcp", "blocking/udp", "uring/udp"}, ""},
-		{"idle only for tcp multiplexers", []Model{Blocking, Poll, EpollLT}, []string{TCP, UDP}, []int{100, 0},
+		{"idle only for tcp multiplexers", []model{blocking, poll, epollLT}, []string{protoTCP, protoUDP}, []int{100, 0},
 			[]string{"blocking/tcp", "poll/tcp", "epoll-lt/tcp", "blocking/udp", "poll/udp", "epoll-lt/udp", "poll/tcp/idle=100", "epoll-lt/tcp/idle=100"}, ""},
-		{"scaling alone, repeats dropped", []Model{Select, Select, Spin}, []string{TCP}, []int{10, 1000, 10},
+		{"scaling alone, repeats dropped", []model{selectModel, selectModel, spin}, []string{protoTCP}, []int{10, 1000, 10},
 			[]string{"select/tcp/idle=10", "select/tcp/idle=1000"}, ""},
-		{"nothing to run", []Model{Blocking, NetConn}, []string{TCP}, []int{100}, nil, "idle connections"},
-		{"udp has no idle mode", []Model{Poll}, []string{UDP}, []int{100}, nil, "only to tcp"},
+		{"nothing to run", []model{blocking, netConn}, []string{protoTCP}, []int{100}, nil, "idle connections"},
+		{"udp has no idle mode", []model{poll}, []string{protoUDP}, []int{100}, nil, "only to tcp"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			vs, err := Plan(tt.models, tt.protos, tt.idle)
+			vs, err := plan(tt.models, tt.protos, tt.idle)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("error %v, want one saying %q", err, tt.err)
@@ -44,7 +44,7 @@ func TestPlan(t *testing.T) {
 			var names []string
 			for _, v := range vs {
 				names = append(names, v.Name())
-				back, err := VariantOf(v.Params())
+				back, err := variantOf(v.Params())
 				if err != nil || back != v {
 					t.Errorf("%s does not survive its step parameters: %v, %v", v.Name(), back, err)
 				}
@@ -84,7 +84,7 @@ func TestStepsInterleaveVariants(t *testing.T) {
 		if err != nil {
 			t.Fatalf("step %s: %v", s.Variant, err)
 		}
-		if v, err := VariantOf(sp.Map()); err != nil || v.Name() != s.Variant {
+		if v, err := variantOf(sp.Map()); err != nil || v.Name() != s.Variant {
 			t.Errorf("step %s carries variant %v (%v)", s.Variant, v, err)
 		}
 		if s.Roles[0].Role != "server" || s.Roles[0].Node != "n2" || !netip.MustParseAddr(s.Roles[0].Address).Is4() {

@@ -70,15 +70,15 @@ func serveBulk(ctx context.Context, env *experiments.Env, chunk, cpu int) (*expe
 	return r, nil
 }
 
-// BulkOptions are the sender's knobs.
-type BulkOptions struct {
+// bulkOptions are the sender's knobs.
+type bulkOptions struct {
 	Chunk    int // bytes per write
 	Duration time.Duration
 	CPU      int
 }
 
 // sendBulk connects to peer and writes for o.Duration.
-func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o BulkOptions) (*experimentv1.RoleReport, error) {
+func sendBulk(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o bulkOptions) (*experimentv1.RoleReport, error) {
 	unlock, err := role.LockThread(o.CPU)
 	if err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ func onLo(steps []*experimentv1.StepResult) (bool, string) {
 		return false, "no step ran"
 	}
 	for _, s := range steps {
-		c, ok := CarrierOf(report.ReportOf(s, "client"))
+		c, ok := carrierOf(report.ReportOf(s, "client"))
 		if !ok {
 			return false, fmt.Sprintf("repeat %d: the client's node counted no packets", s.GetStep().GetRepeat()+1)
 		}
@@ -51,7 +51,7 @@ func onLo(steps []*experimentv1.StepResult) (bool, string) {
 			return false, fmt.Sprintf("repeat %d: %s", s.GetStep().GetRepeat()+1, c)
 		}
 	}
-	c, _ := CarrierOf(report.ReportOf(steps[0], "client"))
+	c, _ := carrierOf(report.ReportOf(steps[0], "client"))
 	return true, c.String()
 }
 
@@ -59,7 +59,7 @@ func onLo(steps []*experimentv1.StepResult) (bool, string) {
 // over the device its kind promises: lo for loopback and own-ip, a lab
 // interface in both nodes for the others.
 func engagement(kind string, steps []*experimentv1.StepResult) (experimentv1.Engagement, string) {
-	if kind == KindLoopback || kind == KindOwnIP {
+	if kind == kindLoopback || kind == kindOwnIP {
 		ok, detail := onLo(steps)
 		if !ok {
 			return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, "not carried by lo: " + detail
@@ -70,7 +70,7 @@ func engagement(kind string, steps []*experimentv1.StepResult) (experimentv1.Eng
 	for i, s := range steps {
 		for _, role := range []string{"client", "server"} {
 			r := report.ReportOf(s, role)
-			c, ok := CarrierOf(r)
+			c, ok := carrierOf(r)
 			if !ok || c.Iface == "lo" {
 				return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED,
 					fmt.Sprintf("repeat %d: the %s's node did not carry the packets on a lab interface: %s", s.GetStep().GetRepeat()+1, role, c)
@@ -81,7 +81,7 @@ func engagement(kind string, steps []*experimentv1.StepResult) (experimentv1.Eng
 			note := fmt.Sprintf("%s %s: %s", role, r.GetNode(), c)
 			if k := ifaceKind(r, c.Iface); k != "" {
 				note += ", " + c.Iface + " is a " + k
-				if role == "server" && (kind == KindNIC || kind == KindMacvlan) && k == "veth" {
+				if role == "server" && (kind == kindNIC || kind == kindMacvlan) && k == "veth" {
 					note += " (a stand-in for a NIC: no NIC driver on this path)"
 				}
 			}
@@ -111,9 +111,9 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experiment
 	var loSteps, ownSteps []*experimentv1.StepResult
 	for _, s := range steps {
 		switch s.GetStep().GetVariant() {
-		case KindLoopback:
+		case kindLoopback:
 			loSteps = append(loSteps, s)
-		case KindOwnIP:
+		case kindOwnIP:
 			ownSteps = append(ownSteps, s)
 		}
 	}
@@ -145,11 +145,11 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experiment
 		{"client.rtt_p50_ns", "RTT p50", func(x float64) string { return fmt.Sprintf("%.1f µs", x/1e3) }},
 		{"sink.throughput_bps", "bulk throughput", func(x float64) string { return fmt.Sprintf("%.2f Gbit/s", x/1e9) }},
 	} {
-		if len(report.Values(steps, KindLoopback, m.metric)) == 0 || len(report.Values(steps, KindOwnIP, m.metric)) == 0 {
+		if len(report.Values(steps, kindLoopback, m.metric)) == 0 || len(report.Values(steps, kindOwnIP, m.metric)) == 0 {
 			continue
 		}
 		compared++
-		d := judge.Compare(v, c.Test(Margin), steps, m.metric, KindLoopback, KindOwnIP)
+		d := judge.Compare(v, c.Test(margin), steps, m.metric, kindLoopback, kindOwnIP)
 		parts = append(parts, fmt.Sprintf("%s %s (127.0.0.1) vs %s (own IP): %s", m.what, m.format(d.A.Median), m.format(d.B.Median), d.Reason))
 		switch {
 		case d.Verdict == measure.Same:
@@ -174,22 +174,22 @@ func verdict(p experiments.Params, steps []*experimentv1.StepResult) *experiment
 	case len(undecided) > 0:
 		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
 		v.Explanation = fmt.Sprintf("Both 127.0.0.1 and the own address went over lo (own IP: %s); whether at the same speed within %.0f%% is undecided for %s. %s.%s%s",
-			own, 100*Margin, strings.Join(undecided, " and "), strings.Join(parts, "; "), others, lacks)
+			own, 100*margin, strings.Join(undecided, " and "), strings.Join(parts, "; "), others, lacks)
 	default:
 		v.Outcome = experimentv1.Outcome_OUTCOME_HOLDS
 		v.Explanation = fmt.Sprintf("Both 127.0.0.1 and the own address went over lo (own IP: %s) at the same speed: no difference larger than %.0f%% (equivalence test). %s.%s%s",
-			own, 100*Margin, strings.Join(parts, "; "), others, lacks)
+			own, 100*margin, strings.Join(parts, "; "), others, lacks)
 	}
 	return v
 }
 
-// Margin is the difference C12 calls the same speed: within 5%.
-const Margin = 0.05
+// margin is the difference C12 calls the same speed: within 5%.
+const margin = 0.05
 
 // othersText quotes the RTT of the other paths, for scale.
 func othersText(steps []*experimentv1.StepResult) string {
 	var parts []string
-	for _, k := range Kinds[2:] {
+	for _, k := range allKinds[2:] {
 		if xs := report.Values(steps, k, "client.rtt_p50_ns"); len(xs) > 0 {
 			parts = append(parts, fmt.Sprintf("%s %.1f µs", k, measure.SpreadOf(xs).Median/1e3))
 		}

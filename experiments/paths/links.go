@@ -28,9 +28,9 @@ func addLinkEvidence(r *experimentv1.RoleReport, node string, d kstat.LinkStats)
 	}
 }
 
-// Carrier is the interface of a node that carried a step's traffic: the one
+// carrier is the interface of a node that carried a step's traffic: the one
 // with the most packets.
-type Carrier struct {
+type carrier struct {
 	Iface string
 	// Share is Iface's part of the packets of all the node's interfaces.
 	Share float64
@@ -38,9 +38,9 @@ type Carrier struct {
 	Packets map[string]float64
 }
 
-// CarrierOf reads a role's link evidence; ok is false when the report has
+// carrierOf reads a role's link evidence; ok is false when the report has
 // none or no interface carried anything.
-func CarrierOf(r *experimentv1.RoleReport) (c Carrier, ok bool) {
+func carrierOf(r *experimentv1.RoleReport) (c carrier, ok bool) {
 	c.Packets = map[string]float64{}
 	var total float64
 	for _, e := range r.GetEvidence() {
@@ -64,7 +64,7 @@ func CarrierOf(r *experimentv1.RoleReport) (c Carrier, ok bool) {
 
 // String shows the carrier and the other interfaces that saw packets:
 // "lo 100.0% (lo 41234, veth0 0)".
-func (c Carrier) String() string {
+func (c carrier) String() string {
 	var parts []string
 	for _, n := range slices.Sorted(maps.Keys(c.Packets)) {
 		parts = append(parts, fmt.Sprintf("%s %.0f", n, c.Packets[n]))

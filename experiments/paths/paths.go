@@ -65,14 +65,14 @@ repeats of both, up to max_repeats within its budget (docs/statistics.md). The l
 has worked this way since Linux 2.2; lo's 64 KiB MTU (Linux 3.6 and later)
 is why bulk over lo moves far larger packets than a veth with MTU 1500.`,
 		Claims:         []string{"C12"},
-		Roles:          experiments.RoleNames(experiments.Server, Sink, experiments.Client),
+		Roles:          experiments.RoleNames(experiments.Server, sink, experiments.Client),
 		SummaryMetrics: []string{"client.rtt_p50_ns", "client.rtt_p99_ns", "client.msgs_per_s", "sink.throughput_bps", "client.cpu_ns_per_msg", "server.cpu_ns_per_msg"},
 		Params:         experiments.Declare(defaults),
 	}
 }
 
-// Sink is the role the client's bulk stream goes to, on the server's node.
-const Sink experiments.Role = "sink"
+// sink is the role the client's bulk stream goes to, on the server's node.
+const sink experiments.Role = "sink"
 
 type params struct {
 	Paths []string         `param:"paths" choices:"loopback,own-ip,veth,bridge,macvlan,nic" help:"kinds of path to measure; kinds the lab has no path for are named in the verdict"`
@@ -85,7 +85,7 @@ type params struct {
 }
 
 var defaults = params{
-	Paths:        Kinds,
+	Paths:        allKinds,
 	Size:         64,
 	Timing:       experiments.Timing{Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond},
 	WriteSize:    64 << 10,
@@ -99,7 +99,7 @@ var defaults = params{
 func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimentv1.Step, error) {
 	c := experiments.As[params](p)
 	client := lab.Node(experiments.Client)
-	targets, missing := Targets(lab, client, c.Paths)
+	targets, missing := targets(lab, client, c.Paths)
 	if len(targets) == 0 {
 		return nil, fmt.Errorf("node %s has no path of the kinds asked for (%v)", client, missing)
 	}
@@ -112,7 +112,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 				Params:  p.Map(),
 				Roles: []*experimentv1.RoleAssignment{
 					{Role: string(experiments.Server), Node: t.Node, Address: t.Addr.String()},
-					{Role: string(Sink), Node: t.Node, Address: t.Addr.String()},
+					{Role: string(sink), Node: t.Node, Address: t.Addr.String()},
 					{Role: string(experiments.Client), Node: client},
 				},
 			})
@@ -133,7 +133,7 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	switch env.Role {
 	case experiments.Server:
 		r, err = rr.Serve(ctx, env, int(p.Size), p.ServerCPU, nil)
-	case Sink:
+	case sink:
 		r, err = serveBulk(ctx, env, int(p.WriteSize), p.ServerCPU)
 	case experiments.Client:
 		r, err = client(ctx, env, p)
@@ -158,7 +158,7 @@ func client(ctx context.Context, env *experiments.Env, p params) (*experimentv1.
 	if err != nil {
 		return nil, err
 	}
-	sink, err := env.Peer(Sink)
+	sink, err := env.Peer(sink)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +167,7 @@ func client(ctx context.Context, env *experiments.Env, p params) (*experimentv1.
 	if err != nil {
 		return nil, err
 	}
-	bulk, err := sendBulk(ctx, env, sink, BulkOptions{Chunk: int(p.WriteSize), Duration: p.BulkDuration, CPU: p.ClientCPU})
+	bulk, err := sendBulk(ctx, env, sink, bulkOptions{Chunk: int(p.WriteSize), Duration: p.BulkDuration, CPU: p.ClientCPU})
 	if err != nil {
 		return nil, err
 	}

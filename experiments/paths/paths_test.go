@@ -32,30 +32,30 @@ func TestTargets(t *testing.T) {
 	for _, tc := range []struct {
 		example, client string
 		kinds           []string
-		want            []Target
+		want            []target
 		missing         []string
 	}{
-		{"paths", "n1", Kinds, []Target{
-			{KindLoopback, "n1", netip.MustParseAddr("127.0.0.1"), "lo"},
-			{KindOwnIP, "n1", netip.MustParseAddr("198.18.0.1"), "lo"},
-			{KindVeth, "n2", netip.MustParseAddr("198.18.0.2"), "veth0"},
-			{KindBridge, "n3", netip.MustParseAddr("198.18.0.6"), "br0"},
-			{KindMacvlan, "n4", netip.MustParseAddr("198.19.255.4"), "nic0"},
-		}, []string{KindNIC}},
+		{"paths", "n1", allKinds, []target{
+			{kindLoopback, "n1", netip.MustParseAddr("127.0.0.1"), "lo"},
+			{kindOwnIP, "n1", netip.MustParseAddr("198.18.0.1"), "lo"},
+			{kindVeth, "n2", netip.MustParseAddr("198.18.0.2"), "veth0"},
+			{kindBridge, "n3", netip.MustParseAddr("198.18.0.6"), "br0"},
+			{kindMacvlan, "n4", netip.MustParseAddr("198.19.255.4"), "nic0"},
+		}, []string{kindNIC}},
 		// From n4 the moved NIC is the client's own device and the macvlan
 		// sits on the far side: still the macvlan path.
-		{"paths", "n4", Kinds, []Target{
-			{KindLoopback, "n4", netip.MustParseAddr("127.0.0.1"), "lo"},
-			{KindOwnIP, "n4", netip.MustParseAddr("198.19.255.4"), "lo"},
-			{KindMacvlan, "n1", netip.MustParseAddr("198.19.255.1"), "mv0"},
-		}, []string{KindVeth, KindBridge, KindNIC}},
-		{"quickstart", "n1", []string{KindOwnIP, KindVeth, KindBridge}, []Target{
-			{KindOwnIP, "n1", netip.MustParseAddr("198.18.0.1"), "lo"},
-			{KindVeth, "n2", netip.MustParseAddr("198.18.0.2"), "eth0"},
-		}, []string{KindBridge}},
+		{"paths", "n4", allKinds, []target{
+			{kindLoopback, "n4", netip.MustParseAddr("127.0.0.1"), "lo"},
+			{kindOwnIP, "n4", netip.MustParseAddr("198.19.255.4"), "lo"},
+			{kindMacvlan, "n1", netip.MustParseAddr("198.19.255.1"), "mv0"},
+		}, []string{kindVeth, kindBridge, kindNIC}},
+		{"quickstart", "n1", []string{kindOwnIP, kindVeth, kindBridge}, []target{
+			{kindOwnIP, "n1", netip.MustParseAddr("198.18.0.1"), "lo"},
+			{kindVeth, "n2", netip.MustParseAddr("198.18.0.2"), "eth0"},
+		}, []string{kindBridge}},
 	} {
 		t.Run(tc.example+"/"+tc.client, func(t *testing.T) {
-			got, missing := Targets(loadLab(t, tc.example, nil), tc.client, tc.kinds)
+			got, missing := targets(loadLab(t, tc.example, nil), tc.client, tc.kinds)
 			if len(got) != len(tc.want) {
 				t.Fatalf("targets %+v, want %+v", got, tc.want)
 			}
@@ -114,13 +114,13 @@ func roleReport(role, node string, metrics map[string]float64, links map[string]
 func run(rtt func(kind string, rep int) float64, ownLinks map[string]float64, repeats int) []*experimentv1.StepResult {
 	var steps []*experimentv1.StepResult
 	for rep := range repeats {
-		for _, kind := range []string{KindLoopback, KindOwnIP, KindVeth} {
+		for _, kind := range []string{kindLoopback, kindOwnIP, kindVeth} {
 			links := map[string]float64{"lo": 4000, "veth0": 0}
 			serverLinks := links
 			switch kind {
-			case KindOwnIP:
+			case kindOwnIP:
 				links, serverLinks = ownLinks, ownLinks
-			case KindVeth:
+			case kindVeth:
 				links = map[string]float64{"lo": 0, "veth0": 2000}
 				serverLinks = map[string]float64{"lo": 0, "eth0": 2000}
 			}
@@ -137,13 +137,13 @@ func run(rtt func(kind string, rep int) float64, ownLinks map[string]float64, re
 func TestJudge(t *testing.T) {
 	onLo := map[string]float64{"lo": 4000, "veth0": 2}
 	same := func(kind string, rep int) float64 {
-		if kind == KindVeth {
+		if kind == kindVeth {
 			return 30e3
 		}
 		return 10e3 + float64(rep)*100
 	}
 	slowerOwn := func(kind string, rep int) float64 {
-		if kind == KindOwnIP {
+		if kind == kindOwnIP {
 			return 20e3 + float64(rep)*100
 		}
 		return same(kind, rep)
@@ -151,9 +151,9 @@ func TestJudge(t *testing.T) {
 	wide := func(kind string, rep int) float64 {
 		lo := []float64{10e3, 14e3, 8e3, 12e3, 16e3}[rep%5]
 		switch kind {
-		case KindOwnIP:
+		case kindOwnIP:
 			return 1.5 * lo * []float64{1, 0.8, 1.3, 1.1, 0.9}[rep%5]
-		case KindVeth:
+		case kindVeth:
 			return 30e3
 		}
 		return lo
@@ -173,7 +173,7 @@ func TestJudge(t *testing.T) {
 		{"own IP slower beyond the spread", run(slowerOwn, onLo, 5), experimentv1.Outcome_OUTCOME_CONDITIONAL, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "not at the same speed"},
 		// Two repeats can decide nothing: not "the same speed".
 		{"too few repeats to decide", run(slowerOwn, onLo, 2), experimentv1.Outcome_OUTCOME_UNDECIDED, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "too few"},
-		{"no own-ip path", dropKind(run(same, onLo, 5), KindOwnIP), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, "did not measure both"},
+		{"no own-ip path", dropKind(run(same, onLo, 5), kindOwnIP), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, "did not measure both"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var e Experiment
@@ -185,10 +185,10 @@ func TestJudge(t *testing.T) {
 			if v.GetClaim() != "C12" {
 				t.Errorf("claim %q", v.GetClaim())
 			}
-			if row := report.Row(rows, KindOwnIP); row.GetEngagement() != tc.own {
+			if row := report.Row(rows, kindOwnIP); row.GetEngagement() != tc.own {
 				t.Errorf("own-ip row engagement %v, want %v (note %q)", row.GetEngagement(), tc.own, row.GetNote())
 			}
-			if row := report.Row(rows, KindVeth); row.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
+			if row := report.Row(rows, kindVeth); row.GetEngagement() != experimentv1.Engagement_ENGAGEMENT_ENGAGED {
 				t.Errorf("veth row: %v %q", row.GetEngagement(), row.GetNote())
 			}
 		})
@@ -206,15 +206,15 @@ func dropKind(steps []*experimentv1.StepResult, kind string) []*experimentv1.Ste
 }
 
 func TestCarrierOf(t *testing.T) {
-	c, ok := CarrierOf(roleReport("client", "n1", nil, map[string]float64{"lo": 10, "veth0": 990, "br0": 0}))
+	c, ok := carrierOf(roleReport("client", "n1", nil, map[string]float64{"lo": 10, "veth0": 990, "br0": 0}))
 	if !ok || c.Iface != "veth0" || c.Share != 0.99 {
 		t.Errorf("carrier %+v %v", c, ok)
 	}
-	if _, ok := CarrierOf(roleReport("client", "n1", nil, map[string]float64{"lo": 0})); ok {
+	if _, ok := carrierOf(roleReport("client", "n1", nil, map[string]float64{"lo": 0})); ok {
 		t.Error("a node that counted nothing has a carrier")
 	}
 	// Ties go to the first name.
-	if c, _ := CarrierOf(roleReport("client", "n1", nil, map[string]float64{"b": 5, "a": 5})); c.Iface != "a" {
+	if c, _ := carrierOf(roleReport("client", "n1", nil, map[string]float64{"b": 5, "a": 5})); c.Iface != "a" {
 		t.Errorf("tie went to %s", c.Iface)
 	}
 }
@@ -250,7 +250,7 @@ func TestLoopbackPathsInANamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for kind, addr := range map[string]string{KindLoopback: "127.0.0.1", KindOwnIP: own.Addr().String()} {
+	for kind, addr := range map[string]string{kindLoopback: "127.0.0.1", kindOwnIP: own.Addr().String()} {
 		t.Run(kind, func(t *testing.T) {
 			reports, errs := runStep(t, context.Background(), ns, loopbackStep(kind, addr, p), p)
 			for role, err := range errs {
@@ -271,7 +271,7 @@ func TestLoopbackPathsInANamespace(t *testing.T) {
 				t.Errorf("sink read %v bytes, client wrote %v", reports["sink"].GetMetrics()["received_bytes"], client.GetMetrics()["sent_bytes"])
 			}
 			for role, rep := range reports {
-				c, ok := CarrierOf(rep)
+				c, ok := carrierOf(rep)
 				t.Logf("%s: %s", role, c)
 				if !ok || c.Iface != "lo" || c.Share < minLoShare || c.Packets["lo"] < 100 {
 					t.Errorf("%s: carrier %s, want lo", role, c)
@@ -291,7 +291,7 @@ func TestCancelStopsTheRoles(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(500*time.Millisecond, cancel)
 	start := time.Now()
-	_, errs := runStep(t, ctx, ns, loopbackStep(KindLoopback, "127.0.0.1", p), p)
+	_, errs := runStep(t, ctx, ns, loopbackStep(kindLoopback, "127.0.0.1", p), p)
 	// The rr phase is over by the cancel; the stream is not.
 	for _, role := range []string{"sink", "client"} {
 		if errs[role] == nil {

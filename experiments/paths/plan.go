@@ -10,19 +10,19 @@ import (
 
 // Kinds of path, in the order a run measures them.
 const (
-	KindLoopback = "loopback" // 127.0.0.1 inside the client's node
-	KindOwnIP    = "own-ip"   // the client node's own lab address, inside the node
-	KindVeth     = "veth"     // a veth pair to another node
-	KindBridge   = "bridge"   // veth pairs through a Linux bridge
-	KindMacvlan  = "macvlan"  // a macvlan child of a NIC at either end
-	KindNIC      = "nic"      // a NIC moved into a node at either end, no macvlan
+	kindLoopback = "loopback" // 127.0.0.1 inside the client's node
+	kindOwnIP    = "own-ip"   // the client node's own lab address, inside the node
+	kindVeth     = "veth"     // a veth pair to another node
+	kindBridge   = "bridge"   // veth pairs through a Linux bridge
+	kindMacvlan  = "macvlan"  // a macvlan child of a NIC at either end
+	kindNIC      = "nic"      // a NIC moved into a node at either end, no macvlan
 )
 
-// Kinds lists every kind of path.
-var Kinds = []string{KindLoopback, KindOwnIP, KindVeth, KindBridge, KindMacvlan, KindNIC}
+// allKinds lists every kind of path.
+var allKinds = []string{kindLoopback, kindOwnIP, kindVeth, kindBridge, kindMacvlan, kindNIC}
 
-// Target is where the server of one kind of path runs.
-type Target struct {
+// target is where the server of one kind of path runs.
+type target struct {
 	Kind string
 	Node string
 	Addr netip.Addr
@@ -31,14 +31,14 @@ type Target struct {
 	Iface string
 }
 
-// Targets finds, for each wanted kind, the first path of that kind from
+// targets finds, for each wanted kind, the first path of that kind from
 // the client's node: loopback and own-ip inside the node, then the direct
 // paths to every other node with an agent, in plan order. Kinds the lab
 // has no path for are returned as missing.
-func Targets(lab experiments.Lab, client string, kinds []string) (found []Target, missing []string) {
-	byKind := map[string]Target{KindLoopback: {Kind: KindLoopback, Node: client, Addr: netip.MustParseAddr("127.0.0.1"), Iface: "lo"}}
+func targets(lab experiments.Lab, client string, kinds []string) (found []target, missing []string) {
+	byKind := map[string]target{kindLoopback: {Kind: kindLoopback, Node: client, Addr: netip.MustParseAddr("127.0.0.1"), Iface: "lo"}}
 	if a, ok := ownAddress(lab.Plan, client); ok {
-		byKind[KindOwnIP] = Target{Kind: KindOwnIP, Node: client, Addr: a, Iface: "lo"}
+		byKind[kindOwnIP] = target{Kind: kindOwnIP, Node: client, Addr: a, Iface: "lo"}
 	}
 	for _, n := range lab.Plan.Nodes {
 		if n.Name == client || !n.Agent {
@@ -50,11 +50,11 @@ func Targets(lab experiments.Lab, client string, kinds []string) (found []Target
 			}
 			kind := pathKind(lab.Plan, client, p)
 			if _, seen := byKind[kind]; !seen {
-				byKind[kind] = Target{Kind: kind, Node: n.Name, Addr: p.Addr, Iface: p.Iface}
+				byKind[kind] = target{Kind: kind, Node: n.Name, Addr: p.Addr, Iface: p.Iface}
 			}
 		}
 	}
-	for _, k := range Kinds {
+	for _, k := range allKinds {
 		if !slices.Contains(kinds, k) {
 			continue
 		}
@@ -99,11 +99,11 @@ func pathKind(plan *topologies.Plan, client string, p experiments.Path) string {
 	}
 	switch {
 	case kinds[topologies.KindMacvlan]:
-		return KindMacvlan
+		return kindMacvlan
 	case kinds[topologies.KindMove]:
-		return KindNIC
+		return kindNIC
 	case kinds["bridge"]:
-		return KindBridge
+		return kindBridge
 	}
-	return KindVeth
+	return kindVeth
 }

@@ -30,8 +30,8 @@ type Experiment struct{}
 
 // The two ways to send, one variant each.
 const (
-	NonBlocking = "nonblocking"
-	Blocking    = "blocking"
+	nonBlocking = "nonblocking"
+	blocking    = "blocking"
 )
 
 // Spec describes sndbuf.
@@ -92,7 +92,7 @@ type params struct {
 }
 
 var defaults = params{
-	Variants: []string{NonBlocking, Blocking},
+	Variants: []string{nonBlocking, blocking},
 	Sndbuf:   4 << 10,
 	Rcvbuf:   4 << 10,
 	Stall:    200 * time.Millisecond,
@@ -253,7 +253,7 @@ func send(ctx context.Context, env *experiments.Env, peer netip.AddrPort, cfg cl
 	r := env.Report()
 	r.Metrics["sndbuf_bytes"] = float64(got)
 	report.AddEvidence(r, "sndbuf", float64(got), "bytes", "getsockopt SO_SNDBUF", fmt.Sprintf("asked for %d; the kernel keeps twice the request", cfg.sndbuf))
-	if cfg.variant == NonBlocking {
+	if cfg.variant == nonBlocking {
 		err = sendNonBlocking(fd, r, cfg)
 	} else {
 		err = sendBlocking(fd, r, cfg)
@@ -402,10 +402,10 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 	stall := experiments.As[params](p).Stall
 	var parts []string
 	holds, fails := 0, 0
-	if row := report.Row(rows, NonBlocking); row != nil {
+	if row := report.Row(rows, nonBlocking); row != nil {
 		eagain := true
 		for _, s := range steps {
-			if s.GetStep().GetVariant() != NonBlocking {
+			if s.GetStep().GetVariant() != nonBlocking {
 				continue
 			}
 			if e, ok := report.EvidenceValue(report.ReportOf(s, "client"), "send_errno"); !ok || unix.Errno(e) != unix.EAGAIN {
@@ -427,11 +427,11 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 			parts = append(parts, fmt.Sprintf("the non-blocking send did not fail with EAGAIN in every repeat (%.0f bytes accepted)", med("client.accepted_bytes")))
 		}
 	}
-	if row := report.Row(rows, Blocking); row != nil {
+	if row := report.Row(rows, blocking); row != nil {
 		// The blocking send waited for the reader when, in every repeat, a
 		// send was asleep when the reader began reading and returned after.
 		rel := releases(steps)
-		repeats := len(report.Values(steps, Blocking, "client.sent_bytes"))
+		repeats := len(report.Values(steps, blocking, "client.sent_bytes"))
 		waited := repeats > 0 && len(rel) == repeats
 		var blocked, wake, crept []float64
 		for _, x := range rel {
@@ -491,7 +491,7 @@ type release struct {
 func releases(steps []*experimentv1.StepResult) []release {
 	var out []release
 	for _, s := range steps {
-		if s.GetStep().GetVariant() != Blocking {
+		if s.GetStep().GetVariant() != blocking {
 			continue
 		}
 		released, ok := report.EvidenceValue(report.ReportOf(s, "server"), "released_at")

@@ -46,7 +46,7 @@ func evidence(t *testing.T, r *experimentv1.RoleReport, name string) float64 {
 
 func TestNonBlockingSendGetsEAGAIN(t *testing.T) {
 	privtest.Root(t) // not for privileges: for the same loopback the other tests use
-	server, client, serr, cerr := runLoopback(t, context.Background(), NonBlocking, nil)
+	server, client, serr, cerr := runLoopback(t, context.Background(), nonBlocking, nil)
 	if serr != nil || cerr != nil {
 		t.Fatalf("server: %v, client: %v", serr, cerr)
 	}
@@ -74,7 +74,7 @@ func TestNonBlockingSendGetsEAGAIN(t *testing.T) {
 
 func TestBlockingSendWaitsForTheReader(t *testing.T) {
 	privtest.Root(t)
-	server, client, serr, cerr := runLoopback(t, context.Background(), Blocking, map[string]string{"bytes": "128KiB"})
+	server, client, serr, cerr := runLoopback(t, context.Background(), blocking, map[string]string{"bytes": "128KiB"})
 	if serr != nil || cerr != nil {
 		t.Fatalf("server: %v, client: %v", serr, cerr)
 	}
@@ -83,7 +83,7 @@ func TestBlockingSendWaitsForTheReader(t *testing.T) {
 	}
 	// Causality, not speed: a send was asleep when the reader began to
 	// read, and returned after.
-	step := &experimentv1.StepResult{Step: &experimentv1.Step{Variant: Blocking}, Reports: []*experimentv1.RoleReport{server, client}}
+	step := &experimentv1.StepResult{Step: &experimentv1.Step{Variant: blocking}, Reports: []*experimentv1.RoleReport{server, client}}
 	if rel := releases([]*experimentv1.StepResult{step}); len(rel) != 1 || rel[0].wake < 0 || rel[0].blocked < rel[0].wake {
 		t.Errorf("no send was asleep when the reader began (released at %v): %v", evidence(t, server, "released_at"), client.Evidence)
 	}
@@ -96,7 +96,7 @@ func TestCancelWhileBlocked(t *testing.T) {
 	privtest.Root(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, _, serr, cerr := runLoopback(t, ctx, Blocking, map[string]string{"stall": "5s"})
+	_, _, serr, cerr := runLoopback(t, ctx, blocking, map[string]string{"stall": "5s"})
 	if !errors.Is(serr, context.DeadlineExceeded) || !errors.Is(cerr, context.DeadlineExceeded) {
 		t.Errorf("server: %v, client: %v; want both cancelled", serr, cerr)
 	}
@@ -141,14 +141,14 @@ func fakeStep(variant string, client, server map[string]float64, clientEv, serve
 
 func TestJudge(t *testing.T) {
 	nb := func(errno unix.Errno) *experimentv1.StepResult {
-		return fakeStep(NonBlocking, map[string]float64{"first_eagain_bytes": 9000, "accepted_bytes": 30000, "sndbuf_bytes": 8192, "send_queue_bytes": 10000},
+		return fakeStep(nonBlocking, map[string]float64{"first_eagain_bytes": 9000, "accepted_bytes": 30000, "sndbuf_bytes": 8192, "send_queue_bytes": 10000},
 			map[string]float64{"queued_at_release_bytes": 20000, "rcvbuf_bytes": 8192}, map[string]float64{"send_errno": float64(errno)}, nil)
 	}
 	// bl is a blocking repeat that first slept at 0.8 s after 30000 bytes,
 	// and again from 10 ms before the release (at 1 s) to wake after it,
 	// 2000 bytes later; a negative wake ends that sleep before the release.
 	bl := func(wake float64) *experimentv1.StepResult {
-		s := fakeStep(Blocking, map[string]float64{"bytes_before_block": 30000, "sleeps": 2, "sent_bytes": 1 << 20}, map[string]float64{},
+		s := fakeStep(blocking, map[string]float64{"bytes_before_block": 30000, "sleeps": 2, "sent_bytes": 1 << 20}, map[string]float64{},
 			nil, map[string]float64{"released_at": 1e9})
 		for _, sleep := range [][3]float64{{0.8e9, 0.9e9, 30000}, {1e9 - 10e6, 1e9 + wake, 32000}} {
 			report.AddEvidence(s.Reports[1], "sleep_began", sleep[0], "ns", "", "")

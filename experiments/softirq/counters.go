@@ -75,8 +75,8 @@ func (p *probe) Close() {
 	}
 }
 
-// Snapshot is one reading of every counter a step reports.
-type Snapshot struct {
+// snapshot is one reading of every counter a step reports.
+type snapshot struct {
 	At       time.Time
 	Softnet  kstat.Softnet
 	Softirqs kstat.Softirqs
@@ -94,8 +94,8 @@ type Snapshot struct {
 }
 
 // read takes a snapshot; the host-wide files first, the node's last.
-func (p *probe) read() (Snapshot, error) {
-	s := Snapshot{At: time.Now(), CPUs: p.cpus, Ksoftirqd: map[int]time.Duration{}}
+func (p *probe) read() (snapshot, error) {
+	s := snapshot{At: time.Now(), CPUs: p.cpus, Ksoftirqd: map[int]time.Duration{}}
 	var err error
 	if s.Softnet, err = kstat.ReadSoftnet(); err != nil {
 		return s, err
@@ -136,8 +136,8 @@ func (p *probe) read() (Snapshot, error) {
 	return s, err
 }
 
-// CPUDelta is what one CPU did between two snapshots (CPU -1: all CPUs).
-type CPUDelta struct {
+// cpuDelta is what one CPU did between two snapshots (CPU -1: all CPUs).
+type cpuDelta struct {
 	CPU int `json:"cpu"`
 	// From softnet_stat: packets taken off the backlog or polled by NAPI,
 	// backlog drops, budget exhaustions, RPS IPIs received.
@@ -156,7 +156,7 @@ type CPUDelta struct {
 	SoftirqTime, Ksoftirqd time.Duration
 }
 
-func (d *CPUDelta) add(o CPUDelta) {
+func (d *cpuDelta) add(o cpuDelta) {
 	d.Processed += o.Processed
 	d.Dropped += o.Dropped
 	d.TimeSqueeze += o.TimeSqueeze
@@ -171,11 +171,11 @@ func (d *CPUDelta) add(o CPUDelta) {
 	d.Ksoftirqd += o.Ksoftirqd
 }
 
-// Delta is what happened between two snapshots.
-type Delta struct {
+// delta is what happened between two snapshots.
+type delta struct {
 	Elapsed time.Duration
-	PerCPU  []CPUDelta
-	Total   CPUDelta
+	PerCPU  []cpuDelta
+	Total   cpuDelta
 	// DeviceIRQs counts the hard interrupts of every device on the host
 	// (the numbered rows of /proc/interrupts); IfaceIRQs those whose
 	// handler names the receiving interface (none for a veth, which has no
@@ -187,8 +187,8 @@ type Delta struct {
 }
 
 // Sub returns what happened from prev to s, for the interface iface.
-func (s Snapshot) Sub(prev Snapshot, iface string) Delta {
-	d := Delta{Elapsed: s.At.Sub(prev.At), Total: CPUDelta{CPU: -1}, Links: s.Links.Sub(prev.Links), Net: s.Net.Sub(prev.Net)}
+func (s snapshot) Sub(prev snapshot, iface string) delta {
+	d := delta{Elapsed: s.At.Sub(prev.At), Total: cpuDelta{CPU: -1}, Links: s.Links.Sub(prev.Links), Net: s.Net.Sub(prev.Net)}
 	softnet := map[int]kstat.SoftnetCPU{}
 	for _, c := range s.Softnet.Sub(prev.Softnet).CPUs {
 		softnet[c.CPU] = c
@@ -200,7 +200,7 @@ func (s Snapshot) Sub(prev Snapshot, iface string) Delta {
 		cpuTimes[c.CPU] = c
 	}
 	for i, cpu := range s.CPUs {
-		c := CPUDelta{CPU: cpu,
+		c := cpuDelta{CPU: cpu,
 			Processed: softnet[cpu].Processed, Dropped: softnet[cpu].Dropped,
 			TimeSqueeze: softnet[cpu].TimeSqueeze, ReceivedRPS: softnet[cpu].ReceivedRPS,
 			NetRx:       perCPU(sirq.CPUs, sirq.Counts["NET_RX"], cpu),

@@ -21,9 +21,9 @@ const minBatch = 1.5
 // the variants that test it.
 func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict) {
 	rows := report.Aggregate(steps)
-	var variants []Variant
+	var variants []variant
 	for _, row := range rows {
-		v, err := ParseVariant(row.GetVariant())
+		v, err := parseVariant(row.GetVariant())
 		if err != nil {
 			row.Note = err.Error()
 			continue
@@ -116,7 +116,7 @@ func stepsOf(steps []*experimentv1.StepResult, variant string) []*experimentv1.S
 
 // engagement: the load ladder is the baseline; RPS engaged when another
 // CPU received RPS IPIs; the backlog limit when the kernel held it.
-func engagement(v Variant, steps []*experimentv1.StepResult) (experimentv1.Engagement, string) {
+func engagement(v variant, steps []*experimentv1.StepResult) (experimentv1.Engagement, string) {
 	var notes []string
 	if len(steps) > 0 {
 		if srv := report.ReportOf(steps[0], "server"); srv != nil {
@@ -147,21 +147,21 @@ type judging struct {
 	rounds   experiments.Rounds
 	v        *experimentv1.Verdict // the comparisons are recorded in it
 	steps    []*experimentv1.StepResult
-	variants []Variant
+	variants []variant
 }
 
 // compare decides a server metric of b against a, and records it.
-func (j judging) compare(metric string, a, b Variant) measure.Decision {
+func (j judging) compare(metric string, a, b variant) measure.Decision {
 	return judge.Compare(j.v, j.rounds.Test(0), j.steps, "server."+metric, a.String(), b.String())
 }
 
 // values is a server metric over the repeats of v.
-func (j judging) values(v Variant, metric string) []float64 {
+func (j judging) values(v variant, metric string) []float64 {
 	return report.Values(j.steps, v.String(), "server."+metric)
 }
 
 // median is a server metric's median over the repeats of v.
-func (j judging) median(v Variant, metric string) (float64, bool) {
+func (j judging) median(v variant, metric string) (float64, bool) {
 	xs := j.values(v, metric)
 	return measure.SpreadOf(xs).Median, len(xs) > 0
 }
@@ -178,21 +178,21 @@ func (j judging) links() []string {
 }
 
 // find returns the variant of iface matching f.
-func (j judging) find(iface string, f func(Variant) bool) (Variant, bool) {
+func (j judging) find(iface string, f func(variant) bool) (variant, bool) {
 	for _, v := range j.variants {
 		if v.Iface == iface && f(v) {
 			return v, true
 		}
 	}
-	return Variant{}, false
+	return variant{}, false
 }
 
-func plainFlood(v Variant) bool { return v.Flood() && !v.RPS && v.Backlog == 0 }
-func rpsFlood(v Variant) bool   { return v.Flood() && v.RPS && v.Backlog == 0 }
+func plainFlood(v variant) bool { return v.Flood() && !v.RPS && v.Backlog == 0 }
+func rpsFlood(v variant) bool   { return v.Flood() && v.RPS && v.Backlog == 0 }
 
 // lowest is the paced load variant with the lowest rate.
-func (j judging) lowest(iface string) (Variant, bool) {
-	var best Variant
+func (j judging) lowest(iface string) (variant, bool) {
+	var best variant
 	for _, v := range j.variants {
 		if v.Iface == iface && !v.RPS && v.Backlog == 0 && v.Rate > 0 && (best.Rate == 0 || v.Rate < best.Rate) {
 			best = v
@@ -285,7 +285,7 @@ func (j judging) senderPolled() string {
 }
 
 // clientMedian is a client metric's median over the repeats of v.
-func (j judging) clientMedian(v Variant, metric string) (float64, bool) {
+func (j judging) clientMedian(v variant, metric string) (float64, bool) {
 	xs := report.Values(j.steps, v.String(), "client."+metric)
 	return measure.SpreadOf(xs).Median, len(xs) > 0
 }
@@ -389,7 +389,7 @@ func (j judging) c18() claim {
 		if !ok {
 			continue
 		}
-		for _, f := range []func(Variant) bool{plainFlood, rpsFlood} {
+		for _, f := range []func(variant) bool{plainFlood, rpsFlood} {
 			hi, ok := j.find(iface, f)
 			if !ok {
 				continue

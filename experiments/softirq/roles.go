@@ -57,7 +57,7 @@ func decodeDone(b []byte) done {
 // applySettings turns on the variant's RPS and backlog limit, and UDP GRO
 // forwarding on a GRO interface, through the role's settings journal, and
 // records what the kernel holds afterwards.
-func applySettings(ctx context.Context, env *experiments.Env, v Variant, r *experimentv1.RoleReport) error {
+func applySettings(ctx context.Context, env *experiments.Env, v variant, r *experimentv1.RoleReport) error {
 	if experiments.As[params](env.Params).UDPGROForwarding {
 		if err := udpGROForwarding(ctx, env, v.Iface, r); err != nil {
 			return err
@@ -68,7 +68,7 @@ func applySettings(ctx context.Context, env *experiments.Env, v Variant, r *expe
 		if err != nil {
 			return err
 		}
-		mask, err := RPSMask(experiments.As[params](env.Params).RPSCPUs, cpus)
+		mask, err := rpsMask(experiments.As[params](env.Params).RPSCPUs, cpus)
 		if err != nil {
 			return err
 		}
@@ -145,11 +145,11 @@ func ethtoolFeatures(ctx context.Context, iface string) (map[string]string, erro
 	if err != nil {
 		return nil, fmt.Errorf("ethtool -k %s: %w", iface, err)
 	}
-	return ParseFeatures(string(out)), nil
+	return parseFeatures(string(out)), nil
 }
 
-// ParseFeatures reads the output of ethtool -k.
-func ParseFeatures(out string) map[string]string {
+// parseFeatures reads the output of ethtool -k.
+func parseFeatures(out string) map[string]string {
 	m := map[string]string{}
 	for _, line := range strings.Split(out, "\n") {
 		if name, state, ok := strings.Cut(strings.TrimSpace(line), ": "); ok {
@@ -160,7 +160,7 @@ func ParseFeatures(out string) map[string]string {
 }
 
 // receive is the server: it reads the datagrams and the kernel's counters.
-func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.RoleReport, error) {
+func receive(ctx context.Context, env *experiments.Env, v variant) (*experimentv1.RoleReport, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	p := experiments.As[params](env.Params)
@@ -267,7 +267,7 @@ func receive(ctx context.Context, env *experiments.Env, v Variant) (*experimentv
 }
 
 // fillReport puts a step's deltas into the server's report.
-func fillReport(r *experimentv1.RoleReport, v Variant, d, bg Delta, delivered int64, sent done, napi uint32, incoming int) {
+func fillReport(r *experimentv1.RoleReport, v variant, d, bg delta, delivered int64, sent done, napi uint32, incoming int) {
 	m := r.Metrics
 	rx := d.Links[v.Iface]
 	t := d.Total
@@ -334,7 +334,7 @@ func fillReport(r *experimentv1.RoleReport, v Variant, d, bg Delta, delivered in
 				bgRx, 100*expect/float64(t.NetRx), t.NetRx))
 		}
 	}
-	r.Notes = append(r.Notes, "receive path: "+Path(t, v.Iface, napi))
+	r.Notes = append(r.Notes, "receive path: "+path(t, v.Iface, napi))
 }
 
 // ownShare estimates how many of n events during a step of length d were
@@ -351,11 +351,11 @@ func ownShare(n, bg uint64, b, d time.Duration) (float64, bool) {
 	return float64(n) - expect, true
 }
 
-// Path names the NAPI instance that delivered the datagrams. The socket's
+// path names the NAPI instance that delivered the datagrams. The socket's
 // NAPI id decides: only a device's NAPI instance has one, the per-CPU
 // backlog has none. The poll counts are host-wide (another namespace may
 // have an interface of the same name), so they only support it.
-func Path(t CPUDelta, iface string, napi uint32) string {
+func path(t cpuDelta, iface string, napi uint32) string {
 	polls := fmt.Sprintf("host-wide polls: %d of the backlog, %d of devices named %s", t.BacklogPolls, t.DevicePolls, iface)
 	switch {
 	case napi != 0 && t.ReceivedRPS > 0:
@@ -435,7 +435,7 @@ func (rd *reader) Stop() (int64, measure.Usage, error) {
 
 // flood is the client: it sends for the step's duration at the variant's
 // rate over the flows' sockets.
-func flood(ctx context.Context, env *experiments.Env, v Variant) (*experimentv1.RoleReport, error) {
+func flood(ctx context.Context, env *experiments.Env, v variant) (*experimentv1.RoleReport, error) {
 	p := experiments.As[params](env.Params)
 	peer, err := env.Peer(experiments.Server)
 	if err != nil {

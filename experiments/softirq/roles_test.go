@@ -43,7 +43,7 @@ func hostScope(fn func() error) error {
 
 // runStep runs the server and the client of one step of variant v, each
 // in its namespace, as the agent does.
-func runStep(t *testing.T, ctx context.Context, client, server netns.NsHandle, v Variant, p experiments.Params) (srv, cli *experimentv1.RoleReport, serr, cerr error) {
+func runStep(t *testing.T, ctx context.Context, client, server netns.NsHandle, v variant, p experiments.Params) (srv, cli *experimentv1.RoleReport, serr, cerr error) {
 	t.Helper()
 	step := &experimentv1.Step{Variant: v.String(), Params: stepParams(p, v), Roles: []*experimentv1.RoleAssignment{
 		{Role: "server", Node: "server", Address: "198.18.99.2"}, {Role: "client", Node: "client"}}}
@@ -73,7 +73,7 @@ func TestRolesOnAVeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	backlog := readBacklog(t)
-	for _, v := range []Variant{{Iface: "veth1", Rate: 5000}, {Iface: "veth1"}, {Iface: "veth1", Backlog: 7}} {
+	for _, v := range []variant{{Iface: "veth1", Rate: 5000}, {Iface: "veth1"}, {Iface: "veth1", Backlog: 7}} {
 		t.Run(v.String(), func(t *testing.T) {
 			srv, cli, serr, cerr := runStep(t, context.Background(), client, server, v, p)
 			if serr != nil || cerr != nil {
@@ -127,7 +127,7 @@ func TestCancelRestoresTheBacklog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, _, serr, _ := runStep(t, ctx, client, server, Variant{Iface: "veth1", Backlog: 5}, p)
+		_, _, serr, _ := runStep(t, ctx, client, server, variant{Iface: "veth1", Backlog: 5}, p)
 		done <- serr
 	}()
 	deadline := time.Now().Add(5 * time.Second)

@@ -105,7 +105,7 @@ type params struct {
 // The sender and the reader are pinned apart by default: on two CPUs,
 // a flood's softirqs would otherwise share the reader's CPU by chance.
 var defaults = params{
-	Variants: Groups, Rates: []int{10000, 100000, 0}, Duration: 300 * time.Millisecond, FloodDuration: 300 * time.Millisecond,
+	Variants: allGroups, Rates: []int{10000, 100000, 0}, Duration: 300 * time.Millisecond, FloodDuration: 300 * time.Millisecond,
 	Size: 64, Flows: 8, Backlog: 8, RPSCPUs: "all", UDPGROForwarding: true, Baseline: 100 * time.Millisecond,
 	Pinning: experiments.Pinning{ClientCPU: 0, ServerCPU: 1},
 	Rounds:  experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: 90 * time.Second},
@@ -119,7 +119,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 	if client == server {
 		return nil, fmt.Errorf("softirq needs the client and the server on two nodes (both are on %s)", client)
 	}
-	if _, err := RPSMask(c.RPSCPUs, []int{0}); err != nil {
+	if _, err := rpsMask(c.RPSCPUs, []int{0}); err != nil {
 		return nil, err
 	}
 	var links []experiments.Path
@@ -134,7 +134,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 	var steps []*experimentv1.Step
 	for rep := range c.Repeats.Repeats {
 		for _, l := range links {
-			for _, v := range Variants(l.Iface, c.Variants, c.Rates, c.Backlog) {
+			for _, v := range variants(l.Iface, c.Variants, c.Rates, c.Backlog) {
 				steps = append(steps, &experimentv1.Step{
 					Variant: v.String(), Repeat: int32(rep), Params: stepParams(p, v),
 					Roles: []*experimentv1.RoleAssignment{
@@ -151,7 +151,7 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 // stepParams are the run's parameters with duration set to what the step
 // lasts (flood_duration for a flood), so that roles read one duration and
 // the run's time estimate counts floods right.
-func stepParams(p experiments.Params, v Variant) map[string]string {
+func stepParams(p experiments.Params, v variant) map[string]string {
 	m := p.Map()
 	if v.Flood() {
 		m["duration"] = m["flood_duration"]
@@ -161,7 +161,7 @@ func stepParams(p experiments.Params, v Variant) map[string]string {
 
 // Run runs the receiver (server) or the sender (client).
 func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
-	v, err := ParseVariant(env.Step.GetVariant())
+	v, err := parseVariant(env.Step.GetVariant())
 	if err != nil {
 		return nil, err
 	}

@@ -14,25 +14,25 @@ import (
 
 func TestVariantNames(t *testing.T) {
 	for _, tc := range []struct {
-		v    Variant
+		v    variant
 		name string
 	}{
-		{Variant{Iface: "plain0", Rate: 10000}, "plain0/10000pps"},
-		{Variant{Iface: "plain0"}, "plain0/flood"},
-		{Variant{Iface: "napi0", RPS: true}, "napi0/flood+rps"},
-		{Variant{Iface: "eth0", Backlog: 8}, "eth0/flood+backlog=8"},
-		{Variant{Iface: "eth0", RPS: true, Backlog: 8}, "eth0/flood+rps+backlog=8"},
+		{variant{Iface: "plain0", Rate: 10000}, "plain0/10000pps"},
+		{variant{Iface: "plain0"}, "plain0/flood"},
+		{variant{Iface: "napi0", RPS: true}, "napi0/flood+rps"},
+		{variant{Iface: "eth0", Backlog: 8}, "eth0/flood+backlog=8"},
+		{variant{Iface: "eth0", RPS: true, Backlog: 8}, "eth0/flood+rps+backlog=8"},
 	} {
 		if got := tc.v.String(); got != tc.name {
 			t.Errorf("%+v: %s, want %s", tc.v, got, tc.name)
 		}
-		back, err := ParseVariant(tc.name)
+		back, err := parseVariant(tc.name)
 		if err != nil || back != tc.v {
 			t.Errorf("ParseVariant(%s) = %+v, %v", tc.name, back, err)
 		}
 	}
 	for _, bad := range []string{"", "eth0", "/flood", "eth0/fast", "eth0/0pps", "eth0/flood+rss", "eth0/flood+backlog=x"} {
-		if v, err := ParseVariant(bad); err == nil {
+		if v, err := parseVariant(bad); err == nil {
 			t.Errorf("ParseVariant(%q) = %+v, want an error", bad, v)
 		}
 	}
@@ -40,7 +40,7 @@ func TestVariantNames(t *testing.T) {
 
 func TestVariantsExpandGroups(t *testing.T) {
 	var names []string
-	for _, v := range Variants("eth0", []string{GroupRPSBacklog, GroupLoad, GroupRPS}, []int{1000, 0}, 16) {
+	for _, v := range variants("eth0", []string{groupRPSBacklog, groupLoad, groupRPS}, []int{1000, 0}, 16) {
 		names = append(names, v.String())
 	}
 	want := "eth0/1000pps eth0/flood eth0/flood+rps eth0/flood+rps+backlog=16"
@@ -64,7 +64,7 @@ func TestRPSMask(t *testing.T) {
 		{"cpu1", []int{0, 1}, "", true},
 		{"all", []int{64}, "", true},
 	} {
-		got, err := RPSMask(tc.param, tc.cpus)
+		got, err := rpsMask(tc.param, tc.cpus)
 		if got != tc.want || (err != nil) != tc.err {
 			t.Errorf("RPSMask(%q, %v) = %q, %v", tc.param, tc.cpus, got, err)
 		}
@@ -112,7 +112,7 @@ func TestSteps(t *testing.T) {
 
 func TestSnapshotSub(t *testing.T) {
 	t0 := time.Unix(100, 0)
-	prev := Snapshot{At: t0, CPUs: []int{0, 1},
+	prev := snapshot{At: t0, CPUs: []int{0, 1},
 		Softnet:  kstat.Softnet{CPUs: []kstat.SoftnetCPU{{CPU: 0, Processed: 10}, {CPU: 1, Processed: 5, Dropped: 1}}},
 		Softirqs: kstat.Softirqs{CPUs: []int{0, 1}, Counts: map[string][]uint64{"NET_RX": {100, 50}}},
 		IRQs:     kstat.Interrupts{CPUs: []int{0, 1}, IRQs: map[string]kstat.IRQ{"CAL": {PerCPU: []uint64{1, 1}, Total: 2}, "38": {PerCPU: []uint64{0, 7}, Total: 7, Desc: "PCI-MSIX 1-edge virtio2-input.0"}, "50": {PerCPU: []uint64{3, 0}, Total: 3, Desc: "PCI-MSIX 2-edge eth1-TxRx-0"}}},
@@ -122,7 +122,7 @@ func TestSnapshotSub(t *testing.T) {
 		Links:     kstat.LinkStats{"eth1": {RxPackets: 10}},
 		Net:       kstat.NetStat{"Udp.RcvbufErrors": 2},
 	}
-	cur := Snapshot{At: t0.Add(time.Second), CPUs: []int{0, 1},
+	cur := snapshot{At: t0.Add(time.Second), CPUs: []int{0, 1},
 		Softnet:  kstat.Softnet{CPUs: []kstat.SoftnetCPU{{CPU: 0, Processed: 1010}, {CPU: 1, Processed: 25, Dropped: 4, TimeSqueeze: 2, ReceivedRPS: 9}}},
 		Softirqs: kstat.Softirqs{CPUs: []int{0, 1}, Counts: map[string][]uint64{"NET_RX": {600, 60}}},
 		IRQs:     kstat.Interrupts{CPUs: []int{0, 1}, IRQs: map[string]kstat.IRQ{"CAL": {PerCPU: []uint64{1, 10}, Total: 11}, "38": {PerCPU: []uint64{0, 9}, Total: 9, Desc: "PCI-MSIX 1-edge virtio2-input.0"}, "50": {PerCPU: []uint64{8, 0}, Total: 8, Desc: "PCI-MSIX 2-edge eth1-TxRx-0"}}},
@@ -133,8 +133,8 @@ func TestSnapshotSub(t *testing.T) {
 		Net:       kstat.NetStat{"Udp.RcvbufErrors": 5},
 	}
 	d := cur.Sub(prev, "eth1")
-	want0 := CPUDelta{CPU: 0, Processed: 1000, NetRx: 500, Polls: 400, BacklogPolls: 400, SoftirqTime: 300 * time.Millisecond, Ksoftirqd: 100 * time.Millisecond}
-	want1 := CPUDelta{CPU: 1, Processed: 20, Dropped: 3, TimeSqueeze: 2, ReceivedRPS: 9, NetRx: 10, Polls: 10, BacklogPolls: 10, CallIPIs: 9, SoftirqTime: 20 * time.Millisecond, Ksoftirqd: 10 * time.Millisecond}
+	want0 := cpuDelta{CPU: 0, Processed: 1000, NetRx: 500, Polls: 400, BacklogPolls: 400, SoftirqTime: 300 * time.Millisecond, Ksoftirqd: 100 * time.Millisecond}
+	want1 := cpuDelta{CPU: 1, Processed: 20, Dropped: 3, TimeSqueeze: 2, ReceivedRPS: 9, NetRx: 10, Polls: 10, BacklogPolls: 10, CallIPIs: 9, SoftirqTime: 20 * time.Millisecond, Ksoftirqd: 10 * time.Millisecond}
 	if len(d.PerCPU) != 2 || d.PerCPU[0] != want0 || d.PerCPU[1] != want1 {
 		t.Errorf("per CPU:\n%+v\nwant\n%+v\n%+v", d.PerCPU, want0, want1)
 	}
@@ -168,7 +168,7 @@ func TestNamesIface(t *testing.T) {
 
 // steps builds hand-made steps: for each variant, repeats server reports
 // whose metrics come from f.
-func steps(repeats int, variants []Variant, f func(v Variant, rep int) map[string]float64) []*experimentv1.StepResult {
+func steps(repeats int, variants []variant, f func(v variant, rep int) map[string]float64) []*experimentv1.StepResult {
 	var out []*experimentv1.StepResult
 	for rep := range repeats {
 		for _, v := range variants {
@@ -188,17 +188,17 @@ func steps(repeats int, variants []Variant, f func(v Variant, rep int) map[strin
 }
 
 var (
-	low      = Variant{Iface: "veth1", Rate: 1000}
-	floodV   = Variant{Iface: "veth1"}
-	rps      = Variant{Iface: "veth1", RPS: true}
-	backlog  = Variant{Iface: "veth1", Backlog: 8}
-	both     = Variant{Iface: "veth1", RPS: true, Backlog: 8}
-	everyone = []Variant{low, floodV, rps, backlog, both}
+	low      = variant{Iface: "veth1", Rate: 1000}
+	floodV   = variant{Iface: "veth1"}
+	rps      = variant{Iface: "veth1", RPS: true}
+	backlog  = variant{Iface: "veth1", Backlog: 8}
+	both     = variant{Iface: "veth1", RPS: true, Backlog: 8}
+	everyone = []variant{low, floodV, rps, backlog, both}
 )
 
 // veth is what a veth without GRO shows on 2 vCPUs: one poll per packet
 // unless RPS moves the work, drops only with RPS, ksoftirqd only with RPS.
-func veth(v Variant, rep int) map[string]float64 {
+func veth(v variant, rep int) map[string]float64 {
 	m := map[string]float64{"packets_per_poll": 0.9, "iface_irqs": 0, "delivered_per_s": 50e3 + float64(rep)*1e3,
 		"softnet_dropped": 0, "ksoftirqd_share": 0, "ksoftirqd_ns": 0, "received_rps": 0, "backlog_polls": 1e4}
 	if v.RPS {
@@ -231,7 +231,7 @@ func TestJudge(t *testing.T) {
 		{"veth on 2 vCPUs", steps(5, everyone, veth), experimentv1.Outcome_OUTCOME_CONDITIONAL,
 			map[string]string{"C4": "conditional", "C5": "conditional", "C6": "does not hold", "C18": "conditional"}, experimentv1.Engagement_ENGAGEMENT_ENGAGED,
 			"at least 0.98 polls per datagram ran inside the sender's own send calls"},
-		{"batching everywhere, RPS helps", steps(5, everyone, func(v Variant, rep int) map[string]float64 {
+		{"batching everywhere, RPS helps", steps(5, everyone, func(v variant, rep int) map[string]float64 {
 			m := veth(v, rep)
 			if v.Flood() {
 				m["packets_per_poll"] = 8
@@ -247,17 +247,17 @@ func TestJudge(t *testing.T) {
 			}
 			return m
 		}), experimentv1.Outcome_OUTCOME_HOLDS, map[string]string{"C4": "holds", "C5": "holds", "C6": "holds", "C18": "holds"}, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "several packets"},
-		{"RPS steered nothing", steps(5, everyone, func(v Variant, rep int) map[string]float64 {
+		{"RPS steered nothing", steps(5, everyone, func(v variant, rep int) map[string]float64 {
 			m := veth(v, rep)
 			m["received_rps"] = 0
 			return m
 		}), experimentv1.Outcome_OUTCOME_CONDITIONAL, map[string]string{"C6": "not engaged"}, experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, "RPS steered nothing"},
 		{"two repeats cannot decide", steps(2, everyone, veth), experimentv1.Outcome_OUTCOME_CONDITIONAL,
 			map[string]string{"C6": "undecided", "C18": "undecided"}, experimentv1.Engagement_ENGAGEMENT_ENGAGED, "too few"},
-		{"no ksoftirqd time", steps(5, []Variant{low, floodV}, func(v Variant, rep int) map[string]float64 { return veth(v, rep) }),
+		{"no ksoftirqd time", steps(5, []variant{low, floodV}, func(v variant, rep int) map[string]float64 { return veth(v, rep) }),
 			experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD, map[string]string{"C4": "does not hold", "C18": "does not hold"}, experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, ""},
-		{"only a paced load", steps(3, []Variant{low}, veth), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, nil, experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, ""},
-		{"background swamped the polls", steps(5, []Variant{low, floodV}, func(v Variant, rep int) map[string]float64 {
+		{"only a paced load", steps(3, []variant{low}, veth), experimentv1.Outcome_OUTCOME_INCONCLUSIVE, nil, experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, ""},
+		{"background swamped the polls", steps(5, []variant{low, floodV}, func(v variant, rep int) map[string]float64 {
 			m := veth(v, rep)
 			delete(m, "packets_per_poll")
 			return m
@@ -289,7 +289,7 @@ func TestJudge(t *testing.T) {
 }
 
 func TestJudgeBacklogNotHeld(t *testing.T) {
-	s := steps(3, []Variant{backlog}, veth)
+	s := steps(3, []variant{backlog}, veth)
 	for _, st := range s {
 		st.Reports[0].Evidence = nil
 		report.AddEvidence(st.Reports[0], "netdev_max_backlog", 1000, "packets", "", "")
@@ -304,7 +304,7 @@ func TestJudgeBacklogNotHeld(t *testing.T) {
 
 func TestParseFeatures(t *testing.T) {
 	out := "Features for napi0:\nrx-checksumming: on\ngeneric-receive-offload: on\nrx-gro-hw: off [fixed]\nrx-udp-gro-forwarding: off\n"
-	f := ParseFeatures(out)
+	f := parseFeatures(out)
 	if f["generic-receive-offload"] != "on" || f["rx-udp-gro-forwarding"] != "off" || f["rx-gro-hw"] != "off [fixed]" {
 		t.Errorf("features %v", f)
 	}

@@ -7,9 +7,9 @@ import (
 	"strings"
 )
 
-// Variant is what one step does: the offered load on one link, with or
+// variant is what one step does: the offered load on one link, with or
 // without RPS on the receiving interface and a small backlog limit.
-type Variant struct {
+type variant struct {
 	// Iface is the server's interface the datagrams arrive on.
 	Iface string
 	// Rate is the offered load in datagrams per second; 0 is a flood (as
@@ -22,7 +22,7 @@ type Variant struct {
 }
 
 // String names the variant: "plain0/10000pps", "napi0/flood+rps+backlog=8".
-func (v Variant) String() string {
+func (v variant) String() string {
 	var b strings.Builder
 	b.WriteString(v.Iface + "/")
 	if v.Rate > 0 {
@@ -40,26 +40,26 @@ func (v Variant) String() string {
 }
 
 // Flood reports whether the variant sends as fast as it can.
-func (v Variant) Flood() bool { return v.Rate == 0 }
+func (v variant) Flood() bool { return v.Rate == 0 }
 
-// ParseVariant reads what String writes.
-func ParseVariant(s string) (Variant, error) {
+// parseVariant reads what String writes.
+func parseVariant(s string) (variant, error) {
 	iface, rest, ok := strings.Cut(s, "/")
 	if !ok || iface == "" {
-		return Variant{}, fmt.Errorf("variant %q is not IFACE/LOAD[+rps][+backlog=N]", s)
+		return variant{}, fmt.Errorf("variant %q is not IFACE/LOAD[+rps][+backlog=N]", s)
 	}
-	v := Variant{Iface: iface}
+	v := variant{Iface: iface}
 	parts := strings.Split(rest, "+")
 	switch load := parts[0]; {
 	case load == "flood":
 	case strings.HasSuffix(load, "pps"):
 		n, err := strconv.Atoi(strings.TrimSuffix(load, "pps"))
 		if err != nil || n <= 0 {
-			return Variant{}, fmt.Errorf("variant %q: load %q is not a positive rate", s, load)
+			return variant{}, fmt.Errorf("variant %q: load %q is not a positive rate", s, load)
 		}
 		v.Rate = n
 	default:
-		return Variant{}, fmt.Errorf("variant %q: load %q is neither flood nor Npps", s, load)
+		return variant{}, fmt.Errorf("variant %q: load %q is neither flood nor Npps", s, load)
 	}
 	for _, p := range parts[1:] {
 		switch {
@@ -68,11 +68,11 @@ func ParseVariant(s string) (Variant, error) {
 		case strings.HasPrefix(p, "backlog="):
 			n, err := strconv.Atoi(strings.TrimPrefix(p, "backlog="))
 			if err != nil || n <= 0 {
-				return Variant{}, fmt.Errorf("variant %q: %q is not a positive backlog", s, p)
+				return variant{}, fmt.Errorf("variant %q: %q is not a positive backlog", s, p)
 			}
 			v.Backlog = n
 		default:
-			return Variant{}, fmt.Errorf("variant %q: unknown part %q", s, p)
+			return variant{}, fmt.Errorf("variant %q: unknown part %q", s, p)
 		}
 	}
 	return v, nil
@@ -80,42 +80,42 @@ func ParseVariant(s string) (Variant, error) {
 
 // Groups of variants a run can ask for.
 const (
-	GroupLoad       = "load"        // every rate, RPS off, backlog as it is
-	GroupRPS        = "rps"         // flood with RPS
-	GroupBacklog    = "backlog"     // flood with a small backlog, RPS off
-	GroupRPSBacklog = "rps-backlog" // flood with a small backlog and RPS
+	groupLoad       = "load"        // every rate, RPS off, backlog as it is
+	groupRPS        = "rps"         // flood with RPS
+	groupBacklog    = "backlog"     // flood with a small backlog, RPS off
+	groupRPSBacklog = "rps-backlog" // flood with a small backlog and RPS
 )
 
-// Groups lists the groups in the order a run measures them.
-var Groups = []string{GroupLoad, GroupRPS, GroupBacklog, GroupRPSBacklog}
+// allGroups lists the groups in the order a run measures them.
+var allGroups = []string{groupLoad, groupRPS, groupBacklog, groupRPSBacklog}
 
-// Variants expands the groups for one link.
-func Variants(iface string, groups []string, rates []int, backlog int) []Variant {
-	var out []Variant
-	for _, g := range Groups {
+// variants expands the groups for one link.
+func variants(iface string, groups []string, rates []int, backlog int) []variant {
+	var out []variant
+	for _, g := range allGroups {
 		if !slices.Contains(groups, g) {
 			continue
 		}
 		switch g {
-		case GroupLoad:
+		case groupLoad:
 			for _, r := range rates {
-				out = append(out, Variant{Iface: iface, Rate: r})
+				out = append(out, variant{Iface: iface, Rate: r})
 			}
-		case GroupRPS:
-			out = append(out, Variant{Iface: iface, RPS: true})
-		case GroupBacklog:
-			out = append(out, Variant{Iface: iface, Backlog: backlog})
-		case GroupRPSBacklog:
-			out = append(out, Variant{Iface: iface, RPS: true, Backlog: backlog})
+		case groupRPS:
+			out = append(out, variant{Iface: iface, RPS: true})
+		case groupBacklog:
+			out = append(out, variant{Iface: iface, Backlog: backlog})
+		case groupRPSBacklog:
+			out = append(out, variant{Iface: iface, RPS: true, Backlog: backlog})
 		}
 	}
 	return out
 }
 
-// RPSMask turns the rps_cpus parameter into the hex mask sysfs takes:
+// rpsMask turns the rps_cpus parameter into the hex mask sysfs takes:
 // "all" is every CPU of cpus; otherwise the parameter is a hex mask
 // already ("2", "0x3", "f").
-func RPSMask(param string, cpus []int) (string, error) {
+func rpsMask(param string, cpus []int) (string, error) {
 	if param == "all" {
 		var mask uint64
 		for _, c := range cpus {

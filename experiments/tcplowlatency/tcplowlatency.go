@@ -25,11 +25,11 @@ import (
 // Experiment is tcp-low-latency; the zero value is ready to use.
 type Experiment struct{}
 
-// Sysctl is the setting under test. It is not per network namespace: it
+// sysctl is the setting under test. It is not per network namespace: it
 // lives in the global ipv4 table, so /proc/sys/net/ipv4/tcp_low_latency
 // exists only in the host's namespace (checked on Linux 6.18: a node's
 // namespace has no such file), and it is set and restored there.
-const Sysctl = "net.ipv4.tcp_low_latency"
+const sysctl = "net.ipv4.tcp_low_latency"
 
 // removedIn is the kernel that made the sysctl a no-op.
 var removedIn = kernel.V(4, 14)
@@ -85,8 +85,8 @@ var defaults = params{
 	Pinning: experiments.Unpinned,
 }
 
-// Margin is the effect C3 calls none: RTT p50 within 5%.
-const Margin = 0.05
+// margin is the effect C3 calls none: RTT p50 within 5%.
+const margin = 0.05
 
 // values are the settings compared, in interleaving order.
 var values = []string{"0", "1"}
@@ -117,9 +117,9 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	case experiments.Server:
 		value, ok := strings.CutPrefix(env.Step.GetVariant(), "tcp_low_latency=")
 		if !ok || (value != "0" && value != "1") {
-			return nil, fmt.Errorf("tcp-low-latency: step variant %q names no value of %s", env.Step.GetVariant(), Sysctl)
+			return nil, fmt.Errorf("tcp-low-latency: step variant %q names no value of %s", env.Step.GetVariant(), sysctl)
 		}
-		if err := env.Settings.HostSysctl(ctx, Sysctl, value); err != nil {
+		if err := env.Settings.HostSysctl(ctx, sysctl, value); err != nil {
 			return nil, fmt.Errorf("tcp-low-latency server: %w", err)
 		}
 		r, err := rr.Serve(ctx, env, int(p.Size), p.ServerCPU, nil)
@@ -128,9 +128,9 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 		}
 		// Read back at the end of the step: the value in force while it ran
 		// (another run writing it meanwhile would show here).
-		inForce, err := env.Settings.ReadHostSysctl(Sysctl)
+		inForce, err := env.Settings.ReadHostSysctl(sysctl)
 		if err != nil {
-			return nil, fmt.Errorf("tcp-low-latency server: read %s: %w", Sysctl, err)
+			return nil, fmt.Errorf("tcp-low-latency server: read %s: %w", sysctl, err)
 		}
 		n, _ := strconv.Atoi(inForce)
 		report.AddEvidence(r, "tcp_low_latency", float64(n), "", "/proc/sys/net/ipv4/tcp_low_latency in the host's namespace, read back after the step",
@@ -191,7 +191,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		return rows, v
 	}
 	k := kernelOf(steps)
-	d := judge.Compare(v, experiments.As[params](p).Test(Margin), steps, "client.rtt_p50_ns", variantName("0"), variantName("1"))
+	d := judge.Compare(v, experiments.As[params](p).Test(margin), steps, "client.rtt_p50_ns", variantName("0"), variantName("1"))
 	numbers := fmt.Sprintf("RTT p50 with 1 against 0 (%s vs %s): %s", us(d.B.Median), us(d.A.Median), d.Reason)
 	modern := k.AtLeast(removedIn)
 	switch {
@@ -203,7 +203,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		v.Explanation = fmt.Sprintf("On Linux %s: %s.", k, numbers)
 	case modern && d.Verdict == measure.Same:
 		v.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
-		v.Explanation = fmt.Sprintf("No effect larger than %.0f%%, as expected on Linux %s: since %s (prequeue removed) nothing reads the sysctl. %s.", 100*Margin, k, removedIn, numbers)
+		v.Explanation = fmt.Sprintf("No effect larger than %.0f%%, as expected on Linux %s: since %s (prequeue removed) nothing reads the sysctl. %s.", 100*margin, k, removedIn, numbers)
 	case modern:
 		v.Outcome = experimentv1.Outcome_OUTCOME_UNDECIDED
 		v.Explanation = fmt.Sprintf("A difference on Linux %s, where nothing reads the sysctl: drift that interleaving did not cancel, or one of the %.0f%% of runs in which the test errs; repeat the run. %s.", k, 100*measure.DefaultAlpha, numbers)
@@ -212,7 +212,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 		v.Explanation = fmt.Sprintf("On Linux %s (before %s the sysctl bypasses the prequeue) the setting changed the RTT: %s.", k, removedIn, numbers)
 	default:
 		v.Outcome = experimentv1.Outcome_OUTCOME_DOES_NOT_HOLD
-		v.Explanation = fmt.Sprintf("On Linux %s the sysctl still acts (prequeue), but its effect is within %.0f%%: %s.", k, 100*Margin, numbers)
+		v.Explanation = fmt.Sprintf("On Linux %s the sysctl still acts (prequeue), but its effect is within %.0f%%: %s.", k, 100*margin, numbers)
 	}
 	return rows, v
 }

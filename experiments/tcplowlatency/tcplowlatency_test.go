@@ -165,7 +165,7 @@ func TestSysctlSetAndRestored(t *testing.T) {
 	other := map[string]string{"0": "1", "1": "0"}[orig]
 	t.Cleanup(func() {
 		if got := readSysctl(t); got != orig {
-			t.Errorf("%s is %s after the test, was %s", Sysctl, got, orig)
+			t.Errorf("%s is %s after the test, was %s", sysctl, got, orig)
 			os.WriteFile(sysctlFile, []byte(orig), 0)
 		}
 	})
@@ -174,10 +174,10 @@ func TestSysctlSetAndRestored(t *testing.T) {
 		t.Fatalf("server: %v, client: %v", serr, cerr)
 	}
 	if during != other {
-		t.Errorf("the host had %s=%s during the step, want %s", Sysctl, during, other)
+		t.Errorf("the host had %s=%s during the step, want %s", sysctl, during, other)
 	}
 	if got := readSysctl(t); got != orig {
-		t.Errorf("after the step %s=%s, want %s back", Sysctl, got, orig)
+		t.Errorf("after the step %s=%s, want %s back", sysctl, got, orig)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -187,6 +187,6 @@ func TestSysctlSetAndRestored(t *testing.T) {
 		t.Fatalf("cancelled step: server %v, client %v, value during %s", serr, cerr, during)
 	}
 	if got := readSysctl(t); got != orig {
-		t.Errorf("after the cancelled step %s=%s, want %s back", Sysctl, got, orig)
+		t.Errorf("after the cancelled step %s=%s, want %s back", sysctl, got, orig)
 	}
 }

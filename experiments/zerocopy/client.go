@@ -189,7 +189,7 @@ func addHostEvidence(r *experimentv1.RoleReport, before, after counters, bytes i
 
 func addZerocopyEvidence(r *experimentv1.RoleReport, path string, s *sender) {
 	source := "MSG_ERRQUEUE completions (SO_EE_ORIGIN_ZEROCOPY), SO_EE_CODE_ZEROCOPY_COPIED flag"
-	if path != MsgZerocopy {
+	if path != msgZerocopy {
 		source = "io_uring SEND_ZC notifications (IORING_CQE_F_NOTIF), IORING_NOTIF_USAGE_ZC_COPIED flag"
 	}
 	report.AddEvidence(r, "zc_sends", float64(s.zcSends), "sends", source, "sends the kernel promised to complete, warm-up included")

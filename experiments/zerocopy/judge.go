@@ -75,7 +75,7 @@ func observe(steps []*experimentv1.StepResult) map[string]*observed {
 
 // engagement says from the evidence whether a variant's mechanisms ran,
 // the send path's and the receive path's, and why.
-func engagement(v Variant, o *observed) (experimentv1.Engagement, string) {
+func engagement(v variant, o *observed) (experimentv1.Engagement, string) {
 	if o.unsupported != "" {
 		return experimentv1.Engagement_ENGAGEMENT_UNSUPPORTED, "cannot run here: " + o.unsupported
 	}
@@ -104,7 +104,7 @@ func engagement(v Variant, o *observed) (experimentv1.Engagement, string) {
 // the kernel completed sends without copying them; sendfile and splice hand
 // TCP page references when the egress device has scatter-gather. Copy
 // paths are baselines.
-func sendEngagement(v Variant, o *observed) (experimentv1.Engagement, string) {
+func sendEngagement(v variant, o *observed) (experimentv1.Engagement, string) {
 	switch {
 	case zerocopySend(v.Send) && (!o.zc || o.zcCompleted == 0):
 		return experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, "no zero-copy completion was reported"
@@ -114,7 +114,7 @@ func sendEngagement(v Variant, o *observed) (experimentv1.Engagement, string) {
 			o.zcCopied, o.zcCompleted, uringVersions(v.Send))
 	case zerocopySend(v.Send):
 		return experimentv1.Engagement_ENGAGEMENT_ENGAGED, fmt.Sprintf("zero copy: the kernel copied %.0f of %.0f completed sends%s", o.zcCopied, o.zcCompleted, uringVersions(v.Send))
-	case v.Send == Sendfile || v.Send == Splice:
+	case v.Send == sendfile || v.Send == splice:
 		switch o.sg {
 		case 1:
 			return experimentv1.Engagement_ENGAGEMENT_ENGAGED, "the egress device has scatter-gather: TCP holds references to the page-cache pages, no copy (splice to TCP goes through MSG_SPLICE_PAGES since Linux 6.5)"
@@ -122,7 +122,7 @@ func sendEngagement(v Variant, o *observed) (experimentv1.Engagement, string) {
 			return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, "the egress device has no scatter-gather: TCP copies the pages into its buffers"
 		}
 		return experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, "the egress device's scatter-gather feature could not be read (ethtool -k)"
-	case v.Send == MmapWrite:
+	case v.Send == mmapWrite:
 		return experimentv1.Engagement_ENGAGEMENT_BASELINE, "no kernel mechanism: write from the file's mapping skips read's copy into a buffer, and still copies into the socket"
 	}
 	return experimentv1.Engagement_ENGAGEMENT_BASELINE, ""
@@ -130,23 +130,23 @@ func sendEngagement(v Variant, o *observed) (experimentv1.Engagement, string) {
 
 // recvEngagement judges the receive path: TCP_ZEROCOPY_RECEIVE engaged
 // when it mapped bytes.
-func recvEngagement(v Variant, o *observed) (experimentv1.Engagement, string) {
+func recvEngagement(v variant, o *observed) (experimentv1.Engagement, string) {
 	switch {
-	case v.Recv == TCPZC && !o.rx:
+	case v.Recv == tcpzc && !o.rx:
 		return experimentv1.Engagement_ENGAGEMENT_UNSPECIFIED, "TCP_ZEROCOPY_RECEIVE counted no bytes"
-	case v.Recv == TCPZC && o.mapped == 0:
+	case v.Recv == tcpzc && o.mapped == 0:
 		return experimentv1.Engagement_ENGAGEMENT_NOT_ENGAGED, fmt.Sprintf(
 			"TCP_ZEROCOPY_RECEIVE mapped nothing: all %.0f bytes were copied (only whole, page-aligned, private pages can be mapped; since Linux 6.8 no page-cache or compound pages)", o.rxCopied)
-	case v.Recv == TCPZC:
+	case v.Recv == tcpzc:
 		return experimentv1.Engagement_ENGAGEMENT_ENGAGED, fmt.Sprintf("TCP_ZEROCOPY_RECEIVE mapped %.0f%% of the bytes", 100*o.mapped/(o.mapped+o.rxCopied))
-	case v.Recv == RecvTrunc:
+	case v.Recv == recvTrunc:
 		return experimentv1.Engagement_ENGAGEMENT_BASELINE, "the receiver discards the data in the kernel (MSG_TRUNC): a bound on receiving without the copy, not a way to receive"
 	}
 	return experimentv1.Engagement_ENGAGEMENT_BASELINE, ""
 }
 
 func uringVersions(send string) string {
-	if send == MsgZerocopy {
+	if send == msgZerocopy {
 		return ""
 	}
 	return " (io_uring SEND_ZC: Linux 6.0+, copy reporting 6.2+)"
@@ -178,9 +178,9 @@ type sizeResult struct {
 // size, on the sender's CPU per byte.
 func judgePaths(rounds experiments.Rounds, verdict *experimentv1.Verdict, steps []*experimentv1.StepResult, rows []*experimentv1.SummaryRow, obs map[string]*observed) []*pathResult {
 	byName := map[string]*experimentv1.SummaryRow{}
-	var order []Variant
+	var order []variant
 	for _, r := range rows {
-		v, err := ParseVariant(r.GetVariant())
+		v, err := parseVariant(r.GetVariant())
 		if err != nil || obs[r.GetVariant()] == nil {
 			continue
 		}
@@ -291,7 +291,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 	rows := report.Aggregate(steps)
 	obs := observe(steps)
 	for _, row := range rows {
-		v, err := ParseVariant(row.GetVariant())
+		v, err := parseVariant(row.GetVariant())
 		if err != nil {
 			row.Note = err.Error()
 			continue
@@ -302,7 +302,7 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 	paths := judgePaths(experiments.As[params](p).Rounds, v, steps, rows, obs)
 	for _, pr := range paths {
 		for _, s := range pr.sizes {
-			row := report.Row(rows, Variant{Link: pr.link, Send: pr.send, Recv: pr.recv, Size: s.size}.String())
+			row := report.Row(rows, variant{Link: pr.link, Send: pr.send, Recv: pr.recv, Size: s.size}.String())
 			row.Note = joinNotes(row.GetNote(), compareNote(baseline(pr.send), s.cmp))
 		}
 	}
@@ -419,10 +419,10 @@ func firstClause(s string) string {
 // copyCost reports write's sender CPU per byte at its smallest and largest
 // size on the first link it ran on.
 func copyCost(steps []*experimentv1.StepResult) string {
-	var first, last *Variant
+	var first, last *variant
 	for _, name := range report.Variants(steps) {
-		v, err := ParseVariant(name)
-		if err != nil || v.Send != Write || v.Recv != Read {
+		v, err := parseVariant(name)
+		if err != nil || v.Send != write || v.Recv != read {
 			continue
 		}
 		if first == nil {
@@ -442,7 +442,7 @@ func copyCost(steps []*experimentv1.StepResult) string {
 	if first == nil || first.Size == last.Size {
 		return ""
 	}
-	at := func(v *Variant) float64 {
+	at := func(v *variant) float64 {
 		return measure.SpreadOf(report.Values(steps, v.String(), costMetric)).Median
 	}
 	return fmt.Sprintf(" C10: write from memory costs the sender %.3g ns/B at %s and %.3g ns/B at %s on %s.",

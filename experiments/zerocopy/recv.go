@@ -62,18 +62,18 @@ func newReceiver(fd sock.FD, path string, chunk int) (*receiver, error) {
 	if r.buf, err = unix.Mmap(-1, 0, chunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE); err != nil {
 		return nil, fmt.Errorf("%s: map a %d-byte buffer: %w", path, chunk, err)
 	}
-	if path != TCPZC {
+	if path != tcpzc {
 		return r, nil
 	}
 	// tcp_mmap reserves address space only; the pages arrive through
 	// TCP_ZEROCOPY_RECEIVE. The mapping must be read-only and shared.
 	if r.zcMap, err = unix.Mmap(int(fd), 0, chunk, unix.PROT_READ, unix.MAP_SHARED); err != nil {
-		r.path = Read
+		r.path = read
 		return r, kernel.NotSupported(kernel.Feature{Name: "mmap of a TCP socket", Since: kernel.V(4, 18)}, err)
 	}
 	zc := tcpZerocopyReceive{Address: uint64(uintptr(unsafe.Pointer(&r.zcMap[0])))}
 	if e := zerocopyReceive(fd, &zc); e == unix.ENOPROTOOPT || e == unix.EOPNOTSUPP {
-		r.path = Read
+		r.path = read
 		return r, kernel.NotSupported(kernel.Feature{Name: "TCP_ZEROCOPY_RECEIVE", Since: kernel.V(4, 18)}, e)
 	}
 	// A whole chunk in the queue before the reader wakes gives the kernel
@@ -88,11 +88,11 @@ func newReceiver(fd sock.FD, path string, chunk int) (*receiver, error) {
 // of the stream. n counts bytes of the stream consumed, however.
 func (r *receiver) next() (n int, eof bool, err error) {
 	switch r.path {
-	case Read:
+	case read:
 		return r.read(0)
-	case RecvTrunc:
+	case recvTrunc:
 		return r.read(unix.MSG_TRUNC)
-	case TCPZC:
+	case tcpzc:
 		return r.zerocopy()
 	}
 	return 0, false, fmt.Errorf("no receive path %q", r.path)

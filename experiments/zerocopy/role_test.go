@@ -28,8 +28,8 @@ func runLoopback(t *testing.T, ctx context.Context, given map[string]string) (se
 		t.Fatal(err)
 	}
 	link, send, recv, size := stepVariant(experiments.As[params](p))
-	v := Variant{Link: "lo", Send: send, Recv: recv, Size: size}
-	if link != LinkLoopback {
+	v := variant{Link: "lo", Send: send, Recv: recv, Size: size}
+	if link != linkLoopback {
 		t.Fatalf("runLoopback with link=%s", link)
 	}
 	step := &experimentv1.Step{Variant: v.String(), Params: p.Map(), Roles: []*experimentv1.RoleAssignment{
@@ -39,7 +39,7 @@ func runLoopback(t *testing.T, ctx context.Context, given map[string]string) (se
 }
 
 func short(send, recv, size string) map[string]string {
-	return map[string]string{"link": LinkLoopback, "send": send, "recv": recv, "sizes": size,
+	return map[string]string{"link": linkLoopback, "send": send, "recv": recv, "sizes": size,
 		"duration": "100ms", "warmup": "20ms", "file_size": "2MiB"}
 }
 
@@ -59,7 +59,7 @@ func evidence(t *testing.T, r *experimentv1.RoleReport, name string) float64 {
 func TestSendPathsOnLoopback(t *testing.T) {
 	for _, send := range sendPaths {
 		t.Run(send, func(t *testing.T) {
-			server, client, serr, cerr := runLoopback(t, context.Background(), short(send, Read, "64KiB"))
+			server, client, serr, cerr := runLoopback(t, context.Background(), short(send, read, "64KiB"))
 			if serr != nil || cerr != nil {
 				t.Fatalf("server: %v, client: %v", serr, cerr)
 			}
@@ -98,7 +98,7 @@ func TestSendPathsOnLoopback(t *testing.T) {
 			}
 			// One syscall per message at least, two for read+write and splice.
 			minCalls := 1.0
-			if send == ReadWrite || send == Splice {
+			if send == readWrite || send == splice {
 				minCalls = 2
 			}
 			if got := client.Metrics["syscalls_per_msg"]; got < minCalls {
@@ -122,15 +122,15 @@ func evidenceDetail(r *experimentv1.RoleReport, name string) string {
 // every zero-copy send, so every send is completed and every completion
 // says copied.
 func TestZerocopyAccountingOnLoopback(t *testing.T) {
-	for _, send := range []string{MsgZerocopy, UringSendZC, UringSendZCFixed} {
+	for _, send := range []string{msgZerocopy, uringSendZC, uringSendZCFixed} {
 		for _, size := range []string{"4KiB", "1MiB"} {
 			t.Run(send+"/"+size, func(t *testing.T) {
-				_, client, serr, cerr := runLoopback(t, context.Background(), short(send, Read, size))
+				_, client, serr, cerr := runLoopback(t, context.Background(), short(send, read, size))
 				if serr != nil || cerr != nil {
 					t.Fatalf("server: %v, client: %v", serr, cerr)
 				}
 				if _, ok := report.EvidenceValue(client, "unsupported"); ok {
-					if send == MsgZerocopy {
+					if send == msgZerocopy {
 						t.Fatalf("MSG_ZEROCOPY unsupported: %v", client.GetNotes())
 					}
 					privtest.Unavailable(t, fmt.Sprintf("unsupported here: %v", client.GetNotes()))
@@ -151,7 +151,7 @@ func TestZerocopyAccountingOnLoopback(t *testing.T) {
 func TestReceivePathsOnLoopback(t *testing.T) {
 	for _, recv := range recvPaths {
 		t.Run(recv, func(t *testing.T) {
-			server, client, serr, cerr := runLoopback(t, context.Background(), short(Sendfile, recv, "64KiB"))
+			server, client, serr, cerr := runLoopback(t, context.Background(), short(sendfile, recv, "64KiB"))
 			if serr != nil || cerr != nil {
 				t.Fatalf("server: %v, client: %v", serr, cerr)
 			}
@@ -162,7 +162,7 @@ func TestReceivePathsOnLoopback(t *testing.T) {
 				t.Fatalf("server measured nothing: %v (client sent %v)", server.Metrics, client.Metrics["sent_bytes"])
 			}
 			switch recv {
-			case TCPZC:
+			case tcpzc:
 				mapped, copied := evidence(t, server, "mapped_bytes"), evidence(t, server, "copied_bytes")
 				if mapped+copied != server.Metrics["received_bytes"] {
 					t.Errorf("mapped %v + copied %v != received %v", mapped, copied, server.Metrics["received_bytes"])
@@ -171,7 +171,7 @@ func TestReceivePathsOnLoopback(t *testing.T) {
 					t.Errorf("mapped_ratio %v, want %v", got, want)
 				}
 				t.Logf("mapped %.0f bytes, copied %.0f", mapped, copied)
-			case RecvTrunc:
+			case recvTrunc:
 				if got := evidence(t, server, "discarded_bytes"); got != server.Metrics["received_bytes"] {
 					t.Errorf("discarded %v, received %v", got, server.Metrics["received_bytes"])
 				}
@@ -185,11 +185,11 @@ func TestReceivePathsOnLoopback(t *testing.T) {
 func TestCancelStopsBothRolesAndLeavesNoFile(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	for _, send := range []string{Sendfile, MsgZerocopy, UringSendZC} {
+	for _, send := range []string{sendfile, msgZerocopy, uringSendZC} {
 		t.Run(send, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			defer cancel()
-			params := short(send, TCPZC, "64KiB")
+			params := short(send, tcpzc, "64KiB")
 			params["duration"] = "1m"
 			_, _, serr, cerr := runLoopback(t, ctx, params)
 			if !errors.Is(cerr, context.DeadlineExceeded) {
@@ -211,7 +211,7 @@ func TestCancelStopsBothRolesAndLeavesNoFile(t *testing.T) {
 func TestUnsupportedIsReported(t *testing.T) {
 	u := &kernel.NotSupportedError{Feature: uring.OpSendZC.Feature()}
 	r := &experimentv1.RoleReport{Role: "client", Metrics: map[string]float64{}}
-	addUnsupported(r, UringSendZC, u)
+	addUnsupported(r, uringSendZC, u)
 	if _, ok := report.EvidenceValue(r, "unsupported"); !ok || len(r.GetNotes()) != 1 || !strings.Contains(r.GetNotes()[0], "io_uring SEND_ZC cannot run here") {
 		t.Errorf("report %v", r)
 	}

@@ -86,12 +86,12 @@ func newSender(path string, size int, fileSize int64, runID string) (*sender, er
 		return nil, err
 	}
 	switch path {
-	case MmapWrite:
+	case mmapWrite:
 		if s.mapping, err = unix.Mmap(s.fileFD, 0, int(s.fileLen), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
 			s.close()
 			return nil, fmt.Errorf("mmap %s: %w", s.file.Name(), err)
 		}
-	case Splice:
+	case splice:
 		if err := s.openPipe(); err != nil {
 			s.close()
 			return nil, err
@@ -149,11 +149,11 @@ func (s *sender) openPipe() error {
 func (s *sender) attach(fd sock.FD) error {
 	s.fd = fd
 	switch s.path {
-	case MsgZerocopy:
+	case msgZerocopy:
 		if err := sock.SetZerocopy(fd, true); err != nil {
 			return kernel.NotSupported(kernel.Feature{Name: "SO_ZEROCOPY on TCP", Since: kernel.V(4, 14)}, err)
 		}
-	case UringSend, UringSendZC, UringSendZCFixed:
+	case uringSend, uringSendZC, uringSendZCFixed:
 		return s.openRing()
 	}
 	return nil
@@ -176,17 +176,17 @@ func (s *sender) openRing() error {
 		return err
 	}
 	op := uring.OpSend
-	if s.path != UringSend {
+	if s.path != uringSend {
 		op = uring.OpSendZC
 	}
 	if err := probe.Require(op); err != nil {
 		return err
 	}
-	if s.path == UringSend {
+	if s.path == uringSend {
 		return nil
 	}
 	s.zcFlags = uring.SendZCReportUsage
-	if s.path == UringSendZCFixed {
+	if s.path == uringSendZCFixed {
 		if err := r.RegisterBuffers([][]byte{s.buf}); err != nil {
 			return kernel.NotSupported(kernel.Feature{Name: "io_uring registered buffers", Since: kernel.V(5, 1)}, err)
 		}
@@ -206,21 +206,21 @@ func (s *sender) syscalls() int64 {
 // send moves one message of size bytes into the socket.
 func (s *sender) send() error {
 	switch s.path {
-	case ReadWrite:
+	case readWrite:
 		return s.readWrite()
-	case MmapWrite:
+	case mmapWrite:
 		err := s.writeAll(s.mapping[s.off : s.off+int64(s.size)])
 		s.advance(s.size)
 		return err
-	case Sendfile:
+	case sendfile:
 		return s.sendfile()
-	case Splice:
+	case splice:
 		return s.splice()
-	case Write:
+	case write:
 		return s.writeAll(s.buf)
-	case MsgZerocopy:
+	case msgZerocopy:
 		return s.msgZerocopy()
-	case UringSend, UringSendZC, UringSendZCFixed:
+	case uringSend, uringSendZC, uringSendZCFixed:
 		return s.uringSend()
 	}
 	return fmt.Errorf("no send path %q", s.path)
@@ -379,7 +379,7 @@ func (s *sender) awaitCompletions(timeout time.Duration) error {
 func (s *sender) uringSend() error {
 	for p := s.buf; len(p) > 0; {
 		var err error
-		if s.path == UringSend {
+		if s.path == uringSend {
 			err = s.ring.PrepSend(int(s.fd), p, unix.MSG_WAITALL, 0)
 		} else {
 			err = s.ring.PrepSendZC(int(s.fd), p, unix.MSG_WAITALL, s.zcFlags, 0)
@@ -422,7 +422,7 @@ func (s *sender) uringError(e unix.Errno) error {
 	// A kernel with SEND_ZC but without usage reports (6.0, 6.1) refuses
 	// the flag; without the report a copied send cannot be told from a
 	// zero-copy one, so the path cannot be judged here.
-	if e == unix.EINVAL && s.path != UringSend && s.zcSends == 0 && s.tally.Completed == 0 {
+	if e == unix.EINVAL && s.path != uringSend && s.zcSends == 0 && s.tally.Completed == 0 {
 		return kernel.NotSupported(kernel.Feature{Name: "IORING_SEND_ZC_REPORT_USAGE", Since: kernel.V(6, 2)}, e)
 	}
 	return fmt.Errorf("io_uring %s on fd %d: %w", label(s.path), s.fd, e)

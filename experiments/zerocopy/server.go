@@ -103,10 +103,10 @@ func serve(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport,
 	r.Metrics["syscalls_per_byte"] = float64(rx.calls-start.calls) / float64(bytes)
 	copied, mapped := rx.copied-start.copied, rx.mapped-start.mapped
 	switch path {
-	case RecvTrunc:
+	case recvTrunc:
 		r.Notes = append(r.Notes, "recv with MSG_TRUNC discards the data in the kernel: no copy to the application, a bound on receiving without the copy rather than a way to receive")
 		report.AddEvidence(r, "discarded_bytes", float64(rx.discarded-start.out), "bytes", "recv(MSG_TRUNC) return values", "bytes TCP dropped without copying them to the application")
-	case TCPZC:
+	case tcpzc:
 		r.Metrics["mapped_ratio"] = float64(mapped) / float64(mapped+copied)
 		report.AddEvidence(r, "mapped_bytes", float64(mapped), "bytes", "getsockopt TCP_ZEROCOPY_RECEIVE length", "bytes mapped into the application without a copy")
 		report.AddEvidence(r, "copied_bytes", float64(copied), "bytes", "read of TCP_ZEROCOPY_RECEIVE recv_skip_hint", "bytes the kernel could not map, read (copied) instead")

@@ -13,24 +13,24 @@ import (
 
 func TestVariantNames(t *testing.T) {
 	tests := []struct {
-		v    Variant
+		v    variant
 		name string
 	}{
-		{Variant{"veth", Sendfile, Read, 64 << 10}, "veth/sendfile/read/64KiB"},
-		{Variant{"lo", MsgZerocopy, TCPZC, 1 << 20}, "lo/msg_zerocopy/tcp_zerocopy/1MiB"},
-		{Variant{"bridge", UringSendZCFixed, RecvTrunc, 4 << 10}, "bridge/uring_send_zc_fixed/recv_trunc/4KiB"},
+		{variant{"veth", sendfile, read, 64 << 10}, "veth/sendfile/read/64KiB"},
+		{variant{"lo", msgZerocopy, tcpzc, 1 << 20}, "lo/msg_zerocopy/tcp_zerocopy/1MiB"},
+		{variant{"bridge", uringSendZCFixed, recvTrunc, 4 << 10}, "bridge/uring_send_zc_fixed/recv_trunc/4KiB"},
 	}
 	for _, tt := range tests {
 		if got := tt.v.String(); got != tt.name {
 			t.Errorf("%+v.String() = %q, want %q", tt.v, got, tt.name)
 		}
-		back, err := ParseVariant(tt.name)
+		back, err := parseVariant(tt.name)
 		if err != nil || back != tt.v {
 			t.Errorf("ParseVariant(%q) = %+v, %v", tt.name, back, err)
 		}
 	}
 	for _, bad := range []string{"veth/sendfile/read", "veth/sendfile/read/64Q", ""} {
-		if _, err := ParseVariant(bad); err == nil {
+		if _, err := parseVariant(bad); err == nil {
 			t.Errorf("ParseVariant(%q) accepted", bad)
 		}
 	}
@@ -43,7 +43,7 @@ func TestBaselines(t *testing.T) {
 		b := baseline(p)
 		switch {
 		case b == "":
-			if zerocopySend(p) || p == Sendfile || p == Splice || p == MmapWrite {
+			if zerocopySend(p) || p == sendfile || p == splice || p == mmapWrite {
 				t.Errorf("%s has no baseline", p)
 			}
 		case fileBased(b) != fileBased(p):
@@ -89,7 +89,7 @@ func TestSteps(t *testing.T) {
 		}
 	}
 	for _, s := range steps {
-		v, err := ParseVariant(s.GetVariant())
+		v, err := parseVariant(s.GetVariant())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,12 +107,12 @@ func TestSteps(t *testing.T) {
 		}
 		switch v.Link {
 		case "lo":
-			if link != LinkLoopback || server.GetNode() != "n1" || server.GetAddress() != "127.0.0.1" {
+			if link != linkLoopback || server.GetNode() != "n1" || server.GetAddress() != "127.0.0.1" {
 				t.Errorf("loopback step %s: link %s, server on %s at %s", s.GetVariant(), link, server.GetNode(), server.GetAddress())
 			}
 		case "veth":
 			addr, err := netip.ParseAddr(server.GetAddress())
-			if link != LinkLab || server.GetNode() != "n2" || err != nil || !netip.MustParsePrefix("198.18.0.0/15").Contains(addr) {
+			if link != linkLab || server.GetNode() != "n2" || err != nil || !netip.MustParsePrefix("198.18.0.0/15").Contains(addr) {
 				t.Errorf("veth step %s: link %s, server on %s at %s", s.GetVariant(), link, server.GetNode(), server.GetAddress())
 			}
 		default:

@@ -106,10 +106,10 @@ type params struct {
 }
 
 var defaults = params{
-	Send:      []string{ReadWrite, MmapWrite, Sendfile, Splice, Write, MsgZerocopy, UringSend, UringSendZC},
-	Recv:      []string{Read},
+	Send:      []string{readWrite, mmapWrite, sendfile, splice, write, msgZerocopy, uringSend, uringSendZC},
+	Recv:      []string{read},
 	Sizes:     []experiments.Size{4 << 10, 64 << 10, 1 << 20},
-	Link:      []string{LinkLab},
+	Link:      []string{linkLab},
 	Timing:    experiments.Timing{Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond},
 	Rounds:    experiments.Rounds{Repeats: experiments.Repeats{Repeats: 5}, MaxRepeats: 14, Budget: 90 * time.Second},
 	FileSize:  16 << 20,
@@ -131,9 +131,9 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 	var places []place
 	for _, l := range c.Link {
 		switch l {
-		case LinkLoopback:
+		case linkLoopback:
 			places = append(places, place{"lo", client, "127.0.0.1"})
-		case LinkLab:
+		case linkLab:
 			if client == server {
 				return nil, fmt.Errorf("link=lab needs the client and the server on two nodes, both are on %s (use link=loopback for one node)", client)
 			}
@@ -154,10 +154,10 @@ func (Experiment) Steps(p experiments.Params, lab experiments.Lab) ([]*experimen
 			for _, size := range c.Sizes {
 				for _, send := range c.Send {
 					for _, recv := range c.Recv {
-						v := Variant{Link: pl.name, Send: send, Recv: recv, Size: int(size)}
-						link := LinkLab
+						v := variant{Link: pl.name, Send: send, Recv: recv, Size: int(size)}
+						link := linkLab
 						if pl.name == "lo" {
-							link = LinkLoopback
+							link = linkLoopback
 						}
 						one := c
 						one.Link, one.Send, one.Recv, one.Sizes = []string{link}, []string{send}, []string{recv}, []experiments.Size{size}
