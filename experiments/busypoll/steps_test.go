@@ -8,16 +8,12 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/golden"
-	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/internal/labtest"
 )
 
 func lab(t *testing.T, example, client, server string) experiments.Lab {
 	t.Helper()
-	plan, err := topologies.Load(filepath.Join("..", "..", "topologies", "examples", example+".yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return experiments.Lab{Plan: plan, Roles: map[string]string{"client": client, "server": server}}
+	return labtest.Example(t, example, map[string]string{"client": client, "server": server})
 }
 
 func validated(t *testing.T, given map[string]string) experiments.Params {

@@ -66,10 +66,7 @@ func TestFindRule(t *testing.T) {
 }
 
 func TestTopologyRule(t *testing.T) {
-	plan, err := topologies.Load("../../topologies/examples/capture-order.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan := labtest.Example(t, "capture-order", nil).Plan
 	rx, _ := plan.Node("rx")
 	tx, _ := plan.Node("tx")
 	for _, tc := range []struct {
@@ -174,11 +171,7 @@ func TestRunRuleScript(t *testing.T) {
 
 func labOf(t *testing.T, example string, roles map[string]string) experiments.Lab {
 	t.Helper()
-	plan, err := topologies.Load("../../topologies/examples/" + example + ".yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return experiments.Lab{Plan: plan, Roles: roles}
+	return labtest.Example(t, example, roles)
 }
 
 func TestSteps(t *testing.T) {

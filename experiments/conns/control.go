@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/sock"
 )
 
@@ -138,4 +140,19 @@ func finish(ctx context.Context, fd sock.FD) error {
 		return fmt.Errorf("control: got %q after done", m.Op)
 	}
 	return ctx.Err()
+}
+
+// dialControl connects the client to the server's control connection and
+// tells the orchestrator the client is ready (it listens on nothing).
+func dialControl(env *experiments.Env) (netip.AddrPort, sock.FD, error) {
+	peer, err := env.Peer(experiments.Server)
+	if err != nil {
+		return netip.AddrPort{}, -1, err
+	}
+	cfd, err := sock.Connect(sock.TCP, peer)
+	if err != nil {
+		return netip.AddrPort{}, -1, fmt.Errorf("control: %w", err)
+	}
+	env.Ready(0)
+	return peer, cfd, nil
 }

@@ -43,16 +43,11 @@ type client struct {
 }
 
 func costClient(ctx context.Context, env *experiments.Env, n int, v string, hold time.Duration) (*experimentv1.RoleReport, error) {
-	peer, err := env.Peer(experiments.Server)
+	peer, cfd, err := dialControl(env)
 	if err != nil {
 		return nil, err
 	}
-	cfd, err := sock.Connect(sock.TCP, peer)
-	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
-	}
 	defer abort(cfd) // see control.go
-	env.Ready(0)
 	c := &client{n: n, variant: v, epoll: hasEpoll(v), byte: hasByte(v), hold: hold, server: peer.Addr(), report: env.Report()}
 	defer c.cleanup()
 	if err := c.run(ctx, env, cfd); err != nil {

@@ -6,18 +6,14 @@ import (
 	"testing"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
-	"github.com/labctl/labctl/topologies"
 )
 
 func quickstart(t *testing.T, client, server string) experiments.Lab {
 	t.Helper()
-	plan, err := topologies.Load("../../topologies/examples/quickstart.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return experiments.Lab{Plan: plan, Roles: map[string]string{"client": client, "server": server}}
+	return labtest.Example(t, "quickstart", map[string]string{"client": client, "server": server})
 }
 
 func TestCostSteps(t *testing.T) {

@@ -406,16 +406,11 @@ func serverEvidence(r *experimentv1.RoleReport, local netip.AddrPort, before kst
 func limitsClient(ctx context.Context, env *experiments.Env) (*experimentv1.RoleReport, error) {
 	p := experiments.As[limitsParams](env.Params)
 	sc := p.Scenarios[0]
-	peer, err := env.Peer(experiments.Server)
+	peer, cfd, err := dialControl(env)
 	if err != nil {
 		return nil, err
 	}
-	cfd, err := sock.Connect(sock.TCP, peer)
-	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
-	}
 	defer abort(cfd) // see control.go
-	env.Ready(0)
 	hello, err := expect(ctx, cfd, opHello)
 	if err != nil {
 		return nil, err

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
-	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/internal/labtest"
 )
 
 func TestPlan(t *testing.T) {
@@ -58,11 +58,7 @@ func TestPlan(t *testing.T) {
 
 func quickstart(t *testing.T) experiments.Lab {
 	t.Helper()
-	plan, err := topologies.Load("../../topologies/examples/quickstart.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return experiments.Lab{Plan: plan, Roles: map[string]string{"client": "n1", "server": "n2"}}
+	return labtest.Example(t, "quickstart", map[string]string{"client": "n1", "server": "n2"})
 }
 
 func TestStepsInterleaveVariants(t *testing.T) {

@@ -16,16 +16,11 @@ import (
 	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
-	"github.com/labctl/labctl/topologies"
 )
 
 func loadLab(t *testing.T, example string, roles map[string]string) experiments.Lab {
 	t.Helper()
-	plan, err := topologies.Load("../../topologies/examples/" + example + ".yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return experiments.Lab{Plan: plan, Roles: roles}
+	return labtest.Example(t, example, roles)
 }
 
 func TestTargets(t *testing.T) {

@@ -7,9 +7,9 @@ import (
 
 	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/kstat"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
-	"github.com/labctl/labctl/topologies"
 )
 
 func TestVariantNames(t *testing.T) {
@@ -72,11 +72,7 @@ func TestRPSMask(t *testing.T) {
 }
 
 func TestSteps(t *testing.T) {
-	plan, err := topologies.Load("../../topologies/examples/busy-poll.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lab := experiments.Lab{Plan: plan, Roles: map[string]string{"client": "client", "server": "server"}}
+	lab := labtest.Example(t, "busy-poll", map[string]string{"client": "client", "server": "server"})
 	var e Experiment
 	p, err := experiments.Validate(e.Spec(), map[string]string{"repeats": "2", "rates": "1000,0", "variants": "load,rps", "flood_duration": "200ms"})
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
-	"github.com/labctl/labctl/topologies"
 )
 
 func TestParseRelease(t *testing.T) {
@@ -44,11 +43,7 @@ func TestStepsAlternate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := topologies.Load("../../topologies/examples/quickstart.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	steps, err := e.Steps(p, experiments.Lab{Plan: plan, Roles: map[string]string{"client": "n1", "server": "n2"}})
+	steps, err := e.Steps(p, labtest.Example(t, "quickstart", map[string]string{"client": "n1", "server": "n2"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/labtest"
 	"github.com/labctl/labctl/internal/sock"
-	"github.com/labctl/labctl/topologies"
 )
 
 func TestVariantNames(t *testing.T) {
@@ -56,11 +56,7 @@ func TestBaselines(t *testing.T) {
 
 func quickstart(t *testing.T) experiments.Lab {
 	t.Helper()
-	plan, err := topologies.Load("../../topologies/examples/quickstart.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return experiments.Lab{Plan: plan, Roles: map[string]string{"client": "n1", "server": "n2"}}
+	return labtest.Example(t, "quickstart", map[string]string{"client": "n1", "server": "n2"})
 }
 
 func TestSteps(t *testing.T) {

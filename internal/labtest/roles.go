@@ -17,6 +17,8 @@ import (
 	"github.com/labctl/labctl/internal/privtest"
 	"github.com/labctl/labctl/internal/settings"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/topologies/examples"
 )
 
 // Netns makes a throw-away network namespace with lo up; it goes away with
@@ -261,4 +263,23 @@ func Named(t testing.TB, name string) netns.NsHandle {
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
+}
+
+// Example plans the embedded example topology called name, with the roles
+// on the nodes given (role -> node), as a run's Steps sees the lab.
+func Example(t testing.TB, name string, roles map[string]string) experiments.Lab {
+	t.Helper()
+	path, data, err := examples.Read(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := topologies.Decode(path, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := top.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return experiments.Lab{Plan: plan, Roles: roles}
 }

@@ -108,13 +108,19 @@ func Recv(fd FD, buf []byte, flags int) (int, error) { return recv(fd, buf, flag
 func RecvRaw(fd FD, buf []byte, flags int) (int, error) { return recv(fd, buf, flags, true) }
 
 func recv(fd FD, buf []byte, flags int, raw bool) (int, error) {
+	return transfer(unix.SYS_RECVFROM, "recv", fd, buf, flags, raw)
+}
+
+// transfer makes one recvfrom or sendto call without an address,
+// retrying EINTR.
+func transfer(trap uintptr, name string, fd FD, buf []byte, flags int, raw bool) (int, error) {
 	for {
 		var n uintptr
 		var e unix.Errno
 		if raw {
-			n, _, e = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
+			n, _, e = unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
 		} else {
-			n, _, e = unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
+			n, _, e = unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
 		}
 		switch e {
 		case 0:
@@ -129,7 +135,7 @@ func recv(fd FD, buf []byte, flags int, raw bool) (int, error) {
 		case unix.EAGAIN:
 			return 0, unix.EAGAIN
 		default:
-			return 0, fmt.Errorf("recv fd %d: %w", fd, e)
+			return 0, fmt.Errorf("%s fd %d: %w", name, fd, e)
 		}
 	}
 }
@@ -149,27 +155,7 @@ func Send(fd FD, buf []byte, flags int) (int, error) { return send(fd, buf, flag
 func SendRaw(fd FD, buf []byte, flags int) (int, error) { return send(fd, buf, flags, true) }
 
 func send(fd FD, buf []byte, flags int, raw bool) (int, error) {
-	for {
-		var n uintptr
-		var e unix.Errno
-		if raw {
-			n, _, e = unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
-		} else {
-			n, _, e = unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), uintptr(flags), 0, 0)
-		}
-		switch e {
-		case 0:
-			return int(n), nil
-		case unix.EINTR:
-			if raw {
-				runtime.Gosched() // see recv
-			}
-		case unix.EAGAIN:
-			return 0, unix.EAGAIN
-		default:
-			return 0, fmt.Errorf("send fd %d: %w", fd, e)
-		}
-	}
+	return transfer(unix.SYS_SENDTO, "send", fd, buf, flags, raw)
 }
 
 // RecvFrom is Recv that also returns the sender's address, for unconnected

@@ -26,11 +26,7 @@ func (p *Poll) Add(fd FD, events int16) {
 // EINTR is retried with the time left, which ppoll writes back.
 func (p Poll) Wait(timeout time.Duration) (int, error) {
 	var ts unix.Timespec
-	var tsp *unix.Timespec // nil: no limit
-	if timeout >= 0 {
-		ts = unix.NsecToTimespec(int64(timeout))
-		tsp = &ts
-	}
+	tsp := timespec(&ts, timeout)
 	for {
 		n, _, e := unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), uintptr(unsafe.Pointer(tsp)), 0, 0, 0)
 		switch e {
@@ -41,4 +37,16 @@ func (p Poll) Wait(timeout time.Duration) (int, error) {
 			return 0, fmt.Errorf("poll over %d descriptors: %w", len(p), e)
 		}
 	}
+}
+
+// timespec sets ts to a wait's timeout for ppoll and pselect6 and returns
+// it, or nil (no limit) for a negative timeout. The kernel writes the time
+// left back into it, so a retry after EINTR waits only for the rest. The
+// caller owns ts, so that a wait does not allocate.
+func timespec(ts *unix.Timespec, timeout time.Duration) *unix.Timespec {
+	if timeout < 0 {
+		return nil
+	}
+	*ts = unix.NsecToTimespec(int64(timeout))
+	return ts
 }

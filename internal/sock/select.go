@@ -41,11 +41,7 @@ func (s *Select) Add(fd FD) error {
 // kernel writes back.
 func (s *Select) Wait(timeout time.Duration) (int, error) {
 	var ts unix.Timespec
-	var tsp *unix.Timespec // nil: no limit
-	if timeout >= 0 {
-		ts = unix.NsecToTimespec(int64(timeout))
-		tsp = &ts
-	}
+	tsp := timespec(&ts, timeout)
 	for {
 		s.ready = s.watch
 		n, _, e := unix.Syscall6(unix.SYS_PSELECT6, uintptr(s.nfd), uintptr(unsafe.Pointer(&s.ready)), 0, 0, uintptr(unsafe.Pointer(tsp)), 0)
