@@ -158,6 +158,7 @@ func resultTable(w *tabwriter.Writer, r *experimentv1.Result, spec *experimentv1
 			}
 		}
 	}
+	packetTable(w, r)
 	if full {
 		evidenceTable(w, r)
 	}
@@ -274,4 +275,39 @@ func si(v float64) string {
 		return fmt.Sprintf("%.1fk", v/1e3)
 	}
 	return fmt.Sprintf("%.0f", v)
+}
+
+// packetTable shows what packet tracing saw: per variant, where the time
+// goes from each stage of the kernel's path to the next, and the drops.
+func packetTable(w *tabwriter.Writer, r *experimentv1.Result) {
+	pt := r.GetPacketTracing()
+	if pt == nil {
+		return
+	}
+	if pt.GetError() != "" {
+		fmt.Fprintf(w, "\npacket tracing not engaged: %s\n", pt.GetError())
+		return
+	}
+	fmt.Fprintf(w, "\npacket tracing: %d packets traced at rate %g", pt.GetTraced(), pt.GetRate())
+	if pt.GetCapped() {
+		fmt.Fprintf(w, " (stopped at the cap of %d)", pt.GetCap())
+	}
+	fmt.Fprintf(w, ", %d events lost\n", pt.GetLost())
+	for _, m := range pt.GetMissing() {
+		fmt.Fprintf(w, "  missing stage: %s\n", m)
+	}
+	for _, s := range r.GetSummary() {
+		pp := s.GetPacketPath()
+		if pp == nil {
+			continue
+		}
+		fmt.Fprintf(w, "\nwhere the time goes, %s (%d packets):\n", s.GetVariant(), pp.GetPackets())
+		row(w, "  FROM", "TO", "PACKETS", "P50", "P99")
+		for _, st := range pp.GetStages() {
+			row(w, "  "+st.GetFrom(), st.GetTo(), st.GetPackets(), formatNs(st.GetP50Ns()), formatNs(st.GetP99Ns()))
+		}
+		for _, d := range pp.GetDrops() {
+			row(w, "  drop", d.GetReason()+" at "+d.GetLocation(), d.GetCount(), "node "+d.GetNode(), "")
+		}
+	}
 }

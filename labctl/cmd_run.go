@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -29,6 +30,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		params         []string
 		client, server string
 		nodes          []string
+		tracePackets   string
 	)
 	cmd := &cobra.Command{
 		Use:   "run EXPERIMENT LAB",
@@ -48,7 +50,9 @@ labctl run --list describes every experiment; labctl run EXPERIMENT --help
 shows its parameters with defaults and bounds.`,
 		Example: `  labctl run --list
   labctl run rr --help
-  labctl run rr quickstart --client n1 --server n2 --param size=64 --param duration=10s`,
+  labctl run rr quickstart --client n1 --server n2 --param size=64 --param duration=10s
+  labctl run rr quickstart --trace-packets=0.01
+  labctl run capture-order capture-order --client tx --server rx --trace-packets`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if list {
 				return nil
@@ -92,6 +96,13 @@ shows its parameters with defaults and bounds.`,
 			if server != "" {
 				req.Nodes["server"] = server
 			}
+			if tracePackets != "" {
+				rate, err := strconv.ParseFloat(tracePackets, 64)
+				if err != nil || rate <= 0 || rate > 1 {
+					return usagef("--trace-packets wants a fraction of packets in (0, 1], got %q", tracePackets)
+				}
+				req.TracePackets = rate
+			}
 			attrs := []attribute.KeyValue{traces.KeyLab.String(req.Lab), traces.KeyExperiment.String(req.Experiment)}
 			return g.traced(cmd.Context(), "labctl run "+req.Experiment, attrs, func(ctx context.Context) error {
 				return runExperiment(ctx, cmd, g, req)
@@ -103,6 +114,8 @@ shows its parameters with defaults and bounds.`,
 	cmd.Flags().StringVar(&client, "client", "", "node of the client role")
 	cmd.Flags().StringVar(&server, "server", "", "node of the server role")
 	cmd.Flags().StringArrayVar(&nodes, "node", nil, "node of another role, ROLE=NODE (repeatable)")
+	cmd.Flags().StringVar(&tracePackets, "trace-packets", "", "trace the kernel's path of the lab's packets (eBPF; needs root and BTF): alone every packet, up to a cap; =RATE a sampled fraction such as 0.01. Packets become spans of the run's trace and the result gets a table of where the time goes; drops are always reported")
+	cmd.Flags().Lookup("trace-packets").NoOptDefVal = "1"
 	defaultHelp := cmd.HelpFunc()
 	cmd.SetHelpFunc(func(cmd *cobra.Command, args []string) {
 		if name := firstArg(args); name != "" && name != "run" {

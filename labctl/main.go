@@ -222,6 +222,7 @@ Start with the embedded example:
 		newResultsCmd(g),
 		newServeCmd(g),
 		newTraceCmd(g),
+		newWatchCmd(g),
 		newSchemaCmd(),
 		newAgentCmd(g),
 	)

@@ -57,6 +57,8 @@ type activeRun struct {
 	owner string
 	once  sync.Once
 	stop  chan struct{} // closed by Cancel
+	// packets traces the kernel's path of the lab's packets, when asked.
+	packets *packetTrace
 
 	mu      sync.Mutex
 	running map[string]bool // "node role" of the roles running now
@@ -128,6 +130,9 @@ type Request struct {
 	// Owner is the caller that starts the run, who may cancel it ("" when
 	// callers are not told apart).
 	Owner string
+	// TracePackets is the fraction of the lab's packets whose path through
+	// the kernel is traced (internal/pktpath); 0 traces none.
+	TracePackets float64
 }
 
 // Event is one thing a run reports while it runs: a progress line, a
@@ -207,6 +212,12 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 		defer mu.Unlock()
 		emit(ev)
 	}
+	if req.TracePackets > 0 {
+		run.packets = startPacketTrace(labNamespaces(req.Plan), min(req.TracePackets, 1), func(msg string) {
+			send(Event{Progress: &Progress{RunID: res.Id, Message: msg}})
+		})
+		defer run.packets.close()
+	}
 	// runSteps runs steps; on a failure it stores the result as failed or
 	// cancelled and returns the error.
 	total := len(steps)
@@ -273,6 +284,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 		}
 		traces.Summary(span, "summary."+row.GetVariant(), medians)
 	}
+	run.packets.finish(res)
 	res.State = experimentv1.RunState_RUN_STATE_COMPLETED
 	res.Finished = timestamppb.Now()
 	if err := r.Store.Save(res); err != nil {
@@ -304,10 +316,14 @@ type roleOutcome struct {
 // tracedStep runs one step under a span of its own, which carries every
 // role's metrics as attributes.
 func (r *Runner) tracedStep(ctx context.Context, req Request, run *activeRun, runID string, i int, step *experimentv1.Step, progress func(*Progress)) (*experimentv1.StepResult, error) {
-	ctx, span := tracer.Start(ctx, fmt.Sprintf("step %d %s", i+1, step.GetVariant()), trace.WithAttributes(
+	// One name for every step, so that a trace viewer's operations are
+	// the kinds of work, not one per step; the step is in the attributes.
+	ctx, span := tracer.Start(ctx, "step", trace.WithAttributes(attribute.Int("labctl.step", i+1),
 		attribute.String("labctl.variant", step.GetVariant()), attribute.Int("labctl.repeat", int(step.GetRepeat()))))
 	defer span.End()
+	start := time.Now()
 	sr, err := r.runStep(ctx, req, run, runID, step, progress)
+	run.packets.step(ctx, step.GetVariant(), start, time.Now())
 	if err != nil {
 		traces.Fail(span, err)
 		return nil, err

@@ -4,11 +4,16 @@
 #
 #   scripts/deps.sh          kernel tools and the test dependencies
 #   scripts/deps.sh --bench  also the peers benchmarks compare against
+#
+# The tests also check that the committed BPF objects are what their C
+# source compiles to (scripts/bpf.sh --check), with Debian's clang 14 and
+# libbpf's headers; building labctl needs neither.
 set -euo pipefail
 
 packages=(
 	iproute2 iptables nftables ethtool tcpdump iputils-ping procps # the lab and its checks
 	chromium                                                       # the Jaeger UI test (headless)
+	clang llvm libbpf-dev                                          # scripts/bpf.sh --check
 	git ca-certificates
 )
 if [[ ${1:-} == --bench ]]; then

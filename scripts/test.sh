@@ -53,6 +53,9 @@ fi
 step "protobuf: buf lint, regenerate, compare with the commit"
 scripts/proto.sh --check
 
+step "BPF: compile the packet-path programs, compare with the commit"
+scripts/bpf.sh --check
+
 step "go test (LABCTL_REQUIRE_PRIV=${LABCTL_REQUIRE_PRIV:-0})"
 go test -count=1 -timeout 20m -skip "$jaeger_tests" ./...
 

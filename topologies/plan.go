@@ -211,3 +211,17 @@ func (p *Plan) Namespaces() []string {
 	}
 	return out
 }
+
+// NodeOf is the node a namespace of the plan belongs to (FabricNode for
+// the fabric's).
+func (p *Plan) NodeOf(namespace string) (string, bool) {
+	if namespace == p.Fabric && p.Fabric != "" {
+		return FabricNode, true
+	}
+	for _, n := range p.Nodes {
+		if n.Namespace == namespace {
+			return n.Name, true
+		}
+	}
+	return "", false
+}

@@ -66,6 +66,7 @@ var MethodRoles = map[string]Role{
 	labv1.LabService_GetTrace_FullMethodName:        Viewer,
 	labv1.LabService_Run_FullMethodName:             Runner,
 	labv1.LabService_CancelRun_FullMethodName:       Runner,
+	labv1.LabService_WatchDrops_FullMethodName:      Runner,
 	labv1.LabService_Up_FullMethodName:              Admin,
 	labv1.LabService_Down_FullMethodName:            Admin,
 }

@@ -1322,8 +1322,11 @@ type SummaryRow struct {
 	// Metric name (role-qualified, "client.rtt_p50_ns") to its spread.
 	Metrics map[string]*Spread `protobuf:"bytes,2,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Whether the mechanism of this variant engaged, from its evidence.
-	Engagement    Engagement `protobuf:"varint,3,opt,name=engagement,proto3,enum=labctl.experiment.v1.Engagement" json:"engagement,omitempty"`
-	Note          string     `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
+	Engagement Engagement `protobuf:"varint,3,opt,name=engagement,proto3,enum=labctl.experiment.v1.Engagement" json:"engagement,omitempty"`
+	Note       string     `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
+	// What packet tracing saw of this variant's packets, when the run
+	// traced them (labctl run --trace-packets).
+	PacketPath    *PacketPath `protobuf:"bytes,5,opt,name=packet_path,json=packetPath,proto3" json:"packet_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1386,6 +1389,326 @@ func (x *SummaryRow) GetNote() string {
 	return ""
 }
 
+func (x *SummaryRow) GetPacketPath() *PacketPath {
+	if x != nil {
+		return x.PacketPath
+	}
+	return nil
+}
+
+// PacketPath is what packet tracing saw of one variant's sampled packets:
+// where the time went from each stage of the kernel's path to the next,
+// and what was dropped, why and where.
+type PacketPath struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sampled packets.
+	Packets int64 `protobuf:"varint,1,opt,name=packets,proto3" json:"packets,omitempty"`
+	// From each stage to the next one of the same packets, in path order.
+	Stages        []*StageTime `protobuf:"bytes,2,rep,name=stages,proto3" json:"stages,omitempty"`
+	Drops         []*DropCount `protobuf:"bytes,3,rep,name=drops,proto3" json:"drops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketPath) Reset() {
+	*x = PacketPath{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketPath) ProtoMessage() {}
+
+func (x *PacketPath) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketPath.ProtoReflect.Descriptor instead.
+func (*PacketPath) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PacketPath) GetPackets() int64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *PacketPath) GetStages() []*StageTime {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+func (x *PacketPath) GetDrops() []*DropCount {
+	if x != nil {
+		return x.Drops
+	}
+	return nil
+}
+
+// StageTime is the time from one stage ("nf LOCAL_OUT@n1") to the next.
+type StageTime struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To    string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// Packets that went from one to the other.
+	Packets       int64   `protobuf:"varint,3,opt,name=packets,proto3" json:"packets,omitempty"`
+	P50Ns         float64 `protobuf:"fixed64,4,opt,name=p50_ns,json=p50Ns,proto3" json:"p50_ns,omitempty"`
+	P99Ns         float64 `protobuf:"fixed64,5,opt,name=p99_ns,json=p99Ns,proto3" json:"p99_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageTime) Reset() {
+	*x = StageTime{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageTime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageTime) ProtoMessage() {}
+
+func (x *StageTime) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageTime.ProtoReflect.Descriptor instead.
+func (*StageTime) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StageTime) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *StageTime) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *StageTime) GetPackets() int64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *StageTime) GetP50Ns() float64 {
+	if x != nil {
+		return x.P50Ns
+	}
+	return 0
+}
+
+func (x *StageTime) GetP99Ns() float64 {
+	if x != nil {
+		return x.P99Ns
+	}
+	return 0
+}
+
+// DropCount counts the drops of one reason at one place.
+type DropCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kernel's skb_drop_reason (NETFILTER_DROP, NO_SOCKET).
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Where the kernel dropped it (nft_do_chain+0x46f).
+	Location      string `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Count         int64  `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropCount) Reset() {
+	*x = DropCount{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropCount) ProtoMessage() {}
+
+func (x *DropCount) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropCount.ProtoReflect.Descriptor instead.
+func (*DropCount) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DropCount) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DropCount) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *DropCount) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DropCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// PacketTracing is how a run traced its packets.
+type PacketTracing struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Fraction of packets sampled at their first stage.
+	Rate float64 `protobuf:"fixed64,1,opt,name=rate,proto3" json:"rate,omitempty"`
+	// Most packets traced; capped says sampling stopped there.
+	Cap    int64 `protobuf:"varint,2,opt,name=cap,proto3" json:"cap,omitempty"`
+	Capped bool  `protobuf:"varint,3,opt,name=capped,proto3" json:"capped,omitempty"`
+	Traced int64 `protobuf:"varint,4,opt,name=traced,proto3" json:"traced,omitempty"`
+	// Events the kernel had no room for (never silently: a gap in a path).
+	Lost uint64 `protobuf:"varint,5,opt,name=lost,proto3" json:"lost,omitempty"`
+	// Stages that could not attach on this kernel, with why.
+	Missing []string `protobuf:"bytes,6,rep,name=missing,proto3" json:"missing,omitempty"`
+	// Why tracing did not engage at all (no BTF, no privilege); empty when
+	// it did.
+	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketTracing) Reset() {
+	*x = PacketTracing{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketTracing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketTracing) ProtoMessage() {}
+
+func (x *PacketTracing) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketTracing.ProtoReflect.Descriptor instead.
+func (*PacketTracing) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PacketTracing) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *PacketTracing) GetCap() int64 {
+	if x != nil {
+		return x.Cap
+	}
+	return 0
+}
+
+func (x *PacketTracing) GetCapped() bool {
+	if x != nil {
+		return x.Capped
+	}
+	return false
+}
+
+func (x *PacketTracing) GetTraced() int64 {
+	if x != nil {
+		return x.Traced
+	}
+	return 0
+}
+
+func (x *PacketTracing) GetLost() uint64 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
+}
+
+func (x *PacketTracing) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+func (x *PacketTracing) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Verdict answers an experiment's claim with its reasons.
 type Verdict struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1408,7 +1731,7 @@ type Verdict struct {
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[12]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1743,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[12]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1756,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{12}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Verdict) GetClaim() string {
@@ -1508,7 +1831,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1843,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1856,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{13}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Comparison) GetMetric() string {
@@ -1645,7 +1968,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1980,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1993,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{14}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StepResult) GetStep() *Step {
@@ -1707,14 +2030,16 @@ type Result struct {
 	// OpenTelemetry trace of the run (hex), when traced.
 	TraceId string `protobuf:"bytes,13,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	// Node of each role ("server" -> "n2").
-	Nodes         map[string]string `protobuf:"bytes,14,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Nodes map[string]string `protobuf:"bytes,14,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How the run traced its packets, when it did.
+	PacketTracing *PacketTracing `protobuf:"bytes,15,opt,name=packet_tracing,json=packetTracing,proto3" json:"packet_tracing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +2051,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +2064,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{15}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Result) GetId() string {
@@ -1836,6 +2161,13 @@ func (x *Result) GetTraceId() string {
 func (x *Result) GetNodes() map[string]string {
 	if x != nil {
 		return x.Nodes
+	}
+	return nil
+}
+
+func (x *Result) GetPacketTracing() *PacketTracing {
+	if x != nil {
+		return x.PacketTracing
 	}
 	return nil
 }
@@ -1940,7 +2272,7 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x04mean\x18\x03 \x01(\x01R\x04mean\x12\x10\n" +
 	"\x03min\x18\x04 \x01(\x01R\x03min\x12\x10\n" +
 	"\x03max\x18\x05 \x01(\x01R\x03max\x12\x16\n" +
-	"\x06stddev\x18\x06 \x01(\x01R\x06stddev\"\x9f\x02\n" +
+	"\x06stddev\x18\x06 \x01(\x01R\x06stddev\"\xe2\x02\n" +
 	"\n" +
 	"SummaryRow\x12\x18\n" +
 	"\avariant\x18\x01 \x01(\tR\avariant\x12G\n" +
@@ -1948,10 +2280,36 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\n" +
 	"engagement\x18\x03 \x01(\x0e2 .labctl.experiment.v1.EngagementR\n" +
 	"engagement\x12\x12\n" +
-	"\x04note\x18\x04 \x01(\tR\x04note\x1aX\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\x12A\n" +
+	"\vpacket_path\x18\x05 \x01(\v2 .labctl.experiment.v1.PacketPathR\n" +
+	"packetPath\x1aX\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
-	"\x05value\x18\x02 \x01(\v2\x1c.labctl.experiment.v1.SpreadR\x05value:\x028\x01\"\xf1\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.labctl.experiment.v1.SpreadR\x05value:\x028\x01\"\x96\x01\n" +
+	"\n" +
+	"PacketPath\x12\x18\n" +
+	"\apackets\x18\x01 \x01(\x03R\apackets\x127\n" +
+	"\x06stages\x18\x02 \x03(\v2\x1f.labctl.experiment.v1.StageTimeR\x06stages\x125\n" +
+	"\x05drops\x18\x03 \x03(\v2\x1f.labctl.experiment.v1.DropCountR\x05drops\"w\n" +
+	"\tStageTime\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x18\n" +
+	"\apackets\x18\x03 \x01(\x03R\apackets\x12\x15\n" +
+	"\x06p50_ns\x18\x04 \x01(\x01R\x05p50Ns\x12\x15\n" +
+	"\x06p99_ns\x18\x05 \x01(\x01R\x05p99Ns\"i\n" +
+	"\tDropCount\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\"\xa9\x01\n" +
+	"\rPacketTracing\x12\x12\n" +
+	"\x04rate\x18\x01 \x01(\x01R\x04rate\x12\x10\n" +
+	"\x03cap\x18\x02 \x01(\x03R\x03cap\x12\x16\n" +
+	"\x06capped\x18\x03 \x01(\bR\x06capped\x12\x16\n" +
+	"\x06traced\x18\x04 \x01(\x03R\x06traced\x12\x12\n" +
+	"\x04lost\x18\x05 \x01(\x04R\x04lost\x12\x18\n" +
+	"\amissing\x18\x06 \x03(\tR\amissing\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\xf1\x01\n" +
 	"\aVerdict\x12\x14\n" +
 	"\x05claim\x18\x01 \x01(\tR\x05claim\x127\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x1d.labctl.experiment.v1.OutcomeR\aoutcome\x12 \n" +
@@ -1979,7 +2337,7 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\n" +
 	"StepResult\x12.\n" +
 	"\x04step\x18\x01 \x01(\v2\x1a.labctl.experiment.v1.StepR\x04step\x12:\n" +
-	"\areports\x18\x02 \x03(\v2 .labctl.experiment.v1.RoleReportR\areports\"\xfd\x05\n" +
+	"\areports\x18\x02 \x03(\v2 .labctl.experiment.v1.RoleReportR\areports\"\xc9\x06\n" +
 	"\x06Result\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03lab\x18\x02 \x01(\tR\x03lab\x12\x1e\n" +
@@ -1997,7 +2355,8 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\asummary\x18\v \x03(\v2 .labctl.experiment.v1.SummaryRowR\asummary\x127\n" +
 	"\averdict\x18\f \x01(\v2\x1d.labctl.experiment.v1.VerdictR\averdict\x12\x19\n" +
 	"\btrace_id\x18\r \x01(\tR\atraceId\x12=\n" +
-	"\x05nodes\x18\x0e \x03(\v2'.labctl.experiment.v1.Result.NodesEntryR\x05nodes\x1a9\n" +
+	"\x05nodes\x18\x0e \x03(\v2'.labctl.experiment.v1.Result.NodesEntryR\x05nodes\x12J\n" +
+	"\x0epacket_tracing\x18\x0f \x01(\v2#.labctl.experiment.v1.PacketTracingR\rpacketTracing\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
@@ -2056,7 +2415,7 @@ func file_labctl_experiment_v1_experiment_proto_rawDescGZIP() []byte {
 }
 
 var file_labctl_experiment_v1_experiment_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_labctl_experiment_v1_experiment_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_labctl_experiment_v1_experiment_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_labctl_experiment_v1_experiment_proto_goTypes = []any{
 	(ParamKind)(0),                // 0: labctl.experiment.v1.ParamKind
 	(Engagement)(0),               // 1: labctl.experiment.v1.Engagement
@@ -2075,54 +2434,62 @@ var file_labctl_experiment_v1_experiment_proto_goTypes = []any{
 	(*HostEnvironment)(nil),       // 14: labctl.experiment.v1.HostEnvironment
 	(*Spread)(nil),                // 15: labctl.experiment.v1.Spread
 	(*SummaryRow)(nil),            // 16: labctl.experiment.v1.SummaryRow
-	(*Verdict)(nil),               // 17: labctl.experiment.v1.Verdict
-	(*Comparison)(nil),            // 18: labctl.experiment.v1.Comparison
-	(*StepResult)(nil),            // 19: labctl.experiment.v1.StepResult
-	(*Result)(nil),                // 20: labctl.experiment.v1.Result
-	nil,                           // 21: labctl.experiment.v1.Step.ParamsEntry
-	nil,                           // 22: labctl.experiment.v1.RoleReport.MetricsEntry
-	nil,                           // 23: labctl.experiment.v1.NodeEnvironment.SysctlsEntry
-	nil,                           // 24: labctl.experiment.v1.HostEnvironment.SysctlsEntry
-	nil,                           // 25: labctl.experiment.v1.SummaryRow.MetricsEntry
-	nil,                           // 26: labctl.experiment.v1.Result.ParamsEntry
-	nil,                           // 27: labctl.experiment.v1.Result.NodesEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*PacketPath)(nil),            // 17: labctl.experiment.v1.PacketPath
+	(*StageTime)(nil),             // 18: labctl.experiment.v1.StageTime
+	(*DropCount)(nil),             // 19: labctl.experiment.v1.DropCount
+	(*PacketTracing)(nil),         // 20: labctl.experiment.v1.PacketTracing
+	(*Verdict)(nil),               // 21: labctl.experiment.v1.Verdict
+	(*Comparison)(nil),            // 22: labctl.experiment.v1.Comparison
+	(*StepResult)(nil),            // 23: labctl.experiment.v1.StepResult
+	(*Result)(nil),                // 24: labctl.experiment.v1.Result
+	nil,                           // 25: labctl.experiment.v1.Step.ParamsEntry
+	nil,                           // 26: labctl.experiment.v1.RoleReport.MetricsEntry
+	nil,                           // 27: labctl.experiment.v1.NodeEnvironment.SysctlsEntry
+	nil,                           // 28: labctl.experiment.v1.HostEnvironment.SysctlsEntry
+	nil,                           // 29: labctl.experiment.v1.SummaryRow.MetricsEntry
+	nil,                           // 30: labctl.experiment.v1.Result.ParamsEntry
+	nil,                           // 31: labctl.experiment.v1.Result.NodesEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_labctl_experiment_v1_experiment_proto_depIdxs = []int32{
 	6,  // 0: labctl.experiment.v1.ExperimentSpec.params:type_name -> labctl.experiment.v1.ParamSpec
 	0,  // 1: labctl.experiment.v1.ParamSpec.kind:type_name -> labctl.experiment.v1.ParamKind
 	0,  // 2: labctl.experiment.v1.ParamSpec.element:type_name -> labctl.experiment.v1.ParamKind
-	21, // 3: labctl.experiment.v1.Step.params:type_name -> labctl.experiment.v1.Step.ParamsEntry
+	25, // 3: labctl.experiment.v1.Step.params:type_name -> labctl.experiment.v1.Step.ParamsEntry
 	8,  // 4: labctl.experiment.v1.Step.roles:type_name -> labctl.experiment.v1.RoleAssignment
-	22, // 5: labctl.experiment.v1.RoleReport.metrics:type_name -> labctl.experiment.v1.RoleReport.MetricsEntry
+	26, // 5: labctl.experiment.v1.RoleReport.metrics:type_name -> labctl.experiment.v1.RoleReport.MetricsEntry
 	9,  // 6: labctl.experiment.v1.RoleReport.latency:type_name -> labctl.experiment.v1.Histogram
 	10, // 7: labctl.experiment.v1.RoleReport.evidence:type_name -> labctl.experiment.v1.Evidence
 	12, // 8: labctl.experiment.v1.RoleReport.environment:type_name -> labctl.experiment.v1.NodeEnvironment
 	13, // 9: labctl.experiment.v1.NodeEnvironment.interfaces:type_name -> labctl.experiment.v1.Interface
-	23, // 10: labctl.experiment.v1.NodeEnvironment.sysctls:type_name -> labctl.experiment.v1.NodeEnvironment.SysctlsEntry
-	24, // 11: labctl.experiment.v1.HostEnvironment.sysctls:type_name -> labctl.experiment.v1.HostEnvironment.SysctlsEntry
-	25, // 12: labctl.experiment.v1.SummaryRow.metrics:type_name -> labctl.experiment.v1.SummaryRow.MetricsEntry
+	27, // 10: labctl.experiment.v1.NodeEnvironment.sysctls:type_name -> labctl.experiment.v1.NodeEnvironment.SysctlsEntry
+	28, // 11: labctl.experiment.v1.HostEnvironment.sysctls:type_name -> labctl.experiment.v1.HostEnvironment.SysctlsEntry
+	29, // 12: labctl.experiment.v1.SummaryRow.metrics:type_name -> labctl.experiment.v1.SummaryRow.MetricsEntry
 	1,  // 13: labctl.experiment.v1.SummaryRow.engagement:type_name -> labctl.experiment.v1.Engagement
-	2,  // 14: labctl.experiment.v1.Verdict.outcome:type_name -> labctl.experiment.v1.Outcome
-	18, // 15: labctl.experiment.v1.Verdict.comparisons:type_name -> labctl.experiment.v1.Comparison
-	3,  // 16: labctl.experiment.v1.Comparison.verdict:type_name -> labctl.experiment.v1.ComparisonVerdict
-	7,  // 17: labctl.experiment.v1.StepResult.step:type_name -> labctl.experiment.v1.Step
-	11, // 18: labctl.experiment.v1.StepResult.reports:type_name -> labctl.experiment.v1.RoleReport
-	26, // 19: labctl.experiment.v1.Result.params:type_name -> labctl.experiment.v1.Result.ParamsEntry
-	28, // 20: labctl.experiment.v1.Result.started:type_name -> google.protobuf.Timestamp
-	28, // 21: labctl.experiment.v1.Result.finished:type_name -> google.protobuf.Timestamp
-	4,  // 22: labctl.experiment.v1.Result.state:type_name -> labctl.experiment.v1.RunState
-	14, // 23: labctl.experiment.v1.Result.host:type_name -> labctl.experiment.v1.HostEnvironment
-	19, // 24: labctl.experiment.v1.Result.steps:type_name -> labctl.experiment.v1.StepResult
-	16, // 25: labctl.experiment.v1.Result.summary:type_name -> labctl.experiment.v1.SummaryRow
-	17, // 26: labctl.experiment.v1.Result.verdict:type_name -> labctl.experiment.v1.Verdict
-	27, // 27: labctl.experiment.v1.Result.nodes:type_name -> labctl.experiment.v1.Result.NodesEntry
-	15, // 28: labctl.experiment.v1.SummaryRow.MetricsEntry.value:type_name -> labctl.experiment.v1.Spread
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	17, // 14: labctl.experiment.v1.SummaryRow.packet_path:type_name -> labctl.experiment.v1.PacketPath
+	18, // 15: labctl.experiment.v1.PacketPath.stages:type_name -> labctl.experiment.v1.StageTime
+	19, // 16: labctl.experiment.v1.PacketPath.drops:type_name -> labctl.experiment.v1.DropCount
+	2,  // 17: labctl.experiment.v1.Verdict.outcome:type_name -> labctl.experiment.v1.Outcome
+	22, // 18: labctl.experiment.v1.Verdict.comparisons:type_name -> labctl.experiment.v1.Comparison
+	3,  // 19: labctl.experiment.v1.Comparison.verdict:type_name -> labctl.experiment.v1.ComparisonVerdict
+	7,  // 20: labctl.experiment.v1.StepResult.step:type_name -> labctl.experiment.v1.Step
+	11, // 21: labctl.experiment.v1.StepResult.reports:type_name -> labctl.experiment.v1.RoleReport
+	30, // 22: labctl.experiment.v1.Result.params:type_name -> labctl.experiment.v1.Result.ParamsEntry
+	32, // 23: labctl.experiment.v1.Result.started:type_name -> google.protobuf.Timestamp
+	32, // 24: labctl.experiment.v1.Result.finished:type_name -> google.protobuf.Timestamp
+	4,  // 25: labctl.experiment.v1.Result.state:type_name -> labctl.experiment.v1.RunState
+	14, // 26: labctl.experiment.v1.Result.host:type_name -> labctl.experiment.v1.HostEnvironment
+	23, // 27: labctl.experiment.v1.Result.steps:type_name -> labctl.experiment.v1.StepResult
+	16, // 28: labctl.experiment.v1.Result.summary:type_name -> labctl.experiment.v1.SummaryRow
+	21, // 29: labctl.experiment.v1.Result.verdict:type_name -> labctl.experiment.v1.Verdict
+	31, // 30: labctl.experiment.v1.Result.nodes:type_name -> labctl.experiment.v1.Result.NodesEntry
+	20, // 31: labctl.experiment.v1.Result.packet_tracing:type_name -> labctl.experiment.v1.PacketTracing
+	15, // 32: labctl.experiment.v1.SummaryRow.MetricsEntry.value:type_name -> labctl.experiment.v1.Spread
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_labctl_experiment_v1_experiment_proto_init() }
@@ -2136,7 +2503,7 @@ func file_labctl_experiment_v1_experiment_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_experiment_v1_experiment_proto_rawDesc), len(file_labctl_experiment_v1_experiment_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

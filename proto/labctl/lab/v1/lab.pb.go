@@ -10,6 +10,7 @@ import (
 	v1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1141,7 +1142,10 @@ type RunRequest struct {
 	Params     map[string]string      `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Node of each role ("client" -> "n1"); roles left out get the
 	// experiment's defaults.
-	Nodes         map[string]string `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Nodes map[string]string `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Trace the kernel's path of the lab's packets: the fraction sampled
+	// (1 every packet, up to a cap); 0 does not trace.
+	TracePackets  float64 `protobuf:"fixed64,5,opt,name=trace_packets,json=tracePackets,proto3" json:"trace_packets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1202,6 +1206,13 @@ func (x *RunRequest) GetNodes() map[string]string {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *RunRequest) GetTracePackets() float64 {
+	if x != nil {
+		return x.TracePackets
+	}
+	return 0
 }
 
 type RunResponse struct {
@@ -1881,11 +1892,204 @@ func (x *GetTraceResponse) GetOtlpJson() []byte {
 	return nil
 }
 
+type WatchDropsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lab   string                 `protobuf:"bytes,1,opt,name=lab,proto3" json:"lab,omitempty"`
+	// Only drops in this node; empty: every node of the lab.
+	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDropsRequest) Reset() {
+	*x = WatchDropsRequest{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDropsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDropsRequest) ProtoMessage() {}
+
+func (x *WatchDropsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDropsRequest.ProtoReflect.Descriptor instead.
+func (*WatchDropsRequest) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WatchDropsRequest) GetLab() string {
+	if x != nil {
+		return x.Lab
+	}
+	return ""
+}
+
+func (x *WatchDropsRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type WatchDropsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Drop          *PacketDrop            `protobuf:"bytes,1,opt,name=drop,proto3" json:"drop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDropsResponse) Reset() {
+	*x = WatchDropsResponse{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDropsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDropsResponse) ProtoMessage() {}
+
+func (x *WatchDropsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDropsResponse.ProtoReflect.Descriptor instead.
+func (*WatchDropsResponse) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WatchDropsResponse) GetDrop() *PacketDrop {
+	if x != nil {
+		return x.Drop
+	}
+	return nil
+}
+
+// PacketDrop is one packet the kernel dropped.
+type PacketDrop struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Node  string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// tcp, udp.
+	Protocol    string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Source      string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Destination string `protobuf:"bytes,5,opt,name=destination,proto3" json:"destination,omitempty"`
+	// The kernel's skb_drop_reason (NETFILTER_DROP, NO_SOCKET).
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Where the kernel dropped it (nft_do_chain+0x46f).
+	Location      string `protobuf:"bytes,7,opt,name=location,proto3" json:"location,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketDrop) Reset() {
+	*x = PacketDrop{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketDrop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketDrop) ProtoMessage() {}
+
+func (x *PacketDrop) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketDrop.ProtoReflect.Descriptor instead.
+func (*PacketDrop) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PacketDrop) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *PacketDrop) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PacketDrop) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *PacketDrop) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *PacketDrop) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *PacketDrop) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PacketDrop) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
 var File_labctl_lab_v1_lab_proto protoreflect.FileDescriptor
 
 const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\n" +
-	"\x17labctl/lab/v1/lab.proto\x12\rlabctl.lab.v1\x1a%labctl/experiment/v1/experiment.proto\"?\n" +
+	"\x17labctl/lab/v1/lab.proto\x12\rlabctl.lab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%labctl/experiment/v1/experiment.proto\"?\n" +
 	"\tUpRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x1a\n" +
 	"\btopology\x18\x02 \x01(\fR\btopology\"}\n" +
@@ -1960,7 +2164,7 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x05links\x18\x04 \x01(\x05R\x05links\"\x18\n" +
 	"\x16ListExperimentsRequest\"a\n" +
 	"\x17ListExperimentsResponse\x12F\n" +
-	"\vexperiments\x18\x01 \x03(\v2$.labctl.experiment.v1.ExperimentSpecR\vexperiments\"\xae\x02\n" +
+	"\vexperiments\x18\x01 \x03(\v2$.labctl.experiment.v1.ExperimentSpecR\vexperiments\"\xd3\x02\n" +
 	"\n" +
 	"RunRequest\x12\x10\n" +
 	"\x03lab\x18\x01 \x01(\tR\x03lab\x12\x1e\n" +
@@ -1968,7 +2172,8 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"experiment\x18\x02 \x01(\tR\n" +
 	"experiment\x12=\n" +
 	"\x06params\x18\x03 \x03(\v2%.labctl.lab.v1.RunRequest.ParamsEntryR\x06params\x12:\n" +
-	"\x05nodes\x18\x04 \x03(\v2$.labctl.lab.v1.RunRequest.NodesEntryR\x05nodes\x1a9\n" +
+	"\x05nodes\x18\x04 \x03(\v2$.labctl.lab.v1.RunRequest.NodesEntryR\x05nodes\x12#\n" +
+	"\rtrace_packets\x18\x05 \x01(\x01R\ftracePackets\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
@@ -2020,7 +2225,21 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
 	"\x10GetTraceResponse\x12\x19\n" +
 	"\btrace_id\x18\x01 \x01(\tR\atraceId\x12\x1b\n" +
-	"\totlp_json\x18\x02 \x01(\fR\botlpJson2\x8e\x06\n" +
+	"\totlp_json\x18\x02 \x01(\fR\botlpJson\"9\n" +
+	"\x11WatchDropsRequest\x12\x10\n" +
+	"\x03lab\x18\x01 \x01(\tR\x03lab\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"C\n" +
+	"\x12WatchDropsResponse\x12-\n" +
+	"\x04drop\x18\x01 \x01(\v2\x19.labctl.lab.v1.PacketDropR\x04drop\"\xda\x01\n" +
+	"\n" +
+	"PacketDrop\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x05 \x01(\tR\vdestination\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1a\n" +
+	"\blocation\x18\a \x01(\tR\blocation2\xe3\x06\n" +
 	"\n" +
 	"LabService\x12;\n" +
 	"\x02Up\x12\x18.labctl.lab.v1.UpRequest\x1a\x19.labctl.lab.v1.UpResponse0\x01\x12A\n" +
@@ -2032,7 +2251,9 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\tCancelRun\x12\x1f.labctl.lab.v1.CancelRunRequest\x1a .labctl.lab.v1.CancelRunResponse\x12T\n" +
 	"\vListResults\x12!.labctl.lab.v1.ListResultsRequest\x1a\".labctl.lab.v1.ListResultsResponse\x12N\n" +
 	"\tGetResult\x12\x1f.labctl.lab.v1.GetResultRequest\x1a .labctl.lab.v1.GetResultResponse\x12K\n" +
-	"\bGetTrace\x12\x1e.labctl.lab.v1.GetTraceRequest\x1a\x1f.labctl.lab.v1.GetTraceResponseB4Z2github.com/labctl/labctl/proto/labctl/lab/v1;labv1b\x06proto3"
+	"\bGetTrace\x12\x1e.labctl.lab.v1.GetTraceRequest\x1a\x1f.labctl.lab.v1.GetTraceResponse\x12S\n" +
+	"\n" +
+	"WatchDrops\x12 .labctl.lab.v1.WatchDropsRequest\x1a!.labctl.lab.v1.WatchDropsResponse0\x01B4Z2github.com/labctl/labctl/proto/labctl/lab/v1;labv1b\x06proto3"
 
 var (
 	file_labctl_lab_v1_lab_proto_rawDescOnce sync.Once
@@ -2046,7 +2267,7 @@ func file_labctl_lab_v1_lab_proto_rawDescGZIP() []byte {
 	return file_labctl_lab_v1_lab_proto_rawDescData
 }
 
-var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*UpRequest)(nil),               // 0: labctl.lab.v1.UpRequest
 	(*UpResponse)(nil),              // 1: labctl.lab.v1.UpResponse
@@ -2078,13 +2299,17 @@ var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*GetResultResponse)(nil),       // 27: labctl.lab.v1.GetResultResponse
 	(*GetTraceRequest)(nil),         // 28: labctl.lab.v1.GetTraceRequest
 	(*GetTraceResponse)(nil),        // 29: labctl.lab.v1.GetTraceResponse
-	nil,                             // 30: labctl.lab.v1.RunRequest.ParamsEntry
-	nil,                             // 31: labctl.lab.v1.RunRequest.NodesEntry
-	(*v1.ExperimentSpec)(nil),       // 32: labctl.experiment.v1.ExperimentSpec
-	(*v1.StepResult)(nil),           // 33: labctl.experiment.v1.StepResult
-	(*v1.Result)(nil),               // 34: labctl.experiment.v1.Result
-	(v1.RunState)(0),                // 35: labctl.experiment.v1.RunState
-	(v1.Outcome)(0),                 // 36: labctl.experiment.v1.Outcome
+	(*WatchDropsRequest)(nil),       // 30: labctl.lab.v1.WatchDropsRequest
+	(*WatchDropsResponse)(nil),      // 31: labctl.lab.v1.WatchDropsResponse
+	(*PacketDrop)(nil),              // 32: labctl.lab.v1.PacketDrop
+	nil,                             // 33: labctl.lab.v1.RunRequest.ParamsEntry
+	nil,                             // 34: labctl.lab.v1.RunRequest.NodesEntry
+	(*v1.ExperimentSpec)(nil),       // 35: labctl.experiment.v1.ExperimentSpec
+	(*v1.StepResult)(nil),           // 36: labctl.experiment.v1.StepResult
+	(*v1.Result)(nil),               // 37: labctl.experiment.v1.Result
+	(v1.RunState)(0),                // 38: labctl.experiment.v1.RunState
+	(v1.Outcome)(0),                 // 39: labctl.experiment.v1.Outcome
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
 }
 var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	4,  // 0: labctl.lab.v1.UpResponse.progress:type_name -> labctl.lab.v1.Progress
@@ -2097,41 +2322,45 @@ var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	10, // 7: labctl.lab.v1.NodeStatus.interfaces:type_name -> labctl.lab.v1.InterfaceStatus
 	12, // 8: labctl.lab.v1.NodeStatus.agent:type_name -> labctl.lab.v1.AgentStatus
 	15, // 9: labctl.lab.v1.ListLabsResponse.labs:type_name -> labctl.lab.v1.LabSummary
-	32, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
-	30, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
-	31, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
+	35, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
+	33, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
+	34, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
 	20, // 13: labctl.lab.v1.RunResponse.progress:type_name -> labctl.lab.v1.RunProgress
-	33, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
-	34, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
+	36, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
+	37, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
 	25, // 16: labctl.lab.v1.ListResultsResponse.results:type_name -> labctl.lab.v1.ResultSummary
-	35, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
-	36, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
-	34, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
-	0,  // 20: labctl.lab.v1.LabService.Up:input_type -> labctl.lab.v1.UpRequest
-	2,  // 21: labctl.lab.v1.LabService.Down:input_type -> labctl.lab.v1.DownRequest
-	6,  // 22: labctl.lab.v1.LabService.GetStatus:input_type -> labctl.lab.v1.GetStatusRequest
-	13, // 23: labctl.lab.v1.LabService.ListLabs:input_type -> labctl.lab.v1.ListLabsRequest
-	16, // 24: labctl.lab.v1.LabService.ListExperiments:input_type -> labctl.lab.v1.ListExperimentsRequest
-	18, // 25: labctl.lab.v1.LabService.Run:input_type -> labctl.lab.v1.RunRequest
-	21, // 26: labctl.lab.v1.LabService.CancelRun:input_type -> labctl.lab.v1.CancelRunRequest
-	23, // 27: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
-	26, // 28: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
-	28, // 29: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
-	1,  // 30: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
-	3,  // 31: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
-	7,  // 32: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
-	14, // 33: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
-	17, // 34: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
-	19, // 35: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
-	22, // 36: labctl.lab.v1.LabService.CancelRun:output_type -> labctl.lab.v1.CancelRunResponse
-	24, // 37: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
-	27, // 38: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
-	29, // 39: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	38, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
+	39, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
+	37, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
+	32, // 20: labctl.lab.v1.WatchDropsResponse.drop:type_name -> labctl.lab.v1.PacketDrop
+	40, // 21: labctl.lab.v1.PacketDrop.time:type_name -> google.protobuf.Timestamp
+	0,  // 22: labctl.lab.v1.LabService.Up:input_type -> labctl.lab.v1.UpRequest
+	2,  // 23: labctl.lab.v1.LabService.Down:input_type -> labctl.lab.v1.DownRequest
+	6,  // 24: labctl.lab.v1.LabService.GetStatus:input_type -> labctl.lab.v1.GetStatusRequest
+	13, // 25: labctl.lab.v1.LabService.ListLabs:input_type -> labctl.lab.v1.ListLabsRequest
+	16, // 26: labctl.lab.v1.LabService.ListExperiments:input_type -> labctl.lab.v1.ListExperimentsRequest
+	18, // 27: labctl.lab.v1.LabService.Run:input_type -> labctl.lab.v1.RunRequest
+	21, // 28: labctl.lab.v1.LabService.CancelRun:input_type -> labctl.lab.v1.CancelRunRequest
+	23, // 29: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
+	26, // 30: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
+	28, // 31: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
+	30, // 32: labctl.lab.v1.LabService.WatchDrops:input_type -> labctl.lab.v1.WatchDropsRequest
+	1,  // 33: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
+	3,  // 34: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
+	7,  // 35: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
+	14, // 36: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
+	17, // 37: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
+	19, // 38: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
+	22, // 39: labctl.lab.v1.LabService.CancelRun:output_type -> labctl.lab.v1.CancelRunResponse
+	24, // 40: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
+	27, // 41: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
+	29, // 42: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
+	31, // 43: labctl.lab.v1.LabService.WatchDrops:output_type -> labctl.lab.v1.WatchDropsResponse
+	33, // [33:44] is the sub-list for method output_type
+	22, // [22:33] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_labctl_lab_v1_lab_proto_init() }
@@ -2158,7 +2387,7 @@ func file_labctl_lab_v1_lab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_lab_v1_lab_proto_rawDesc), len(file_labctl_lab_v1_lab_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

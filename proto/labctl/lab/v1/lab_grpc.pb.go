@@ -29,6 +29,7 @@ const (
 	LabService_ListResults_FullMethodName     = "/labctl.lab.v1.LabService/ListResults"
 	LabService_GetResult_FullMethodName       = "/labctl.lab.v1.LabService/GetResult"
 	LabService_GetTrace_FullMethodName        = "/labctl.lab.v1.LabService/GetTrace"
+	LabService_WatchDrops_FullMethodName      = "/labctl.lab.v1.LabService/WatchDrops"
 )
 
 // LabServiceClient is the client API for LabService service.
@@ -65,6 +66,10 @@ type LabServiceClient interface {
 	// GetTrace returns the local copy of a trace: the spans that this host's
 	// labctl and agents kept, whether or not a collector received them.
 	GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (*GetTraceResponse, error)
+	// WatchDrops streams every drop of the lab's traffic (or one node's) as
+	// the kernel makes it, with its reason and place, until the caller
+	// stops (eBPF on the server: it needs root and the kernel's BTF).
+	WatchDrops(ctx context.Context, in *WatchDropsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchDropsResponse], error)
 }
 
 type labServiceClient struct {
@@ -202,6 +207,25 @@ func (c *labServiceClient) GetTrace(ctx context.Context, in *GetTraceRequest, op
 	return out, nil
 }
 
+func (c *labServiceClient) WatchDrops(ctx context.Context, in *WatchDropsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchDropsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &LabService_ServiceDesc.Streams[3], LabService_WatchDrops_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchDropsRequest, WatchDropsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LabService_WatchDropsClient = grpc.ServerStreamingClient[WatchDropsResponse]
+
 // LabServiceServer is the server API for LabService service.
 // All implementations must embed UnimplementedLabServiceServer
 // for forward compatibility.
@@ -236,6 +260,10 @@ type LabServiceServer interface {
 	// GetTrace returns the local copy of a trace: the spans that this host's
 	// labctl and agents kept, whether or not a collector received them.
 	GetTrace(context.Context, *GetTraceRequest) (*GetTraceResponse, error)
+	// WatchDrops streams every drop of the lab's traffic (or one node's) as
+	// the kernel makes it, with its reason and place, until the caller
+	// stops (eBPF on the server: it needs root and the kernel's BTF).
+	WatchDrops(*WatchDropsRequest, grpc.ServerStreamingServer[WatchDropsResponse]) error
 	mustEmbedUnimplementedLabServiceServer()
 }
 
@@ -275,6 +303,9 @@ func (UnimplementedLabServiceServer) GetResult(context.Context, *GetResultReques
 }
 func (UnimplementedLabServiceServer) GetTrace(context.Context, *GetTraceRequest) (*GetTraceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTrace not implemented")
+}
+func (UnimplementedLabServiceServer) WatchDrops(*WatchDropsRequest, grpc.ServerStreamingServer[WatchDropsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchDrops not implemented")
 }
 func (UnimplementedLabServiceServer) mustEmbedUnimplementedLabServiceServer() {}
 func (UnimplementedLabServiceServer) testEmbeddedByValue()                    {}
@@ -456,6 +487,17 @@ func _LabService_GetTrace_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LabService_WatchDrops_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchDropsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(LabServiceServer).WatchDrops(m, &grpc.GenericServerStream[WatchDropsRequest, WatchDropsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LabService_WatchDropsServer = grpc.ServerStreamingServer[WatchDropsResponse]
+
 // LabService_ServiceDesc is the grpc.ServiceDesc for LabService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -506,6 +548,11 @@ var LabService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Run",
 			Handler:       _LabService_Run_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchDrops",
+			Handler:       _LabService_WatchDrops_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,543 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The packet path of a lab's traffic, stage by stage.
+ *
+ * A packet is sampled once, at its first stage (netfilter LOCAL_OUT in the
+ * sending node, or net_dev_queue where no netfilter link could attach):
+ * sampled, its key goes into `tracked` with an id, and every later stage
+ * that finds the key reports an event with that id. A packet that is not
+ * sampled costs each stage one parse and one hash lookup. Drops of the
+ * lab's traffic are reported whether sampled or not. Only packets of the
+ * lab's network namespaces (`lab_netns`, filled from Go) are looked at.
+ *
+ * Events go to a ring buffer without wakeups (BPF_RB_NO_WAKEUP): the
+ * default wakeup costs microseconds per event, so Go polls the buffer
+ * every few milliseconds instead. */
+#include "types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define ETH_P_IP 0x0800
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define NF_ACCEPT 1
+#define NF_INET_LOCAL_IN 1
+#define NF_INET_LOCAL_OUT 3
+#define TCP_FLAG_SYN 0x02
+#define AF_PACKET 17
+
+/* Stages, as event.stage; the names live in Go (stages.go). */
+enum stage {
+	STAGE_NF = 1,          /* a netfilter hook: event.hook */
+	STAGE_DEV_QUEUE,       /* tp_btf/net_dev_queue */
+	STAGE_START_XMIT,      /* tp_btf/net_dev_start_xmit */
+	STAGE_NETIF_RX,        /* tp_btf/netif_rx: into the backlog (veth without NAPI) */
+	STAGE_RECEIVE,         /* tp_btf/netif_receive_skb: where taps see it */
+	STAGE_TCP_RECEIVE,     /* tp_btf/tcp_probe: TCP takes the segment */
+	STAGE_DATA_READY,      /* tp_btf/sk_data_ready */
+	STAGE_WAKEUP,          /* tp_btf/sched_wakeup of the reader: event.value = pid */
+	STAGE_COPY,            /* tp_btf/skb_copy_datagram_iovec: event.value = bytes */
+	STAGE_DROP,            /* tp_btf/kfree_skb: event.value = reason, event.location */
+	STAGE_CONSUME,         /* tp_btf/consume_skb */
+	STAGE_SYN,             /* a SYN at LOCAL_OUT, always: its seq is the ISN */
+	STAGE_CAPTURE,         /* a packet socket's copy (tcpdump): event.value = bytes */
+};
+
+/* A packet's identity along its path. The skb address is left out: veth
+ * with XDP copies a packet into a new skb. The IPv4 id tells apart
+ * packets with equal headers (Linux numbers every DF TCP packet of a
+ * socket). For UDP, whose datagrams from an unconnected socket all have
+ * IPv4 id 0, seq is a hash of the first bytes of the payload and ack the
+ * UDP length. */
+struct key {
+	__be32 saddr, daddr;
+	__u16 sport, dport; /* host order */
+	__u32 seq, ack;     /* host order */
+	__u16 ipid;
+	__u8 proto;
+	__u8 flags;         /* TCP flags; not part of the identity (zeroed in the map key) */
+};
+
+struct tracked_val {
+	__u64 id;
+};
+
+struct event {
+	__u64 ts;        /* CLOCK_MONOTONIC */
+	__u64 id;        /* the packet's, 0 for a drop of a packet not sampled */
+	__u64 location;  /* drops: the code that freed it */
+	__be32 saddr, daddr;
+	__u16 sport, dport;
+	__u32 seq, ack;
+	__u32 netns;     /* inode of the namespace, 0 when the stage cannot tell */
+	__u32 ifindex;
+	__u32 len;
+	__u32 value;     /* drop reason, copied bytes or woken pid */
+	__u32 cpu;
+	__u32 napi_id;
+	__u16 ipid;
+	__u16 stage;
+	__u8 hook;
+	__u8 proto;
+	__u8 flags;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct key);
+	__type(value, struct tracked_val);
+	__uint(max_entries, 65536);
+} tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, 4096);
+} lab_netns SEC(".maps");
+
+/* Events the ring buffer had no room for. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} lost SEC(".maps");
+
+/* The last tracked packet LOCAL_IN passed on this CPU, for sk_data_ready
+ * and the wakeup after it, which run on the same CPU in the same softirq
+ * and are not given the skb. */
+struct pending {
+	struct key k;
+	__u64 id;
+	__u64 ts;
+	__u32 netns;
+	__u8 woken; /* 0: waits for data_ready; 1: waits for the wakeup */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct pending);
+	__uint(max_entries, 1);
+} last_in SEC(".maps");
+
+/* Set from Go while programs run. */
+volatile __u64 sample_q32 = 0;        /* sampling rate × 2^32; 0: drops only */
+volatile __u8 decide_at_dev_queue = 0; /* no LOCAL_OUT link: decide at net_dev_queue */
+__u64 next_id = 1;
+
+/* A join through last_in older than this is no join. */
+#define PENDING_NS 200000
+
+struct iph_min {
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct tcph_min {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 doff;
+	__u8 flags;
+};
+
+/* Bytes of a UDP payload its key hashes. */
+#define PAYLOAD_HASHED 32
+
+struct udph_min {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+};
+
+/* parse fills k from the IPv4 and TCP or UDP headers at l3, a kernel
+ * pointer; 0 on success. */
+static __always_inline int parse(const unsigned char *l3, struct key *k)
+{
+	struct iph_min ip;
+	__u32 ihl;
+
+	if (!l3 || bpf_probe_read_kernel(&ip, sizeof(ip), l3))
+		return -1;
+	if ((ip.ver_ihl >> 4) != 4)
+		return -1;
+	ihl = (ip.ver_ihl & 0x0f) * 4;
+	if (ihl < 20)
+		return -1;
+	k->saddr = ip.saddr;
+	k->daddr = ip.daddr;
+	k->ipid = bpf_ntohs(ip.id);
+	k->proto = ip.protocol;
+	if (ip.protocol == IPPROTO_TCP) {
+		struct tcph_min th;
+
+		if (bpf_probe_read_kernel(&th, sizeof(th), l3 + ihl))
+			return -1;
+		k->sport = bpf_ntohs(th.source);
+		k->dport = bpf_ntohs(th.dest);
+		k->seq = bpf_ntohl(th.seq);
+		k->ack = bpf_ntohl(th.ack_seq);
+		k->flags = th.flags;
+		return 0;
+	}
+	if (ip.protocol == IPPROTO_UDP) {
+		struct udph_min uh;
+		__u8 payload[PAYLOAD_HASHED] = {};
+		__u32 n, h = 2166136261u; /* FNV-1a */
+
+		if (bpf_probe_read_kernel(&uh, sizeof(uh), l3 + ihl))
+			return -1;
+		k->sport = bpf_ntohs(uh.source);
+		k->dport = bpf_ntohs(uh.dest);
+		k->ack = bpf_ntohs(uh.len);
+		n = k->ack > 8 ? k->ack - 8 : 0;
+		if (n > PAYLOAD_HASHED)
+			n = PAYLOAD_HASHED;
+		if (n && bpf_probe_read_kernel(payload, sizeof(payload), l3 + ihl + 8))
+			return -1;
+#pragma unroll
+		for (int i = 0; i < PAYLOAD_HASHED; i++) {
+			if (i < n)
+				h = (h ^ payload[i]) * 16777619u;
+		}
+		k->seq = h;
+		return 0;
+	}
+	return -1;
+}
+
+/* The IPv4 header as the IP layer set it (transmit, and past ip_rcv). */
+static __always_inline const unsigned char *l3_set(struct sk_buff *skb)
+{
+	return BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header);
+}
+
+static __always_inline __u32 netns_of_sk(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* The namespace of a packet on a device stage; a socket's for one that
+ * has none yet (skb->dev shares a union with the socket queue's links
+ * once TCP holds the skb, so socket stages use the socket). */
+static __always_inline __u32 netns_of(struct sk_buff *skb)
+{
+	__u32 ino = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+
+	if (!ino)
+		ino = netns_of_sk(BPF_CORE_READ(skb, sk));
+	return ino;
+}
+
+static __always_inline int in_lab(__u32 ino)
+{
+	return ino && bpf_map_lookup_elem(&lab_netns, &ino) != 0;
+}
+
+/* lookup is the packet's id if it is sampled, else 0. */
+static __always_inline __u64 lookup(struct key *k)
+{
+	struct key mk = *k;
+	struct tracked_val *v;
+
+	mk.flags = 0;
+	v = bpf_map_lookup_elem(&tracked, &mk);
+	return v ? v->id : 0;
+}
+
+/* decide samples the packet in, at its first stage. */
+static __always_inline __u64 decide(struct key *k)
+{
+	struct key mk = *k;
+	struct tracked_val v;
+	__u64 id = lookup(k);
+
+	if (id)
+		return id;
+	if ((__u64)bpf_get_prandom_u32() >= sample_q32)
+		return 0;
+	v.id = __sync_fetch_and_add(&next_id, 1);
+	mk.flags = 0;
+	bpf_map_update_elem(&tracked, &mk, &v, BPF_ANY);
+	return v.id;
+}
+
+static __always_inline void emit(struct key *k, __u64 id, __u16 stage, __u8 hook, __u32 ino,
+				 __u32 ifindex, __u32 len, __u32 value, __u64 location, __u32 napi_id)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		__u32 z = 0;
+		__u64 *n = bpf_map_lookup_elem(&lost, &z);
+
+		if (n)
+			*n += 1;
+		return;
+	}
+	e->ts = bpf_ktime_get_ns();
+	e->id = id;
+	e->location = location;
+	e->saddr = k->saddr;
+	e->daddr = k->daddr;
+	e->sport = k->sport;
+	e->dport = k->dport;
+	e->seq = k->seq;
+	e->ack = k->ack;
+	e->netns = ino;
+	e->ifindex = ifindex;
+	e->len = len;
+	e->value = value;
+	e->cpu = bpf_get_smp_processor_id();
+	e->napi_id = napi_id;
+	e->ipid = k->ipid;
+	e->stage = stage;
+	e->hook = hook;
+	e->proto = k->proto;
+	e->flags = k->flags;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline void emit_skb(struct key *k, __u64 id, __u16 stage, struct sk_buff *skb, __u32 ino)
+{
+	emit(k, id, stage, 0, ino, BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), 0, 0, 0);
+}
+
+SEC("netfilter")
+int nf_hook(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	const struct nf_hook_state *st = ctx->state;
+	__u32 ino = BPF_CORE_READ(st, net, ns.inum);
+	__u8 hook = BPF_CORE_READ(st, hook);
+	struct key k = {};
+	__u64 id;
+
+	if (!in_lab(ino) || parse(BPF_CORE_READ(skb, data), &k))
+		return NF_ACCEPT;
+	if (hook == NF_INET_LOCAL_OUT) {
+		/* Every SYN, sampled or not: its sequence number is the ISN
+		 * that stream offsets count from. */
+		if (k.proto == IPPROTO_TCP && (k.flags & TCP_FLAG_SYN))
+			emit(&k, 0, STAGE_SYN, hook, ino, 0, 0, 0, 0, 0);
+		id = decide_at_dev_queue ? lookup(&k) : decide(&k);
+	} else {
+		id = lookup(&k);
+	}
+	if (!id)
+		return NF_ACCEPT;
+	emit(&k, id, STAGE_NF, hook, ino, 0, BPF_CORE_READ(skb, len), 0, 0, 0);
+	if (hook == NF_INET_LOCAL_IN) {
+		__u32 z = 0;
+		struct pending *p = bpf_map_lookup_elem(&last_in, &z);
+
+		if (p) {
+			p->k = k;
+			p->id = id;
+			p->ts = bpf_ktime_get_ns();
+			p->netns = ino;
+			p->woken = 0;
+		}
+	}
+	return NF_ACCEPT;
+}
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(dev_queue, struct sk_buff *skb)
+{
+	__u32 ino = netns_of(skb);
+	struct key k = {};
+	__u64 id;
+
+	if (!in_lab(ino) || parse(l3_set(skb), &k))
+		return 0;
+	id = decide_at_dev_queue ? decide(&k) : lookup(&k);
+	if (id)
+		emit_skb(&k, id, STAGE_DEV_QUEUE, skb, ino);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(start_xmit, struct sk_buff *skb, struct net_device *dev)
+{
+	struct key k = {};
+	__u64 id;
+
+	if (parse(l3_set(skb), &k))
+		return 0;
+	id = lookup(&k);
+	if (id)
+		emit(&k, id, STAGE_START_XMIT, 0, BPF_CORE_READ(dev, nd_net.net, ns.inum), BPF_CORE_READ(dev, ifindex),
+		     BPF_CORE_READ(skb, len), 0, 0, 0);
+	return 0;
+}
+
+/* On receive entry the IP header is at data: eth_type_trans pulled the
+ * Ethernet header, and network_header is set only after this tracepoint. */
+static __always_inline int rx_entry(struct sk_buff *skb, __u16 stage)
+{
+	struct key k = {};
+	__u64 id;
+
+	if (BPF_CORE_READ(skb, protocol) != bpf_htons(ETH_P_IP))
+		return 0;
+	if (parse(BPF_CORE_READ(skb, data), &k))
+		return 0;
+	id = lookup(&k);
+	if (id) {
+		__u32 napi = 0;
+
+		if (bpf_core_field_exists(skb->napi_id))
+			napi = BPF_CORE_READ(skb, napi_id);
+		emit(&k, id, stage, 0, netns_of(skb), BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), 0, 0, napi);
+	}
+	return 0;
+}
+
+SEC("tp_btf/netif_rx")
+int BPF_PROG(netif_rx, struct sk_buff *skb)
+{
+	return rx_entry(skb, STAGE_NETIF_RX);
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(receive, struct sk_buff *skb)
+{
+	return rx_entry(skb, STAGE_RECEIVE);
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tcp_receive, struct sock *sk, struct sk_buff *skb)
+{
+	struct key k = {};
+	__u64 id;
+
+	if (parse(l3_set(skb), &k))
+		return 0;
+	id = lookup(&k);
+	if (id)
+		emit(&k, id, STAGE_TCP_RECEIVE, 0, netns_of_sk(sk), 0, BPF_CORE_READ(skb, len), 0, 0, 0);
+	return 0;
+}
+
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(data_ready, struct sock *sk)
+{
+	__u32 z = 0;
+	struct pending *p = bpf_map_lookup_elem(&last_in, &z);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!p || !p->id || p->woken || now - p->ts > PENDING_NS)
+		return 0;
+	/* The packet's own socket: its namespace and local port. */
+	if (netns_of_sk(sk) != p->netns || BPF_CORE_READ(sk, __sk_common.skc_num) != p->k.dport)
+		return 0;
+	emit(&p->k, p->id, STAGE_DATA_READY, 0, p->netns, 0, 0, 0, 0, 0);
+	p->woken = 1;
+	p->ts = now;
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(wakeup, struct task_struct *t)
+{
+	__u32 z = 0;
+	struct pending *p = bpf_map_lookup_elem(&last_in, &z);
+
+	if (!p || !p->id || !p->woken || bpf_ktime_get_ns() - p->ts > PENDING_NS)
+		return 0;
+	emit(&p->k, p->id, STAGE_WAKEUP, 0, p->netns, 0, 0, BPF_CORE_READ(t, pid), 0, 0);
+	p->id = 0;
+	return 0;
+}
+
+/* A copy into a reader's buffer: the application's, or a packet
+ * socket's (a capture such as tcpdump reads a clone of the packet, with
+ * the same headers). */
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(copy, struct sk_buff *skb, int len)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct key k = {};
+	__u64 id;
+
+	if (parse(l3_set(skb), &k))
+		return 0;
+	id = lookup(&k);
+	if (!id)
+		return 0;
+	emit(&k, id, BPF_CORE_READ(sk, __sk_common.skc_family) == AF_PACKET ? STAGE_CAPTURE : STAGE_COPY, 0,
+	     netns_of_sk(sk), 0, BPF_CORE_READ(skb, len), (__u32)len, 0, 0);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	__u32 ino = netns_of(skb);
+	struct key k = {};
+	__u64 id;
+
+	if (parse(l3_set(skb), &k))
+		return 0;
+	id = lookup(&k);
+	/* Every drop of the lab's traffic, sampled or not. */
+	if (!id && !in_lab(ino))
+		return 0;
+	emit(&k, id, STAGE_DROP, 0, ino, BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), (__u32)reason,
+	     (__u64)location, 0);
+	if (id) {
+		__u32 z = 0;
+		struct pending *p = bpf_map_lookup_elem(&last_in, &z);
+
+		/* A dropped packet wakes nobody. */
+		if (p && p->id == id)
+			p->id = 0;
+	}
+	return 0;
+}
+
+/* A packet freed after use. Not TCP's (a segment's clone and the
+ * original in the retransmit queue share their headers, and the original
+ * is freed when acknowledged), nor a capture's clone. Keys are not
+ * deleted, here or at a drop: a clone ends while its original goes on;
+ * the LRU map forgets old packets instead. */
+SEC("tp_btf/consume_skb")
+int BPF_PROG(consume, struct sk_buff *skb)
+{
+	struct key k = {};
+	__u64 id;
+
+	if (parse(l3_set(skb), &k) || k.proto == IPPROTO_TCP)
+		return 0;
+	if (BPF_CORE_READ(skb, sk, __sk_common.skc_family) == AF_PACKET)
+		return 0;
+	id = lookup(&k);
+	if (id)
+		emit_skb(&k, id, STAGE_CONSUME, skb, netns_of(skb));
+	return 0;
+}
+
+/* Referenced so that its BTF is emitted and bpf2go -type event finds it. */
+const struct event *unused_event __attribute__((unused));

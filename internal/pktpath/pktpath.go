@@ -1,0 +1,453 @@
+// Package pktpath traces the kernel's path of a lab's packets with eBPF:
+// the netfilter hooks (BPF netfilter links, one per lab namespace and
+// hook), the device queue and transmit, the receive entry, TCP's receive,
+// the wakeup of the reading socket and thread, the copy to the
+// application, and the drop with the kernel's reason and place. What
+// attaches where on which kernel is in ../../docs/packet-path.md.
+//
+// A Tracer is started for a run in the host's namespace (tracepoints see
+// every namespace; the programs keep the lab's packets only), samples
+// packets at their first stage, and gives back the packets of a time
+// window with their stages, and every drop of the lab's traffic. It needs
+// root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and the kernel's BTF. Nothing
+// is pinned: closing the Tracer, or the end of its process, removes every
+// program and link.
+package pktpath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/labctl/labctl/internal/kernel"
+	"github.com/labctl/labctl/netns"
+)
+
+// FailEnv names stages (programs' names, comma-separated) to fail on
+// purpose, to see a run without them (tests).
+const FailEnv = "LABCTL_PKTPATH_FAIL"
+
+// Options say what to trace.
+type Options struct {
+	// Namespaces are the lab's network namespaces, by name, with the node
+	// each belongs to.
+	Namespaces map[string]string
+	// Rate is the fraction of packets sampled at their first stage: 1
+	// every packet, 0 none (drops are reported either way).
+	Rate float64
+	// Cap bounds the packets traced; once reached, sampling stops (drops
+	// are still reported) and the Tracer says so.
+	Cap int
+}
+
+// Missing is a stage that could not attach, and why.
+type Missing struct {
+	Stage string
+	Err   error
+}
+
+// Tracer is a running packet-path trace.
+type Tracer struct {
+	opts    Options
+	coll    *ebpf.Collection // maps and variables
+	progs   []*ebpf.Program
+	links   []link.Link
+	reader  *ringbuf.Reader
+	missing []Missing
+	nodes   map[uint32]string // namespace inode -> node
+	offset  int64             // wall clock - CLOCK_MONOTONIC, ns
+	done    chan struct{}
+	stopped chan struct{}
+
+	mu      sync.Mutex
+	packets map[uint64]*Packet
+	drops   []Drop
+	isn     map[conn]uint32
+	traced  int
+	capped  bool
+	err     error
+}
+
+type conn struct {
+	src, dst netip.AddrPort
+}
+
+// Start loads the programs, attaches every stage this kernel has (the ones
+// it lacks are Missing), and starts reading. It fails only when nothing
+// can be traced: no BTF, no privilege, no program at all.
+func Start(o Options) (*Tracer, error) {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, kernel.NotSupported(kernel.Feature{Name: "packet tracing: kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)"}, err)
+	}
+	t := &Tracer{opts: o, nodes: map[uint32]string{}, packets: map[uint64]*Packet{}, isn: map[conn]uint32{},
+		done: make(chan struct{}), stopped: make(chan struct{})}
+	if err := t.load(); err != nil {
+		t.close()
+		return nil, err
+	}
+	for ns, node := range o.Namespaces {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(netns.RunDir, ns), &st); err != nil {
+			t.close()
+			return nil, fmt.Errorf("packet tracing: namespace %s: %w", ns, err)
+		}
+		t.nodes[uint32(st.Ino)] = node
+		if err := t.coll.Maps["lab_netns"].Put(uint32(st.Ino), uint8(1)); err != nil {
+			t.close()
+			return nil, fmt.Errorf("packet tracing: namespace %s: %w", ns, err)
+		}
+	}
+	if err := t.attach(); err != nil {
+		t.close()
+		return nil, err
+	}
+	var mono unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+	t.offset = time.Now().UnixNano() - mono.Nano()
+	if err := t.setRate(o.Rate); err != nil {
+		t.close()
+		return nil, err
+	}
+	r, err := ringbuf.NewReader(t.coll.Maps["events"])
+	if err != nil {
+		t.close()
+		return nil, fmt.Errorf("packet tracing: ring buffer: %w", err)
+	}
+	t.reader = r
+	go t.read()
+	return t, nil
+}
+
+// load loads the maps once, then each program on its own against them, so
+// that a program this kernel refuses (a tracepoint it lacks) takes only
+// its stage away.
+func (t *Tracer) load() error {
+	spec, err := loadPktpath()
+	if err != nil {
+		return fmt.Errorf("packet tracing: %w", err)
+	}
+	maps := spec.Copy()
+	maps.Programs = nil
+	t.coll, err = ebpf.NewCollection(maps)
+	if err != nil {
+		return privileged(fmt.Errorf("packet tracing: maps: %w", err))
+	}
+	fail := strings.Split(os.Getenv(FailEnv), ",")
+	for _, p := range programs {
+		if slices.Contains(fail, p.section) {
+			t.missing = append(t.missing, Missing{p.name, fmt.Errorf("failed on purpose (%s)", FailEnv)})
+			continue
+		}
+		one := spec.Copy()
+		one.Programs = map[string]*ebpf.ProgramSpec{p.section: spec.Programs[p.section]}
+		c, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: t.coll.Maps})
+		if err != nil {
+			if errors.Is(err, unix.EPERM) {
+				return privileged(err)
+			}
+			t.missing = append(t.missing, Missing{p.name, kernel.NotSupported(kernel.Feature{Name: p.name, Since: kernel.V(p.since[0], p.since[1])}, err)})
+			continue
+		}
+		prog := c.DetachProgram(p.section)
+		c.Close()
+		t.progs = append(t.progs, prog)
+	}
+	if len(t.progs) == 0 {
+		return fmt.Errorf("packet tracing: no stage could load: %v", t.missing)
+	}
+	return nil
+}
+
+func privileged(err error) error {
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w (packet tracing needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)", err)
+	}
+	return err
+}
+
+// attach links each loaded program: tracepoints once, host-wide; the
+// netfilter program in every lab namespace at every IPv4 hook (a
+// netfilter link belongs to the namespace of the thread that makes it).
+// Priority -1000 runs it before conntrack and any firewall rule, so it
+// sees a packet a rule then drops.
+func (t *Tracer) attach() error {
+	localOut := false
+	for _, prog := range t.progs {
+		name := sectionOf(prog)
+		if prog.Type() != ebpf.Netfilter {
+			l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+			if err != nil {
+				t.missing = append(t.missing, Missing{stageTitle(name), err})
+				continue
+			}
+			t.links = append(t.links, l)
+			continue
+		}
+		var failed error
+		for ns := range t.opts.Namespaces {
+			err := netns.Do(ns, func() error {
+				for _, h := range []link.NetfilterInetHook{link.NetfilterInetLocalOut, link.NetfilterInetPostRouting,
+					link.NetfilterInetPreRouting, link.NetfilterInetLocalIn, link.NetfilterInetForward} {
+					l, err := link.AttachNetfilter(link.NetfilterOptions{Program: prog, ProtocolFamily: link.NetfilterProtoIPv4, Hook: h, Priority: -1000})
+					if err != nil {
+						return fmt.Errorf("hook %s: %w", hooks[h], err)
+					}
+					t.links = append(t.links, l)
+				}
+				return nil
+			})
+			if err != nil {
+				failed = fmt.Errorf("namespace %s: %w", ns, err)
+				break
+			}
+		}
+		if failed != nil {
+			t.missing = append(t.missing, Missing{stageTitle(name), kernel.NotSupported(kernel.Feature{Name: "BPF netfilter links", Since: kernel.V(6, 4)}, failed)})
+			continue
+		}
+		localOut = true
+	}
+	if !localOut {
+		// Without LOCAL_OUT, packets are sampled when they reach the device.
+		if err := t.coll.Variables["decide_at_dev_queue"].Set(uint8(1)); err != nil {
+			return fmt.Errorf("packet tracing: %w", err)
+		}
+	}
+	if len(t.links) == 0 {
+		return fmt.Errorf("packet tracing: no stage could attach: %v", t.missing)
+	}
+	return nil
+}
+
+func sectionOf(p *ebpf.Program) string {
+	if info, err := p.Info(); err == nil {
+		return info.Name
+	}
+	return ""
+}
+
+func stageTitle(section string) string {
+	for _, p := range programs {
+		// The kernel keeps the first 15 bytes of a program's name.
+		if p.section == section || len(section) == 15 && strings.HasPrefix(p.section, section) {
+			return p.name
+		}
+	}
+	return section
+}
+
+// setRate sets the sampling rate, as a threshold on a random uint32.
+func (t *Tracer) setRate(rate float64) error {
+	q := uint64(math.Round(math.Max(0, math.Min(1, rate)) * (1 << 32)))
+	return t.coll.Variables["sample_q32"].Set(q)
+}
+
+// Missing lists the stages this kernel could not give.
+func (t *Tracer) Missing() []Missing { return t.missing }
+
+// pollEvery is how often the ring buffer is read: the programs never wake
+// the reader, so events wait at most this long.
+const pollEvery = 20 * time.Millisecond
+
+func (t *Tracer) read() {
+	defer close(t.stopped)
+	var rec ringbuf.Record
+	for {
+		select {
+		case <-t.done:
+			t.drain(&rec)
+			return
+		default:
+		}
+		t.reader.SetDeadline(time.Now().Add(pollEvery))
+		t.drain(&rec)
+	}
+}
+
+// drain reads every committed event until the deadline.
+func (t *Tracer) drain(rec *ringbuf.Record) {
+	for {
+		err := t.reader.ReadInto(rec)
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, ringbuf.ErrClosed) {
+				t.mu.Lock()
+				t.err = err
+				t.mu.Unlock()
+			}
+			return
+		}
+		var e pktpathEvent
+		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
+			continue
+		}
+		t.add(&e)
+	}
+}
+
+func addr(be uint32, port uint16) netip.AddrPort {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], be) // network order in memory
+	return netip.AddrPortFrom(netip.AddrFrom4(b), port)
+}
+
+// add files one event under its packet.
+func (t *Tracer) add(e *pktpathEvent) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at := time.Unix(0, int64(e.Ts)+t.offset)
+	src, dst := addr(e.Saddr, e.Sport), addr(e.Daddr, e.Dport)
+	node := t.nodes[e.Netns]
+	switch e.Stage {
+	case stageSYN:
+		t.isn[conn{src, dst}] = e.Seq
+		return
+	case stageDrop:
+		t.drops = append(t.drops, Drop{Time: at, Node: node, Src: src, Dst: dst, Proto: protoName(e.Proto),
+			Reason: dropReason(e.Value), Location: symbol(e.Location), Packet: e.Id})
+	}
+	if e.Id == 0 {
+		return
+	}
+	p := t.packets[e.Id]
+	if p == nil {
+		if t.opts.Cap > 0 && t.traced >= t.opts.Cap {
+			if !t.capped {
+				t.capped = true
+				_ = t.setRate(0)
+			}
+			return
+		}
+		t.traced++
+		p = &Packet{ID: e.Id, Proto: protoName(e.Proto), Src: src, Dst: dst, Seq: e.Seq, Ack: e.Ack, IPID: e.Ipid, Flags: e.Flags}
+		t.packets[e.Id] = p
+	}
+	s := Stage{Name: stageName(e.Stage, e.Hook), Node: node, Time: at, Ifindex: int(e.Ifindex), CPU: int(e.Cpu),
+		Len: int(e.Len), NAPIID: e.NapiId}
+	switch e.Stage {
+	case stageWakeup:
+		s.PID = int(e.Value)
+	case stageCopy, stageCapture:
+		s.Copied = int(e.Value)
+	case stageDrop:
+		p.Drop = &t.drops[len(t.drops)-1]
+	}
+	p.Stages = append(p.Stages, s)
+}
+
+// Take removes and returns the packets whose first stage was in [from,
+// to), in time order, each with its stream offset where its connection's
+// SYN was seen.
+func (t *Tracer) Take(from, to time.Time) []*Packet {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*Packet
+	for id, p := range t.packets {
+		slices.SortFunc(p.Stages, func(a, b Stage) int { return a.Time.Compare(b.Time) })
+		if len(p.Stages) == 0 || p.Stages[0].Time.Before(from) || !p.Stages[0].Time.Before(to) {
+			continue
+		}
+		p.Offset = -1
+		if isn, ok := t.isn[conn{p.Src, p.Dst}]; ok && p.Proto == "tcp" {
+			p.Offset = int64(p.Seq - isn - 1)
+		}
+		out = append(out, p)
+		delete(t.packets, id)
+	}
+	slices.SortFunc(out, func(a, b *Packet) int { return a.Stages[0].Time.Compare(b.Stages[0].Time) })
+	return out
+}
+
+// TakeDrops removes and returns the drops reported in [from, to).
+func (t *Tracer) TakeDrops(from, to time.Time) []Drop {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out, keep []Drop
+	for _, d := range t.drops {
+		if !d.Time.Before(from) && d.Time.Before(to) {
+			out = append(out, d)
+		} else {
+			keep = append(keep, d)
+		}
+	}
+	t.drops = keep
+	return out
+}
+
+// Flush waits until every event committed so far has been read.
+func (t *Tracer) Flush() { time.Sleep(2 * pollEvery) }
+
+// Stats are what a trace says of itself.
+type Stats struct {
+	Traced int    // packets traced
+	Capped bool   // sampling stopped at Options.Cap
+	Lost   uint64 // events the ring buffer had no room for
+}
+
+// Stats reports the trace so far.
+func (t *Tracer) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := Stats{Traced: t.traced, Capped: t.capped}
+	var perCPU []uint64
+	if err := t.coll.Maps["lost"].Lookup(uint32(0), &perCPU); err == nil {
+		for _, n := range perCPU {
+			s.Lost += n
+		}
+	}
+	return s
+}
+
+// Close detaches every stage and frees the programs and maps; netfilter
+// links go first, since each holds its namespace alive.
+func (t *Tracer) Close() error {
+	if t.reader != nil {
+		close(t.done)
+		t.reader.SetDeadline(time.Now())
+		<-t.stopped
+	}
+	t.close()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+func (t *Tracer) close() {
+	for _, l := range t.links {
+		l.Close()
+	}
+	t.links = nil
+	if t.reader != nil {
+		t.reader.Close()
+	}
+	for _, p := range t.progs {
+		p.Close()
+	}
+	t.progs = nil
+	if t.coll != nil {
+		t.coll.Close()
+	}
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	case unix.IPPROTO_UDP:
+		return "udp"
+	}
+	return fmt.Sprint(p)
+}

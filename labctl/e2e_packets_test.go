@@ -1,0 +1,318 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/internal/pktpath"
+)
+
+// otlpSpan is what the tests read of a span in labctl trace -o json.
+type otlpSpan struct {
+	Name       string `json:"name"`
+	SpanID     string `json:"spanId"`
+	ParentID   string `json:"parentSpanId"`
+	Attributes []struct {
+		Key   string         `json:"key"`
+		Value map[string]any `json:"value"`
+	} `json:"attributes"`
+	Events []struct {
+		Name       string `json:"name"`
+		Time       string `json:"timeUnixNano"`
+		Attributes []struct {
+			Key   string         `json:"key"`
+			Value map[string]any `json:"value"`
+		} `json:"attributes"`
+	} `json:"events"`
+	Status struct {
+		Code int `json:"code"`
+	} `json:"status"`
+}
+
+func (s otlpSpan) attr(key string) string {
+	for _, a := range s.Attributes {
+		if a.Key == key {
+			for _, v := range a.Value {
+				if str, ok := v.(string); ok {
+					return str
+				}
+				b, _ := json.Marshal(v)
+				return string(b)
+			}
+		}
+	}
+	return ""
+}
+
+// stages are a packet span's events as "stage@node", in order.
+func (s otlpSpan) stages() []string {
+	var out []string
+	for _, e := range s.Events {
+		node := ""
+		for _, a := range e.Attributes {
+			if a.Key == "labctl.node" {
+				node, _ = a.Value["stringValue"].(string)
+			}
+		}
+		out = append(out, e.Name+"@"+node)
+	}
+	return out
+}
+
+// spans reads a run's local trace.
+func (c *cli) spans(runID string) []otlpSpan {
+	c.t.Helper()
+	var doc struct {
+		ResourceSpans []struct {
+			ScopeSpans []struct {
+				Spans []otlpSpan `json:"spans"`
+			} `json:"scopeSpans"`
+		} `json:"resourceSpans"`
+	}
+	out := c.ok("trace", runID, "-o", "json", "--local")
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		c.t.Fatalf("trace %s: %v", runID, err)
+	}
+	var spans []otlpSpan
+	for _, rs := range doc.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			spans = append(spans, ss.Spans...)
+		}
+	}
+	return spans
+}
+
+// TestPacketsOfCaptureOrder: with --trace-packets, the INPUT drop's
+// datagrams reach netif_receive_skb, where taps take their clone, pass
+// LOCAL_IN and end there in NETFILTER_DROP; the OUTPUT drop's end at
+// LOCAL_OUT and never reach the device queue.
+func TestPacketsOfCaptureOrder(t *testing.T) {
+	c := newCLI(t)
+	lab, _ := c.up("capture-order")
+	res := c.result("run", "capture-order", lab, "--client", "tx", "--server", "rx", "-q", "--trace-packets",
+		"-p", "count=50", "-p", "repeats=1", "-p", "tcpdump=false")
+	completed(t, res, 2)
+	pt := res.GetPacketTracing()
+	if pt.GetError() != "" || pt.GetTraced() == 0 || len(pt.GetMissing()) != 0 || pt.GetLost() != 0 {
+		t.Fatalf("packet tracing: %v", pt)
+	}
+	steps := map[string]string{} // step span id -> variant
+	var packets []otlpSpan
+	for _, s := range c.spans(res.GetId()) {
+		switch s.Name {
+		case "step":
+			steps[s.SpanID] = s.attr("labctl.variant")
+		case "packet":
+			packets = append(packets, s)
+		}
+	}
+	input, output := 0, 0
+	seen := map[string]int{}
+	for _, p := range packets {
+		seen[steps[p.ParentID]+" "+p.attr("network.transport")+" "+p.attr("source.address")+" "+p.attr("drop.reason")]++
+		if p.attr("network.transport") != "udp" || p.attr("source.address") != "198.18.0.1" {
+			continue
+		}
+		st := p.stages()
+		switch steps[p.ParentID] {
+		case "input":
+			if p.attr("drop.reason") != "NETFILTER_DROP" || p.Status.Code != 2 {
+				t.Logf("input packet without its drop: %v %s", st, p.attr("destination.port"))
+				continue
+			}
+			// netif_receive_skb is where the capture's tap takes its
+			// clone (the capture's own read of it, "capture copy", comes
+			// when the capture reads, after the drop or after the step).
+			i := slices.Index(st, "netif_receive_skb@rx")
+			j := slices.Index(st, "nf LOCAL_IN@rx")
+			drop := slices.Index(st, "drop@rx")
+			last := slices.IndexFunc(st[max(drop, 0):], func(s string) bool { return !strings.HasPrefix(s, "capture copy") && s != "drop@rx" })
+			if i >= 0 && j > i && drop > j && last < 0 {
+				input++
+			} else {
+				t.Errorf("input drop's stages %v", st)
+			}
+		case "output":
+			if p.attr("drop.reason") != "NETFILTER_DROP" {
+				continue
+			}
+			if slices.Contains(st, "net_dev_queue@tx") || st[len(st)-1] != "drop@tx" || !slices.Contains(st, "nf LOCAL_OUT@tx") {
+				t.Errorf("output drop's stages %v", st)
+			} else {
+				output++
+			}
+		}
+	}
+	// A packet still on its way when its step ends has its last stages
+	// in the next one: 95% is the bar, as for rr.
+	t.Logf("packets by step, transport, source and drop: %v", seen)
+	if input < 48 || output < 48 {
+		t.Errorf("%d input and %d output drops traced whole, want 48 of 50 each", input, output)
+	}
+	for _, row := range res.GetSummary() {
+		if d := row.GetPacketPath().GetDrops(); len(d) == 0 || d[0].GetReason() != "NETFILTER_DROP" {
+			t.Errorf("%s: drops %v", row.GetVariant(), d)
+		}
+	}
+}
+
+// TestPacketsOfRR: the sampled requests of rr go through every stage from
+// the client's device queue to the copy in the server's, in time order,
+// each in its node; the result has the per-stage table; stream offsets
+// join packets to messages.
+func TestPacketsOfRR(t *testing.T) {
+	c := newCLI(t)
+	lab, _ := c.up("quickstart")
+	res := c.result("run", "rr", lab, "--client", "n1", "--server", "n2", "-q", "--trace-packets=0.2",
+		"-p", "count=2000", "-p", "size=100", "-p", "repeats=1", "-p", "warmup=0s")
+	completed(t, res, 1)
+	pt := res.GetPacketTracing()
+	if pt.GetError() != "" || pt.GetLost() != 0 || len(pt.GetMissing()) != 0 {
+		t.Fatalf("packet tracing: %v", pt)
+	}
+	want := []string{"net_dev_queue@n1", "net_dev_start_xmit@n1", "netif_rx@n2", "netif_receive_skb@n2", "nf PRE_ROUTING@n2",
+		"nf LOCAL_IN@n2", "tcp receive@n2", "sk_data_ready@n2", "copy to user@n2"}
+	var requests, complete int
+	offsets := map[string]bool{}
+	for _, p := range c.spans(res.GetId()) {
+		if p.Name != "packet" || p.attr("destination.port") == "" || p.attr("labctl.packet.stream_offset") == "" {
+			continue
+		}
+		st := p.stages()
+		if len(st) == 0 || st[0] != "nf LOCAL_OUT@n1" || !slices.Contains(st, "copy to user@n2") && !slices.Contains(st, "tcp receive@n2") {
+			continue // not a request from the client with data
+		}
+		requests++
+		if inOrder(want, st) && timesAscend(p) {
+			complete++
+		} else if requests-complete < 4 {
+			t.Logf("incomplete: %v", st)
+		}
+		offsets[p.attr("labctl.packet.stream_offset")] = true
+	}
+	if requests < 100 || float64(complete) < 0.95*float64(requests) {
+		t.Errorf("%d of %d sampled requests have every stage in order", complete, requests)
+	}
+	// Requests are 100 bytes (the first is rr's phase byte): offsets are
+	// multiples of 100.
+	for off := range offsets {
+		var n int
+		if err := json.Unmarshal([]byte(off), &n); err == nil && n%100 != 0 {
+			t.Errorf("stream offset %d is no message boundary", n)
+			break
+		}
+	}
+	pp := res.GetSummary()[0].GetPacketPath()
+	if pp.GetPackets() == 0 || len(pp.GetStages()) < len(want)-1 {
+		t.Errorf("per-stage table: %v", pp)
+	}
+	table := c.ok("results", "show", res.GetId())
+	if !strings.Contains(table, "where the time goes") || !strings.Contains(table, "net_dev_queue@n1") {
+		t.Errorf("results show lacks the per-stage table:\n%s", table)
+	}
+}
+
+func inOrder(want, got []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
+func timesAscend(s otlpSpan) bool {
+	for i := 1; i < len(s.Events); i++ {
+		if len(s.Events[i].Time) < len(s.Events[i-1].Time) || len(s.Events[i].Time) == len(s.Events[i-1].Time) && s.Events[i].Time < s.Events[i-1].Time {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPacketsWithAMissingStage: a stage that cannot attach is listed in
+// the result, the run completes, and the other stages still appear.
+func TestPacketsWithAMissingStage(t *testing.T) {
+	c := newCLI(t)
+	c.env = append(c.env, pktpath.FailEnv+"=receive")
+	lab, _ := c.up("quickstart")
+	res := c.result("run", "rr", lab, "-q", "--trace-packets=0.5", "-p", "count=200", "-p", "repeats=1", "-p", "warmup=0s")
+	completed(t, res, 1)
+	missing := res.GetPacketTracing().GetMissing()
+	if len(missing) != 1 || !strings.HasPrefix(missing[0], "netif_receive_skb") {
+		t.Errorf("missing stages %v, want netif_receive_skb", missing)
+	}
+	seen := map[string]bool{}
+	for _, st := range res.GetSummary()[0].GetPacketPath().GetStages() {
+		seen[strings.Split(st.GetFrom(), "@")[0]] = true
+	}
+	if seen["netif_receive_skb"] || !seen["netif_rx"] || !seen["nf LOCAL_IN"] {
+		t.Errorf("stages in the table: %v", seen)
+	}
+}
+
+// TestWatchDrops: labctl watch --drops shows a drop made while it runs,
+// and ends cleanly on Ctrl-C.
+func TestWatchDrops(t *testing.T) {
+	c := newCLI(t)
+	lab, _ := c.up("quickstart")
+	cmd := exec.Command(c.bin, "watch", lab, "--drops", "-o", "json")
+	cmd.Env = c.env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	// A TCP SYN to a closed port of n2, again until the watch shows it
+	// (it needs a moment to attach).
+	var drop map[string]any
+	deadline := time.After(20 * time.Second)
+	for drop == nil {
+		_ = exec.Command("ip", "netns", "exec", "labctl-"+lab+".n1", "bash", "-c", "exec 3<>/dev/tcp/198.18.0.2/9").Run()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("watch ended: %v", cmd.Wait())
+			}
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err == nil && m["reason"] == "NO_SOCKET" {
+				drop = m
+			}
+		case <-time.After(300 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no drop shown within 20 s")
+		}
+	}
+	if drop["node"] != "n2" || !strings.HasPrefix(drop["location"].(string), "tcp_v4_rcv") || drop["protocol"] != "tcp" {
+		t.Errorf("drop %v", drop)
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("watch after Ctrl-C: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("watch did not stop on Ctrl-C")
+	}
+}
