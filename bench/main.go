@@ -37,6 +37,7 @@ var sections = []section{
 	{"latency", latency},
 	{"throughput", throughput},
 	{"tracing", tracing},
+	{"packets", packets},
 }
 
 // bench carries what every section shares.
@@ -50,7 +51,7 @@ type bench struct {
 
 func main() {
 	out := flag.String("o", "BENCHMARKS.md", "file to write")
-	only := flag.String("sections", "bringup,latency,throughput,tracing", "sections to run")
+	only := flag.String("sections", "bringup,latency,throughput,tracing,packets", "sections to run")
 	reps := flag.Int("reps", 5, "alternating repetitions of each comparison")
 	quick := flag.Bool("quick", false, "smaller sizes, for trying the harness out")
 	flag.Parse()

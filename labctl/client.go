@@ -42,11 +42,10 @@ func (g *globals) connect(ctx context.Context) (labv1.LabServiceClient, func(), 
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage), serverTracing())
 	labv1.RegisterLabServiceServer(srv, g.localServer())
 	go func() { _ = srv.Serve(lis) }()
-	cc, err := grpc.NewClient("passthrough:///local",
+	cc, err := grpc.NewClient("passthrough:///local", append(propagation(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)),
-		clientTracing(),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))...)
 	if err != nil {
 		srv.Stop()
 		return nil, nil, fmt.Errorf("in-process lab service: %w", err)

@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/topologies"
+	"github.com/labctl/labctl/traces"
 )
 
 func newUpCmd(g *globals) *cobra.Command {
@@ -40,7 +42,12 @@ FILE is a topology file, or the name of an embedded example.`,
 			if err != nil {
 				return err
 			}
-			return g.traced(cmd.Context(), "labctl up", []attribute.KeyValue{attribute.String("labctl.source", source)}, func(ctx context.Context) error {
+			attrs := []attribute.KeyValue{attribute.String("labctl.source", source)}
+			if t, err := topologies.Decode(source, data); err == nil {
+				// The root names the lab, so that a search by lab finds it.
+				attrs = append(attrs, traces.KeyLab.String(t.Name))
+			}
+			return g.traced(cmd.Context(), "labctl up", attrs, func(ctx context.Context) error {
 				return up(ctx, cmd, g, source, data)
 			})
 		},

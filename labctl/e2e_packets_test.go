@@ -3,7 +3,11 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -314,5 +318,76 @@ func TestWatchDrops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		_ = cmd.Process.Kill()
 		t.Fatal("watch did not stop on Ctrl-C")
+	}
+}
+
+// TestTraceShape: agents are told apart by service.instance.id, span names
+// are stable (no step numbers), and read-only calls such as status leave
+// no trace of their own.
+func TestTraceShape(t *testing.T) {
+	c := newCLI(t)
+	lab, _ := c.up("quickstart")
+	res := c.result("run", "rr", lab, "-q", "-p", "count=100", "-p", "repeats=2", "-p", "warmup=0s")
+	var doc struct {
+		ResourceSpans []struct {
+			Resource struct {
+				Attributes []struct {
+					Key   string         `json:"key"`
+					Value map[string]any `json:"value"`
+				} `json:"attributes"`
+			} `json:"resource"`
+			ScopeSpans []struct {
+				Spans []otlpSpan `json:"spans"`
+			} `json:"scopeSpans"`
+		} `json:"resourceSpans"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("trace", res.GetId(), "-o", "json", "--local")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	instances := map[string]bool{}
+	names := map[string]bool{}
+	for _, rs := range doc.ResourceSpans {
+		attrs := map[string]any{}
+		for _, a := range rs.Resource.Attributes {
+			attrs[a.Key] = a.Value["stringValue"]
+		}
+		if attrs["service.name"] == "labctl-agent" {
+			instances[fmt.Sprint(attrs["service.instance.id"])] = true
+		}
+		if attrs["service.version"] == nil || attrs["host.name"] == nil {
+			t.Errorf("resource without service.version or host.name: %v", attrs)
+		}
+		for _, ss := range rs.ScopeSpans {
+			for _, s := range ss.Spans {
+				names[s.Name] = true
+			}
+		}
+	}
+	if !instances[lab+"/n1"] || !instances[lab+"/n2"] {
+		t.Errorf("agent instances %v, want %s/n1 and %s/n2", instances, lab, lab)
+	}
+	for name := range names {
+		if regexp.MustCompile(`(^| )[0-9]+( |$)`).MatchString(name) {
+			t.Errorf("span name %q holds a number", name)
+		}
+	}
+	if !names["step"] {
+		t.Errorf("span names %v, want step", names)
+	}
+	dir := filepath.Join(envValue(c.env, "LABCTL_STATE_DIR"), "traces")
+	before, _ := os.ReadDir(dir)
+	c.ok("status", lab)
+	c.ok("status")
+	c.ok("run", "--list")
+	time.Sleep(2 * time.Second) // agents write their spans in batches
+	after, _ := os.ReadDir(dir)
+	if len(after) != len(before) {
+		var added []string
+		for _, e := range after {
+			if !slices.ContainsFunc(before, func(b os.DirEntry) bool { return b.Name() == e.Name() }) {
+				added = append(added, e.Name())
+			}
+		}
+		t.Errorf("status and run --list left traces: %v", added)
 	}
 }

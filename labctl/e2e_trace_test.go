@@ -104,7 +104,8 @@ func fetchJaeger(t *testing.T, query, id string) map[string]jspan {
 
 // TestTracesInJaeger: up and an rr run are traces in a real Jaeger, with
 // spans of the CLI and of the agents linked parent to child across the
-// gRPC hop; labctl trace renders the run from Jaeger.
+// gRPC hop, and the run's traced packets; labctl trace renders the run
+// from Jaeger.
 func TestTracesInJaeger(t *testing.T) {
 	c := newCLI(t)
 	otlp, query := jaeger(t)
@@ -114,7 +115,7 @@ func TestTracesInJaeger(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, query+"/trace/") {
 		t.Fatalf("up: exit %d; stderr does not link the trace in Jaeger:\n%s", r.code, r.stderr)
 	}
-	res := c.result(append([]string{"run", "rr", lab, "-q"}, shortRR...)...)
+	res := c.result(append([]string{"run", "rr", lab, "-q", "--trace-packets=0.01"}, shortRR...)...)
 	traceID := res.GetTraceId()
 	if traceID == "" {
 		t.Fatal("the stored result has no trace id")
@@ -128,7 +129,7 @@ func TestTracesInJaeger(t *testing.T) {
 		for _, s := range spans {
 			services[s.service] = true
 		}
-		return services["labctl"] && services["labctl-agent"] && countNamed(spans, "role rr") == 4
+		return services["labctl"] && services["labctl-agent"] && countNamed(spans, "role rr") == 4 && countNamed(spans, "packet") > 0
 	})
 	if !exported {
 		t.Fatalf("Jaeger has %d spans of trace %s, services %v", len(spans), traceID, services)

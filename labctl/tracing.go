@@ -12,8 +12,13 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 
 	"github.com/labctl/labctl/labs"
+	agentv1 "github.com/labctl/labctl/proto/labctl/agent/v1"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/traces"
 )
 
@@ -30,7 +35,7 @@ func traceDir() string { return filepath.Join(labs.DefaultHost(version).StateDir
 // (up, down, run, serve). Spans go to the OTLP endpoint and to the local
 // store; nothing waits on a collector that is not there.
 func (g *globals) tracing(ctx context.Context, service string) (*traces.Provider, error) {
-	return traces.Setup(ctx, traces.Options{Service: service, Endpoint: g.otlpEndpoint, LocalDir: traceDir()})
+	return traces.Setup(ctx, traces.Options{Service: service, Version: version, Endpoint: g.otlpEndpoint, LocalDir: traceDir()})
 }
 
 // traced runs fn under a root span named name and reports where the trace
@@ -73,5 +78,62 @@ func traceID(ctx context.Context) string {
 }
 
 // grpc options that carry trace context across the API.
-func serverTracing() grpc.ServerOption { return grpc.StatsHandler(otelgrpc.NewServerHandler()) }
-func clientTracing() grpc.DialOption   { return grpc.WithStatsHandler(otelgrpc.NewClientHandler()) }
+// serverTracing traces the calls a server serves, except the read-only
+// ones (status, lists, health checks, an agent's GetInfo): a trace is for
+// something the user did to a lab, and status every second would bury the
+// runs under one-span traces.
+func serverTracing() grpc.ServerOption {
+	return grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+		return !readOnly[info.FullMethodName]
+	})))
+}
+
+var readOnly = map[string]bool{
+	labv1.LabService_GetStatus_FullMethodName:       true,
+	labv1.LabService_ListLabs_FullMethodName:        true,
+	labv1.LabService_ListExperiments_FullMethodName: true,
+	labv1.LabService_ListResults_FullMethodName:     true,
+	labv1.LabService_GetResult_FullMethodName:       true,
+	labv1.LabService_GetTrace_FullMethodName:        true,
+	agentv1.AgentService_GetInfo_FullMethodName:     true,
+	healthpb.Health_Check_FullMethodName:            true,
+}
+
+// propagation carries the trace context to the in-process lab service
+// without a client span of its own: the server's span of the same call
+// would only repeat it, one level deeper.
+func propagation() []grpc.DialOption {
+	inject := func(ctx context.Context) context.Context {
+		md, _ := metadata.FromOutgoingContext(ctx)
+		md = md.Copy()
+		otel.GetTextMapPropagator().Inject(ctx, metadataCarrier(md))
+		return metadata.NewOutgoingContext(ctx, md)
+	}
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(inject(ctx), method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(inject(ctx), desc, cc, method, opts...)
+		}),
+	}
+}
+
+// metadataCarrier lets a propagator write gRPC metadata.
+type metadataCarrier metadata.MD
+
+func (m metadataCarrier) Get(key string) string {
+	if v := metadata.MD(m).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+func (m metadataCarrier) Set(key, value string) { metadata.MD(m).Set(key, value) }
+func (m metadataCarrier) Keys() []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+func clientTracing() grpc.DialOption { return grpc.WithStatsHandler(otelgrpc.NewClientHandler()) }

@@ -244,7 +244,9 @@ func (h *Host) Down(ctx context.Context, lab string, progress func(Progress)) (*
 	if s, err := h.load(lab); err == nil {
 		plan = s.plan
 	}
+	_, span := tracer.Start(ctx, "agents.stop")
 	stopped := h.stopAgents(lab, plan)
+	span.End()
 	// A setting that cannot be put back must not keep the lab up; it is
 	// reported once the lab is gone.
 	serr := h.restoreSettings(lab, plan)

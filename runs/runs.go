@@ -272,17 +272,12 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 		}
 		res.Summary, res.Verdict = exp.Judge(params, res.Steps)
 	}
-	span.SetAttributes(attribute.String("labctl.verdict.outcome", res.GetVerdict().GetOutcome().String()),
-		attribute.String("labctl.verdict.claim", res.GetVerdict().GetClaim()),
+	// The verdict as the CLI says it; the numbers are in the step spans
+	// (labctl.<role>.<metric>) and in the result.
+	span.SetAttributes(attribute.String("labctl.verdict.outcome", strings.TrimPrefix(res.GetVerdict().GetOutcome().String(), "OUTCOME_")),
 		attribute.String("labctl.verdict.explanation", res.GetVerdict().GetExplanation()))
-	for _, row := range res.Summary {
-		medians := map[string]float64{}
-		for _, name := range exp.Spec().GetSummaryMetrics() {
-			if m, ok := row.GetMetrics()[name]; ok {
-				medians[name] = m.GetMedian()
-			}
-		}
-		traces.Summary(span, "summary."+row.GetVariant(), medians)
+	if c := res.GetVerdict().GetClaim(); c != "" {
+		span.SetAttributes(attribute.String("labctl.verdict.claim", c))
 	}
 	run.packets.finish(res)
 	res.State = experimentv1.RunState_RUN_STATE_COMPLETED

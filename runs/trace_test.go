@@ -3,6 +3,7 @@ package runs
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -76,15 +77,21 @@ func TestRunSpanTree(t *testing.T) {
 			if v, _ := attr(s, "labctl.run.id"); v != res.GetId() {
 				t.Errorf("run span names run %q", v)
 			}
-			if _, ok := attr(s, "labctl.summary.tcp.client.rtt_p50_ns"); !ok {
-				t.Error("run span lacks the summary's p50")
-			}
-			if v, _ := attr(s, "labctl.verdict.outcome"); v != "OUTCOME_MEASURED" {
+			if v, _ := attr(s, "labctl.verdict.outcome"); v != "MEASURED" {
 				t.Errorf("run span verdict %q", v)
 			}
-		case "step 1 tcp", "step 2 tcp":
+			if _, ok := attr(s, "labctl.verdict.claim"); ok {
+				t.Error("run span names a claim rr does not answer")
+			}
+		case "step":
 			if p, ok := parent(s); !ok || p.Name != "run rr" {
 				t.Errorf("%s's parent is %q", s.Name, p.Name)
+			}
+			if v, _ := attr(s, "labctl.variant"); v != "tcp" {
+				t.Errorf("step variant %q", v)
+			}
+			if _, ok := attr(s, "labctl.client.rtt_p50_ns"); !ok {
+				t.Error("step span lacks the client's p50")
 			}
 		case "role rr client", "role rr server":
 			// role <- agent's server span <- the runner's client span <- step
@@ -99,7 +106,7 @@ func TestRunSpanTree(t *testing.T) {
 			if step, ok := parent(cli); !ok || step.Name[:4] != "step" {
 				t.Errorf("the RunRole call is not beneath a step: %q", step.Name)
 			}
-			if _, ok := attr(s, "labctl.metric.cpu_ns_per_msg"); !ok {
+			if _, ok := attr(s, "labctl."+strings.TrimPrefix(s.Name, "role rr ")+".cpu_ns_per_msg"); !ok {
 				t.Errorf("%s lacks its metrics as attributes", s.Name)
 			}
 		case "measure":
@@ -111,7 +118,7 @@ func TestRunSpanTree(t *testing.T) {
 			}
 		}
 	}
-	for name, want := range map[string]int{"run rr": 1, "step 1 tcp": 1, "step 2 tcp": 1, "role rr client": 2, "role rr server": 2, "warm-up": 2, "measure": 2} {
+	for name, want := range map[string]int{"run rr": 1, "step": 2, "role rr client": 2, "role rr server": 2, "warm-up": 2, "measure": 2} {
 		if count[name] != want {
 			t.Errorf("%d spans %q, want %d", count[name], name, want)
 		}

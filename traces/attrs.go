@@ -1,8 +1,10 @@
 package traces
 
 import (
+	"math"
 	"net/netip"
 	"sort"
+	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -61,7 +63,7 @@ func Summary(span trace.Span, prefix string, metrics map[string]float64) {
 	sort.Strings(names)
 	kvs := make([]attribute.KeyValue, 0, len(names))
 	for _, name := range names {
-		kvs = append(kvs, attribute.Float64("labctl."+prefix+"."+name, metrics[name]))
+		kvs = append(kvs, metricAttr("labctl."+prefix+"."+name, metrics[name]))
 	}
 	span.SetAttributes(kvs...)
 }
@@ -74,4 +76,14 @@ func Fail(span trace.Span, err error) {
 	}
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
+}
+
+// metricAttr is a metric as an attribute: a count as an integer, anything
+// else with the 6 significant digits a measurement has, not float64's 17.
+func metricAttr(key string, v float64) attribute.KeyValue {
+	if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+		return attribute.Int64(key, int64(v))
+	}
+	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 6, 64), 64)
+	return attribute.Float64(key, r)
 }

@@ -33,7 +33,12 @@ import (
 
 // Options configures Setup.
 type Options struct {
-	Service    string               // service.name: "labctl" or "labctl-agent"
+	Service string // service.name: "labctl" or "labctl-agent"
+	Version string // service.version: labctl's
+	// Instance is service.instance.id: what tells apart the processes of
+	// one service (an agent's lab/node), so that a trace viewer shows n1
+	// and n2 as two instances of labctl-agent.
+	Instance   string
 	Attributes []attribute.KeyValue // more resource attributes: KeyLab, KeyNode
 	// Endpoint is where OTLP goes, with the meaning of
 	// OTEL_EXPORTER_OTLP_ENDPOINT: "host:port" (plain text) or a URL
@@ -214,6 +219,12 @@ func (e *watchedExporter) ExportSpans(ctx context.Context, spans []sdktrace.Read
 
 func newResource(ctx context.Context, o Options) (*resource.Resource, error) {
 	attrs := append([]attribute.KeyValue{semconv.ServiceName(o.Service)}, o.Attributes...)
+	if o.Version != "" {
+		attrs = append(attrs, semconv.ServiceVersion(o.Version))
+	}
+	if o.Instance != "" {
+		attrs = append(attrs, semconv.ServiceInstanceID(o.Instance))
+	}
 	// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME come first so that
 	// ours win: agents inherit the CLI's environment, and an
 	// OTEL_SERVICE_NAME meant for the CLI must not rename them.
@@ -222,6 +233,7 @@ func newResource(ctx context.Context, o Options) (*resource.Resource, error) {
 		resource.WithFromEnv(),
 		resource.WithTelemetrySDK(),
 		resource.WithProcessPID(),
+		resource.WithHost(),
 		resource.WithAttributes(attrs...),
 	)
 	if err != nil {

@@ -262,7 +262,7 @@ func Client(ctx context.Context, env *experiments.Env, peer netip.AddrPort, o Cl
 	}
 	elapsed := time.Since(begin)
 	end, _ := measure.ThreadUsage()
-	slow.Events(span, "slow round trip")
+	slow.Events(span, "slow round trip", begin)
 	r := env.Report()
 	report.AddLatency(r, "rtt", &h)
 	r.Metrics["messages"] = float64(n)

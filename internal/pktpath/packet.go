@@ -47,4 +47,16 @@ type Drop struct {
 	// (nft_do_chain+0x46f).
 	Reason, Location string
 	Packet           uint64 // the sampled packet's id, 0 when not sampled
+
+	// What the kernel said, named by Take and TakeDrops (naming reads the
+	// kernel's BTF and symbols, too slow for the reader of events).
+	reason   uint32
+	location uint64
+}
+
+// name fills Reason and Location.
+func (d *Drop) name() {
+	if d.Reason == "" {
+		d.Reason, d.Location = dropReason(d.reason), symbol(d.location)
+	}
 }

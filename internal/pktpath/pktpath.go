@@ -72,6 +72,7 @@ type Tracer struct {
 	offset  int64             // wall clock - CLOCK_MONOTONIC, ns
 	done    chan struct{}
 	stopped chan struct{}
+	flush   chan chan struct{}
 
 	mu      sync.Mutex
 	packets map[uint64]*Packet
@@ -94,7 +95,7 @@ func Start(o Options) (*Tracer, error) {
 		return nil, kernel.NotSupported(kernel.Feature{Name: "packet tracing: kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)"}, err)
 	}
 	t := &Tracer{opts: o, nodes: map[uint32]string{}, packets: map[uint64]*Packet{}, isn: map[conn]uint32{},
-		done: make(chan struct{}), stopped: make(chan struct{})}
+		done: make(chan struct{}), stopped: make(chan struct{}), flush: make(chan chan struct{})}
 	if err := t.load(); err != nil {
 		t.close()
 		return nil, err
@@ -122,6 +123,9 @@ func Start(o Options) (*Tracer, error) {
 		t.close()
 		return nil, err
 	}
+	// Drops are named from the kernel's BTF and symbols, read once
+	// (some 100 ms each): start now, so that the first drop waits less.
+	go func() { dropReasons(); ksyms() }()
 	r, err := ringbuf.NewReader(t.coll.Maps["events"])
 	if err != nil {
 		t.close()
@@ -271,6 +275,12 @@ func (t *Tracer) read() {
 		case <-t.done:
 			t.drain(&rec)
 			return
+		case ack := <-t.flush:
+			// Everything committed before the request is read by now.
+			t.reader.SetDeadline(time.Now())
+			t.drain(&rec)
+			close(ack)
+			continue
 		default:
 		}
 		t.reader.SetDeadline(time.Now().Add(pollEvery))
@@ -317,7 +327,7 @@ func (t *Tracer) add(e *pktpathEvent) {
 		return
 	case stageDrop:
 		t.drops = append(t.drops, Drop{Time: at, Node: node, Src: src, Dst: dst, Proto: protoName(e.Proto),
-			Reason: dropReason(e.Value), Location: symbol(e.Location), Packet: e.Id})
+			reason: e.Value, location: e.Location, Packet: e.Id})
 	}
 	if e.Id == 0 {
 		return
@@ -364,6 +374,9 @@ func (t *Tracer) Take(from, to time.Time) []*Packet {
 		if isn, ok := t.isn[conn{p.Src, p.Dst}]; ok && p.Proto == "tcp" {
 			p.Offset = int64(p.Seq - isn - 1)
 		}
+		if p.Drop != nil {
+			p.Drop.name()
+		}
 		out = append(out, p)
 		delete(t.packets, id)
 	}
@@ -378,6 +391,7 @@ func (t *Tracer) TakeDrops(from, to time.Time) []Drop {
 	var out, keep []Drop
 	for _, d := range t.drops {
 		if !d.Time.Before(from) && d.Time.Before(to) {
+			d.name()
 			out = append(out, d)
 		} else {
 			keep = append(keep, d)
@@ -387,8 +401,16 @@ func (t *Tracer) TakeDrops(from, to time.Time) []Drop {
 	return out
 }
 
-// Flush waits until every event committed so far has been read.
-func (t *Tracer) Flush() { time.Sleep(2 * pollEvery) }
+// Flush returns once every event committed before it was called has been
+// read (within one poll).
+func (t *Tracer) Flush() {
+	ack := make(chan struct{})
+	select {
+	case t.flush <- ack:
+		<-ack
+	case <-t.stopped:
+	}
+}
 
 // Stats are what a trace says of itself.
 type Stats struct {

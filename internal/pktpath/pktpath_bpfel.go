@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type pktpathBySkbVal struct {
+	_  structs.HostLayout
+	K  pktpathKey
+	Id uint64
+}
+
 type pktpathEvent struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -71,6 +77,7 @@ type pktpathTrackedVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	pktpathMapBySkb            = "by_skb"
 	pktpathMapEvents           = "events"
 	pktpathMapLabNetns         = "lab_netns"
 	pktpathMapLastIn           = "last_in"
@@ -152,6 +159,7 @@ type pktpathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathMapSpecs struct {
+	BySkb    *ebpf.MapSpec `ebpf:"by_skb"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	LabNetns *ebpf.MapSpec `ebpf:"lab_netns"`
 	LastIn   *ebpf.MapSpec `ebpf:"last_in"`
@@ -189,6 +197,7 @@ func (o *pktpathObjects) Close() error {
 //
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathMaps struct {
+	BySkb    *ebpf.Map `ebpf:"by_skb"`
 	Events   *ebpf.Map `ebpf:"events"`
 	LabNetns *ebpf.Map `ebpf:"lab_netns"`
 	LastIn   *ebpf.Map `ebpf:"last_in"`
@@ -198,6 +207,7 @@ type pktpathMaps struct {
 
 func (m *pktpathMaps) Close() error {
 	return _PktpathClose(
+		m.BySkb,
 		m.Events,
 		m.LabNetns,
 		m.LastIn,

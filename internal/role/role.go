@@ -89,8 +89,9 @@ func (s *Slowest) Add(offset, d time.Duration) {
 	}
 }
 
-// Events adds one event per kept sample to span, slowest first.
-func (s *Slowest) Events(span trace.Span, name string) {
+// Events adds one event per kept sample to span, slowest first, each at
+// the moment it was taken (start is the measurement's).
+func (s *Slowest) Events(span trace.Span, name string, start time.Time) {
 	order := make([]int, len(s.d))
 	for i := range order {
 		order[i] = i
@@ -101,7 +102,7 @@ func (s *Slowest) Events(span trace.Span, name string) {
 		}
 	}
 	for _, i := range order {
-		span.AddEvent(name, trace.WithAttributes(
+		span.AddEvent(name, trace.WithTimestamp(start.Add(s.at[i])), trace.WithAttributes(
 			attribute.Int64("labctl.sample_ns", int64(s.d[i])), attribute.Int64("labctl.offset_ns", int64(s.at[i]))))
 	}
 }

@@ -213,7 +213,7 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		span.End()
 		return rpcerr.Status(fmt.Errorf("node %s: %s %s: %w", s.Node, req.GetExperiment(), req.GetRole(), err), codes.Aborted)
 	}
-	traces.Summary(span, "metric", report.GetMetrics())
+	traces.Summary(span, req.GetRole(), report.GetMetrics())
 	for _, e := range report.GetEvidence() {
 		span.SetAttributes(attribute.Float64("labctl.evidence."+e.GetName(), e.GetValue()))
 	}

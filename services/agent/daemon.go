@@ -75,7 +75,7 @@ func (d Daemon) Run(ctx context.Context) error {
 		logger.Printf("restored settings left by a previous agent: %v (errors: %v)", restored, err)
 	}
 	topts := d.Traces
-	topts.Service = "labctl-agent"
+	topts.Service, topts.Version, topts.Instance = "labctl-agent", d.Version, d.Lab+"/"+d.Node
 	topts.Attributes = append(topts.Attributes, traces.KeyLab.String(d.Lab), traces.KeyNode.String(d.Node))
 	if d.HostFD >= 0 {
 		// The collector listens in the host's namespace, not this node's.

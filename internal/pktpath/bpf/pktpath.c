@@ -2,12 +2,16 @@
 /* The packet path of a lab's traffic, stage by stage.
  *
  * A packet is sampled once, at its first stage (netfilter LOCAL_OUT in the
- * sending node, or net_dev_queue where no netfilter link could attach):
- * sampled, its key goes into `tracked` with an id, and every later stage
- * that finds the key reports an event with that id. A packet that is not
- * sampled costs each stage one parse and one hash lookup. Drops of the
- * lab's traffic are reported whether sampled or not. Only packets of the
- * lab's network namespaces (`lab_netns`, filled from Go) are looked at.
+ * sending node, or net_dev_queue where no netfilter link could attach),
+ * by a coin toss before its headers are read: sampled, it gets an id,
+ * under its skb's address (`by_skb`) and under its headers (`tracked`).
+ * Later stages look the skb's address up, one hash lookup without
+ * reading the packet, which is all an unsampled packet costs them; a hit
+ * is confirmed by the headers (the kernel reuses skb addresses at once).
+ * The receive entry also looks up the headers, to find a sampled packet
+ * again in a new skb (veth with XDP copies it). Drops of the lab's traffic
+ * are reported whether sampled or not. Only packets of the lab's network
+ * namespaces (`lab_netns`, filled from Go) are sampled.
  *
  * Events go to a ring buffer without wakeups (BPF_RB_NO_WAKEUP): the
  * default wakeup costs microseconds per event, so Go polls the buffer
@@ -97,6 +101,20 @@ struct {
 	__type(value, struct tracked_val);
 	__uint(max_entries, 65536);
 } tracked SEC(".maps");
+
+/* A sampled packet under its skb's address, with its headers to confirm a
+ * hit by. */
+struct by_skb_val {
+	struct key k;
+	__u64 id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __u64);
+	__type(value, struct by_skb_val);
+	__uint(max_entries, 65536);
+} by_skb SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -254,7 +272,40 @@ static __always_inline int in_lab(__u32 ino)
 	return ino && bpf_map_lookup_elem(&lab_netns, &ino) != 0;
 }
 
-/* lookup is the packet's id if it is sampled, else 0. */
+static __always_inline int same(struct key *a, struct key *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport && a->dport == b->dport &&
+	       a->seq == b->seq && a->ack == b->ack && a->ipid == b->ipid && a->proto == b->proto;
+}
+
+/* remember files a sampled packet under its skb's address. */
+static __always_inline void remember(struct sk_buff *skb, struct key *k, __u64 id)
+{
+	struct by_skb_val v = {.k = *k, .id = id};
+	__u64 addr = (__u64)skb;
+
+	v.k.flags = 0;
+	bpf_map_update_elem(&by_skb, &addr, &v, BPF_ANY);
+}
+
+/* find is the id of the sampled packet skb holds, 0 when it holds none,
+ * with its headers (read from l3) in k. An unsampled packet costs one
+ * lookup; a stale entry (a reused address) is dropped. */
+static __always_inline __u64 find(struct sk_buff *skb, const unsigned char *l3, struct key *k)
+{
+	__u64 addr = (__u64)skb;
+	struct by_skb_val *v = bpf_map_lookup_elem(&by_skb, &addr);
+
+	if (!v)
+		return 0;
+	if (parse(l3, k) || !same(k, &v->k)) {
+		bpf_map_delete_elem(&by_skb, &addr);
+		return 0;
+	}
+	return v->id;
+}
+
+/* lookup is the id of the sampled packet with headers k, else 0. */
 static __always_inline __u64 lookup(struct key *k)
 {
 	struct key mk = *k;
@@ -265,20 +316,22 @@ static __always_inline __u64 lookup(struct key *k)
 	return v ? v->id : 0;
 }
 
-/* decide samples the packet in, at its first stage. */
-static __always_inline __u64 decide(struct key *k)
+/* decide samples a packet of the lab in at its first stage: a coin toss,
+ * then, for the sampled, the headers; 0 for a packet not sampled. */
+static __always_inline __u64 decide(struct sk_buff *skb, const unsigned char *l3, struct key *k)
 {
-	struct key mk = *k;
 	struct tracked_val v;
-	__u64 id = lookup(k);
+	struct key mk;
 
-	if (id)
-		return id;
 	if ((__u64)bpf_get_prandom_u32() >= sample_q32)
 		return 0;
+	if (parse(l3, k))
+		return 0;
 	v.id = __sync_fetch_and_add(&next_id, 1);
+	mk = *k;
 	mk.flags = 0;
 	bpf_map_update_elem(&tracked, &mk, &v, BPF_ANY);
+	remember(skb, k, v.id);
 	return v.id;
 }
 
@@ -324,29 +377,43 @@ static __always_inline void emit_skb(struct key *k, __u64 id, __u16 stage, struc
 	emit(k, id, stage, 0, ino, BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), 0, 0, 0);
 }
 
+/* A SYN's sequence number is the ISN that stream offsets count from:
+ * every SYN the lab sends is reported, sampled or not. Only small packets
+ * are read for it (a SYN with its options is 60 bytes). */
+static __always_inline void syn(struct sk_buff *skb, const unsigned char *l3, __u32 ino)
+{
+	struct key k = {};
+
+	if (BPF_CORE_READ(skb, len) > 64 || parse(l3, &k))
+		return;
+	if (k.proto == IPPROTO_TCP && (k.flags & TCP_FLAG_SYN))
+		emit(&k, 0, STAGE_SYN, NF_INET_LOCAL_OUT, ino, 0, 0, 0, 0, 0);
+}
+
 SEC("netfilter")
 int nf_hook(struct bpf_nf_ctx *ctx)
 {
 	struct sk_buff *skb = ctx->skb;
 	const struct nf_hook_state *st = ctx->state;
-	__u32 ino = BPF_CORE_READ(st, net, ns.inum);
 	__u8 hook = BPF_CORE_READ(st, hook);
+	const unsigned char *l3 = BPF_CORE_READ(skb, data);
 	struct key k = {};
+	__u32 ino = 0;
 	__u64 id;
 
-	if (!in_lab(ino) || parse(BPF_CORE_READ(skb, data), &k))
-		return NF_ACCEPT;
 	if (hook == NF_INET_LOCAL_OUT) {
-		/* Every SYN, sampled or not: its sequence number is the ISN
-		 * that stream offsets count from. */
-		if (k.proto == IPPROTO_TCP && (k.flags & TCP_FLAG_SYN))
-			emit(&k, 0, STAGE_SYN, hook, ino, 0, 0, 0, 0, 0);
-		id = decide_at_dev_queue ? lookup(&k) : decide(&k);
+		ino = BPF_CORE_READ(st, net, ns.inum);
+		if (!in_lab(ino))
+			return NF_ACCEPT;
+		syn(skb, l3, ino);
+		id = decide_at_dev_queue ? find(skb, l3, &k) : decide(skb, l3, &k);
 	} else {
-		id = lookup(&k);
+		id = find(skb, l3, &k);
 	}
 	if (!id)
 		return NF_ACCEPT;
+	if (!ino)
+		ino = BPF_CORE_READ(st, net, ns.inum);
 	emit(&k, id, STAGE_NF, hook, ino, 0, BPF_CORE_READ(skb, len), 0, 0, 0);
 	if (hook == NF_INET_LOCAL_IN) {
 		__u32 z = 0;
@@ -366,15 +433,21 @@ int nf_hook(struct bpf_nf_ctx *ctx)
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(dev_queue, struct sk_buff *skb)
 {
-	__u32 ino = netns_of(skb);
 	struct key k = {};
 	__u64 id;
 
-	if (!in_lab(ino) || parse(l3_set(skb), &k))
-		return 0;
-	id = decide_at_dev_queue ? decide(&k) : lookup(&k);
+	if (decide_at_dev_queue) {
+		__u32 ino = netns_of(skb);
+
+		if (!in_lab(ino))
+			return 0;
+		syn(skb, l3_set(skb), ino);
+		id = decide(skb, l3_set(skb), &k);
+	} else {
+		id = find(skb, l3_set(skb), &k);
+	}
 	if (id)
-		emit_skb(&k, id, STAGE_DEV_QUEUE, skb, ino);
+		emit_skb(&k, id, STAGE_DEV_QUEUE, skb, netns_of(skb));
 	return 0;
 }
 
@@ -382,11 +455,8 @@ SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(start_xmit, struct sk_buff *skb, struct net_device *dev)
 {
 	struct key k = {};
-	__u64 id;
+	__u64 id = find(skb, l3_set(skb), &k);
 
-	if (parse(l3_set(skb), &k))
-		return 0;
-	id = lookup(&k);
 	if (id)
 		emit(&k, id, STAGE_START_XMIT, 0, BPF_CORE_READ(dev, nd_net.net, ns.inum), BPF_CORE_READ(dev, ifindex),
 		     BPF_CORE_READ(skb, len), 0, 0, 0);
@@ -394,17 +464,24 @@ int BPF_PROG(start_xmit, struct sk_buff *skb, struct net_device *dev)
 }
 
 /* On receive entry the IP header is at data: eth_type_trans pulled the
- * Ethernet header, and network_header is set only after this tracepoint. */
+ * Ethernet header, and network_header is set only after this tracepoint.
+ * netif_receive_skb also finds a sampled packet by its headers when its
+ * skb is new (veth with XDP copies the packet). */
 static __always_inline int rx_entry(struct sk_buff *skb, __u16 stage)
 {
+	const unsigned char *l3;
 	struct key k = {};
 	__u64 id;
 
 	if (BPF_CORE_READ(skb, protocol) != bpf_htons(ETH_P_IP))
 		return 0;
-	if (parse(BPF_CORE_READ(skb, data), &k))
-		return 0;
-	id = lookup(&k);
+	l3 = BPF_CORE_READ(skb, data);
+	id = find(skb, l3, &k);
+	if (!id && stage == STAGE_RECEIVE && !parse(l3, &k)) {
+		id = lookup(&k);
+		if (id)
+			remember(skb, &k, id);
+	}
 	if (id) {
 		__u32 napi = 0;
 
@@ -431,11 +508,8 @@ SEC("tp_btf/tcp_probe")
 int BPF_PROG(tcp_receive, struct sock *sk, struct sk_buff *skb)
 {
 	struct key k = {};
-	__u64 id;
+	__u64 id = find(skb, l3_set(skb), &k);
 
-	if (parse(l3_set(skb), &k))
-		return 0;
-	id = lookup(&k);
 	if (id)
 		emit(&k, id, STAGE_TCP_RECEIVE, 0, netns_of_sk(sk), 0, BPF_CORE_READ(skb, len), 0, 0, 0);
 	return 0;
@@ -446,9 +520,12 @@ int BPF_PROG(data_ready, struct sock *sk)
 {
 	__u32 z = 0;
 	struct pending *p = bpf_map_lookup_elem(&last_in, &z);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now;
 
-	if (!p || !p->id || p->woken || now - p->ts > PENDING_NS)
+	if (!p || !p->id || p->woken)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (now - p->ts > PENDING_NS)
 		return 0;
 	/* The packet's own socket: its namespace and local port. */
 	if (netns_of_sk(sk) != p->netns || BPF_CORE_READ(sk, __sk_common.skc_num) != p->k.dport)
@@ -474,68 +551,76 @@ int BPF_PROG(wakeup, struct task_struct *t)
 
 /* A copy into a reader's buffer: the application's, or a packet
  * socket's (a capture such as tcpdump reads a clone of the packet, with
- * the same headers). */
+ * the same headers, which the headers find). */
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(copy, struct sk_buff *skb, int len)
 {
 	struct sock *sk = BPF_CORE_READ(skb, sk);
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	struct key k = {};
 	__u64 id;
 
-	if (parse(l3_set(skb), &k))
-		return 0;
-	id = lookup(&k);
-	if (!id)
-		return 0;
-	emit(&k, id, BPF_CORE_READ(sk, __sk_common.skc_family) == AF_PACKET ? STAGE_CAPTURE : STAGE_COPY, 0,
-	     netns_of_sk(sk), 0, BPF_CORE_READ(skb, len), (__u32)len, 0, 0);
+	if (family == AF_PACKET) {
+		if (parse(l3_set(skb), &k))
+			return 0;
+		id = lookup(&k);
+	} else {
+		id = find(skb, l3_set(skb), &k);
+	}
+	if (id)
+		emit(&k, id, family == AF_PACKET ? STAGE_CAPTURE : STAGE_COPY, 0, netns_of_sk(sk), 0, BPF_CORE_READ(skb, len),
+		     (__u32)len, 0, 0);
 	return 0;
 }
 
+/* A drop: every drop of the lab's traffic, sampled or not. */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
+	const unsigned char *l3 = l3_set(skb);
 	__u32 ino = netns_of(skb);
 	struct key k = {};
-	__u64 id;
+	__u64 id = find(skb, l3, &k);
 
-	if (parse(l3_set(skb), &k))
-		return 0;
-	id = lookup(&k);
-	/* Every drop of the lab's traffic, sampled or not. */
-	if (!id && !in_lab(ino))
-		return 0;
+	if (!id) {
+		if (!in_lab(ino) || parse(l3, &k))
+			return 0;
+		id = lookup(&k);
+	}
 	emit(&k, id, STAGE_DROP, 0, ino, BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), (__u32)reason,
 	     (__u64)location, 0);
 	if (id) {
 		__u32 z = 0;
 		struct pending *p = bpf_map_lookup_elem(&last_in, &z);
+		__u64 addr = (__u64)skb;
 
-		/* A dropped packet wakes nobody. */
+		/* A dropped packet wakes nobody, and its skb is free. */
 		if (p && p->id == id)
 			p->id = 0;
+		bpf_map_delete_elem(&by_skb, &addr);
 	}
 	return 0;
 }
 
 /* A packet freed after use. Not TCP's (a segment's clone and the
  * original in the retransmit queue share their headers, and the original
- * is freed when acknowledged), nor a capture's clone. Keys are not
- * deleted, here or at a drop: a clone ends while its original goes on;
- * the LRU map forgets old packets instead. */
+ * is freed when acknowledged), nor a capture's clone. Only the skb's
+ * entry goes: the headers' entry stays for clones still on their way (the
+ * LRU map forgets old packets). */
 SEC("tp_btf/consume_skb")
 int BPF_PROG(consume, struct sk_buff *skb)
 {
 	struct key k = {};
+	__u64 addr = (__u64)skb;
 	__u64 id;
 
-	if (parse(l3_set(skb), &k) || k.proto == IPPROTO_TCP)
-		return 0;
 	if (BPF_CORE_READ(skb, sk, __sk_common.skc_family) == AF_PACKET)
 		return 0;
-	id = lookup(&k);
-	if (id)
-		emit_skb(&k, id, STAGE_CONSUME, skb, netns_of(skb));
+	id = find(skb, l3_set(skb), &k);
+	if (!id || k.proto == IPPROTO_TCP)
+		return 0;
+	emit_skb(&k, id, STAGE_CONSUME, skb, netns_of(skb));
+	bpf_map_delete_elem(&by_skb, &addr);
 	return 0;
 }
 
