@@ -3,7 +3,7 @@
 // hook), the device queue and transmit, the receive entry, TCP's receive,
 // the wakeup of the reading socket and thread, the copy to the
 // application, and the drop with the kernel's reason and place. What
-// attaches where on which kernel is in ../../docs/packet-path.md.
+// attaches where on which kernel is in docs/packet-path.md.
 //
 // A Tracer is started for a run in the host's namespace (tracepoints see
 // every namespace; the programs keep the lab's packets only), samples

@@ -191,6 +191,13 @@ func TestRolesGetExactlyTheirMethods(t *testing.T) {
 			_, err := c.CancelRun(ctx, &labv1.CancelRunRequest{RunId: "nope"})
 			return err
 		},
+		labv1.LabService_WatchDrops_FullMethodName: func(ctx context.Context) error {
+			s, err := c.WatchDrops(ctx, &labv1.WatchDropsRequest{Lab: "nope"})
+			if err != nil {
+				return err
+			}
+			return drain(s.Recv)
+		},
 		labv1.LabService_Up_FullMethodName: func(ctx context.Context) error {
 			s, err := c.Up(ctx, &labv1.UpRequest{Source: "t.yaml", Topology: []byte("name: x\nnodes: {}\n")})
 			if err != nil {
