@@ -3,6 +3,7 @@ package experiments
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -81,6 +82,7 @@ func check(e Experiment, labs []exampleLab) error {
 			return err
 		}
 	}
+	errs = append(errs, checkFigures(e, roles)...)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
@@ -88,6 +90,7 @@ func check(e Experiment, labs []exampleLab) error {
 	// that has no path the experiment needs refuses it, which is no bug;
 	// refused parameters, unknown roles and panics are.
 	planned := map[string]bool{}
+	var variants []string
 	var refusals []string
 	for _, ex := range labs {
 		name, plan := ex.name, ex.plan
@@ -113,6 +116,7 @@ func check(e Experiment, labs []exampleLab) error {
 			if st.GetVariant() == "" {
 				return fmt.Errorf("planning on example %s: a step has no variant", name)
 			}
+			variants = append(variants, st.GetVariant())
 			if _, err := Validate(spec, st.GetParams()); err != nil {
 				return fmt.Errorf("planning on example %s: step %s: %w", name, st.GetVariant(), err)
 			}
@@ -136,7 +140,60 @@ func check(e Experiment, labs []exampleLab) error {
 			return fmt.Errorf("role %s of the spec is placed by no step", r)
 		}
 	}
+	if f, ok := e.(Figured); ok {
+		for _, fig := range f.Figures() {
+			re := regexp.MustCompile(fig.Variants) // checkFigures compiled it
+			if fig.Variants != "" && !slices.ContainsFunc(variants, re.MatchString) {
+				return fmt.Errorf("figure %q: variants %q match none of the default run's (%s, ...)", fig.Title, fig.Variants, variants[0])
+			}
+		}
+	}
 	return nil
+}
+
+// checkFigures checks what an experiment's figures name: roles of the
+// spec, patterns that compile, with the groups their kind needs.
+func checkFigures(e Experiment, roles []string) []error {
+	f, ok := e.(Figured)
+	if !ok {
+		return nil
+	}
+	var errs []error
+	for _, fig := range f.Figures() {
+		bad := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("figure %q: "+format, append([]any{fig.Title}, args...)...))
+		}
+		re, err := regexp.Compile(fig.Variants)
+		if err != nil {
+			bad("variants: %v", err)
+			continue
+		}
+		metrics := slices.Clone(fig.Metrics)
+		if fig.X != "" {
+			metrics = append(metrics, fig.X)
+		}
+		for _, m := range metrics {
+			if role, _, _ := strings.Cut(m, "."); !slices.Contains(roles, role) {
+				bad("metric %q: no role %q (roles: %s)", m, role, strings.Join(roles, ", "))
+			}
+		}
+		switch fig.Kind {
+		case LatencyCDF:
+			if !slices.Contains(roles, fig.Role) {
+				bad("no role %q (roles: %s)", fig.Role, strings.Join(roles, ", "))
+			}
+		case Bars, Sweep, Fit:
+			if len(fig.Metrics) == 0 {
+				bad("no metrics")
+			}
+			if fig.Kind != Bars && re.SubexpIndex("x") < 0 {
+				bad("variants %q has no group (?P<x>...)", fig.Variants)
+			}
+		default:
+			bad("unknown kind %d", fig.Kind)
+		}
+	}
+	return errs
 }
 
 var errPanic = errors.New("panic")

@@ -30,7 +30,10 @@ type probe struct {
 	place    Role     // the role Steps places beside the client
 	override string   // the parameter each step narrows
 	decode   func(Params)
+	figures  []Figure
 }
+
+func (e probe) Figures() []Figure { return e.figures }
 
 func (e probe) Spec() *experimentv1.ExperimentSpec {
 	return &experimentv1.ExperimentSpec{Name: "probe", Summary: "a test", Roles: e.roles, Params: Declare(probeDefaults)}
@@ -75,6 +78,16 @@ func TestRegistryRefusesTypos(t *testing.T) {
 		{"role misspelt in the steps", func(e *probe) { e.place = "sever" }, `places role "sever", which the spec does not list`},
 		{"parameter misspelt in a step", func(e *probe) { e.override = "mode" }, "parameter mode: probe has no such parameter"},
 		{"parameter misspelt in the struct read", func(e *probe) { e.decode = func(p Params) { As[misspelt](p) } }, `has no parameter "sise"`},
+		{"role misspelt in a figure", func(e *probe) { e.figures = []Figure{{Kind: Bars, Title: "t", Metrics: []string{"clinet.x"}}} }, `metric "clinet.x": no role "clinet"`},
+		{"figure of variants the run has not", func(e *probe) {
+			e.figures = []Figure{{Kind: Sweep, Title: "t", Metrics: []string{"client.x"}, Variants: `^(?P<x>[0-9]+)KiB$`}}
+		}, "match none of the default run's"},
+		{"sweep without x", func(e *probe) {
+			e.figures = []Figure{{Kind: Sweep, Title: "t", Metrics: []string{"client.x"}, Variants: "a"}}
+		}, "has no group (?P<x>...)"},
+		{"figure pattern that does not compile", func(e *probe) {
+			e.figures = []Figure{{Kind: Bars, Title: "t", Metrics: []string{"client.x"}, Variants: "("}}
+		}, "variants: error parsing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := good

@@ -2,16 +2,20 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"math"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/measure"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/reports"
 )
 
 func newResultsCmd(g *globals) *cobra.Command {
@@ -73,8 +77,168 @@ the summary per variant, the verdict, and its trace id.`,
 			})
 		},
 	}
-	cmd.AddCommand(list, show)
+	cmd.AddCommand(list, show, newCompareCmd(g), newExportCmd(g), newImportCmd(g))
 	return cmd
+}
+
+func newCompareCmd(g *globals) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "compare RUN_A RUN_B",
+		Short: "Set one run against another: what differs, and each metric's change",
+		Long: `Compare sets run B against run A. First what differs between the runs besides
+their measurements (experiment, parameters, kernel, machine, lab, placement):
+shown, never hidden. Runs of different experiments cannot be compared and say
+so. Then, for every variant both runs have, each of the experiment's summary
+metrics (--all: every metric) with both medians and ranges, and the change
+decided by the test verdicts use: the Hodges-Lehmann interval of B/A at 95%
+over the two runs' repeats, "lower", "higher" or "undecided"
+(docs/statistics.md). Each comparison stands alone: with many metrics, about
+one in twenty undecided-looking differences is expected to be called by chance.
+
+-o json prints the comparison as labctl.experiment.v1.ResultComparison
+(docs/reports.md).`,
+		Example: `  labctl results compare 20261124-113501-rr-7f3a 20261124-120000-rr-1b2c
+  labctl results compare 20261124-113501-rr 20261124-120000-rr --all -o json`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.CompareResults(cmd.Context(), &labv1.CompareResultsRequest{A: args[0], B: args[1], All: all})
+			if err != nil {
+				return err
+			}
+			cmp := resp.GetComparison()
+			return emit(cmd.OutOrStdout(), g.output, cmp, func(w *tabwriter.Writer) { comparisonTable(w, cmp) })
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "compare every metric, not only the experiment's summary metrics")
+	return cmd
+}
+
+func comparisonTable(w *tabwriter.Writer, c *experimentv1.ResultComparison) {
+	fmt.Fprintf(w, "B %s against A %s (%s)\n", c.GetB(), c.GetA(), c.GetExperiment())
+	if !c.GetComparable() {
+		fmt.Fprintln(w, "\nnot comparable: the runs are of different experiments")
+	}
+	if len(c.GetDifferences()) == 0 {
+		fmt.Fprintln(w, "\nsame experiment, parameters, kernel and machine")
+	} else {
+		fmt.Fprintln(w, "\nwhat differs:")
+		row(w, "  WHAT", "A", "B")
+		for _, d := range c.GetDifferences() {
+			row(w, "  "+d.GetWhat(), orDash(d.GetA()), orDash(d.GetB()))
+		}
+	}
+	if len(c.GetOnlyA()) > 0 {
+		fmt.Fprintf(w, "\nonly in A: %s\n", strings.Join(c.GetOnlyA(), ", "))
+	}
+	if len(c.GetOnlyB()) > 0 {
+		fmt.Fprintf(w, "\nonly in B: %s\n", strings.Join(c.GetOnlyB(), ", "))
+	}
+	if len(c.GetChanges()) > 0 {
+		fmt.Fprintf(w, "\nchanges, B against A (median [min .. max]; %.0f%% error rate each; docs/statistics.md):\n", 100*measure.DefaultAlpha)
+		row(w, "  VARIANT", "METRIC", "A", "B", "CHANGE")
+		for _, ch := range c.GetChanges() {
+			m := ch.GetMetric()
+			row(w, "  "+ch.GetVariant(), m, spreadText(m, ch.GetA()), spreadText(m, ch.GetB()), judge.Significance(ch))
+		}
+	}
+}
+
+func spreadText(metric string, s *experimentv1.Spread) string {
+	return fmt.Sprintf("%s [%s .. %s]", formatMetric(metric, s.GetMedian()), formatMetric(metric, s.GetMin()), formatMetric(metric, s.GetMax()))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newExportCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "export RUN_ID",
+		Short: "Write a result to standard output: JSON to import elsewhere, or CSV",
+		Long: `Export writes a stored result. --format json (the default) is the whole
+result, as labctl results import reads it on another machine. --format csv is
+every step's metrics, one row per step and role: run, experiment, step,
+variant, repeat, role, node, then one column per metric (empty where the role
+did not report it).`,
+		Example: `  labctl results export 20261124-113501-rr-7f3a > rr.json
+  labctl results export 20261124-113501-rr-7f3a --format csv > rr.csv`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "json" && format != "csv" {
+				return usagef("--format %q: json or csv", format)
+			}
+			c, done, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.GetResult(cmd.Context(), &labv1.GetResultRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			if format == "csv" {
+				return reports.CSV(cmd.OutOrStdout(), resp.GetResult())
+			}
+			b, err := toJSON(resp.GetResult())
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "json", "json (the whole result, to import) or csv (every step's metrics)")
+	return cmd
+}
+
+func newImportCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "import FILE",
+		Short: "Store a result made by another labctl, to compare it here",
+		Long: `Import stores a result exported by another labctl (labctl results export, or
+results show -o json) under its own id, so that results compare and report can
+set it against runs made here. It refuses, storing nothing: a file that is not
+a complete result (cut short, or something else), a result written by a newer
+labctl (unknown fields, or a newer schema), and an id already stored (nothing
+is overwritten). FILE - reads standard input.`,
+		Example: `  labctl results import rr-from-laptop.json
+  ssh box labctl results export 20261124-113501-rr-7f3a | labctl results import -`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var data []byte
+			var err error
+			if args[0] == "-" {
+				data, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				data, err = os.ReadFile(args[0])
+			}
+			if err != nil {
+				return fmt.Errorf("import: %w", err)
+			}
+			c, done, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ImportResult(cmd.Context(), &labv1.ImportResultRequest{Source: args[0], Result: data})
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), g.output, resp, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "imported %s (labctl results show %s)\n", resp.GetId(), resp.GetId())
+			})
+		},
+	}
 }
 
 func stateName(s experimentv1.RunState) string {

@@ -220,6 +220,7 @@ Start with the embedded example:
 		newGraphCmd(g),
 		newRunCmd(g),
 		newResultsCmd(g),
+		newReportCmd(g),
 		newServeCmd(g),
 		newTraceCmd(g),
 		newWatchCmd(g),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,7 +44,17 @@ func emit(w io.Writer, format string, v any, table func(*tabwriter.Writer)) erro
 
 func toJSON(v any) ([]byte, error) {
 	if m, ok := v.(proto.Message); ok {
-		return protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true, EmitDefaultValues: true}.Marshal(m)
+		b, err := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		// protojson varies its whitespace on purpose from build to build;
+		// indenting it again gives every build the same bytes.
+		var out bytes.Buffer
+		if err := json.Indent(&out, b, "", "  "); err != nil {
+			return nil, err
+		}
+		return out.Bytes(), nil
 	}
 	return json.MarshalIndent(v, "", "  ")
 }

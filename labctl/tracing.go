@@ -95,6 +95,8 @@ var readOnly = map[string]bool{
 	labv1.LabService_ListResults_FullMethodName:     true,
 	labv1.LabService_GetResult_FullMethodName:       true,
 	labv1.LabService_GetTrace_FullMethodName:        true,
+	labv1.LabService_CompareResults_FullMethodName:  true,
+	labv1.LabService_GetReport_FullMethodName:       true,
 	agentv1.AgentService_GetInfo_FullMethodName:     true,
 	healthpb.Health_Check_FullMethodName:            true,
 }

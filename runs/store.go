@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -40,8 +42,17 @@ func (s *Store) RunDir(id string) string { return filepath.Join(s.Dir, id) }
 
 var marshal = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true, EmitDefaultValues: true}
 
+// Schema is the version of the Result layout this labctl writes. Fields
+// added to the message keep it (an older labctl ignores what it does not
+// know only when it reads its own store; Import refuses them); it grows
+// when a field changes meaning or is removed.
+const Schema = 1
+
 // Save writes r atomically (a reader never sees half a result).
 func (s *Store) Save(r *experimentv1.Result) error {
+	if r.GetSchema() == 0 {
+		r.Schema = Schema
+	}
 	dir := s.RunDir(r.GetId())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("result %s: %w", r.GetId(), err)
@@ -58,6 +69,57 @@ func (s *Store) Save(r *experimentv1.Result) error {
 		return fmt.Errorf("result %s: %w", r.GetId(), err)
 	}
 	return nil
+}
+
+// idPattern is the shape of the ids NewID makes.
+var idPattern = regexp.MustCompile(`^[0-9]{8}-[0-9]{6}-[a-z0-9][a-z0-9-]*-[0-9a-f]{4}$`)
+
+// Import stores a result made by another labctl, read from its JSON (as
+// `results show -o json` and `results export` write it; source names it in
+// errors). It refuses, changing nothing: what is not a complete result,
+// a result with fields or a schema newer than this labctl's, and an id the
+// store already holds.
+func (s *Store) Import(source string, data []byte) (*experimentv1.Result, error) {
+	var r experimentv1.Result
+	if err := protojson.Unmarshal(data, &r); err != nil {
+		what := "not a labctl result"
+		switch msg := err.Error(); {
+		case len(bytes.TrimSpace(data)) == 0:
+			what = "empty"
+		case strings.Contains(msg, "unexpected EOF") || strings.Contains(msg, "unexpected end"):
+			what = "cut short: not a complete result"
+		case strings.Contains(msg, "unknown field"):
+			what = "made by a newer labctl, or not a result"
+		}
+		return nil, fault.New(fault.Invalid, "%s: %s (%v)", source, what, err)
+	}
+	if r.GetSchema() > Schema {
+		return nil, fault.New(fault.Invalid, "%s: result %s has schema %d, newer than this labctl's %d: import it with a newer labctl",
+			source, r.GetId(), r.GetSchema(), Schema)
+	}
+	switch {
+	case !idPattern.MatchString(r.GetId()):
+		return nil, fault.New(fault.Invalid, "%s: not a labctl result: id %q is not a run id (such as 20261124-113501-rr-7f3a)", source, r.GetId())
+	case r.GetExperiment() == "" || r.GetStarted() == nil:
+		return nil, fault.New(fault.Invalid, "%s: not a labctl result: result %s has no experiment or start time", source, r.GetId())
+	case len(r.GetSteps()) == 0 && r.GetError() == "":
+		return nil, fault.New(fault.Invalid, "%s: result %s has no steps and no error: nothing to import", source, r.GetId())
+	}
+	// Claim the directory first: two imports of one id cannot both win.
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	if err := os.Mkdir(s.RunDir(r.GetId()), 0o755); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fault.New(fault.Exists, "%s: result %s is already stored; nothing was overwritten", source, r.GetId())
+		}
+		return nil, fmt.Errorf("result %s: %w", r.GetId(), err)
+	}
+	if err := s.Save(&r); err != nil {
+		_ = os.RemoveAll(s.RunDir(r.GetId()))
+		return nil, err
+	}
+	return &r, nil
 }
 
 // Get reads a result by id or by a unique prefix of one.

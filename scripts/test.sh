@@ -56,6 +56,10 @@ scripts/proto.sh --check
 step "BPF: compile the packet-path programs, compare with the commit"
 scripts/bpf.sh --check
 
+# Screenshots the browser tests take (reports, the Jaeger UI) are kept
+# here for a person to look at after the run.
+export LABCTL_ARTIFACTS=${LABCTL_ARTIFACTS:-$repo/artifacts}
+
 step "go test (LABCTL_REQUIRE_PRIV=${LABCTL_REQUIRE_PRIV:-0})"
 go test -count=1 -timeout 20m -skip "$jaeger_tests" ./...
 

@@ -235,3 +235,12 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	}
 	return run(ctx, env, v)
 }
+
+// Figures: the round trips per device and mechanism, and whether busy
+// polling engaged: packets it took per message, NAPI polls per message.
+func (Experiment) Figures() []experiments.Figure {
+	return append(experiments.RoundTrips(),
+		experiments.Figure{Kind: experiments.Bars, Title: "Packets taken by busy polling per message (TcpExt.BusyPollRxPackets)",
+			Metrics: []string{"server.busy_poll_rx_packets_per_msg"}, YLabel: "packets per message"},
+		experiments.Figure{Kind: experiments.Bars, Title: "NAPI polls per message", Metrics: []string{"client.napi_polls_per_msg"}, YLabel: "polls per message"})
+}

@@ -465,3 +465,10 @@ func ifaceWithAddr(addr netip.Addr) (string, error) {
 	}
 	return "", fmt.Errorf("no interface has address %v", addr)
 }
+
+// Figures: where the packets were seen, from the send call to the socket.
+func (Experiment) Figures() []experiments.Figure {
+	return []experiments.Figure{{Kind: experiments.Bars, Title: "Where the packets were seen",
+		Metrics: []string{"client.sent_packets", "client.send_eperm_packets", "client.wire_packets", "client.tcpdump_packets",
+			"server.captured_packets", "server.tcpdump_packets", "server.rule_packets", "server.delivered_packets"}, YLabel: "packets"}}
+}

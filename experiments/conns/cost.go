@@ -602,3 +602,19 @@ func epollRegistrations(ep *sock.Epoll) (int, error) {
 	}
 	return strings.Count(string(b), "\ntfd:"), nil
 }
+
+// Figures: the connections' kernel memory over their number with the
+// fitted line (its slope is the cost of one pair), the cost per
+// connection of each end, and the slab caches it is made of.
+func (Cost) Figures() []experiments.Figure {
+	return []experiments.Figure{
+		{Kind: experiments.Fit, Title: "Kernel memory of the connection caches over open connections",
+			Metrics: []string{"client.established.conn_caches_bytes"}, Variants: `^(?P<series>\S+) n=(?P<x>[0-9]+)$`, X: "client.conns",
+			XLabel: "open connections", YLabel: "bytes (both ends)"},
+		{Kind: experiments.Bars, Title: "Bytes per connection",
+			Metrics: []string{"client.pair_per_conn_bytes", "client.client_end_per_conn_bytes", "client.server_end_per_conn_bytes"}, YLabel: "bytes"},
+		{Kind: experiments.Bars, Title: "Slab caches of the established connections (totals at each count)",
+			Metrics: []string{"client.established.TCP_bytes", "client.established.sock_inode_cache_bytes", "client.established.dentry_bytes",
+				"client.established.filp_bytes", "client.established.eventpoll_epi_bytes"}, YLabel: "bytes"},
+	}
+}

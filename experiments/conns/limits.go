@@ -670,3 +670,10 @@ func ifaceOf(addr netip.Addr) (string, error) {
 	}
 	return "", fmt.Errorf("no interface holds %v", addr)
 }
+
+// Figures: how many connections each limit let through, against the
+// limit's value.
+func (Limits) Figures() []experiments.Figure {
+	return []experiments.Figure{{Kind: experiments.Bars, Title: "Connections before the limit, and the limit",
+		Metrics: []string{"client.conns", "client.limit_value"}, YLabel: "connections"}}
+}

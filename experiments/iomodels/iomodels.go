@@ -162,3 +162,11 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	}
 	return nil, fmt.Errorf("io-models has no role %q", env.Role)
 }
+
+// Figures: the round trips per model, and what the server's waiting cost
+// in system calls and sleeps.
+func (Experiment) Figures() []experiments.Figure {
+	return append(experiments.RoundTrips(),
+		experiments.Figure{Kind: experiments.Bars, Title: "Server system calls per message", Metrics: []string{"server.syscalls_per_msg"}, YLabel: "system calls per message"},
+		experiments.Figure{Kind: experiments.Bars, Title: "Server voluntary context switches per message", Metrics: []string{"server.vcsw_per_msg"}, YLabel: "switches per message"})
+}

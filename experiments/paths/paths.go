@@ -204,3 +204,9 @@ func shutdownWrite(fd sock.FD) error {
 	}
 	return nil
 }
+
+// Figures: the round trips per path, and each path's bulk throughput.
+func (Experiment) Figures() []experiments.Figure {
+	return append(experiments.RoundTrips(),
+		experiments.Figure{Kind: experiments.Bars, Title: "Bulk throughput", Metrics: []string{"sink.throughput_bps"}, YLabel: "Gbit/s", Scale: 1e-9})
+}

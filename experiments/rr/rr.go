@@ -318,3 +318,10 @@ func (Experiment) Judge(p experiments.Params, steps []*experimentv1.StepResult) 
 }
 
 func us(ns float64) string { return fmt.Sprintf("%.1f µs", ns/1e3) }
+
+// Figures: the round trips, and the context switches that show a sleep
+// per message.
+func (Experiment) Figures() []experiments.Figure {
+	return append(experiments.RoundTrips(), experiments.Figure{Kind: experiments.Bars, Title: "Voluntary context switches per message",
+		Metrics: []string{"client.vcsw_per_msg", "server.vcsw_per_msg"}, YLabel: "switches per message"})
+}

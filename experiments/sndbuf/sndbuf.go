@@ -514,3 +514,11 @@ func releases(steps []*experimentv1.StepResult) []release {
 }
 
 func ms(ns float64) string { return time.Duration(ns).Round(time.Microsecond).String() }
+
+// Figures: the send buffer against what was accepted before the first
+// EAGAIN or wait, and where the bytes were then.
+func (Experiment) Figures() []experiments.Figure {
+	return []experiments.Figure{{Kind: experiments.Bars, Title: "Bytes: the buffers, and what was accepted before the sender was stopped",
+		Metrics: []string{"client.sndbuf_bytes", "client.first_eagain_bytes", "client.bytes_before_block", "client.accepted_bytes",
+			"client.send_queue_bytes", "server.queued_at_release_bytes"}, YLabel: "bytes"}}
+}

@@ -173,3 +173,16 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	}
 	return nil, fmt.Errorf("softirq has no role %q", env.Role)
 }
+
+// Figures: over the offered load as measured, the packets each NAPI poll
+// took and what was dropped, for the load variants of each receive path.
+func (Experiment) Figures() []experiments.Figure {
+	load := `^(?P<series>[^/]+)/(?P<x>[0-9]+pps|flood)$`
+	return []experiments.Figure{
+		{Kind: experiments.Sweep, Title: "Packets per NAPI poll over offered load", Metrics: []string{"server.packets_per_poll"},
+			Variants: load, X: "client.offered_per_s", LogX: true, XLabel: "offered packets per second", YLabel: "packets per poll"},
+		{Kind: experiments.Sweep, Title: "Drops over offered load", Metrics: []string{"server.softnet_dropped", "server.udp_rcvbuf_errors"},
+			Variants: load, X: "client.offered_per_s", LogX: true, XLabel: "offered packets per second", YLabel: "packets dropped in the step"},
+		{Kind: experiments.Bars, Title: "Share of NET_RX time in ksoftirqd", Metrics: []string{"server.ksoftirqd_share"}, YLabel: "share"},
+	}
+}

@@ -232,3 +232,6 @@ func kernelOf(steps []*experimentv1.StepResult) kernel.Version {
 }
 
 func us(ns float64) string { return fmt.Sprintf("%.1f µs", ns/1e3) }
+
+// Figures: the round trips with each setting.
+func (Experiment) Figures() []experiments.Figure { return experiments.RoundTrips() }

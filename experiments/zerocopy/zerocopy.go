@@ -192,3 +192,17 @@ func (Experiment) Run(ctx context.Context, env *experiments.Env) (*experimentv1.
 	}
 	return nil, fmt.Errorf("zerocopy has no role %q", env.Role)
 }
+
+// Figures: sender CPU per byte over message size for each send path, set
+// against read+write (the caption names where each pays off), and the
+// share of zero-copy sends the kernel copied after all.
+func (Experiment) Figures() []experiments.Figure {
+	variants := `^[^/]+/(?P<line>[^/]+)/[^/]+/(?P<x>[^/]+)$`
+	return []experiments.Figure{
+		{Kind: experiments.Sweep, Title: "Sender CPU per byte over message size", Metrics: []string{"client.cpu_ns_per_byte"},
+			Variants: variants, Baseline: readWrite, LogX: true, XLabel: "message size (bytes)", YLabel: "ns of sender CPU per byte"},
+		{Kind: experiments.Sweep, Title: "Zero-copy sends the kernel copied", Metrics: []string{"client.copied_ratio"},
+			Variants: variants, LogX: true, XLabel: "message size (bytes)", YLabel: "copied / completed"},
+		{Kind: experiments.Bars, Title: "Throughput", Metrics: []string{"client.throughput_bps"}, YLabel: "Gbit/s", Scale: 1e-9},
+	}
+}

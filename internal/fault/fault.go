@@ -29,10 +29,13 @@ const (
 	Cancelled
 	// Aborted: a role failed while it ran.
 	Aborted
+	// Exists: what the request would create is there already; nothing was
+	// changed.
+	Exists
 )
 
 var names = map[Kind]string{Internal: "internal", Invalid: "invalid", NotFound: "not found",
-	Precondition: "precondition", Unavailable: "unavailable", Cancelled: "cancelled", Aborted: "aborted"}
+	Precondition: "precondition", Unavailable: "unavailable", Cancelled: "cancelled", Aborted: "aborted", Exists: "exists"}
 
 func (k Kind) String() string { return names[k] }
 

@@ -180,6 +180,18 @@ func TestRolesGetExactlyTheirMethods(t *testing.T) {
 			_, err := c.GetTrace(ctx, &labv1.GetTraceRequest{Id: "nope"})
 			return err
 		},
+		labv1.LabService_CompareResults_FullMethodName: func(ctx context.Context) error {
+			_, err := c.CompareResults(ctx, &labv1.CompareResultsRequest{A: "20990101-000000-rr-0000", B: "20990101-000000-rr-0001"})
+			return err
+		},
+		labv1.LabService_GetReport_FullMethodName: func(ctx context.Context) error {
+			_, err := c.GetReport(ctx, &labv1.GetReportRequest{Ids: []string{"20990101-000000-rr-0000"}})
+			return err
+		},
+		labv1.LabService_ImportResult_FullMethodName: func(ctx context.Context) error {
+			_, err := c.ImportResult(ctx, &labv1.ImportResultRequest{Source: "r.json", Result: []byte("{")})
+			return err
+		},
 		labv1.LabService_Run_FullMethodName: func(ctx context.Context) error {
 			s, err := c.Run(ctx, &labv1.RunRequest{Lab: "nope", Experiment: "rr"})
 			if err != nil {

@@ -5,6 +5,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -16,8 +17,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/labs"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
+	"github.com/labctl/labctl/reports"
 	"github.com/labctl/labctl/runs"
 	"github.com/labctl/labctl/services/agent"
 	"github.com/labctl/labctl/services/rpcerr"
@@ -278,6 +283,79 @@ func (s *Server) GetResult(_ context.Context, req *labv1.GetResultRequest) (*lab
 		return nil, statusOf(err)
 	}
 	return &labv1.GetResultResponse{Result: r}, nil
+}
+
+// CompareResults sets one stored result against another.
+func (s *Server) CompareResults(_ context.Context, req *labv1.CompareResultsRequest) (*labv1.CompareResultsResponse, error) {
+	a, b, err := s.resultPair(req.GetA(), req.GetB())
+	if err != nil {
+		return nil, err
+	}
+	var metrics []string
+	if e, ok := s.Runner.Registry.Get(a.GetExperiment()); ok && !req.GetAll() {
+		metrics = e.Spec().GetSummaryMetrics()
+	}
+	return &labv1.CompareResultsResponse{Comparison: judge.Results(a, b, metrics)}, nil
+}
+
+func (s *Server) resultPair(idA, idB string) (*experimentv1.Result, *experimentv1.Result, error) {
+	if idA == "" || idB == "" {
+		return nil, nil, status.Error(codes.InvalidArgument, "two run ids are needed")
+	}
+	a, err := s.Runner.Store.Get(idA)
+	if err != nil {
+		return nil, nil, statusOf(err)
+	}
+	b, err := s.Runner.Store.Get(idB)
+	if err != nil {
+		return nil, nil, statusOf(err)
+	}
+	return a, b, nil
+}
+
+// GetReport renders one result, or two side by side, as an HTML page.
+func (s *Server) GetReport(_ context.Context, req *labv1.GetReportRequest) (*labv1.GetReportResponse, error) {
+	ids := req.GetIds()
+	var in reports.Input
+	switch len(ids) {
+	case 1:
+		r, err := s.Runner.Store.Get(ids[0])
+		if err != nil {
+			return nil, statusOf(err)
+		}
+		in.Results = []*experimentv1.Result{r}
+	case 2:
+		a, b, err := s.resultPair(ids[0], ids[1])
+		if err != nil {
+			return nil, err
+		}
+		in.Results = []*experimentv1.Result{a, b}
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "a report shows one run or two, not %d", len(ids))
+	}
+	if e, ok := s.Runner.Registry.Get(in.Results[0].GetExperiment()); ok {
+		in.Spec = e.Spec()
+		if f, ok := e.(experiments.Figured); ok {
+			in.Figures = f.Figures()
+		}
+	}
+	if len(in.Results) == 2 {
+		in.Comparison = judge.Results(in.Results[0], in.Results[1], in.Spec.GetSummaryMetrics())
+	}
+	var buf bytes.Buffer
+	if err := reports.Render(&buf, in); err != nil {
+		return nil, statusOf(err)
+	}
+	return &labv1.GetReportResponse{Html: buf.Bytes()}, nil
+}
+
+// ImportResult stores a result made elsewhere.
+func (s *Server) ImportResult(_ context.Context, req *labv1.ImportResultRequest) (*labv1.ImportResultResponse, error) {
+	r, err := s.Runner.Store.Import(req.GetSource(), req.GetResult())
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return &labv1.ImportResultResponse{Id: r.GetId()}, nil
 }
 
 // statusOf is the one place the lab service turns the errors of packages

@@ -68,6 +68,7 @@ var kindCodes = map[fault.Kind]codes.Code{
 	fault.Unavailable:  codes.Unavailable,
 	fault.Cancelled:    codes.Canceled,
 	fault.Aborted:      codes.Aborted,
+	fault.Exists:       codes.AlreadyExists,
 }
 
 // FromStatus turns a gRPC status error from an agent into a failure of the

@@ -2033,6 +2033,9 @@ type Result struct {
 	Nodes map[string]string `protobuf:"bytes,14,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// How the run traced its packets, when it did.
 	PacketTracing *PacketTracing `protobuf:"bytes,15,opt,name=packet_tracing,json=packetTracing,proto3" json:"packet_tracing,omitempty"`
+	// Version of this message's layout the result was stored with
+	// (runs.Schema); a labctl refuses to import a result from a newer one.
+	Schema        int32 `protobuf:"varint,16,opt,name=schema,proto3" json:"schema,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2168,6 +2171,263 @@ func (x *Result) GetNodes() map[string]string {
 func (x *Result) GetPacketTracing() *PacketTracing {
 	if x != nil {
 		return x.PacketTracing
+	}
+	return nil
+}
+
+func (x *Result) GetSchema() int32 {
+	if x != nil {
+		return x.Schema
+	}
+	return 0
+}
+
+// ResultComparison is result b set against result a: what differs between
+// the runs, and each metric's change with the test verdicts use
+// (docs/statistics.md).
+type ResultComparison struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	A          string                 `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B          string                 `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	Experiment string                 `protobuf:"bytes,3,opt,name=experiment,proto3" json:"experiment,omitempty"`
+	// False when the runs cannot be compared at all (different experiments):
+	// then changes is empty and differences says why.
+	Comparable bool `protobuf:"varint,4,opt,name=comparable,proto3" json:"comparable,omitempty"`
+	// Everything that differs between the runs besides their measurements:
+	// experiment, parameters, kernel, machine, lab, placement.
+	Differences []*Difference `protobuf:"bytes,5,rep,name=differences,proto3" json:"differences,omitempty"`
+	// One per variant and metric present in both runs, in the order of a's
+	// summary; the comparison's a and b name the runs.
+	Changes []*MetricChange `protobuf:"bytes,6,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Variants only one of the runs has.
+	OnlyA         []string `protobuf:"bytes,7,rep,name=only_a,json=onlyA,proto3" json:"only_a,omitempty"`
+	OnlyB         []string `protobuf:"bytes,8,rep,name=only_b,json=onlyB,proto3" json:"only_b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResultComparison) Reset() {
+	*x = ResultComparison{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResultComparison) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResultComparison) ProtoMessage() {}
+
+func (x *ResultComparison) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResultComparison.ProtoReflect.Descriptor instead.
+func (*ResultComparison) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ResultComparison) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *ResultComparison) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+func (x *ResultComparison) GetExperiment() string {
+	if x != nil {
+		return x.Experiment
+	}
+	return ""
+}
+
+func (x *ResultComparison) GetComparable() bool {
+	if x != nil {
+		return x.Comparable
+	}
+	return false
+}
+
+func (x *ResultComparison) GetDifferences() []*Difference {
+	if x != nil {
+		return x.Differences
+	}
+	return nil
+}
+
+func (x *ResultComparison) GetChanges() []*MetricChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *ResultComparison) GetOnlyA() []string {
+	if x != nil {
+		return x.OnlyA
+	}
+	return nil
+}
+
+func (x *ResultComparison) GetOnlyB() []string {
+	if x != nil {
+		return x.OnlyB
+	}
+	return nil
+}
+
+// Difference is one way two runs differ ("param size", "kernel").
+type Difference struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	What          string                 `protobuf:"bytes,1,opt,name=what,proto3" json:"what,omitempty"`
+	A             string                 `protobuf:"bytes,2,opt,name=a,proto3" json:"a,omitempty"`
+	B             string                 `protobuf:"bytes,3,opt,name=b,proto3" json:"b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Difference) Reset() {
+	*x = Difference{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Difference) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Difference) ProtoMessage() {}
+
+func (x *Difference) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Difference.ProtoReflect.Descriptor instead.
+func (*Difference) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Difference) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *Difference) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *Difference) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+// MetricChange is one metric of one variant in both runs.
+type MetricChange struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Variant string                 `protobuf:"bytes,1,opt,name=variant,proto3" json:"variant,omitempty"`
+	Metric  string                 `protobuf:"bytes,2,opt,name=metric,proto3" json:"metric,omitempty"`
+	A       *Spread                `protobuf:"bytes,3,opt,name=a,proto3" json:"a,omitempty"`
+	B       *Spread                `protobuf:"bytes,4,opt,name=b,proto3" json:"b,omitempty"`
+	// The test's decision on b against a; absent when either run has fewer
+	// than two repeats of the variant.
+	Comparison    *Comparison `protobuf:"bytes,5,opt,name=comparison,proto3" json:"comparison,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricChange) Reset() {
+	*x = MetricChange{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricChange) ProtoMessage() {}
+
+func (x *MetricChange) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricChange.ProtoReflect.Descriptor instead.
+func (*MetricChange) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MetricChange) GetVariant() string {
+	if x != nil {
+		return x.Variant
+	}
+	return ""
+}
+
+func (x *MetricChange) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *MetricChange) GetA() *Spread {
+	if x != nil {
+		return x.A
+	}
+	return nil
+}
+
+func (x *MetricChange) GetB() *Spread {
+	if x != nil {
+		return x.B
+	}
+	return nil
+}
+
+func (x *MetricChange) GetComparison() *Comparison {
+	if x != nil {
+		return x.Comparison
 	}
 	return nil
 }
@@ -2337,7 +2597,7 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\n" +
 	"StepResult\x12.\n" +
 	"\x04step\x18\x01 \x01(\v2\x1a.labctl.experiment.v1.StepR\x04step\x12:\n" +
-	"\areports\x18\x02 \x03(\v2 .labctl.experiment.v1.RoleReportR\areports\"\xc9\x06\n" +
+	"\areports\x18\x02 \x03(\v2 .labctl.experiment.v1.RoleReportR\areports\"\xe1\x06\n" +
 	"\x06Result\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03lab\x18\x02 \x01(\tR\x03lab\x12\x1e\n" +
@@ -2356,14 +2616,41 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\averdict\x18\f \x01(\v2\x1d.labctl.experiment.v1.VerdictR\averdict\x12\x19\n" +
 	"\btrace_id\x18\r \x01(\tR\atraceId\x12=\n" +
 	"\x05nodes\x18\x0e \x03(\v2'.labctl.experiment.v1.Result.NodesEntryR\x05nodes\x12J\n" +
-	"\x0epacket_tracing\x18\x0f \x01(\v2#.labctl.experiment.v1.PacketTracingR\rpacketTracing\x1a9\n" +
+	"\x0epacket_tracing\x18\x0f \x01(\v2#.labctl.experiment.v1.PacketTracingR\rpacketTracing\x12\x16\n" +
+	"\x06schema\x18\x10 \x01(\x05R\x06schema\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
 	"\n" +
 	"NodesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xbf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\x02\n" +
+	"\x10ResultComparison\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\x12\x1e\n" +
+	"\n" +
+	"experiment\x18\x03 \x01(\tR\n" +
+	"experiment\x12\x1e\n" +
+	"\n" +
+	"comparable\x18\x04 \x01(\bR\n" +
+	"comparable\x12B\n" +
+	"\vdifferences\x18\x05 \x03(\v2 .labctl.experiment.v1.DifferenceR\vdifferences\x12<\n" +
+	"\achanges\x18\x06 \x03(\v2\".labctl.experiment.v1.MetricChangeR\achanges\x12\x15\n" +
+	"\x06only_a\x18\a \x03(\tR\x05onlyA\x12\x15\n" +
+	"\x06only_b\x18\b \x03(\tR\x05onlyB\"<\n" +
+	"\n" +
+	"Difference\x12\x12\n" +
+	"\x04what\x18\x01 \x01(\tR\x04what\x12\f\n" +
+	"\x01a\x18\x02 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x03 \x01(\tR\x01b\"\xda\x01\n" +
+	"\fMetricChange\x12\x18\n" +
+	"\avariant\x18\x01 \x01(\tR\avariant\x12\x16\n" +
+	"\x06metric\x18\x02 \x01(\tR\x06metric\x12*\n" +
+	"\x01a\x18\x03 \x01(\v2\x1c.labctl.experiment.v1.SpreadR\x01a\x12*\n" +
+	"\x01b\x18\x04 \x01(\v2\x1c.labctl.experiment.v1.SpreadR\x01b\x12@\n" +
+	"\n" +
+	"comparison\x18\x05 \x01(\v2 .labctl.experiment.v1.ComparisonR\n" +
+	"comparison*\xbf\x01\n" +
 	"\tParamKind\x12\x1a\n" +
 	"\x16PARAM_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePARAM_KIND_INT\x10\x01\x12\x17\n" +
@@ -2415,7 +2702,7 @@ func file_labctl_experiment_v1_experiment_proto_rawDescGZIP() []byte {
 }
 
 var file_labctl_experiment_v1_experiment_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_labctl_experiment_v1_experiment_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_labctl_experiment_v1_experiment_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_labctl_experiment_v1_experiment_proto_goTypes = []any{
 	(ParamKind)(0),                // 0: labctl.experiment.v1.ParamKind
 	(Engagement)(0),               // 1: labctl.experiment.v1.Engagement
@@ -2442,29 +2729,32 @@ var file_labctl_experiment_v1_experiment_proto_goTypes = []any{
 	(*Comparison)(nil),            // 22: labctl.experiment.v1.Comparison
 	(*StepResult)(nil),            // 23: labctl.experiment.v1.StepResult
 	(*Result)(nil),                // 24: labctl.experiment.v1.Result
-	nil,                           // 25: labctl.experiment.v1.Step.ParamsEntry
-	nil,                           // 26: labctl.experiment.v1.RoleReport.MetricsEntry
-	nil,                           // 27: labctl.experiment.v1.NodeEnvironment.SysctlsEntry
-	nil,                           // 28: labctl.experiment.v1.HostEnvironment.SysctlsEntry
-	nil,                           // 29: labctl.experiment.v1.SummaryRow.MetricsEntry
-	nil,                           // 30: labctl.experiment.v1.Result.ParamsEntry
-	nil,                           // 31: labctl.experiment.v1.Result.NodesEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*ResultComparison)(nil),      // 25: labctl.experiment.v1.ResultComparison
+	(*Difference)(nil),            // 26: labctl.experiment.v1.Difference
+	(*MetricChange)(nil),          // 27: labctl.experiment.v1.MetricChange
+	nil,                           // 28: labctl.experiment.v1.Step.ParamsEntry
+	nil,                           // 29: labctl.experiment.v1.RoleReport.MetricsEntry
+	nil,                           // 30: labctl.experiment.v1.NodeEnvironment.SysctlsEntry
+	nil,                           // 31: labctl.experiment.v1.HostEnvironment.SysctlsEntry
+	nil,                           // 32: labctl.experiment.v1.SummaryRow.MetricsEntry
+	nil,                           // 33: labctl.experiment.v1.Result.ParamsEntry
+	nil,                           // 34: labctl.experiment.v1.Result.NodesEntry
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_labctl_experiment_v1_experiment_proto_depIdxs = []int32{
 	6,  // 0: labctl.experiment.v1.ExperimentSpec.params:type_name -> labctl.experiment.v1.ParamSpec
 	0,  // 1: labctl.experiment.v1.ParamSpec.kind:type_name -> labctl.experiment.v1.ParamKind
 	0,  // 2: labctl.experiment.v1.ParamSpec.element:type_name -> labctl.experiment.v1.ParamKind
-	25, // 3: labctl.experiment.v1.Step.params:type_name -> labctl.experiment.v1.Step.ParamsEntry
+	28, // 3: labctl.experiment.v1.Step.params:type_name -> labctl.experiment.v1.Step.ParamsEntry
 	8,  // 4: labctl.experiment.v1.Step.roles:type_name -> labctl.experiment.v1.RoleAssignment
-	26, // 5: labctl.experiment.v1.RoleReport.metrics:type_name -> labctl.experiment.v1.RoleReport.MetricsEntry
+	29, // 5: labctl.experiment.v1.RoleReport.metrics:type_name -> labctl.experiment.v1.RoleReport.MetricsEntry
 	9,  // 6: labctl.experiment.v1.RoleReport.latency:type_name -> labctl.experiment.v1.Histogram
 	10, // 7: labctl.experiment.v1.RoleReport.evidence:type_name -> labctl.experiment.v1.Evidence
 	12, // 8: labctl.experiment.v1.RoleReport.environment:type_name -> labctl.experiment.v1.NodeEnvironment
 	13, // 9: labctl.experiment.v1.NodeEnvironment.interfaces:type_name -> labctl.experiment.v1.Interface
-	27, // 10: labctl.experiment.v1.NodeEnvironment.sysctls:type_name -> labctl.experiment.v1.NodeEnvironment.SysctlsEntry
-	28, // 11: labctl.experiment.v1.HostEnvironment.sysctls:type_name -> labctl.experiment.v1.HostEnvironment.SysctlsEntry
-	29, // 12: labctl.experiment.v1.SummaryRow.metrics:type_name -> labctl.experiment.v1.SummaryRow.MetricsEntry
+	30, // 10: labctl.experiment.v1.NodeEnvironment.sysctls:type_name -> labctl.experiment.v1.NodeEnvironment.SysctlsEntry
+	31, // 11: labctl.experiment.v1.HostEnvironment.sysctls:type_name -> labctl.experiment.v1.HostEnvironment.SysctlsEntry
+	32, // 12: labctl.experiment.v1.SummaryRow.metrics:type_name -> labctl.experiment.v1.SummaryRow.MetricsEntry
 	1,  // 13: labctl.experiment.v1.SummaryRow.engagement:type_name -> labctl.experiment.v1.Engagement
 	17, // 14: labctl.experiment.v1.SummaryRow.packet_path:type_name -> labctl.experiment.v1.PacketPath
 	18, // 15: labctl.experiment.v1.PacketPath.stages:type_name -> labctl.experiment.v1.StageTime
@@ -2474,22 +2764,27 @@ var file_labctl_experiment_v1_experiment_proto_depIdxs = []int32{
 	3,  // 19: labctl.experiment.v1.Comparison.verdict:type_name -> labctl.experiment.v1.ComparisonVerdict
 	7,  // 20: labctl.experiment.v1.StepResult.step:type_name -> labctl.experiment.v1.Step
 	11, // 21: labctl.experiment.v1.StepResult.reports:type_name -> labctl.experiment.v1.RoleReport
-	30, // 22: labctl.experiment.v1.Result.params:type_name -> labctl.experiment.v1.Result.ParamsEntry
-	32, // 23: labctl.experiment.v1.Result.started:type_name -> google.protobuf.Timestamp
-	32, // 24: labctl.experiment.v1.Result.finished:type_name -> google.protobuf.Timestamp
+	33, // 22: labctl.experiment.v1.Result.params:type_name -> labctl.experiment.v1.Result.ParamsEntry
+	35, // 23: labctl.experiment.v1.Result.started:type_name -> google.protobuf.Timestamp
+	35, // 24: labctl.experiment.v1.Result.finished:type_name -> google.protobuf.Timestamp
 	4,  // 25: labctl.experiment.v1.Result.state:type_name -> labctl.experiment.v1.RunState
 	14, // 26: labctl.experiment.v1.Result.host:type_name -> labctl.experiment.v1.HostEnvironment
 	23, // 27: labctl.experiment.v1.Result.steps:type_name -> labctl.experiment.v1.StepResult
 	16, // 28: labctl.experiment.v1.Result.summary:type_name -> labctl.experiment.v1.SummaryRow
 	21, // 29: labctl.experiment.v1.Result.verdict:type_name -> labctl.experiment.v1.Verdict
-	31, // 30: labctl.experiment.v1.Result.nodes:type_name -> labctl.experiment.v1.Result.NodesEntry
+	34, // 30: labctl.experiment.v1.Result.nodes:type_name -> labctl.experiment.v1.Result.NodesEntry
 	20, // 31: labctl.experiment.v1.Result.packet_tracing:type_name -> labctl.experiment.v1.PacketTracing
-	15, // 32: labctl.experiment.v1.SummaryRow.MetricsEntry.value:type_name -> labctl.experiment.v1.Spread
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	26, // 32: labctl.experiment.v1.ResultComparison.differences:type_name -> labctl.experiment.v1.Difference
+	27, // 33: labctl.experiment.v1.ResultComparison.changes:type_name -> labctl.experiment.v1.MetricChange
+	15, // 34: labctl.experiment.v1.MetricChange.a:type_name -> labctl.experiment.v1.Spread
+	15, // 35: labctl.experiment.v1.MetricChange.b:type_name -> labctl.experiment.v1.Spread
+	22, // 36: labctl.experiment.v1.MetricChange.comparison:type_name -> labctl.experiment.v1.Comparison
+	15, // 37: labctl.experiment.v1.SummaryRow.MetricsEntry.value:type_name -> labctl.experiment.v1.Spread
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_labctl_experiment_v1_experiment_proto_init() }
@@ -2503,7 +2798,7 @@ func file_labctl_experiment_v1_experiment_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_experiment_v1_experiment_proto_rawDesc), len(file_labctl_experiment_v1_experiment_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

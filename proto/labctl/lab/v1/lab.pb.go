@@ -1793,6 +1793,300 @@ func (x *GetResultResponse) GetResult() *v1.Result {
 	return nil
 }
 
+type CompareResultsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Run ids (or unique prefixes): b is set against a.
+	A string `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B string `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	// Every metric, not only the experiment's summary metrics.
+	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompareResultsRequest) Reset() {
+	*x = CompareResultsRequest{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompareResultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompareResultsRequest) ProtoMessage() {}
+
+func (x *CompareResultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompareResultsRequest.ProtoReflect.Descriptor instead.
+func (*CompareResultsRequest) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CompareResultsRequest) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *CompareResultsRequest) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+func (x *CompareResultsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type CompareResultsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Comparison    *v1.ResultComparison   `protobuf:"bytes,1,opt,name=comparison,proto3" json:"comparison,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompareResultsResponse) Reset() {
+	*x = CompareResultsResponse{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompareResultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompareResultsResponse) ProtoMessage() {}
+
+func (x *CompareResultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompareResultsResponse.ProtoReflect.Descriptor instead.
+func (*CompareResultsResponse) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CompareResultsResponse) GetComparison() *v1.ResultComparison {
+	if x != nil {
+		return x.Comparison
+	}
+	return nil
+}
+
+type GetReportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One run id, or two to compare (the second against the first).
+	Ids           []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReportRequest) Reset() {
+	*x = GetReportRequest{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReportRequest) ProtoMessage() {}
+
+func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
+func (*GetReportRequest) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetReportRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+type GetReportResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page: HTML with its plots inline, nothing fetched when opened.
+	Html          []byte `protobuf:"bytes,1,opt,name=html,proto3" json:"html,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReportResponse) Reset() {
+	*x = GetReportResponse{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReportResponse) ProtoMessage() {}
+
+func (x *GetReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReportResponse.ProtoReflect.Descriptor instead.
+func (*GetReportResponse) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetReportResponse) GetHtml() []byte {
+	if x != nil {
+		return x.Html
+	}
+	return nil
+}
+
+type ImportResultRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name the file is reported under in errors.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// The result's JSON.
+	Result        []byte `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportResultRequest) Reset() {
+	*x = ImportResultRequest{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportResultRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportResultRequest) ProtoMessage() {}
+
+func (x *ImportResultRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportResultRequest.ProtoReflect.Descriptor instead.
+func (*ImportResultRequest) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ImportResultRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ImportResultRequest) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type ImportResultResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportResultResponse) Reset() {
+	*x = ImportResultResponse{}
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportResultResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportResultResponse) ProtoMessage() {}
+
+func (x *ImportResultResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportResultResponse.ProtoReflect.Descriptor instead.
+func (*ImportResultResponse) Descriptor() ([]byte, []int) {
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ImportResultResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 type GetTraceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Trace id (32 hex digits), or a run id whose trace is wanted.
@@ -1803,7 +2097,7 @@ type GetTraceRequest struct {
 
 func (x *GetTraceRequest) Reset() {
 	*x = GetTraceRequest{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[28]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +2109,7 @@ func (x *GetTraceRequest) String() string {
 func (*GetTraceRequest) ProtoMessage() {}
 
 func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[28]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +2122,7 @@ func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
 func (*GetTraceRequest) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{28}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetTraceRequest) GetId() string {
@@ -1850,7 +2144,7 @@ type GetTraceResponse struct {
 
 func (x *GetTraceResponse) Reset() {
 	*x = GetTraceResponse{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[29]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2156,7 @@ func (x *GetTraceResponse) String() string {
 func (*GetTraceResponse) ProtoMessage() {}
 
 func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[29]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2169,7 @@ func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
 func (*GetTraceResponse) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{29}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetTraceResponse) GetTraceId() string {
@@ -1903,7 +2197,7 @@ type WatchDropsRequest struct {
 
 func (x *WatchDropsRequest) Reset() {
 	*x = WatchDropsRequest{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[30]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2209,7 @@ func (x *WatchDropsRequest) String() string {
 func (*WatchDropsRequest) ProtoMessage() {}
 
 func (x *WatchDropsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[30]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2222,7 @@ func (x *WatchDropsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDropsRequest.ProtoReflect.Descriptor instead.
 func (*WatchDropsRequest) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{30}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchDropsRequest) GetLab() string {
@@ -1954,7 +2248,7 @@ type WatchDropsResponse struct {
 
 func (x *WatchDropsResponse) Reset() {
 	*x = WatchDropsResponse{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[31]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2260,7 @@ func (x *WatchDropsResponse) String() string {
 func (*WatchDropsResponse) ProtoMessage() {}
 
 func (x *WatchDropsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[31]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2273,7 @@ func (x *WatchDropsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDropsResponse.ProtoReflect.Descriptor instead.
 func (*WatchDropsResponse) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{31}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchDropsResponse) GetDrop() *PacketDrop {
@@ -2008,7 +2302,7 @@ type PacketDrop struct {
 
 func (x *PacketDrop) Reset() {
 	*x = PacketDrop{}
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[32]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2314,7 @@ func (x *PacketDrop) String() string {
 func (*PacketDrop) ProtoMessage() {}
 
 func (x *PacketDrop) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_lab_v1_lab_proto_msgTypes[32]
+	mi := &file_labctl_lab_v1_lab_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2327,7 @@ func (x *PacketDrop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketDrop.ProtoReflect.Descriptor instead.
 func (*PacketDrop) Descriptor() ([]byte, []int) {
-	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{32}
+	return file_labctl_lab_v1_lab_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PacketDrop) GetTime() *timestamppb.Timestamp {
@@ -2220,7 +2514,24 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x10GetResultRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
 	"\x11GetResultResponse\x124\n" +
-	"\x06result\x18\x01 \x01(\v2\x1c.labctl.experiment.v1.ResultR\x06result\"!\n" +
+	"\x06result\x18\x01 \x01(\v2\x1c.labctl.experiment.v1.ResultR\x06result\"E\n" +
+	"\x15CompareResultsRequest\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"`\n" +
+	"\x16CompareResultsResponse\x12F\n" +
+	"\n" +
+	"comparison\x18\x01 \x01(\v2&.labctl.experiment.v1.ResultComparisonR\n" +
+	"comparison\"$\n" +
+	"\x10GetReportRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\"'\n" +
+	"\x11GetReportResponse\x12\x12\n" +
+	"\x04html\x18\x01 \x01(\fR\x04html\"E\n" +
+	"\x13ImportResultRequest\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\"&\n" +
+	"\x14ImportResultResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"!\n" +
 	"\x0fGetTraceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
 	"\x10GetTraceResponse\x12\x19\n" +
@@ -2239,7 +2550,7 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x06source\x18\x04 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x05 \x01(\tR\vdestination\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1a\n" +
-	"\blocation\x18\a \x01(\tR\blocation2\xe3\x06\n" +
+	"\blocation\x18\a \x01(\tR\blocation2\xeb\b\n" +
 	"\n" +
 	"LabService\x12;\n" +
 	"\x02Up\x12\x18.labctl.lab.v1.UpRequest\x1a\x19.labctl.lab.v1.UpResponse0\x01\x12A\n" +
@@ -2250,7 +2561,10 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x03Run\x12\x19.labctl.lab.v1.RunRequest\x1a\x1a.labctl.lab.v1.RunResponse0\x01\x12N\n" +
 	"\tCancelRun\x12\x1f.labctl.lab.v1.CancelRunRequest\x1a .labctl.lab.v1.CancelRunResponse\x12T\n" +
 	"\vListResults\x12!.labctl.lab.v1.ListResultsRequest\x1a\".labctl.lab.v1.ListResultsResponse\x12N\n" +
-	"\tGetResult\x12\x1f.labctl.lab.v1.GetResultRequest\x1a .labctl.lab.v1.GetResultResponse\x12K\n" +
+	"\tGetResult\x12\x1f.labctl.lab.v1.GetResultRequest\x1a .labctl.lab.v1.GetResultResponse\x12]\n" +
+	"\x0eCompareResults\x12$.labctl.lab.v1.CompareResultsRequest\x1a%.labctl.lab.v1.CompareResultsResponse\x12N\n" +
+	"\tGetReport\x12\x1f.labctl.lab.v1.GetReportRequest\x1a .labctl.lab.v1.GetReportResponse\x12W\n" +
+	"\fImportResult\x12\".labctl.lab.v1.ImportResultRequest\x1a#.labctl.lab.v1.ImportResultResponse\x12K\n" +
 	"\bGetTrace\x12\x1e.labctl.lab.v1.GetTraceRequest\x1a\x1f.labctl.lab.v1.GetTraceResponse\x12S\n" +
 	"\n" +
 	"WatchDrops\x12 .labctl.lab.v1.WatchDropsRequest\x1a!.labctl.lab.v1.WatchDropsResponse0\x01B4Z2github.com/labctl/labctl/proto/labctl/lab/v1;labv1b\x06proto3"
@@ -2267,7 +2581,7 @@ func file_labctl_lab_v1_lab_proto_rawDescGZIP() []byte {
 	return file_labctl_lab_v1_lab_proto_rawDescData
 }
 
-var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*UpRequest)(nil),               // 0: labctl.lab.v1.UpRequest
 	(*UpResponse)(nil),              // 1: labctl.lab.v1.UpResponse
@@ -2297,19 +2611,26 @@ var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*ResultSummary)(nil),           // 25: labctl.lab.v1.ResultSummary
 	(*GetResultRequest)(nil),        // 26: labctl.lab.v1.GetResultRequest
 	(*GetResultResponse)(nil),       // 27: labctl.lab.v1.GetResultResponse
-	(*GetTraceRequest)(nil),         // 28: labctl.lab.v1.GetTraceRequest
-	(*GetTraceResponse)(nil),        // 29: labctl.lab.v1.GetTraceResponse
-	(*WatchDropsRequest)(nil),       // 30: labctl.lab.v1.WatchDropsRequest
-	(*WatchDropsResponse)(nil),      // 31: labctl.lab.v1.WatchDropsResponse
-	(*PacketDrop)(nil),              // 32: labctl.lab.v1.PacketDrop
-	nil,                             // 33: labctl.lab.v1.RunRequest.ParamsEntry
-	nil,                             // 34: labctl.lab.v1.RunRequest.NodesEntry
-	(*v1.ExperimentSpec)(nil),       // 35: labctl.experiment.v1.ExperimentSpec
-	(*v1.StepResult)(nil),           // 36: labctl.experiment.v1.StepResult
-	(*v1.Result)(nil),               // 37: labctl.experiment.v1.Result
-	(v1.RunState)(0),                // 38: labctl.experiment.v1.RunState
-	(v1.Outcome)(0),                 // 39: labctl.experiment.v1.Outcome
-	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(*CompareResultsRequest)(nil),   // 28: labctl.lab.v1.CompareResultsRequest
+	(*CompareResultsResponse)(nil),  // 29: labctl.lab.v1.CompareResultsResponse
+	(*GetReportRequest)(nil),        // 30: labctl.lab.v1.GetReportRequest
+	(*GetReportResponse)(nil),       // 31: labctl.lab.v1.GetReportResponse
+	(*ImportResultRequest)(nil),     // 32: labctl.lab.v1.ImportResultRequest
+	(*ImportResultResponse)(nil),    // 33: labctl.lab.v1.ImportResultResponse
+	(*GetTraceRequest)(nil),         // 34: labctl.lab.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),        // 35: labctl.lab.v1.GetTraceResponse
+	(*WatchDropsRequest)(nil),       // 36: labctl.lab.v1.WatchDropsRequest
+	(*WatchDropsResponse)(nil),      // 37: labctl.lab.v1.WatchDropsResponse
+	(*PacketDrop)(nil),              // 38: labctl.lab.v1.PacketDrop
+	nil,                             // 39: labctl.lab.v1.RunRequest.ParamsEntry
+	nil,                             // 40: labctl.lab.v1.RunRequest.NodesEntry
+	(*v1.ExperimentSpec)(nil),       // 41: labctl.experiment.v1.ExperimentSpec
+	(*v1.StepResult)(nil),           // 42: labctl.experiment.v1.StepResult
+	(*v1.Result)(nil),               // 43: labctl.experiment.v1.Result
+	(v1.RunState)(0),                // 44: labctl.experiment.v1.RunState
+	(v1.Outcome)(0),                 // 45: labctl.experiment.v1.Outcome
+	(*v1.ResultComparison)(nil),     // 46: labctl.experiment.v1.ResultComparison
+	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
 }
 var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	4,  // 0: labctl.lab.v1.UpResponse.progress:type_name -> labctl.lab.v1.Progress
@@ -2322,45 +2643,52 @@ var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
 	10, // 7: labctl.lab.v1.NodeStatus.interfaces:type_name -> labctl.lab.v1.InterfaceStatus
 	12, // 8: labctl.lab.v1.NodeStatus.agent:type_name -> labctl.lab.v1.AgentStatus
 	15, // 9: labctl.lab.v1.ListLabsResponse.labs:type_name -> labctl.lab.v1.LabSummary
-	35, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
-	33, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
-	34, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
+	41, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
+	39, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
+	40, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
 	20, // 13: labctl.lab.v1.RunResponse.progress:type_name -> labctl.lab.v1.RunProgress
-	36, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
-	37, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
+	42, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
+	43, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
 	25, // 16: labctl.lab.v1.ListResultsResponse.results:type_name -> labctl.lab.v1.ResultSummary
-	38, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
-	39, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
-	37, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
-	32, // 20: labctl.lab.v1.WatchDropsResponse.drop:type_name -> labctl.lab.v1.PacketDrop
-	40, // 21: labctl.lab.v1.PacketDrop.time:type_name -> google.protobuf.Timestamp
-	0,  // 22: labctl.lab.v1.LabService.Up:input_type -> labctl.lab.v1.UpRequest
-	2,  // 23: labctl.lab.v1.LabService.Down:input_type -> labctl.lab.v1.DownRequest
-	6,  // 24: labctl.lab.v1.LabService.GetStatus:input_type -> labctl.lab.v1.GetStatusRequest
-	13, // 25: labctl.lab.v1.LabService.ListLabs:input_type -> labctl.lab.v1.ListLabsRequest
-	16, // 26: labctl.lab.v1.LabService.ListExperiments:input_type -> labctl.lab.v1.ListExperimentsRequest
-	18, // 27: labctl.lab.v1.LabService.Run:input_type -> labctl.lab.v1.RunRequest
-	21, // 28: labctl.lab.v1.LabService.CancelRun:input_type -> labctl.lab.v1.CancelRunRequest
-	23, // 29: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
-	26, // 30: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
-	28, // 31: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
-	30, // 32: labctl.lab.v1.LabService.WatchDrops:input_type -> labctl.lab.v1.WatchDropsRequest
-	1,  // 33: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
-	3,  // 34: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
-	7,  // 35: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
-	14, // 36: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
-	17, // 37: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
-	19, // 38: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
-	22, // 39: labctl.lab.v1.LabService.CancelRun:output_type -> labctl.lab.v1.CancelRunResponse
-	24, // 40: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
-	27, // 41: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
-	29, // 42: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
-	31, // 43: labctl.lab.v1.LabService.WatchDrops:output_type -> labctl.lab.v1.WatchDropsResponse
-	33, // [33:44] is the sub-list for method output_type
-	22, // [22:33] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	44, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
+	45, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
+	43, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
+	46, // 20: labctl.lab.v1.CompareResultsResponse.comparison:type_name -> labctl.experiment.v1.ResultComparison
+	38, // 21: labctl.lab.v1.WatchDropsResponse.drop:type_name -> labctl.lab.v1.PacketDrop
+	47, // 22: labctl.lab.v1.PacketDrop.time:type_name -> google.protobuf.Timestamp
+	0,  // 23: labctl.lab.v1.LabService.Up:input_type -> labctl.lab.v1.UpRequest
+	2,  // 24: labctl.lab.v1.LabService.Down:input_type -> labctl.lab.v1.DownRequest
+	6,  // 25: labctl.lab.v1.LabService.GetStatus:input_type -> labctl.lab.v1.GetStatusRequest
+	13, // 26: labctl.lab.v1.LabService.ListLabs:input_type -> labctl.lab.v1.ListLabsRequest
+	16, // 27: labctl.lab.v1.LabService.ListExperiments:input_type -> labctl.lab.v1.ListExperimentsRequest
+	18, // 28: labctl.lab.v1.LabService.Run:input_type -> labctl.lab.v1.RunRequest
+	21, // 29: labctl.lab.v1.LabService.CancelRun:input_type -> labctl.lab.v1.CancelRunRequest
+	23, // 30: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
+	26, // 31: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
+	28, // 32: labctl.lab.v1.LabService.CompareResults:input_type -> labctl.lab.v1.CompareResultsRequest
+	30, // 33: labctl.lab.v1.LabService.GetReport:input_type -> labctl.lab.v1.GetReportRequest
+	32, // 34: labctl.lab.v1.LabService.ImportResult:input_type -> labctl.lab.v1.ImportResultRequest
+	34, // 35: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
+	36, // 36: labctl.lab.v1.LabService.WatchDrops:input_type -> labctl.lab.v1.WatchDropsRequest
+	1,  // 37: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
+	3,  // 38: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
+	7,  // 39: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
+	14, // 40: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
+	17, // 41: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
+	19, // 42: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
+	22, // 43: labctl.lab.v1.LabService.CancelRun:output_type -> labctl.lab.v1.CancelRunResponse
+	24, // 44: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
+	27, // 45: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
+	29, // 46: labctl.lab.v1.LabService.CompareResults:output_type -> labctl.lab.v1.CompareResultsResponse
+	31, // 47: labctl.lab.v1.LabService.GetReport:output_type -> labctl.lab.v1.GetReportResponse
+	33, // 48: labctl.lab.v1.LabService.ImportResult:output_type -> labctl.lab.v1.ImportResultResponse
+	35, // 49: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
+	37, // 50: labctl.lab.v1.LabService.WatchDrops:output_type -> labctl.lab.v1.WatchDropsResponse
+	37, // [37:51] is the sub-list for method output_type
+	23, // [23:37] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_labctl_lab_v1_lab_proto_init() }
@@ -2387,7 +2715,7 @@ func file_labctl_lab_v1_lab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_lab_v1_lab_proto_rawDesc), len(file_labctl_lab_v1_lab_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,9 @@ const (
 	LabService_CancelRun_FullMethodName       = "/labctl.lab.v1.LabService/CancelRun"
 	LabService_ListResults_FullMethodName     = "/labctl.lab.v1.LabService/ListResults"
 	LabService_GetResult_FullMethodName       = "/labctl.lab.v1.LabService/GetResult"
+	LabService_CompareResults_FullMethodName  = "/labctl.lab.v1.LabService/CompareResults"
+	LabService_GetReport_FullMethodName       = "/labctl.lab.v1.LabService/GetReport"
+	LabService_ImportResult_FullMethodName    = "/labctl.lab.v1.LabService/ImportResult"
 	LabService_GetTrace_FullMethodName        = "/labctl.lab.v1.LabService/GetTrace"
 	LabService_WatchDrops_FullMethodName      = "/labctl.lab.v1.LabService/WatchDrops"
 )
@@ -63,6 +66,15 @@ type LabServiceClient interface {
 	ListResults(ctx context.Context, in *ListResultsRequest, opts ...grpc.CallOption) (*ListResultsResponse, error)
 	// GetResult returns one stored result.
 	GetResult(ctx context.Context, in *GetResultRequest, opts ...grpc.CallOption) (*GetResultResponse, error)
+	// CompareResults sets one stored result against another.
+	CompareResults(ctx context.Context, in *CompareResultsRequest, opts ...grpc.CallOption) (*CompareResultsResponse, error)
+	// GetReport renders one result, or two side by side, as a self-contained
+	// HTML page (docs/reports.md).
+	GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (*GetReportResponse, error)
+	// ImportResult stores a result made by another labctl (its JSON, as
+	// `labctl results export` writes it), refusing a malformed one, one from a
+	// newer labctl and one whose id is already stored.
+	ImportResult(ctx context.Context, in *ImportResultRequest, opts ...grpc.CallOption) (*ImportResultResponse, error)
 	// GetTrace returns the local copy of a trace: the spans that this host's
 	// labctl and agents kept, whether or not a collector received them.
 	GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (*GetTraceResponse, error)
@@ -197,6 +209,36 @@ func (c *labServiceClient) GetResult(ctx context.Context, in *GetResultRequest, 
 	return out, nil
 }
 
+func (c *labServiceClient) CompareResults(ctx context.Context, in *CompareResultsRequest, opts ...grpc.CallOption) (*CompareResultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompareResultsResponse)
+	err := c.cc.Invoke(ctx, LabService_CompareResults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *labServiceClient) GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (*GetReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetReportResponse)
+	err := c.cc.Invoke(ctx, LabService_GetReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *labServiceClient) ImportResult(ctx context.Context, in *ImportResultRequest, opts ...grpc.CallOption) (*ImportResultResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportResultResponse)
+	err := c.cc.Invoke(ctx, LabService_ImportResult_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *labServiceClient) GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (*GetTraceResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetTraceResponse)
@@ -257,6 +299,15 @@ type LabServiceServer interface {
 	ListResults(context.Context, *ListResultsRequest) (*ListResultsResponse, error)
 	// GetResult returns one stored result.
 	GetResult(context.Context, *GetResultRequest) (*GetResultResponse, error)
+	// CompareResults sets one stored result against another.
+	CompareResults(context.Context, *CompareResultsRequest) (*CompareResultsResponse, error)
+	// GetReport renders one result, or two side by side, as a self-contained
+	// HTML page (docs/reports.md).
+	GetReport(context.Context, *GetReportRequest) (*GetReportResponse, error)
+	// ImportResult stores a result made by another labctl (its JSON, as
+	// `labctl results export` writes it), refusing a malformed one, one from a
+	// newer labctl and one whose id is already stored.
+	ImportResult(context.Context, *ImportResultRequest) (*ImportResultResponse, error)
 	// GetTrace returns the local copy of a trace: the spans that this host's
 	// labctl and agents kept, whether or not a collector received them.
 	GetTrace(context.Context, *GetTraceRequest) (*GetTraceResponse, error)
@@ -300,6 +351,15 @@ func (UnimplementedLabServiceServer) ListResults(context.Context, *ListResultsRe
 }
 func (UnimplementedLabServiceServer) GetResult(context.Context, *GetResultRequest) (*GetResultResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetResult not implemented")
+}
+func (UnimplementedLabServiceServer) CompareResults(context.Context, *CompareResultsRequest) (*CompareResultsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompareResults not implemented")
+}
+func (UnimplementedLabServiceServer) GetReport(context.Context, *GetReportRequest) (*GetReportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetReport not implemented")
+}
+func (UnimplementedLabServiceServer) ImportResult(context.Context, *ImportResultRequest) (*ImportResultResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportResult not implemented")
 }
 func (UnimplementedLabServiceServer) GetTrace(context.Context, *GetTraceRequest) (*GetTraceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTrace not implemented")
@@ -469,6 +529,60 @@ func _LabService_GetResult_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LabService_CompareResults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompareResultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LabServiceServer).CompareResults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LabService_CompareResults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LabServiceServer).CompareResults(ctx, req.(*CompareResultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LabService_GetReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LabServiceServer).GetReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LabService_GetReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LabServiceServer).GetReport(ctx, req.(*GetReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LabService_ImportResult_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportResultRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LabServiceServer).ImportResult(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LabService_ImportResult_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LabServiceServer).ImportResult(ctx, req.(*ImportResultRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _LabService_GetTrace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTraceRequest)
 	if err := dec(in); err != nil {
@@ -528,6 +642,18 @@ var LabService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetResult",
 			Handler:    _LabService_GetResult_Handler,
+		},
+		{
+			MethodName: "CompareResults",
+			Handler:    _LabService_CompareResults_Handler,
+		},
+		{
+			MethodName: "GetReport",
+			Handler:    _LabService_GetReport_Handler,
+		},
+		{
+			MethodName: "ImportResult",
+			Handler:    _LabService_ImportResult_Handler,
 		},
 		{
 			MethodName: "GetTrace",

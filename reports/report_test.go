@@ -1,0 +1,254 @@
+package reports
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/csv"
+	"encoding/json"
+	"html"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/experiments/all"
+	"github.com/labctl/labctl/internal/golden"
+	"github.com/labctl/labctl/internal/judge"
+	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
+)
+
+// recorded reads testdata/<experiment>.json.gz: a result of the README's
+// command for the experiment, made on the reference machine (2 vCPUs,
+// Linux 6.18) at commit 217df86, with the steps of its first three repeats
+// kept to stay small.
+func recorded(t *testing.T, experiment string) *experimentv1.Result {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", experiment+".json.gz"))
+	if err != nil {
+		t.Fatalf("no recorded result of %s: %v", experiment, err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r experimentv1.Result
+	if err := protojson.Unmarshal(b, &r); err != nil {
+		t.Fatalf("%s: %v", experiment, err)
+	}
+	return &r
+}
+
+func inputOf(t *testing.T, results ...*experimentv1.Result) Input {
+	e, ok := all.Registry().Get(results[0].GetExperiment())
+	if !ok {
+		t.Fatalf("no experiment %s", results[0].GetExperiment())
+	}
+	in := Input{Results: results, Spec: e.Spec()}
+	if f, ok := e.(experiments.Figured); ok {
+		in.Figures = f.Figures()
+	}
+	return in
+}
+
+func render1(t *testing.T, in Input) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := Render(&buf, in); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+var (
+	figureRE = regexp.MustCompile(`(?s)<figure>(<svg.*?</svg>)\s*<figcaption>`)
+	urlRE    = regexp.MustCompile(`(?i)(https?:|ftp:|//[a-z0-9.-]+\.[a-z]{2,}/|url\((["']?)[^d"'])`)
+)
+
+// TestEveryExperimentsReport renders each experiment's recorded result and
+// checks the page's structure: every declared figure drawn (with its
+// title and axis labels in the SVG), the topology, the verdict, the
+// claim, the evidence, and nothing the page would fetch.
+func TestEveryExperimentsReport(t *testing.T) {
+	for _, spec := range all.Registry().Specs() {
+		t.Run(spec.GetName(), func(t *testing.T) {
+			r := recorded(t, spec.GetName())
+			in := inputOf(t, r)
+			page := html.UnescapeString(render1(t, in))
+			svgs := figureRE.FindAllStringSubmatch(page, -1)
+			figures := in.Figures
+			if figures == nil {
+				figures = Defaults(in.Spec, in.Results)
+			}
+			for _, f := range figures {
+				found := false
+				for _, svg := range svgs {
+					if strings.Contains(svg[1], ">"+f.Title+"<") {
+						found = true
+						for _, label := range []string{f.XLabel, f.YLabel} {
+							if label != "" && !strings.Contains(svg[1], ">"+label+"<") {
+								t.Errorf("figure %q has no axis label %q", f.Title, label)
+							}
+						}
+						if strings.Count(svg[1], "<path") < 10 {
+							t.Errorf("figure %q draws almost nothing: %d paths", f.Title, strings.Count(svg[1], "<path"))
+						}
+					}
+				}
+				if !found {
+					t.Errorf("figure %q is not on the page", f.Title)
+				}
+			}
+			if !strings.Contains(page, ">Topology: "+r.GetLab()+"<") {
+				t.Errorf("the page does not draw the topology of lab %s", r.GetLab())
+			}
+			v := r.GetVerdict()
+			outcome := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(v.GetOutcome().String(), "OUTCOME_")), "_", " ")
+			if !strings.Contains(page, "<b>"+outcome+"</b>") || !strings.Contains(page, v.GetExplanation()) {
+				t.Errorf("the page does not show the verdict %s with its explanation", outcome)
+			}
+			for _, c := range spec.GetClaims() {
+				for _, id := range strings.Split(c, ",") {
+					if !strings.Contains(page, "<b>"+strings.TrimSpace(id)+": ") {
+						t.Errorf("the page does not state claim %s", id)
+					}
+				}
+			}
+			if !strings.Contains(page, "Evidence from the kernel") {
+				t.Error("no evidence section")
+			}
+			for _, m := range urlRE.FindAllString(stripNamespaces(page), -1) {
+				t.Errorf("the page refers to something outside it: %q", m)
+			}
+		})
+	}
+}
+
+// stripNamespaces removes the SVG namespace names: identifiers that look
+// like URLs and are never fetched.
+func stripNamespaces(page string) string {
+	for _, ns := range []string{`xmlns="http://www.w3.org/2000/svg"`, `xmlns:xlink="http://www.w3.org/1999/xlink"`} {
+		page = strings.ReplaceAll(page, ns, "")
+	}
+	return page
+}
+
+// TestTwoRunsSideBySide: a run set against a copy of itself with one
+// parameter changed shows the parameter, both runs in each plot and a
+// change per summary metric.
+func TestTwoRunsSideBySide(t *testing.T) {
+	a := recorded(t, "rr")
+	b := proto.Clone(a).(*experimentv1.Result)
+	b.Id = "20261205-130000-rr-beef"
+	b.Params["size"] = "1024"
+	in := inputOf(t, a, b)
+	in.Comparison = judge.Results(a, b, in.Spec.GetSummaryMetrics())
+	page := render1(t, in)
+	for _, want := range []string{"What differs between the runs", "<td>param size</td><td>64</td><td>1024</td>",
+		">A: tcp<", ">B: tcp<", "Changes, B against A", "Verdict of run A", "Verdict of run B"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if got, want := len(in.Comparison.GetChanges()), len(in.Spec.GetSummaryMetrics()); got != want {
+		t.Errorf("%d changes, want one per summary metric (%d)", got, want)
+	}
+}
+
+// TestComparisonJSON pins the shape of `results compare -o json`
+// (docs/reports.md) with a golden file: rr against itself with the
+// message size changed and every latency 50% higher.
+func TestComparisonJSON(t *testing.T) {
+	// Three repeats cannot decide at 95% (the rank test's smallest p for
+	// 3 against 3 is 0.1): each step is repeated once more, 1% apart, to
+	// give both runs six.
+	a := recorded(t, "rr")
+	for _, s := range slices.Clone(a.GetSteps()) {
+		c := proto.Clone(s).(*experimentv1.StepResult)
+		c.Step.Repeat += 3
+		for _, r := range c.GetReports() {
+			for k, v := range r.GetMetrics() {
+				r.Metrics[k] = v * 1.01
+			}
+		}
+		a.Steps = append(a.Steps, c)
+	}
+	b := proto.Clone(a).(*experimentv1.Result)
+	b.Id = "20261205-130000-rr-beef"
+	b.Params["size"] = "1024"
+	b.Host.Kernel = "6.19.0"
+	for _, s := range b.GetSteps() {
+		for _, r := range s.GetReports() {
+			for k, v := range r.GetMetrics() {
+				if strings.HasPrefix(k, "rtt_") {
+					r.Metrics[k] = v * 1.5
+				}
+			}
+		}
+	}
+	c := judge.Results(a, b, []string{"client.rtt_p50_ns", "client.msgs_per_s"})
+	b2, err := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As labctl's -o json prints it: protojson's whitespace varies by build.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b2, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	golden.Check(t, filepath.Join("testdata", "compare.golden.json"), append(out.Bytes(), '\n'))
+	if p50 := c.GetChanges()[0]; p50.GetComparison().GetVerdict() != experimentv1.ComparisonVerdict_COMPARISON_VERDICT_HIGHER {
+		t.Errorf("every p50 50%% higher: %s, want higher", judge.Significance(p50))
+	}
+	other := proto.Clone(a).(*experimentv1.Result)
+	other.Experiment = "zerocopy"
+	if c := judge.Results(a, other, nil); c.GetComparable() || len(c.GetChanges()) > 0 {
+		t.Errorf("runs of different experiments compared: %v", c)
+	}
+}
+
+// TestCSV: one row per step and role, one column per metric.
+func TestCSV(t *testing.T) {
+	r := recorded(t, "rr")
+	var buf bytes.Buffer
+	if err := CSV(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 1
+	for _, s := range r.GetSteps() {
+		want += len(s.GetReports())
+	}
+	if len(rows) != want {
+		t.Fatalf("%d rows, want a header and one per step and role (%d)", len(rows), want)
+	}
+	header := strings.Join(rows[0], ",")
+	if !strings.HasPrefix(header, "run,experiment,step,variant,repeat,role,node,") || !strings.Contains(header, ",rtt_p50_ns,") {
+		t.Errorf("header %s", header)
+	}
+	col := -1
+	for i, h := range rows[0] {
+		if h == "rtt_p50_ns" {
+			col = i
+		}
+	}
+	for _, row := range rows[1:] {
+		if (row[5] == "client") == (row[col] == "") {
+			t.Errorf("row %v: rtt_p50_ns %q for role %s", row[:7], row[col], row[5])
+		}
+	}
+}
