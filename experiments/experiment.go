@@ -39,6 +39,15 @@ type Experiment interface {
 	Judge(p Params, steps []*experimentv1.StepResult) ([]*experimentv1.SummaryRow, *experimentv1.Verdict)
 }
 
+// PacketJudged is an experiment whose verdict also reads what packet
+// tracing saw (labctl run --trace-packets; docs/packet-path.md). After
+// Judge, and only when packets were traced, the runner gives it the
+// summary rows, each with its variant's packet path where packets of it
+// were traced, and the verdict to add that evidence to.
+type PacketJudged interface {
+	JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.Verdict)
+}
+
 // Env is what a role sees while it runs inside an agent.
 type Env struct {
 	RunID  string

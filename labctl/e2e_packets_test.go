@@ -102,6 +102,9 @@ func TestPacketsOfCaptureOrder(t *testing.T) {
 	res := c.result("run", "capture-order", lab, "--client", "tx", "--server", "rx", "-q", "--trace-packets",
 		"-p", "count=50", "-p", "repeats=1", "-p", "tcpdump=false")
 	completed(t, res, 2)
+	if e := res.GetVerdict().GetExplanation(); !strings.Contains(e, "Packet path: INPUT: ") || !strings.Contains(e, "OUTPUT: ") {
+		t.Errorf("the verdict does not say what packet tracing saw: %s", e)
+	}
 	pt := res.GetPacketTracing()
 	if pt.GetError() != "" || pt.GetTraced() == 0 || len(pt.GetMissing()) != 0 || pt.GetLost() != 0 {
 		t.Fatalf("packet tracing: %v", pt)
@@ -219,6 +222,9 @@ func TestPacketsOfRR(t *testing.T) {
 	table := c.ok("results", "show", res.GetId())
 	if !strings.Contains(table, "where the time goes") || !strings.Contains(table, "net_dev_queue@n1") {
 		t.Errorf("results show lacks the per-stage table:\n%s", table)
+	}
+	if !strings.Contains(res.GetVerdict().GetExplanation(), "packet path (") {
+		t.Errorf("the verdict does not split the round trip: %s", res.GetVerdict().GetExplanation())
 	}
 }
 

@@ -252,3 +252,19 @@ func TestCSV(t *testing.T) {
 		}
 	}
 }
+
+// TestPacketPathFigure: a run whose packets were traced shows where the
+// time went per stage.
+func TestPacketPathFigure(t *testing.T) {
+	r := recorded(t, "rr")
+	r.GetSummary()[0].PacketPath = &experimentv1.PacketPath{Packets: 120, Stages: []*experimentv1.StageTime{
+		{From: "net_dev_queue@n1", To: "netif_rx@n2", Packets: 60, P50Ns: 2100, P99Ns: 5000},
+		{From: "netif_rx@n2", To: "copy to user@n2", Packets: 60, P50Ns: 6400, P99Ns: 21000}},
+		Drops: []*experimentv1.DropCount{{Reason: "NO_SOCKET", Location: "tcp_v4_rcv+0x1a0", Node: "n2", Count: 1}}}
+	page := html.UnescapeString(render1(t, inputOf(t, r)))
+	for _, want := range []string{">Where the time goes: tcp<", ">net_dev_queue@n1 → netif_rx@n2<", "1 NO_SOCKET at tcp_v4_rcv+0x1a0 (n2)"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+}

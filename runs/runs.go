@@ -272,6 +272,10 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 		}
 		res.Summary, res.Verdict = exp.Judge(params, res.Steps)
 	}
+	run.packets.finish(res)
+	if pj, ok := exp.(experiments.PacketJudged); ok && res.GetPacketTracing().GetTraced() > 0 && res.GetVerdict() != nil {
+		pj.JudgePackets(res.Summary, res.Verdict)
+	}
 	// The verdict as the CLI says it; the numbers are in the step spans
 	// (labctl.<role>.<metric>) and in the result.
 	span.SetAttributes(attribute.String("labctl.verdict.outcome", strings.TrimPrefix(res.GetVerdict().GetOutcome().String(), "OUTCOME_")),
@@ -279,7 +283,6 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 	if c := res.GetVerdict().GetClaim(); c != "" {
 		span.SetAttributes(attribute.String("labctl.verdict.claim", c))
 	}
-	run.packets.finish(res)
 	res.State = experimentv1.RunState_RUN_STATE_COMPLETED
 	res.Finished = timestamppb.Now()
 	if err := r.Store.Save(res); err != nil {

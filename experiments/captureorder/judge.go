@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/judge"
 	"github.com/labctl/labctl/internal/report"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
@@ -159,4 +160,32 @@ type variantResult struct {
 	engaged bool     // the rule matched every datagram in every repeat
 	bad     []string // contradictions, by repeat
 	lost    []string // repeats whose captures lost frames
+}
+
+// JudgePackets adds what packet tracing saw of the order: on the way in,
+// the packets reach netif_receive_skb (where the capture's tap clones
+// them) before netfilter's LOCAL_IN drops them; on the way out, LOCAL_OUT
+// drops them before they reach the device queue the tap sits behind.
+func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.Verdict) {
+	var parts []string
+	if pp := report.Row(rows, variantInput).GetPacketPath(); pp.GetPackets() > 0 {
+		n, where := judge.Dropped(pp, "NETFILTER_DROP")
+		parts = append(parts, fmt.Sprintf("INPUT: %d traced packets, %d came to netif_receive_skb (the capture's tap) and %d from there on to nf PRE_ROUTING and LOCAL_IN, %d dropped with NETFILTER_DROP (%s)",
+			pp.GetPackets(), judge.Reached(pp, "netif_receive_skb"), judge.Reached(pp, "nf LOCAL_IN"), n, orNone(where)))
+	}
+	if pp := report.Row(rows, variantOutput).GetPacketPath(); pp.GetPackets() > 0 {
+		n, where := judge.Dropped(pp, "NETFILTER_DROP")
+		parts = append(parts, fmt.Sprintf("OUTPUT: %d traced packets, %d dropped with NETFILTER_DROP (%s), %d reached net_dev_queue",
+			pp.GetPackets(), n, orNone(where), judge.Reached(pp, "net_dev_queue")))
+	}
+	if len(parts) > 0 {
+		v.Explanation += " Packet path: " + strings.Join(parts, "; ") + "."
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "nowhere"
+	}
+	return s
 }

@@ -454,3 +454,30 @@ func us(ns float64) string {
 	}
 	return fmt.Sprintf("%.2f µs", ns/1e3)
 }
+
+// JudgePackets adds what C8 is about, as packet tracing saw it: per model,
+// the time from the data's arrival on the socket (sk_data_ready) to the
+// reading thread's wakeup, and from the wakeup to the copy to the reader.
+// A model that never slept has no wakeup on its path.
+func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.Verdict) {
+	var parts []string
+	for _, row := range rows {
+		pp := row.GetPacketPath()
+		if pp.GetPackets() == 0 {
+			continue
+		}
+		woke, copied := judge.Gap(pp, "sk_data_ready", "reader wakeup"), judge.Gap(pp, "reader wakeup", "copy to user")
+		switch {
+		case woke != nil && copied != nil:
+			parts = append(parts, fmt.Sprintf("%s: sk_data_ready → reader wakeup %s, wakeup → copy to user %s (p50 over %d packets)",
+				row.GetVariant(), judge.Micros(woke.GetP50Ns()), judge.Micros(copied.GetP50Ns()), woke.GetPackets()))
+		case judge.Gap(pp, "sk_data_ready", "copy to user") != nil:
+			direct := judge.Gap(pp, "sk_data_ready", "copy to user")
+			parts = append(parts, fmt.Sprintf("%s: no wakeup on the path (the reader was not asleep), sk_data_ready → copy to user %s",
+				row.GetVariant(), judge.Micros(direct.GetP50Ns())))
+		}
+	}
+	if len(parts) > 0 {
+		v.Explanation += " Packet path: " + strings.Join(parts, "; ") + "."
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/labctl/labctl/experiments"
@@ -324,4 +325,40 @@ func us(ns float64) string { return fmt.Sprintf("%.1f µs", ns/1e3) }
 func (Experiment) Figures() []experiments.Figure {
 	return append(experiments.RoundTrips(), experiments.Figure{Kind: experiments.Bars, Title: "Voluntary context switches per message",
 		Metrics: []string{"client.vcsw_per_msg", "server.vcsw_per_msg"}, YLabel: "switches per message"})
+}
+
+// JudgePackets splits the round trip: the time the kernel's stages take,
+// from each packet's first traced stage to the copy to the reader, in both
+// directions, against the RTT; the rest is the applications, system call
+// entry and exit, and what no stage sees.
+func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.Verdict) {
+	row := report.Row(rows, "tcp")
+	pp := row.GetPacketPath()
+	if pp.GetPackets() == 0 {
+		return
+	}
+	var kernel float64
+	for _, st := range pp.GetStages() {
+		if afterDelivery(st.GetFrom(), st.GetTo()) {
+			continue
+		}
+		kernel += st.GetP50Ns()
+	}
+	rtt := row.GetMetrics()["client.rtt_p50_ns"].GetMedian()
+	v.Explanation += fmt.Sprintf("; packet path (%d traced packets): the kernel's stages up to the copy to the reader add up to %s per round trip (the medians between stages, both directions)",
+		pp.GetPackets(), us(kernel))
+	if rtt > kernel {
+		v.Explanation += fmt.Sprintf(", the other %s of the p50 (%.0f%%) are the applications and what no stage sees", us(rtt-kernel), 100*(rtt-kernel)/rtt)
+	}
+}
+
+// afterDelivery says whether a transition between stages comes after the
+// data reached the application, or ends a packet that carried none.
+func afterDelivery(from, to string) bool {
+	name := func(s string) string { n, _, _ := strings.Cut(s, "@"); return n }
+	switch name(to) {
+	case "consumed", "drop", "capture copy":
+		return true
+	}
+	return name(from) == "copy to user"
 }
