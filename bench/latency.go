@@ -158,12 +158,52 @@ func latency(ctx context.Context, b *bench) (string, error) {
 	s.WriteString("\nrr relative to sockperf, pair by pair:\n\n")
 	s.WriteString(table([]string{"size (B)", "p50", "p99"}, ratios))
 	s.WriteString("\n")
+	io, err := ioModelsVsSockperf(ctx, b, lab, client, server, seconds)
+	if err != nil {
+		return "", err
+	}
+	s.WriteString(io)
 	bp, err := busyPollVsSockperf(ctx, b, seconds)
 	if err != nil {
 		fmt.Fprintf(&s, "busy-poll vs sockperf --lls: not measured: %v\n\n", err)
 	} else {
 		s.WriteString(bp)
 	}
+	return s.String(), nil
+}
+
+// ioModelsVsSockperf calibrates io-models' blocking server, whose waits go
+// through the same bounded raw calls as rr's, against sockperf on the same
+// veth, alternating.
+func ioModelsVsSockperf(ctx context.Context, b *bench, lab, client, server string, seconds int) (string, error) {
+	var io50, io99, sp50, sp99 figure
+	for rep := range b.reps {
+		b.log("io-models blocking vs sockperf rep %d", rep+1)
+		r, err := b.runJSON(ctx, "io-models", lab, "-p", "models=blocking", "-p", "protocols=tcp", "-p", "size=64",
+			"-p", fmt.Sprintf("duration=%ds", seconds), "-p", "repeats=1", "-p", "max_repeats=1")
+		if err != nil {
+			return "", err
+		}
+		p50, ok50 := summaryMedian(r, "blocking/tcp", "client.rtt_p50_ns")
+		p99, ok99 := summaryMedian(r, "blocking/tcp", "client.rtt_p99_ns")
+		if !ok50 || !ok99 {
+			return "", fmt.Errorf("io-models: no blocking/tcp RTT in the result")
+		}
+		io50, io99 = append(io50, p50/1e3), append(io99, p99/1e3)
+		s50, s99, err := sockperf(ctx, client, server, "198.18.0.2", 64, seconds)
+		if err != nil {
+			return "", err
+		}
+		sp50, sp99 = append(sp50, s50), append(sp99, s99)
+	}
+	var s strings.Builder
+	s.WriteString("### io-models' blocking server vs sockperf\n\n")
+	fmt.Fprintf(&s, "64-byte TCP round trips over the same veth, %d s each, alternating `labctl run io-models -p models=blocking -p protocols=tcp` (a blocking recv/send server, a blocking client) and `sockperf ping-pong --tcp --full-rtt`. Target: p50 within 5%%, p99 within 15%%.\n\n", seconds)
+	s.WriteString(table([]string{"tool", "p50 RTT", "p99 RTT", "p50 vs sockperf", "p99 vs sockperf"}, [][]string{
+		{"labctl io-models blocking/tcp", io50.cell(usec), io99.cell(usec), ratio(io50, sp50).cell(pct), ratio(io99, sp99).cell(pct)},
+		{"sockperf ping-pong --tcp --full-rtt", sp50.cell(usec), sp99.cell(usec), "–", "–"},
+	}))
+	s.WriteString("\n")
 	return s.String(), nil
 }
 

@@ -62,14 +62,23 @@ func TestIOModelsEndToEnd(t *testing.T) {
 				t.Errorf("%s: the server watched %v descriptors, want %v", v, n, want)
 			}
 		}
-		for _, proto := range []string{"tcp", "udp"} {
-			// Relationships that hold whatever the load: a blocking recv
-			// sleeps far more often than a spinning one, which never does
-			// unless preempted for a page fault or the like.
-			blocking, spin := median(t, res, "blocking/"+proto, "server.vcsw_per_msg"), median(t, res, "spin/"+proto, "server.vcsw_per_msg")
-			if blocking <= 2*spin || blocking < 0.2 {
-				t.Errorf("%s: blocking server %.3f voluntary switches per message, spin %.3f", proto, blocking, spin)
+		// C8 as the verdict says it must agree with the blocking server's
+		// switches. How often recv sleeps depends on the load: with the
+		// CPUs busy (CI beside other jobs, scripts/stress.sh) the next
+		// request is often queued before recv is called, so recv does not
+		// sleep, and the verdict must then not say C8 holds.
+		blocking, spin := median(t, res, "blocking/tcp", "server.vcsw_per_msg"), median(t, res, "spin/tcp", "server.vcsw_per_msg")
+		switch explanation := res.GetVerdict().GetExplanation(); {
+		case strings.Contains(explanation, "C8 HOLDS"):
+			if blocking < 0.9 || blocking <= 2*spin {
+				t.Errorf("C8 holds with the blocking server at %.3f voluntary switches per message and spin at %.3f", blocking, spin)
 			}
+		case blocking >= 0.9:
+			t.Errorf("the blocking server slept on %.3f of messages, yet C8 does not hold: %s", blocking, explanation)
+		case !strings.Contains(explanation, "recv did not sleep") && !strings.Contains(explanation, "recv almost never slept"):
+			t.Errorf("C8 does not hold without saying why: %s", explanation)
+		}
+		for _, proto := range []string{"tcp", "udp"} {
 			// System calls per message follow from the loops: one
 			// io_uring_enter; recv+send; a wait more for level-triggered
 			// epoll. Edge-triggered epoll's recv that drains the socket

@@ -227,5 +227,22 @@ Start with the embedded example:
 		newSchemaCmd(),
 		newAgentCmd(g),
 	)
+	argsAreUsage(root)
 	return root
+}
+
+// argsAreUsage makes a wrong number of arguments a usage error (exit 2,
+// nothing changed) in every command, as a bad flag already is.
+func argsAreUsage(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usagef("%s: %v (usage: %s)", cmd.CommandPath(), err, cmd.UseLine())
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		argsAreUsage(sub)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel"
@@ -69,7 +70,22 @@ func TestUpSpanTree(t *testing.T) {
 	}
 	root.End()
 
-	spans := exp.GetSpans()
+	// The server's span ends when its handler has returned, which the
+	// client may learn of (the stream's end) a moment before: on a busy
+	// machine the spans are read only once both sides' Up spans are in.
+	var spans tracetest.SpanStubs
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		spans = exp.GetSpans()
+		n := 0
+		for _, sp := range spans {
+			if sp.Name == "labctl.lab.v1.LabService/Up" {
+				n++
+			}
+		}
+		if n == 2 || time.Now().After(deadline) {
+			break
+		}
+	}
 	byID := map[string]tracetest.SpanStub{}
 	names := map[string]int{}
 	for _, sp := range spans {
