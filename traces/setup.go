@@ -130,13 +130,11 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 			}
 		}
 		st := &storeExporter{dir: o.LocalDir, file: storeFileName(o.Service, node, os.Getpid())}
-		p.local = sdktrace.NewBatchSpanProcessor(st,
-			sdktrace.WithBatchTimeout(localBatchDelay), sdktrace.WithExportTimeout(ShutdownTimeout))
+		p.local = newBatcher(st, localBatchDelay, ShutdownTimeout)
 		opts = append(opts, sdktrace.WithSpanProcessor(p.local))
 	}
 	if exp != nil {
-		p.otlp = sdktrace.NewBatchSpanProcessor(&watchedExporter{SpanExporter: exp, p: p},
-			sdktrace.WithBatchTimeout(otlpBatchDelay), sdktrace.WithExportTimeout(ExportTimeout))
+		p.otlp = newBatcher(&watchedExporter{SpanExporter: exp, p: p}, otlpBatchDelay, ExportTimeout)
 		opts = append(opts, sdktrace.WithSpanProcessor(p.otlp))
 	}
 	p.tp = sdktrace.NewTracerProvider(opts...)
