@@ -156,6 +156,16 @@ func (p *Provider) Disabled() bool {
 // that takes one explicitly.
 func (p *Provider) TracerProvider() trace.TracerProvider { return p.tp }
 
+// FlushLocal writes the spans that have ended to the local store now,
+// rather than when their batch is due; the OTLP export keeps its own pace
+// (a collector that does not answer must not hold the caller).
+func (p *Provider) FlushLocal(ctx context.Context) error {
+	if p.local == nil {
+		return nil
+	}
+	return p.local.ForceFlush(ctx)
+}
+
 // ExportFailed reports whether any OTLP export failed or was cut short by
 // Shutdown, so some spans may be only in the local store.
 func (p *Provider) ExportFailed() bool { return p.failed.Load() }

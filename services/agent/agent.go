@@ -53,6 +53,10 @@ type Server struct {
 	// LeaseDir holds the leases of host settings ("": the default, one
 	// for the machine).
 	LeaseDir string
+	// FlushSpans, when set, writes the spans that ended to the local trace
+	// store; a role calls it before it reports, so that the run's trace is
+	// whole when its result arrives (spans otherwise wait for their batch).
+	FlushSpans func(context.Context) error
 
 	mu      sync.Mutex
 	running map[string]map[*roleRun]bool // run id -> its roles running here
@@ -221,6 +225,9 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 		span.AddEvent("note", trace.WithAttributes(attribute.String("labctl.note", n)))
 	}
 	span.End()
+	if s.FlushSpans != nil {
+		_ = s.FlushSpans(ctx) // a failed write is the store's to report at shutdown
+	}
 	env.Ready(0)
 	send(&agentv1.RunRoleResponse{Event: &agentv1.RunRoleResponse_Report{Report: report}})
 	return nil

@@ -90,6 +90,7 @@ func (d Daemon) Run(ctx context.Context) error {
 		defer cancel()
 		_ = tp.Shutdown(ctx)
 	}()
+	svc.FlushSpans = tp.FlushLocal
 	srv := NewGRPCServer(svc, d.ServerOptions...)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
