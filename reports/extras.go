@@ -2,6 +2,7 @@ package reports
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -91,7 +92,7 @@ func topology(r run) (*figure, error) {
 		nodes = append(nodes, n)
 		return n
 	}
-	for _, role := range slices.Sorted(mapsKeys(r.R.GetNodes())) {
+	for _, role := range slices.Sorted(maps.Keys(r.R.GetNodes())) {
 		for _, name := range strings.Split(r.R.GetNodes()[role], "|") {
 			n := get(name)
 			n.roles = append(n.roles, role)

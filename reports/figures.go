@@ -264,6 +264,7 @@ func bars(f experiments.Figure, runs []run) (*figure, error) {
 	}
 	var all []bar
 	scale := scaleOf(f)
+	labels := metricLabels(f.Metrics)
 	for _, r := range runs {
 		for _, v := range report.Variants(r.R.GetSteps()) {
 			if !re.MatchString(v) {
@@ -279,7 +280,7 @@ func bars(f experiments.Figure, runs []run) (*figure, error) {
 				}
 				label := v
 				if len(f.Metrics) > 1 {
-					label += " · " + metricLabels(f.Metrics)[m]
+					label += " · " + labels[m]
 				}
 				all = append(all, bar{label: r.name(label), metric: i, s: measure.SpreadOf(xs)})
 			}
@@ -358,7 +359,17 @@ func xOf(s string) (float64, bool) {
 	return x, err == nil && end > 0
 }
 
-func sweep(f experiments.Figure, runs []run) (*figure, error) {
+// sweepLine is one line of a Sweep or Fit.
+type sweepLine struct {
+	name   string
+	base   string      // the name of the line it is set against
+	points plotter.XYs // each variant's medians, in x order
+	errs   plotter.YErrors
+	every  plotter.XYs // every repeat
+}
+
+// sweepLines gathers the lines of a Sweep or Fit from the runs.
+func sweepLines(f experiments.Figure, runs []run) ([]*sweepLine, error) {
 	re, err := matcher(f)
 	if err != nil {
 		return nil, err
@@ -368,24 +379,18 @@ func sweep(f experiments.Figure, runs []run) (*figure, error) {
 		return nil, fmt.Errorf("figure %q: variants %q needs the group (?P<x>…)", f.Title, f.Variants)
 	}
 	scale := scaleOf(f)
-	type line struct {
-		name     string
-		base     string      // the name of the line it is set against
-		points   plotter.XYs // medians (Sweep) or every repeat (Fit)
-		errs     plotter.YErrors
-		repeated plotter.XYs
-	}
-	var lines []*line
-	find := func(name, base string) *line {
+	var lines []*sweepLine
+	find := func(name, base string) *sweepLine {
 		for _, l := range lines {
 			if l.name == name {
 				return l
 			}
 		}
-		l := &line{name: name, base: base}
+		l := &sweepLine{name: name, base: base}
 		lines = append(lines, l)
 		return l
 	}
+	labels := metricLabels(f.Metrics)
 	for _, r := range runs {
 		for _, v := range report.Variants(r.R.GetSteps()) {
 			m := re.FindStringSubmatch(v)
@@ -396,8 +401,7 @@ func sweep(f experiments.Figure, runs []run) (*figure, error) {
 			for _, metric := range f.Metrics {
 				name, base := series, against
 				if len(f.Metrics) > 1 {
-					short := metricLabels(f.Metrics)[metric]
-					name, base = name+" · "+short, base+" · "+short
+					name, base = name+" · "+labels[metric], base+" · "+labels[metric]
 				}
 				l := find(r.name(name), r.name(base))
 				var xs, ys []float64
@@ -419,7 +423,7 @@ func sweep(f experiments.Figure, runs []run) (*figure, error) {
 						continue
 					}
 					xs, ys = append(xs, x), append(ys, y*scale)
-					l.repeated = append(l.repeated, plotter.XY{X: x, Y: y * scale})
+					l.every = append(l.every, plotter.XY{X: x, Y: y * scale})
 				}
 				if len(ys) == 0 {
 					continue
@@ -430,7 +434,28 @@ func sweep(f experiments.Figure, runs []run) (*figure, error) {
 			}
 		}
 	}
-	lines = slices.DeleteFunc(lines, func(l *line) bool { return len(l.points) == 0 })
+	lines = slices.DeleteFunc(lines, func(l *sweepLine) bool { return len(l.points) == 0 })
+	for _, l := range lines {
+		// Points and their ranges sorted together, by x.
+		order := make([]int, len(l.points))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return cmpFloat(l.points[a].X, l.points[b].X) })
+		points, errs := make(plotter.XYs, len(order)), make(plotter.YErrors, len(order))
+		for i, j := range order {
+			points[i], errs[i] = l.points[j], l.errs[j]
+		}
+		l.points, l.errs = points, errs
+	}
+	return lines, nil
+}
+
+func sweep(f experiments.Figure, runs []run) (*figure, error) {
+	lines, err := sweepLines(f, runs)
+	if err != nil {
+		return nil, err
+	}
 	if len(lines) == 0 {
 		return nil, nil
 	}
@@ -459,10 +484,8 @@ func sweep(f experiments.Figure, runs []run) (*figure, error) {
 		text = append(text, "Each point is the median over the variant's repeats, the bar across it the lowest to the highest repeat.")
 	}
 	for i, l := range lines {
-		pts := sortedXY(l.points)
-		errs := l.errs
 		if f.Kind == experiments.Fit {
-			sc, err := plotter.NewScatter(l.repeated)
+			sc, err := plotter.NewScatter(l.every)
 			if err != nil {
 				return nil, err
 			}
@@ -471,7 +494,7 @@ func sweep(f experiments.Figure, runs []run) (*figure, error) {
 			p.Add(sc)
 			p.Legend.Add(l.name, sc)
 			var xs, ys []float64
-			for _, xy := range l.repeated {
+			for _, xy := range l.every {
 				xs, ys = append(xs, xy.X), append(ys, xy.Y)
 			}
 			fit, err := measure.LinearFit(xs, ys)
@@ -488,24 +511,14 @@ func sweep(f experiments.Figure, runs []run) (*figure, error) {
 			text = append(text, fmt.Sprintf("%s: %s per %s, R² %.4f.", l.name, strconv.FormatFloat(fit.Slope, 'g', 4, 64), unitOf(f.XLabel), fit.R2))
 			continue
 		}
-		order := make([]int, len(l.points))
-		for j := range order {
-			order[j] = j
-		}
-		slices.SortFunc(order, func(a, b int) int { return cmpFloat(l.points[a].X, l.points[b].X) })
-		sorted := spreadPoints{}
-		for _, j := range order {
-			sorted.XYs = append(sorted.XYs, l.points[j])
-			sorted.YErrors = append(sorted.YErrors, errs[j])
-		}
-		ln, sc, err := plotter.NewLinePoints(pts)
+		ln, sc, err := plotter.NewLinePoints(l.points)
 		if err != nil {
 			return nil, err
 		}
 		ln.Color, sc.Color = colour(i), colour(i)
 		p.Add(ln, sc)
 		p.Legend.Add(l.name, ln, sc)
-		eb, err := plotter.NewYErrorBars(sorted)
+		eb, err := plotter.NewYErrorBars(spreadPoints{XYs: l.points, YErrors: l.errs})
 		if err != nil {
 			return nil, err
 		}
@@ -515,8 +528,8 @@ func sweep(f experiments.Figure, runs []run) (*figure, error) {
 	}
 	if f.Baseline != "" {
 		for _, l := range lines {
-			if at := slices.IndexFunc(lines, func(b *line) bool { return b.name == l.base }); at >= 0 && l.base != l.name {
-				text = append(text, crossover(l.name, sortedXY(l.points), lines[at].name, sortedXY(lines[at].points)))
+			if at := slices.IndexFunc(lines, func(b *sweepLine) bool { return b.name == l.base }); at >= 0 && l.base != l.name {
+				text = append(text, crossover(l.name, l.points, lines[at].name, lines[at].points))
 			}
 		}
 	}

@@ -2,12 +2,13 @@ package reports
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"image/color"
 	"math"
-	"slices"
 	"strconv"
+	"sync"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/font"
@@ -55,8 +56,9 @@ func svgOf(p *plot.Plot, w, h vg.Length) (template.HTML, error) {
 	return template.HTML(b), nil // #nosec: our own renderer's output, text escaped by vgsvg
 }
 
-// fontFace is the @font-face rule that carries the plots' font.
-func fontFace() (template.CSS, error) {
+// fontFace is the @font-face rule that carries the plots' font, made once
+// (the font is 400 KB of base64).
+var fontFace = sync.OnceValues(func() (template.CSS, error) {
 	face := font.DefaultCache.Lookup(sans, 10)
 	if face.Face == nil {
 		return "", fmt.Errorf("font %s is not in gonum's cache", sans.Name())
@@ -66,8 +68,8 @@ func fontFace() (template.CSS, error) {
 		return "", fmt.Errorf("font %s: %w", sans.Name(), err)
 	}
 	return template.CSS(`@font-face{font-family:"Liberation Sans";src:url(data:font/ttf;base64,` +
-		base64Std(ttf.Bytes()) + `) format("truetype")}`), nil
-}
+		base64.StdEncoding.EncodeToString(ttf.Bytes()) + `) format("truetype")}`), nil
+})
 
 // newPlot is a plot with labctl's defaults: a grid, the legend top left.
 func newPlot(title, xlabel, ylabel string) *plot.Plot {
@@ -168,11 +170,6 @@ func limits(xs []float64) (lo, hi float64, ok bool) {
 		}
 	}
 	return lo, hi, lo <= hi
-}
-
-func sortedXY(xys plotter.XYs) plotter.XYs {
-	slices.SortFunc(xys, func(a, b plotter.XY) int { return cmpFloat(a.X, b.X) })
-	return xys
 }
 
 func cmpFloat(a, b float64) int {

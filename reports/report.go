@@ -8,7 +8,6 @@ package reports
 
 import (
 	_ "embed"
-	"encoding/base64"
 	"fmt"
 	"html/template"
 	"io"
@@ -246,7 +245,3 @@ func evidenceRows(runs []run) []evidenceRow {
 	}
 	return out
 }
-
-func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
-
-func mapsKeys(m map[string]string) func(func(string) bool) { return maps.Keys(m) }

@@ -268,3 +268,30 @@ func TestPacketPathFigure(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepErrorBarsFollowTheirPoints: variants listed out of x order keep
+// each point's range with its own point once the line is sorted by x.
+func TestSweepErrorBarsFollowTheirPoints(t *testing.T) {
+	step := func(variant string, repeat int32, y float64) *experimentv1.StepResult {
+		return &experimentv1.StepResult{Step: &experimentv1.Step{Variant: variant, Repeat: repeat},
+			Reports: []*experimentv1.RoleReport{{Role: "client", Metrics: map[string]float64{"y": y}}}}
+	}
+	// 64KiB first, with a wide range; 4KiB second, with none.
+	r := &experimentv1.Result{Steps: []*experimentv1.StepResult{
+		step("a/64KiB", 0, 10), step("a/4KiB", 0, 5), step("a/64KiB", 1, 30), step("a/4KiB", 1, 5)}}
+	pts, err := sweepLines(experiments.Figure{Kind: experiments.Sweep, Title: "t", Metrics: []string{"client.y"},
+		Variants: `^a/(?P<x>.+)$`}, []run{{R: r}})
+	if err != nil || len(pts) != 1 {
+		t.Fatalf("lines %v, %v", pts, err)
+	}
+	l := pts[0]
+	if len(l.points) != 2 || l.points[0].X != 4096 || l.points[1].X != 65536 {
+		t.Fatalf("points %v, want 4KiB then 64KiB", l.points)
+	}
+	if e := l.errs[0]; e.Low != 0 || e.High != 0 {
+		t.Errorf("4KiB's range %v, want none", e)
+	}
+	if e := l.errs[1]; e.Low != 10 || e.High != 10 {
+		t.Errorf("64KiB's range %v, want 10 each way around its median 20", e)
+	}
+}

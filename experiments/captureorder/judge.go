@@ -170,7 +170,7 @@ func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.
 	var parts []string
 	if pp := report.Row(rows, variantInput).GetPacketPath(); pp.GetPackets() > 0 {
 		n, where := judge.Dropped(pp, "NETFILTER_DROP")
-		parts = append(parts, fmt.Sprintf("INPUT: %d traced packets, %d came to netif_receive_skb (the capture's tap) and %d from there on to nf PRE_ROUTING and LOCAL_IN, %d dropped with NETFILTER_DROP (%s)",
+		parts = append(parts, fmt.Sprintf("INPUT: %d traced packets, %d came to netif_receive_skb (the capture's tap), %d later to nf LOCAL_IN, %d dropped with NETFILTER_DROP (%s)",
 			pp.GetPackets(), judge.Reached(pp, "netif_receive_skb"), judge.Reached(pp, "nf LOCAL_IN"), n, orNone(where)))
 	}
 	if pp := report.Row(rows, variantOutput).GetPacketPath(); pp.GetPackets() > 0 {

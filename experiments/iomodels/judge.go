@@ -467,12 +467,12 @@ func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.
 			continue
 		}
 		woke, copied := judge.Gap(pp, "sk_data_ready", "reader wakeup"), judge.Gap(pp, "reader wakeup", "copy to user")
+		direct := judge.Gap(pp, "sk_data_ready", "copy to user")
 		switch {
 		case woke != nil && copied != nil:
 			parts = append(parts, fmt.Sprintf("%s: sk_data_ready → reader wakeup %s, wakeup → copy to user %s (p50 over %d packets)",
 				row.GetVariant(), judge.Micros(woke.GetP50Ns()), judge.Micros(copied.GetP50Ns()), woke.GetPackets()))
-		case judge.Gap(pp, "sk_data_ready", "copy to user") != nil:
-			direct := judge.Gap(pp, "sk_data_ready", "copy to user")
+		case direct != nil:
 			parts = append(parts, fmt.Sprintf("%s: no wakeup on the path (the reader was not asleep), sk_data_ready → copy to user %s",
 				row.GetVariant(), judge.Micros(direct.GetP50Ns())))
 		}

@@ -91,6 +91,9 @@ func Significance(ch *experimentv1.MetricChange) string {
 		return "fewer than 2 repeats: not tested"
 	}
 	verdict := strings.ToLower(strings.TrimPrefix(cmp.GetVerdict().String(), "COMPARISON_VERDICT_"))
+	if cmp.GetRatio() <= 0 {
+		return verdict + ": " + cmp.GetText() // no estimate (values that are not finite)
+	}
 	s := fmt.Sprintf("%s: %+.1f%%", verdict, 100*(cmp.GetRatio()-1))
 	if cmp.GetHigh() > 0 {
 		s += fmt.Sprintf(" [%+.1f%%, %+.1f%%]", 100*(cmp.GetLow()-1), 100*(cmp.GetHigh()-1))
