@@ -22,15 +22,7 @@ type exampleLab struct {
 func exampleLabs() ([]exampleLab, error) {
 	var out []exampleLab
 	for _, name := range examples.Names() {
-		path, data, err := examples.Read(name)
-		if err != nil {
-			return nil, err
-		}
-		t, err := topologies.Decode(path, data)
-		if err != nil {
-			return nil, err
-		}
-		plan, err := t.Plan()
+		plan, err := examples.Plan(name)
 		if err != nil {
 			return nil, err
 		}

@@ -36,7 +36,18 @@ type Path struct {
 // from, directly connected ones first, in plan order.
 func (l Lab) Paths(from, to string) []Path {
 	var direct, routed []Path
-	src := l.Plan.IfacesOf(from)
+	src := l.Plan.AddressesOf(from)
+	add := func(iface, kind string, a netip.Prefix) {
+		if !a.Addr().Is4() {
+			return
+		}
+		p := Path{Iface: iface, Addr: a.Addr(), Kind: kind, Direct: onSubnet(src, a)}
+		if p.Direct {
+			direct = append(direct, p)
+		} else {
+			routed = append(routed, p)
+		}
+	}
 	for _, link := range l.Plan.Links {
 		for _, e := range link.Ends {
 			if e.Node != to {
@@ -47,27 +58,24 @@ func (l Lab) Paths(from, to string) []Path {
 				kind = "bridge"
 			}
 			for _, a := range e.Addresses {
-				if !a.Addr().Is4() {
-					continue
-				}
-				p := Path{Iface: e.Name, Addr: a.Addr(), Kind: kind, Direct: onSubnet(src, a)}
-				if p.Direct {
-					direct = append(direct, p)
-				} else {
-					routed = append(routed, p)
-				}
+				add(e.Name, kind, a)
+			}
+		}
+	}
+	for _, c := range l.Plan.CNI {
+		if c.Node == to {
+			for _, a := range c.Addresses() {
+				add(c.Interface, "cni", a)
 			}
 		}
 	}
 	return append(direct, routed...)
 }
 
-func onSubnet(ifaces []topologies.Iface, target netip.Prefix) bool {
-	for _, i := range ifaces {
-		for _, a := range i.Addresses {
-			if a.Masked() == target.Masked() {
-				return true
-			}
+func onSubnet(src []netip.Prefix, target netip.Prefix) bool {
+	for _, a := range src {
+		if a.Masked() == target.Masked() {
+			return true
 		}
 	}
 	return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/labctl/labctl/experiments/all"
 	"github.com/labctl/labctl/labs"
+	"github.com/labctl/labctl/netns/cni"
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 	"github.com/labctl/labctl/runs"
 	"github.com/labctl/labctl/services/lab"
@@ -24,11 +26,20 @@ const maxMessage = 64 << 20
 func (g *globals) localServer() *lab.Server {
 	host := labs.DefaultHost(version)
 	host.OTLPEndpoint, host.TraceDir = g.otlpEndpoint, traceDir()
+	host.CNIPath = g.cniPaths()
 	return &lab.Server{
 		Host:         host,
 		Runner:       &runs.Runner{Registry: all.Registry(), Store: &runs.Store{Dir: host.ResultsDir()}, Version: version},
 		AgentOptions: []grpc.DialOption{clientTracing()},
 	}
+}
+
+// cniPaths is where cni links' plugins are looked up.
+func (g *globals) cniPaths() []string {
+	if g.cniPath != "" {
+		return filepath.SplitList(g.cniPath)
+	}
+	return cni.DefaultPath()
 }
 
 // connect returns a LabService client: the remote one of --server, or this

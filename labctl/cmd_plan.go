@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/labctl/labctl/netns"
+	"github.com/labctl/labctl/netns/cni"
 	"github.com/labctl/labctl/topologies"
 )
 
@@ -32,6 +33,12 @@ capture-order, busy-poll, routed). -o json prints the full plan.`,
 			}
 			if err := netns.CheckHost(plan); err != nil {
 				return err
+			}
+			if len(plan.CNI) > 0 {
+				r := &cni.Runner{Path: g.cniPaths()}
+				if err := r.Check(cmd.Context(), plan.CNI); err != nil {
+					return err
+				}
 			}
 			return emit(cmd.OutOrStdout(), g.output, plan, func(w *tabwriter.Writer) { planTable(w, plan) })
 		},
@@ -68,6 +75,9 @@ func planTable(w *tabwriter.Writer, p *topologies.Plan) {
 			ends = append(ends, "host "+l.Host)
 		}
 		row(w, l.ID, l.Kind, strings.Join(ends, "  <->  "))
+	}
+	for _, c := range p.CNI {
+		row(w, c.ID, "cni", fmt.Sprintf("%s:%s by %s, run in %s", c.Node, c.Interface, strings.Join(c.Types(), " → "), c.Host))
 	}
 }
 

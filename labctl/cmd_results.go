@@ -266,6 +266,13 @@ func resultTable(w *tabwriter.Writer, r *experimentv1.Result, spec *experimentv1
 	}
 	h := r.GetHost()
 	fmt.Fprintf(w, "  %s; kernel %s, %d CPUs; params %s\n", strings.Join(roles, ", "), h.GetKernel(), h.GetCpus(), paramsText(r.GetParams()))
+	if ps := h.GetCniPlugins(); len(ps) > 0 {
+		var s []string
+		for _, p := range ps {
+			s = append(s, fmt.Sprintf("%s %s (%s, sha256 %.12s)", p.GetType(), p.GetVersion(), p.GetPath(), p.GetSha256()))
+		}
+		fmt.Fprintf(w, "  cni plugins: %s\n", strings.Join(s, "; "))
+	}
 	if r.GetError() != "" {
 		fmt.Fprintf(w, "  error: %s\n", r.GetError())
 	}

@@ -148,6 +148,7 @@ Make a secret with: head -c 32 /dev/urandom | base64`,
 	f.StringVar(&clientCA, "client-ca", "", "CA of client certificates; requires mutual TLS")
 	f.DurationVar(&maxRun, "max-run", time.Hour, "refuse runs whose estimated length is above this")
 	f.BoolVar(&policy.AllowExec, "allow-exec", false, "let topologies run exec commands (as root, on this host's filesystem)")
+	f.BoolVar(&policy.AllowCNI, "allow-cni", false, "let topologies have cni links (their plugins run as root from this host's plugin path, inside the lab)")
 	f.StringSliceVar(&policy.AllowHostNICs, "allow-host-nic", nil, "host interfaces that host-nic links may take (IF[,IF...])")
 	f.IntVar(&policy.MaxLabs, "max-labs", 0, "labs up at once (0: no bound)")
 	f.IntVar(&policy.MaxNodes, "max-nodes", 0, "nodes per lab (0: no bound)")
@@ -167,8 +168,9 @@ func describePolicy(p *lab.Policy) string {
 	if len(p.AllowHostNICs) > 0 {
 		nics = strings.Join(p.AllowHostNICs, ",")
 	}
-	return fmt.Sprintf("exec %s, host NICs %s, labs %s, nodes per lab %s, runs at once %s",
-		map[bool]string{true: "allowed", false: "refused"}[p.AllowExec], nics, bound(p.MaxLabs), bound(p.MaxNodes), bound(p.MaxRuns))
+	allowed := map[bool]string{true: "allowed", false: "refused"}
+	return fmt.Sprintf("exec %s, cni %s, host NICs %s, labs %s, nodes per lab %s, runs at once %s",
+		allowed[p.AllowExec], allowed[p.AllowCNI], nics, bound(p.MaxLabs), bound(p.MaxNodes), bound(p.MaxRuns))
 }
 
 func serverTLS(cert, key, clientCA string) (credentials.TransportCredentials, error) {

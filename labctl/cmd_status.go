@@ -84,6 +84,11 @@ func statusTable(w *tabwriter.Writer, s *labv1.LabStatus) {
 		}
 	}
 	fmt.Fprintf(w, "\nlinks: %d of %d present\n", present, len(s.GetLinks()))
+	for _, l := range s.GetLinks() {
+		if len(l.GetMade()) > 0 {
+			fmt.Fprintf(w, "  %s: %s\n", l.GetId(), strings.Join(l.GetMade(), "; "))
+		}
+	}
 	if len(s.GetDrift()) == 0 {
 		fmt.Fprintln(w, "drift: none")
 		return

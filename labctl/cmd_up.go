@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
-	"github.com/labctl/labctl/topologies"
 	"github.com/labctl/labctl/traces"
 )
 
@@ -38,25 +37,25 @@ FILE is a topology file, or the name of an embedded example.`,
   labctl up my-lab.yaml -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			source, data, err := readTopology(args[0])
+			tf, err := readTopology(args[0])
 			if err != nil {
 				return err
 			}
-			attrs := []attribute.KeyValue{attribute.String("labctl.source", source)}
-			if t, err := topologies.Decode(source, data); err == nil {
+			attrs := []attribute.KeyValue{attribute.String("labctl.source", tf.source)}
+			if t, err := tf.decode(); err == nil {
 				// The root names the lab, so that a search by lab finds it.
 				attrs = append(attrs, traces.KeyLab.String(t.Name))
 			}
 			return g.traced(cmd.Context(), "labctl up", attrs, func(ctx context.Context) error {
-				return up(ctx, cmd, g, source, data)
+				return up(ctx, cmd, g, tf)
 			})
 		},
 	}
 }
 
-func up(ctx context.Context, cmd *cobra.Command, g *globals, source string, data []byte) error {
+func up(ctx context.Context, cmd *cobra.Command, g *globals, tf *topologyFile) error {
 	return showChange(ctx, cmd, g, "up", func(c labv1.LabServiceClient) (func() (*labv1.UpResponse, error), error) {
-		stream, err := c.Up(ctx, &labv1.UpRequest{Source: source, Topology: data})
+		stream, err := c.Up(ctx, &labv1.UpRequest{Source: tf.source, Topology: tf.data, Files: tf.files})
 		if err != nil {
 			return nil, err
 		}

@@ -90,9 +90,10 @@ func labctlBinary(t *testing.T) string {
 
 // cli runs labctl with the test's own state directories.
 type cli struct {
-	t   *testing.T
-	bin string
-	env []string
+	t     *testing.T
+	bin   string
+	env   []string
+	state string // LABCTL_STATE_DIR
 }
 
 func newCLI(t *testing.T) *cli {
@@ -105,7 +106,7 @@ func newCLI(t *testing.T) *cli {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(run) })
-	return &cli{t: t, bin: labctlBinary(t), env: append(os.Environ(), "LABCTL_STATE_DIR="+state, "LABCTL_RUN_DIR="+run)}
+	return &cli{t: t, bin: labctlBinary(t), env: append(os.Environ(), "LABCTL_STATE_DIR="+state, "LABCTL_RUN_DIR="+run), state: state}
 }
 
 // ran is what a finished labctl printed and how it exited.
@@ -287,9 +288,24 @@ func (c *cli) labFile(example string, replace ...string) (lab, path string) {
 	for i := 0; i+1 < len(replace); i += 2 {
 		text = strings.ReplaceAll(text, replace[i], replace[i+1])
 	}
-	path = filepath.Join(c.t.TempDir(), lab+".yaml")
+	dir := c.t.TempDir()
+	path = filepath.Join(dir, lab+".yaml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		c.t.Fatal(err)
+	}
+	// The files it refers to (a conflist) go beside it.
+	others, _ := filepath.Glob(filepath.Join("..", "topologies", "examples", example+".*"))
+	for _, f := range others {
+		if filepath.Ext(f) == ".yaml" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644); err != nil {
+			c.t.Fatal(err)
+		}
 	}
 	c.t.Cleanup(func() {
 		c.run("down", lab)

@@ -171,6 +171,7 @@ type globals struct {
 	server string // remote LabService address; empty for this host
 	remoteFlags
 	otlpEndpoint string // OTLP collector; "" means $OTEL_EXPORTER_OTLP_ENDPOINT or localhost:4317
+	cniPath      string // where cni links' plugins are; "" means $CNI_PATH, else cni.DefaultPath
 	jaegerURL    string // Jaeger query service, for trace links and labctl trace
 }
 
@@ -208,6 +209,7 @@ Start with the embedded example:
 	pf.StringVar(&g.tokenFile, "token-file", os.Getenv("LABCTL_TOKEN_FILE"), "bearer token for --server [$LABCTL_TOKEN_FILE]")
 	pf.StringVar(&g.otlpEndpoint, "otlp-endpoint", "", "OTLP collector for traces (default $OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317; \"none\" to keep traces only locally)")
 	pf.StringVar(&g.jaegerURL, "jaeger-url", envOr("LABCTL_JAEGER_URL", defaultJaegerURL), "Jaeger query service, for trace links and labctl trace [$LABCTL_JAEGER_URL]")
+	pf.StringVar(&g.cniPath, "cni-path", "", "directories of CNI plugins for cni links, separated by ':' (default $CNI_PATH, else bin/cni beside labctl, /opt/cni/bin, /usr/lib/cni)")
 	pf.StringVar(&g.tlsCA, "server-ca", "", "CA certificate that signed --server's certificate; enables TLS")
 	pf.StringVar(&g.tlsCert, "client-cert", "", "client certificate for mutual TLS to --server")
 	pf.StringVar(&g.tlsKey, "client-key", "", "client key for mutual TLS to --server")

@@ -9,6 +9,7 @@
 //	<state>/labs/L/source         the topology file it came from
 //	<state>/labs/L/journal.jsonl  every kernel object up made (netns.Journal)
 //	<state>/labs/L/lock           flock held by up and down
+//	<state>/labs/L/cni/           cni links' state: libcni's cache, host-local's reservations
 //	<run>/L/<node>.sock           the node's agent (gRPC, mode 0600)
 //	<run>/L/<node>.pid, .log      its pid file and log
 //	<state>/results/<run id>/     stored results (package runs)
@@ -30,6 +31,7 @@ import (
 
 	"github.com/labctl/labctl/internal/settings"
 	"github.com/labctl/labctl/netns"
+	"github.com/labctl/labctl/netns/cni"
 	"github.com/labctl/labctl/topologies"
 )
 
@@ -44,6 +46,9 @@ type Host struct {
 	// collector, reached from the host's namespace) and keep a local copy.
 	OTLPEndpoint string
 	TraceDir     string
+	// CNIPath is where the plugins of cni links are looked up
+	// (cni.DefaultPath when empty).
+	CNIPath []string
 }
 
 // DefaultHost uses LABCTL_STATE_DIR and LABCTL_RUN_DIR when set (tests use
@@ -70,6 +75,17 @@ var ErrNoLab = errors.New("no such lab")
 var ErrLocked = errors.New("lab is locked")
 
 func (h *Host) labDir(lab string) string { return filepath.Join(h.StateDir, "labs", lab) }
+
+func (h *Host) cniDir(lab string) string { return filepath.Join(h.labDir(lab), "cni") }
+
+// cniRunner runs the plugins of a lab's cni links.
+func (h *Host) cniRunner(lab string) *cni.Runner {
+	path := h.CNIPath
+	if len(path) == 0 {
+		path = cni.DefaultPath()
+	}
+	return &cni.Runner{Path: path, Dir: h.cniDir(lab), NSDir: netns.RunDir}
+}
 
 // LabRunDir is where a lab's agents keep their sockets, pid files and logs.
 func (h *Host) LabRunDir(lab string) string { return filepath.Join(h.RunDir, lab) }
@@ -200,7 +216,7 @@ func (h *Host) Up(ctx context.Context, plan *topologies.Plan, source string, pro
 		return nil, err
 	}
 	defer j.Close()
-	ch, err := netns.Apply(ctx, prev, plan, netns.Options{Journal: j, Progress: progress})
+	ch, err := netns.Apply(ctx, prev, plan, netns.Options{Journal: j, Progress: progress, CNI: h.cniRunner(plan.Lab)})
 	if err != nil {
 		if prev == nil {
 			// Nothing of this lab is live; keep no state that would make it
@@ -261,9 +277,14 @@ func (h *Host) Down(ctx context.Context, lab string, progress func(Progress)) (*
 		return nil, err
 	}
 	defer j.Close()
-	ch, err := netns.Destroy(ctx, lab, plan, netns.Options{Journal: j, Progress: progress})
+	ch, err := netns.Destroy(ctx, lab, plan, netns.Options{Journal: j, Progress: progress, CNI: h.cniRunner(lab)})
 	if err != nil {
 		return nil, err
+	}
+	// The plugins' DEL released what is in it; what a DEL that could not
+	// run (its namespace gone) leaves goes here.
+	if err := os.RemoveAll(h.cniDir(lab)); err != nil {
+		return nil, fmt.Errorf("lab %s: %w", lab, err)
 	}
 	if err := j.Remove(); err != nil {
 		return nil, err

@@ -39,6 +39,7 @@ type InterfaceStatus struct {
 type LinkStatus struct {
 	ID, Kind string
 	Present  bool
+	Made     []string // a cni attachment: what its plugins reported making
 }
 
 // Status compares a lab with its plan and asks every agent for its health.
@@ -63,6 +64,9 @@ func (h *Host) Status(ctx context.Context, lab string) (*LabStatus, error) {
 		for _, e := range l.Ends {
 			planned[e.Namespace+"/"+e.Name] = e
 		}
+	}
+	for _, c := range s.plan.CNI {
+		planned[c.Namespace+"/"+c.Interface] = topologies.Iface{Name: c.Interface, Addresses: c.Addresses()}
 	}
 	// Interfaces that exist, under their node, with their planned settings;
 	// where the kernel differs from the plan, a drift line says how.
@@ -98,6 +102,10 @@ func (h *Host) Status(ctx context.Context, lab string) (*LabStatus, error) {
 			}
 		}
 		out.Links = append(out.Links, LinkStatus{ID: l.ID, Kind: l.Kind, Present: present})
+	}
+	for _, c := range s.plan.CNI {
+		_, present := ifaces[c.Namespace+"/"+c.Interface]
+		out.Links = append(out.Links, LinkStatus{ID: c.ID, Kind: "cni", Present: present, Made: c.Result.Describe(c.Host, c.Node)})
 	}
 	var wg sync.WaitGroup
 	for _, n := range s.plan.Nodes {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/labctl/labctl/netns/cni"
 	"github.com/labctl/labctl/topologies"
 	"github.com/labctl/labctl/traces"
 )
@@ -38,6 +39,11 @@ type Options struct {
 	// Workers bounds how many objects are worked on at once; 0 means
 	// DefaultWorkers.
 	Workers int
+	// CNI runs the plugins of the lab's cni links. Apply needs it for a
+	// plan that has any; Destroy without it leaves what the plugins made
+	// to die with the lab's namespaces (their state files are the
+	// caller's to remove).
+	CNI *cni.Runner
 }
 
 // DefaultWorkers is the concurrency used when Options.Workers is 0. Most of
@@ -64,6 +70,7 @@ type applier struct {
 	j       *Journal // nil for a Destroy without journal
 	ns      *nsCache
 	workers int
+	cni     *cni.Runner
 
 	progressMu sync.Mutex
 	progressFn func(Progress)
@@ -89,6 +96,7 @@ func newApplier(lab string, opt Options) *applier {
 		j:          opt.Journal,
 		ns:         newNSCache(),
 		workers:    w,
+		cni:        opt.CNI,
 		progressFn: opt.Progress,
 		bridges:    map[string]int{},
 	}
@@ -252,6 +260,9 @@ func Apply(ctx context.Context, prev, next *topologies.Plan, opt Options) (_ Cha
 	if err := checkHost(a.ns, next, d.create); err != nil {
 		return Change{}, err
 	}
+	if err := a.checkCNI(ctx, d.create); err != nil {
+		return Change{}, err
+	}
 	if err := a.undo(ctx, "remove", d.remove); err != nil {
 		return Change{}, fmt.Errorf("lab %s: remove: %w", next.Lab, err)
 	}
@@ -272,7 +283,7 @@ func Apply(ctx context.Context, prev, next *topologies.Plan, opt Options) (_ Cha
 
 // build creates d.create and reconfigures d.reconfigure.
 func (a *applier) build(ctx context.Context, plan *topologies.Plan, d delta) error {
-	var spaces, bridges, links, wires, nodes []Object
+	var spaces, bridges, links, wires, nodes, attachments []Object
 	for _, o := range d.create {
 		switch o.Kind {
 		case KindNode:
@@ -288,6 +299,8 @@ func (a *applier) build(ctx context.Context, plan *topologies.Plan, d delta) err
 			} else {
 				links = append(links, o)
 			}
+		case KindCNI:
+			attachments = append(attachments, o)
 		}
 	}
 	fresh := len(nodes)
@@ -316,6 +329,12 @@ func (a *applier) build(ctx context.Context, plan *topologies.Plan, d delta) err
 	// Before the nodes' commands run, and before up returns, the new
 	// links carry traffic (see carrierTimeout).
 	if err := a.waitUp(ctx, plan, slices.Concat(bridges, links, wires)); err != nil {
+		return err
+	}
+	// Attachments after the links (a list's plugins may use them: a
+	// macvlan's master, the host node's uplink) and before the nodes'
+	// routes, which may go through them.
+	if err := a.phase(ctx, "cni", attachments, a.attach); err != nil {
 		return err
 	}
 	freshNodes := map[string]bool{}

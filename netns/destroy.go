@@ -122,9 +122,11 @@ func (a *applier) undo(ctx context.Context, phase string, objs []Object) error {
 		}
 	}
 	slices.Reverse(objs)
-	var spaces, moves, links, bridges []Object
+	var spaces, moves, links, bridges, attachments []Object
 	for _, o := range objs {
 		switch o.Kind {
+		case KindCNI:
+			attachments = append(attachments, o)
 		case KindNode, KindFabric:
 			spaces = append(spaces, o)
 		case KindBridge:
@@ -136,6 +138,12 @@ func (a *applier) undo(ctx context.Context, phase string, objs []Object) error {
 				links = append(links, o)
 			}
 		}
+	}
+	// Plugins' DEL first, while the namespaces they run in and act on
+	// exist: host-local's reservations and libcni's cache are released
+	// only by it.
+	if err := a.phase(ctx, phase, attachments, a.detach); err != nil {
+		return err
 	}
 	if err := a.phase(ctx, phase, moves, a.removeLink); err != nil {
 		return err
@@ -162,6 +170,8 @@ func touches(o Object, dying map[string]bool) bool {
 				return true
 			}
 		}
+	case KindCNI:
+		return dying[o.CNI.Namespace] || dying[o.CNI.HostNamespace]
 	}
 	return false
 }

@@ -23,7 +23,7 @@ type delta struct {
 }
 
 // objects lists a plan's objects in creation order: nodes, the fabric,
-// bridges, links.
+// bridges, links, cni attachments.
 func objects(p *topologies.Plan) []Object {
 	var out []Object
 	for i := range p.Nodes {
@@ -41,6 +41,10 @@ func objects(p *topologies.Plan) []Object {
 		l := &p.Links[i]
 		out = append(out, Object{Kind: KindLink, Name: l.ID, Link: l})
 	}
+	for i := range p.CNI {
+		c := &p.CNI[i]
+		out = append(out, Object{Kind: KindCNI, Name: c.ID, CNI: c})
+	}
 	return out
 }
 
@@ -49,6 +53,12 @@ func objects(p *topologies.Plan) []Object {
 // journal stores (Link.Pos, which only locates the link in a file, is not
 // part of it).
 func sameObject(a, b Object) bool {
+	if a.Kind == KindCNI && a.CNI != nil && b.CNI != nil {
+		// What the plugins reported is not part of what was asked for.
+		ca, cb := *a.CNI, *b.CNI
+		ca.Result, cb.Result = nil, nil
+		a.CNI, b.CNI = &ca, &cb
+	}
 	ja, err1 := json.Marshal(a)
 	jb, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
@@ -71,11 +81,15 @@ func computeDelta(live, next *topologies.Plan) delta {
 		switch {
 		case !exists:
 			d.create = append(d.create, o)
-		case !sameObject(old, o) || o.Kind == KindLink && touchesRecreated(o.Link, recreated):
+		case !sameObject(old, o) || o.Kind == KindLink && touchesRecreated(o.Link, recreated) ||
+			o.Kind == KindCNI && cniTouchesRecreated(o.CNI, recreated):
 			d.remove = append(d.remove, old)
 			d.create = append(d.create, o)
 			recreated[o.key()] = true
 		default:
+			if o.Kind == KindCNI {
+				o.CNI.Result = old.CNI.Result // next's plan keeps what the plugins reported
+			}
 			d.same = append(d.same, o)
 		}
 	}
@@ -92,10 +106,14 @@ func computeDelta(live, next *topologies.Plan) delta {
 	changedLinks := map[string]bool{} // node names with a link created or removed
 	for _, list := range [][]Object{d.create, d.remove} {
 		for _, o := range list {
-			if o.Kind == KindLink {
+			switch o.Kind {
+			case KindLink:
 				for _, e := range o.Link.Ends {
 					changedLinks[e.Node] = true
 				}
+			case KindCNI:
+				changedLinks[o.CNI.Node] = true
+				changedLinks[o.CNI.Host] = true
 			}
 		}
 	}
@@ -119,6 +137,12 @@ func touchesRecreated(l *topologies.Link, recreated map[objKey]bool) bool {
 		}
 	}
 	return false
+}
+
+// cniTouchesRecreated reports whether an attachment's endpoint or host
+// node is recreated: its interfaces die with the namespace.
+func cniTouchesRecreated(c *topologies.Attachment, recreated map[objKey]bool) bool {
+	return recreated[objKey{KindNode, c.Node}] || recreated[objKey{KindNode, c.Host}]
 }
 
 // change summarises d for the caller.

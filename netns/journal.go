@@ -19,6 +19,7 @@ const (
 	KindFabric = "fabric" // the namespace that holds the lab's bridges
 	KindBridge = "bridge" // a bridge in the fabric
 	KindLink   = "link"   // a veth pair, a macvlan or a moved host interface
+	KindCNI    = "cni"    // an endpoint attached by a cni link's plugins
 )
 
 // Object is one thing that Apply creates and Destroy takes away, as the
@@ -27,11 +28,12 @@ type Object struct {
 	Kind string `json:"kind"`
 	// Name is the node name, the fabric's namespace, the bridge name or
 	// the link ID: unique within a kind.
-	Name      string             `json:"name"`
-	Namespace string             `json:"namespace,omitempty"` // node, fabric and bridge
-	Node      *topologies.Node   `json:"node,omitempty"`
-	Bridge    *topologies.Bridge `json:"bridge,omitempty"`
-	Link      *topologies.Link   `json:"link,omitempty"`
+	Name      string                 `json:"name"`
+	Namespace string                 `json:"namespace,omitempty"` // node, fabric and bridge
+	Node      *topologies.Node       `json:"node,omitempty"`
+	Bridge    *topologies.Bridge     `json:"bridge,omitempty"`
+	Link      *topologies.Link       `json:"link,omitempty"`
+	CNI       *topologies.Attachment `json:"cni,omitempty"`
 }
 
 // String names the object as the CLI prints it: "node n1", "link veth:...".
@@ -84,6 +86,8 @@ func (r Record) check() error {
 		ok = r.Bridge != nil && r.Namespace != ""
 	case KindLink:
 		ok = r.Link != nil
+	case KindCNI:
+		ok = r.CNI != nil
 	default:
 		return fmt.Errorf("unknown kind %q", r.Kind)
 	}
@@ -297,6 +301,8 @@ func (j *Journal) livePlan(lab string) *topologies.Plan {
 			p.Bridges = append(p.Bridges, *o.Bridge)
 		case KindLink:
 			p.Links = append(p.Links, *o.Link)
+		case KindCNI:
+			p.CNI = append(p.CNI, *o.CNI)
 		}
 	}
 	return p

@@ -67,6 +67,8 @@ func child(role string) error {
 		return applyChild()
 	case "leave":
 		return leaveChild()
+	case "cni":
+		return cniChild()
 	}
 	return fmt.Errorf("unknown child role %q", role)
 }

@@ -61,8 +61,14 @@ func openNS(ns string) (int, error) {
 	return fd, nil
 }
 
-// Do runs fn on an OS thread switched into namespace ns, and switches the
-// thread back afterwards so that it can be reused. fn must not start
+// Do runs fn on an OS thread switched into namespace ns. fn runs on a
+// goroutine of its own, locked to its thread: afterwards the thread is
+// switched back and reused, or, if switching back fails, left locked, so
+// that the runtime ends it with the goroutine instead of ever running
+// other goroutines in the wrong namespace. The caller's goroutine never
+// leaves its namespace, whatever fn does: an error, a panic (raised again
+// in the caller) and runtime.Goexit (t.Fatal in a test; reported as an
+// error) all end with the thread switched back or gone. fn must not start
 // goroutines that depend on the namespace: they run on other threads.
 func Do(ns string, fn func() error) error {
 	fd, err := openNS(ns)
@@ -79,20 +85,48 @@ func Do(ns string, fn func() error) error {
 func DoFD(name string, fd int, fn func() error) error { return doFd(name, fd, fn) }
 
 // doFd is Do with the namespace already open.
-func doFd(ns string, fd int, fn func() error) (err error) {
-	runtime.LockOSThread()
-	orig, err := unix.Open(threadNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("namespace %s: open the thread's namespace: %w", ns, err)
+func doFd(ns string, fd int, fn func() error) error {
+	type outcome struct {
+		err      error
+		panicked bool
+		value    any
 	}
-	defer unix.Close(orig)
-	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("namespace %s: setns: %w", ns, err)
+	done := make(chan outcome, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open(threadNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- outcome{err: fmt.Errorf("namespace %s: open the thread's namespace: %w", ns, err)}
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- outcome{err: fmt.Errorf("namespace %s: setns: %w", ns, err)}
+			return
+		}
+		var res error
+		returned := false
+		defer func() {
+			back := returnThread(ns, orig)
+			switch r := recover(); {
+			case returned:
+				done <- outcome{err: errors.Join(res, back)}
+			case r != nil:
+				done <- outcome{panicked: true, value: r}
+			default:
+				done <- outcome{err: errors.Join(fmt.Errorf("namespace %s: the function ended its goroutine (runtime.Goexit, as t.Fatal does) instead of returning", ns), back)}
+			}
+		}()
+		res = fn()
+		returned = true
+	}()
+	o := <-done
+	if o.panicked {
+		panic(o.value)
 	}
-	defer func() { err = errors.Join(err, returnThread(ns, orig)) }()
-	return fn()
+	return o.err
 }
 
 // returnThread switches a locked thread back to namespace orig and unlocks

@@ -138,6 +138,10 @@ func (a *applier) observeSpace(plan *topologies.Plan, o Object) ([]Item, error) 
 		mac    string
 		master string
 		addrs  []string
+		// plugins: made by a cni link's plugins in its host node, where
+		// only presence and up are checked (the result does not say
+		// more).
+		plugins bool
 	}
 	var wants []wantIface
 	for _, e := range plan.Ifaces(ns) {
@@ -150,6 +154,27 @@ func (a *applier) observeSpace(plan *topologies.Plan, o Object) ([]Item, error) 
 	if o.Kind == KindFabric {
 		for _, b := range plan.Bridges {
 			wants = append(wants, wantIface{name: b.Name, mtu: b.MTU})
+		}
+	}
+	// What cni links' plugins made: the endpoint with the addresses the
+	// IPAM plugin gave it, and in the host node what their result names.
+	// The bandwidth plugin's ifb devices are in no result.
+	cniHost := false
+	for _, c := range plan.CNI {
+		if c.Namespace == ns {
+			w := wantIface{name: c.Interface}
+			for _, p := range c.Addresses() {
+				w.addrs = append(w.addrs, p.String())
+			}
+			wants = append(wants, w)
+		}
+		if c.HostNamespace == ns {
+			cniHost = true
+			for _, i := range c.Result.HostInterfaces() {
+				if !slices.ContainsFunc(wants, func(w wantIface) bool { return w.name == i }) {
+					wants = append(wants, wantIface{name: i, plugins: true})
+				}
+			}
 		}
 	}
 	planned := map[string]bool{"lo": true}
@@ -175,11 +200,13 @@ func (a *applier) observeSpace(plan *topologies.Plan, o Object) ([]Item, error) 
 		if w.mac != "" {
 			diff("mac", strings.ToLower(w.mac), at.HardwareAddr.String())
 		}
-		diff("master", w.master, nameOf[at.MasterIndex])
-		got := addrsOf[at.Index]
-		sort.Strings(got)
-		sort.Strings(w.addrs)
-		diff("addresses", strings.Join(w.addrs, ","), strings.Join(got, ","))
+		if !w.plugins {
+			diff("master", w.master, nameOf[at.MasterIndex])
+			got := addrsOf[at.Index]
+			sort.Strings(got)
+			sort.Strings(w.addrs)
+			diff("addresses", strings.Join(w.addrs, ","), strings.Join(got, ","))
+		}
 		if len(wd) == 0 {
 			out = append(out, item("interface", w.name, StatePresent, "", ""))
 		} else {
@@ -187,7 +214,7 @@ func (a *applier) observeSpace(plan *topologies.Plan, o Object) ([]Item, error) 
 		}
 	}
 	for _, lk := range links {
-		if !planned[lk.Attrs().Name] {
+		if !planned[lk.Attrs().Name] && !(cniHost && lk.Type() == "ifb") {
 			out = append(out, item("interface", lk.Attrs().Name, StateExtra, "", lk.Type()))
 		}
 	}

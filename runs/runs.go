@@ -190,6 +190,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 		Id: NewID(req.Experiment, time.Now()), Lab: req.Plan.Lab, Experiment: req.Experiment, Params: params.Map(),
 		Started: timestamppb.Now(), State: experimentv1.RunState_RUN_STATE_RUNNING, Host: report.Host(r.Version), Nodes: roles,
 	}
+	res.Host.CniPlugins = cniPlugins(req.Plan)
 	if sc := span.SpanContext(); sc.IsValid() && span.IsRecording() {
 		res.TraceId = sc.TraceID().String()
 	}
@@ -563,4 +564,23 @@ func nodeError(node string, err error) error {
 		}
 	}
 	return err
+}
+
+// cniPlugins lists the plugin binaries that built the lab's cni links, once
+// each, in the order they ran.
+func cniPlugins(p *topologies.Plan) []*experimentv1.CNIPlugin {
+	var out []*experimentv1.CNIPlugin
+	seen := map[string]bool{}
+	for _, c := range p.CNI {
+		if c.Result == nil {
+			continue
+		}
+		for _, pl := range c.Result.Plugins {
+			if !seen[pl.Path+pl.SHA256] {
+				seen[pl.Path+pl.SHA256] = true
+				out = append(out, &experimentv1.CNIPlugin{Type: pl.Type, Path: pl.Path, Module: pl.Module, Version: pl.Version, Sha256: pl.SHA256})
+			}
+		}
+	}
+	return out
 }

@@ -20,6 +20,7 @@ scripts/deps.sh
 step "build"
 CGO_ENABLED=0 go build -ldflags "-X main.version=$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/labctl ./labctl
 labctl=bin/labctl
+scripts/cni.sh # bin/cni, for labs with cni links (labctl up k8s-node)
 
 step "labctl up quickstart"
 $labctl up quickstart

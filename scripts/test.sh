@@ -26,6 +26,12 @@ jaeger_tests='TestTracesInJaeger|TestJaegerUIShowsRun|TestJaegerEndToEnd'
 step "dependencies"
 scripts/deps.sh
 
+# The CNI plugins go.mod pins, for the cni link tests (labtest.CNIPlugins
+# finds them through CNI_PATH).
+step "CNI plugins"
+scripts/cni.sh
+export CNI_PATH=$repo/bin/cni
+
 step "Jaeger build, in the background"
 jaeger_log=$(mktemp)
 scripts/jaeger.sh build >"$jaeger_log" 2>&1 &

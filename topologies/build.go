@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -19,7 +20,7 @@ const DefaultPool = "198.18.0.0/15"
 // Plan validates the topology and resolves it into a Plan. It reports every
 // problem it finds, each with file:line:column and the field path.
 func (t *Topology) Plan() (*Plan, error) {
-	b := &builder{t: t, plan: &Plan{Lab: t.Name}, fabric: fabricNames{}, ifaces: map[string]endRef{}}
+	b := &builder{t: t, plan: &Plan{Lab: t.Name}, fabric: fabricNames{}, ifaces: map[string]endRef{}, cniEnds: map[string]cniEnd{}}
 	b.topLevel()
 	b.nodes()
 	b.links()
@@ -27,6 +28,7 @@ func (t *Topology) Plan() (*Plan, error) {
 		// Addresses, routes and rules refer to nodes and interfaces; checking
 		// them against a broken structure would only repeat its errors.
 		b.addresses()
+		b.cniOverlaps()
 		b.routes()
 		b.rules()
 	}
@@ -44,7 +46,8 @@ type builder struct {
 
 	nodePaths map[string]string // node name -> path of its entry
 	specs     []nodeSettings    // per plan node, the merged settings with their paths
-	ifaces    map[string]endRef // "node:iface" -> where it is declared and built
+	ifaces    map[string]endRef // "node:iface" -> where it is declared and built (link -1: by a cni link)
+	cniEnds   map[string]cniEnd // "node:iface" of cni endpoints
 	nicEnds   []endRef          // node ends of host-nic links, in file order
 	bridges   map[string]string // bridge name -> path
 	wires     map[string]string // bridge pair -> path of the wire
@@ -202,7 +205,7 @@ func (b *builder) execEntry(path, cmd string) {
 	}
 }
 
-var linkTypes = map[string]int{"veth": 0, "bridge": 0, "host-nic": 0}
+var linkTypes = map[string]int{"veth": 0, "bridge": 0, "host-nic": 0, "cni": 0}
 
 func (b *builder) links() {
 	b.bridges, b.wires = map[string]string{}, map[string]string{}
@@ -239,8 +242,11 @@ func (b *builder) links() {
 			typ = "veth"
 		}
 		if _, ok := linkTypes[typ]; !ok {
-			b.errorf(path+".type", "unknown link type %q; use veth, bridge or host-nic", l.Type)
+			b.errorf(path+".type", "unknown link type %q; use veth, bridge, host-nic or cni", l.Type)
 			continue
+		}
+		if typ != "cni" {
+			b.forbid(path, l, "host", "conflist", "config", "runtime-config", "args")
 		}
 		b.linkSettings(path, l)
 		switch typ {
@@ -261,6 +267,10 @@ func (b *builder) links() {
 		case "host-nic":
 			b.forbid(path, l, "name", "bridges")
 			b.hostNIC(path, l)
+		case "cni":
+			// The list configures the interfaces the plugins make.
+			b.forbid(path, l, "name", "bridges", "interface", "mode", "macvlan-mode", "mtu", "offloads", "queues", "qdisc")
+			b.cni(path, l)
 		}
 	}
 	b.bridgeSegments()
@@ -272,25 +282,15 @@ func (b *builder) forbid(path string, l *LinkSpec, fields ...string) {
 	if typ == "" {
 		typ = "veth"
 	}
+	v := reflect.ValueOf(l).Elem()
 	for _, f := range fields {
-		set := false
-		switch f {
-		case "name":
-			set = l.Name != ""
-		case "bridges":
-			set = l.Bridges != nil
-		case "interface":
-			set = l.Interface != ""
-		case "mode":
-			set = l.Mode != ""
-		case "macvlan-mode":
-			set = l.MacvlanMode != ""
-		}
-		if set {
+		if !v.Field(linkFields[f]).IsZero() {
 			b.errorf(path+"."+f, "field %s does not apply to a %s link", f, typ)
 		}
 	}
 }
+
+var linkFields = yamlFields(reflect.TypeFor[LinkSpec]())
 
 // settings are the per-link interface settings, resolved once per link.
 type settings struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -25,6 +26,7 @@ func Load(path string) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.ReadFiles(os.DirFS(filepath.Dir(path)))
 	return t.Plan()
 }
 

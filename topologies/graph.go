@@ -56,6 +56,12 @@ func (p *Plan) graph() ([]graphVertex, []graphEdge) {
 			es = append(es, graphEdge{a: vertex(l.Ends[0]), b: id, aTip: tip(l.Ends[0]), bTip: l.Kind})
 		}
 	}
+	// A cni attachment joins its endpoint to the node its plugins ran in,
+	// with the address the IPAM plugin gave (known once the lab is up).
+	for _, c := range p.CNI {
+		es = append(es, graphEdge{a: "node_" + c.Host, b: "node_" + c.Node, aTip: "cni " + c.Network,
+			bTip: tip(Iface{Name: c.Interface, Addresses: c.Addresses()})})
+	}
 	return vs, es
 }
 

@@ -23,6 +23,10 @@ type Plan struct {
 	Nodes   []Node   `json:"nodes"`
 	Bridges []Bridge `json:"bridges,omitempty"`
 	Links   []Link   `json:"links,omitempty"`
+	// CNI are the endpoints that CNI plugins attach, made after the links
+	// (a list's plugins may need them, a bridge plugin's host node its
+	// uplink) and before the nodes' routes and sysctls.
+	CNI []Attachment `json:"cni,omitempty"`
 }
 
 // NamespacePrefix starts the name of every namespace labctl creates:
@@ -194,6 +198,21 @@ func (p *Plan) Ifaces(ns string) []Iface {
 			if e.Namespace == ns {
 				out = append(out, e)
 			}
+		}
+	}
+	return out
+}
+
+// AddressesOf returns the addresses of node's interfaces: those the plan
+// gives its links' ends, then those the plugins of cni links reported.
+func (p *Plan) AddressesOf(node string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, i := range p.IfacesOf(node) {
+		out = append(out, i.Addresses...)
+	}
+	for _, c := range p.CNI {
+		if c.Node == node {
+			out = append(out, c.Addresses()...)
 		}
 	}
 	return out

@@ -24,6 +24,7 @@ func (t *Topology) at(path string) Pos {
 const (
 	ReachExec    = "exec"     // a command run as root on the host's filesystem
 	ReachHostNIC = "host-nic" // a host interface given to a node
+	ReachCNI     = "cni"      // CNI plugins run as root from the server's plugin path
 )
 
 // Reach is a part of a topology that reaches outside its lab: locally root
@@ -55,8 +56,11 @@ func (t *Topology) Reaches() []Reach {
 		}
 	}
 	for i, l := range t.Links {
-		if l.Type == "host-nic" {
+		switch l.Type {
+		case "host-nic":
 			add(ReachHostNIC, l.Interface, fmt.Sprintf("links[%d].interface", i))
+		case "cni":
+			add(ReachCNI, "plugins", fmt.Sprintf("links[%d].type", i))
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {

@@ -110,6 +110,10 @@ func (b *builder) gateway(n *Node, path, via string, dst netip.Prefix) (netip.Ad
 		b.errorf(path, "gateway %s is an interface of node %s itself", via, n.Name)
 		return netip.Addr{}, false
 	}
+	if ref.link < 0 {
+		b.errorf(path, "interface %s is made by a cni link (%s): its address is chosen by the IPAM plugin at ADD time, so no route can name it; route via an address of the IPAM subnet, use static IPAM, or route through the cni host node", via, b.cniEnds[via].path)
+		return netip.Addr{}, false
+	}
 	want4 := !dst.IsValid() || dst.Addr().Is4()
 	for _, a := range b.iface(ref).Addresses {
 		if a.Addr().Is4() == want4 {
@@ -129,6 +133,15 @@ func (b *builder) gateway(n *Node, path, via string, dst netip.Prefix) (netip.Ad
 func (b *builder) connected(node, dev string, addr netip.Addr) bool {
 	for key, ref := range b.ifaces {
 		if ref.spec.Node != node || (dev != "" && key != node+":"+dev) {
+			continue
+		}
+		if ref.link < 0 {
+			// A cni endpoint: on the subnets its IPAM assigns from.
+			for _, p := range b.cniEnds[key].subnets {
+				if p.prefix.Contains(addr) {
+					return true
+				}
+			}
 			continue
 		}
 		for _, p := range b.iface(ref).Addresses {

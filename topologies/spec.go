@@ -12,8 +12,10 @@ type Topology struct {
 	Nodes    Map[NodeSpec] `yaml:"nodes"`
 	Links    []LinkSpec    `yaml:"links"`
 
-	file string
-	pos  map[string]Pos // field path -> where its value is in the file
+	file     string
+	pos      map[string]Pos    // field path -> where its value is in the file
+	files    map[string][]byte // files it refers to, by name as written (SetFile)
+	fileErrs map[string]error  // why one of them could not be read (ReadFiles)
 }
 
 // NodeSpec is a network namespace with its settings. In defaults, sysctls merge
@@ -55,9 +57,11 @@ type RuleSpec struct {
 
 // LinkSpec connects endpoints. Type veth joins exactly two endpoints; bridge puts
 // any number of endpoints (and other bridges) on one L2 segment; host-nic
-// gives one node a host interface, as a macvlan child or by moving it in.
+// gives one node a host interface, as a macvlan child or by moving it in;
+// cni attaches each endpoint with a CNI network configuration list, whose
+// plugins run in the host node's namespace.
 type LinkSpec struct {
-	Type        string         `yaml:"type"` // veth (default), bridge, host-nic
+	Type        string         `yaml:"type"` // veth (default), bridge, host-nic, cni
 	Name        string         `yaml:"name"` // bridge device name (bridge only)
 	Endpoints   []EndpointSpec `yaml:"endpoints"`
 	Bridges     []string       `yaml:"bridges"`      // bridge: other bridges wired to this one
@@ -68,6 +72,13 @@ type LinkSpec struct {
 	Offloads    Map[Toggle]    `yaml:"offloads"` // ethtool -K names: gro, gso, tso, ...
 	Queues      *QueuesSpec    `yaml:"queues"`
 	Qdisc       *QdiscSpec     `yaml:"qdisc"`
+
+	// cni only.
+	Host          string      `yaml:"host"`           // the node whose namespace the plugins run in
+	Conflist      string      `yaml:"conflist"`       // a conflist file, relative to the topology's
+	Config        *JSON       `yaml:"config"`         // or the conflist inline
+	RuntimeConfig *JSON       `yaml:"runtime-config"` // capability args: {bandwidth: {...}, portMappings: [...]}
+	Args          Map[Scalar] `yaml:"args"`           // CNI_ARGS
 }
 
 // EndpointSpec is one interface of a node. In YAML it is either the short form

@@ -49,7 +49,7 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-var located = regexp.MustCompile(`^testdata/errors/[a-z0-9-]+\.yaml:\d+:\d+: `)
+var located = regexp.MustCompile(`^testdata/errors/[a-z0-9-]+\.(yaml|conflist):\d+:\d+: `)
 
 func TestErrorCorpus(t *testing.T) {
 	files, _ := filepath.Glob("testdata/errors/*.yaml")

@@ -89,6 +89,9 @@ func (s *Server) Up(req *labv1.UpRequest, stream labv1.LabService_UpServer) erro
 	if err != nil {
 		return rpcerr.Status(err, codes.InvalidArgument)
 	}
+	for name, data := range req.GetFiles() {
+		t.SetFile(name, data)
+	}
 	plan, err := t.Plan()
 	if err != nil {
 		return rpcerr.Status(err, codes.InvalidArgument)
@@ -387,7 +390,7 @@ func statusProto(st *labs.LabStatus) *labv1.LabStatus {
 		out.Nodes = append(out.Nodes, ns)
 	}
 	for _, l := range st.Links {
-		out.Links = append(out.Links, &labv1.LinkStatus{Id: l.ID, Kind: l.Kind, Present: l.Present})
+		out.Links = append(out.Links, &labv1.LinkStatus{Id: l.ID, Kind: l.Kind, Present: l.Present, Made: l.Made})
 	}
 	return out
 }

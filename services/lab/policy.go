@@ -22,6 +22,9 @@ type Policy struct {
 	// AllowExec lets topologies run exec commands: they run as root on the
 	// server's host filesystem.
 	AllowExec bool
+	// AllowCNI lets topologies have cni links: their plugins run as root
+	// from the server's plugin path, inside the lab's namespaces.
+	AllowCNI bool
 	// AllowHostNICs are the host interfaces a host-nic link may take.
 	AllowHostNICs []string
 	// MaxLabs bounds the labs up at once, MaxNodes the nodes of one lab,
@@ -51,6 +54,10 @@ func (p *Policy) checkReach(t *topologies.Topology) error {
 					allowed = strings.Join(p.AllowHostNICs, ", ")
 				}
 				msg = fmt.Sprintf("host interface %s is not one this server gives to labs (labctl serve --allow-host-nic; allowed: %s)", r.What, allowed)
+			}
+		case topologies.ReachCNI:
+			if !p.AllowCNI {
+				msg = "a cni link runs CNI plugins as root on the server's host (inside the lab's namespaces, from the server's plugin path); this server does not allow them (labctl serve --allow-cni)"
 			}
 		default:
 			msg = fmt.Sprintf("%s reaches outside the lab and this server has no allowance for it", r.Kind)

@@ -57,6 +57,8 @@ func TestPolicyRefuses(t *testing.T) {
 			[]string{"t.yaml:3:10: defaults.exec[0]"}},
 		{"a host NIC not allowed", "name: " + lab + "\nnodes:\n  n1: {}\nlinks:\n  - type: host-nic\n    interface: eth0\n    endpoints: [n1:nic0]\n", codes.PermissionDenied,
 			[]string{"t.yaml:6:16: links[0].interface: host interface eth0 is not one this server gives to labs", "allowed: lcallowed0"}},
+		{"a cni link not allowed", "name: " + lab + "\nnodes:\n  n1: {}\n  n2: {}\nlinks:\n  - type: cni\n    host: n1\n    endpoints: [n2:eth0]\n    config: {cniVersion: 1.0.0, name: net, plugins: [{type: bridge}]}\n", codes.PermissionDenied,
+			[]string{"t.yaml:6:11: links[0].type: a cni link runs CNI plugins as root", "--allow-cni"}},
 		{"too many nodes", "name: " + lab + "\nnodes:\n  n1: {}\n  n2: {}\n  n3: {}\n", codes.ResourceExhausted,
 			[]string{"3 nodes", "at most 2 per lab (--max-nodes)"}},
 	}

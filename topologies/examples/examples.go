@@ -8,16 +8,23 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+
+	"github.com/labctl/labctl/topologies"
 )
 
-//go:embed *.yaml
-var files embed.FS
+// Files holds the examples and the files they refer to (conflists).
+//
+//go:embed *.yaml *.conflist
+var Files embed.FS
 
 // Names lists the embedded examples, without the .yaml suffix.
 func Names() []string {
-	entries, _ := fs.ReadDir(files, ".")
+	entries, _ := fs.ReadDir(Files, ".")
 	var names []string
 	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
 		names = append(names, strings.TrimSuffix(e.Name(), ".yaml"))
 	}
 	sort.Strings(names)
@@ -28,8 +35,23 @@ func Names() []string {
 // reported under in errors.
 func Read(name string) (path string, data []byte, err error) {
 	path = "topologies/examples/" + name + ".yaml"
-	data, err = files.ReadFile(name + ".yaml")
+	data, err = Files.ReadFile(name + ".yaml")
 	return path, data, err
+}
+
+// Plan decodes and plans the example called name, with the files it
+// refers to.
+func Plan(name string) (*topologies.Plan, error) {
+	path, data, err := Read(name)
+	if err != nil {
+		return nil, err
+	}
+	t, err := topologies.Decode(path, data)
+	if err != nil {
+		return nil, err
+	}
+	t.ReadFiles(Files)
+	return t.Plan()
 }
 
 // Linear is Mininet's linear,N shape with Linux bridges: N nodes h1..hN,

@@ -1146,7 +1146,10 @@ type HostEnvironment struct {
 	CpuModel      string                 `protobuf:"bytes,5,opt,name=cpu_model,json=cpuModel,proto3" json:"cpu_model,omitempty"`
 	LabctlVersion string                 `protobuf:"bytes,6,opt,name=labctl_version,json=labctlVersion,proto3" json:"labctl_version,omitempty"`
 	// Global sysctls that matter to the experiments (net.core.busy_read, ...).
-	Sysctls       map[string]string `protobuf:"bytes,7,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Sysctls map[string]string `protobuf:"bytes,7,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The CNI plugins that built the lab's cni links (their ADD), so that a
+	// result says exactly which code made the network it measured.
+	CniPlugins    []*CNIPlugin `protobuf:"bytes,8,rep,name=cni_plugins,json=cniPlugins,proto3" json:"cni_plugins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1230,6 +1233,92 @@ func (x *HostEnvironment) GetSysctls() map[string]string {
 	return nil
 }
 
+func (x *HostEnvironment) GetCniPlugins() []*CNIPlugin {
+	if x != nil {
+		return x.CniPlugins
+	}
+	return nil
+}
+
+// CNIPlugin is one plugin binary that ran.
+type CNIPlugin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Path  string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// The Go module and version it was built from (github.com/containernetworking/plugins
+	// v1.10.0); empty when the binary carries no build information.
+	Module        string `protobuf:"bytes,3,opt,name=module,proto3" json:"module,omitempty"`
+	Version       string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	Sha256        string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CNIPlugin) Reset() {
+	*x = CNIPlugin{}
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CNIPlugin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CNIPlugin) ProtoMessage() {}
+
+func (x *CNIPlugin) ProtoReflect() protoreflect.Message {
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CNIPlugin.ProtoReflect.Descriptor instead.
+func (*CNIPlugin) Descriptor() ([]byte, []int) {
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CNIPlugin) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CNIPlugin) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CNIPlugin) GetModule() string {
+	if x != nil {
+		return x.Module
+	}
+	return ""
+}
+
+func (x *CNIPlugin) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *CNIPlugin) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 // Spread is one metric over a variant's repeats.
 type Spread struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1245,7 +1334,7 @@ type Spread struct {
 
 func (x *Spread) Reset() {
 	*x = Spread{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[10]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1346,7 @@ func (x *Spread) String() string {
 func (*Spread) ProtoMessage() {}
 
 func (x *Spread) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[10]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1359,7 @@ func (x *Spread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Spread.ProtoReflect.Descriptor instead.
 func (*Spread) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{10}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Spread) GetN() int32 {
@@ -1333,7 +1422,7 @@ type SummaryRow struct {
 
 func (x *SummaryRow) Reset() {
 	*x = SummaryRow{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[11]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1434,7 @@ func (x *SummaryRow) String() string {
 func (*SummaryRow) ProtoMessage() {}
 
 func (x *SummaryRow) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[11]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1447,7 @@ func (x *SummaryRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SummaryRow.ProtoReflect.Descriptor instead.
 func (*SummaryRow) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{11}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SummaryRow) GetVariant() string {
@@ -1412,7 +1501,7 @@ type PacketPath struct {
 
 func (x *PacketPath) Reset() {
 	*x = PacketPath{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[12]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1513,7 @@ func (x *PacketPath) String() string {
 func (*PacketPath) ProtoMessage() {}
 
 func (x *PacketPath) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[12]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1526,7 @@ func (x *PacketPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketPath.ProtoReflect.Descriptor instead.
 func (*PacketPath) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{12}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PacketPath) GetPackets() int64 {
@@ -1476,7 +1565,7 @@ type StageTime struct {
 
 func (x *StageTime) Reset() {
 	*x = StageTime{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1577,7 @@ func (x *StageTime) String() string {
 func (*StageTime) ProtoMessage() {}
 
 func (x *StageTime) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[13]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1590,7 @@ func (x *StageTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageTime.ProtoReflect.Descriptor instead.
 func (*StageTime) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{13}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StageTime) GetFrom() string {
@@ -1554,7 +1643,7 @@ type DropCount struct {
 
 func (x *DropCount) Reset() {
 	*x = DropCount{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1655,7 @@ func (x *DropCount) String() string {
 func (*DropCount) ProtoMessage() {}
 
 func (x *DropCount) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[14]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1668,7 @@ func (x *DropCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropCount.ProtoReflect.Descriptor instead.
 func (*DropCount) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{14}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DropCount) GetReason() string {
@@ -1632,7 +1721,7 @@ type PacketTracing struct {
 
 func (x *PacketTracing) Reset() {
 	*x = PacketTracing{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1733,7 @@ func (x *PacketTracing) String() string {
 func (*PacketTracing) ProtoMessage() {}
 
 func (x *PacketTracing) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[15]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1746,7 @@ func (x *PacketTracing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketTracing.ProtoReflect.Descriptor instead.
 func (*PacketTracing) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{15}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PacketTracing) GetRate() float64 {
@@ -1731,7 +1820,7 @@ type Verdict struct {
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[16]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1832,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[16]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1845,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{16}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Verdict) GetClaim() string {
@@ -1831,7 +1920,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[17]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1932,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[17]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1945,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{17}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Comparison) GetMetric() string {
@@ -1968,7 +2057,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[18]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2069,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[18]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2082,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{18}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StepResult) GetStep() *Step {
@@ -2042,7 +2131,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[19]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2143,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[19]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2156,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{19}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Result) GetId() string {
@@ -2208,7 +2297,7 @@ type ResultComparison struct {
 
 func (x *ResultComparison) Reset() {
 	*x = ResultComparison{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[20]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2309,7 @@ func (x *ResultComparison) String() string {
 func (*ResultComparison) ProtoMessage() {}
 
 func (x *ResultComparison) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[20]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2322,7 @@ func (x *ResultComparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultComparison.ProtoReflect.Descriptor instead.
 func (*ResultComparison) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{20}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResultComparison) GetA() string {
@@ -2304,7 +2393,7 @@ type Difference struct {
 
 func (x *Difference) Reset() {
 	*x = Difference{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[21]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2405,7 @@ func (x *Difference) String() string {
 func (*Difference) ProtoMessage() {}
 
 func (x *Difference) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[21]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2418,7 @@ func (x *Difference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Difference.ProtoReflect.Descriptor instead.
 func (*Difference) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{21}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Difference) GetWhat() string {
@@ -2369,7 +2458,7 @@ type MetricChange struct {
 
 func (x *MetricChange) Reset() {
 	*x = MetricChange{}
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[22]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2470,7 @@ func (x *MetricChange) String() string {
 func (*MetricChange) ProtoMessage() {}
 
 func (x *MetricChange) ProtoReflect() protoreflect.Message {
-	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[22]
+	mi := &file_labctl_experiment_v1_experiment_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2483,7 @@ func (x *MetricChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricChange.ProtoReflect.Descriptor instead.
 func (*MetricChange) Descriptor() ([]byte, []int) {
-	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{22}
+	return file_labctl_experiment_v1_experiment_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MetricChange) GetVariant() string {
@@ -2514,7 +2603,7 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\voffloads_on\x18\a \x03(\tR\n" +
 	"offloadsOn\x12\x14\n" +
 	"\x05qdisc\x18\b \x01(\tR\x05qdisc\x12\x10\n" +
-	"\x03xdp\x18\t \x01(\bR\x03xdp\"\xbb\x02\n" +
+	"\x03xdp\x18\t \x01(\bR\x03xdp\"\xfd\x02\n" +
 	"\x0fHostEnvironment\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x12\n" +
@@ -2522,10 +2611,18 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x04cpus\x18\x04 \x01(\x05R\x04cpus\x12\x1b\n" +
 	"\tcpu_model\x18\x05 \x01(\tR\bcpuModel\x12%\n" +
 	"\x0elabctl_version\x18\x06 \x01(\tR\rlabctlVersion\x12L\n" +
-	"\asysctls\x18\a \x03(\v22.labctl.experiment.v1.HostEnvironment.SysctlsEntryR\asysctls\x1a:\n" +
+	"\asysctls\x18\a \x03(\v22.labctl.experiment.v1.HostEnvironment.SysctlsEntryR\asysctls\x12@\n" +
+	"\vcni_plugins\x18\b \x03(\v2\x1f.labctl.experiment.v1.CNIPluginR\n" +
+	"cniPlugins\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"~\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"}\n" +
+	"\tCNIPlugin\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06module\x18\x03 \x01(\tR\x06module\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\"~\n" +
 	"\x06Spread\x12\f\n" +
 	"\x01n\x18\x01 \x01(\x05R\x01n\x12\x16\n" +
 	"\x06median\x18\x02 \x01(\x01R\x06median\x12\x12\n" +
@@ -2702,7 +2799,7 @@ func file_labctl_experiment_v1_experiment_proto_rawDescGZIP() []byte {
 }
 
 var file_labctl_experiment_v1_experiment_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_labctl_experiment_v1_experiment_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_labctl_experiment_v1_experiment_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_labctl_experiment_v1_experiment_proto_goTypes = []any{
 	(ParamKind)(0),                // 0: labctl.experiment.v1.ParamKind
 	(Engagement)(0),               // 1: labctl.experiment.v1.Engagement
@@ -2719,72 +2816,74 @@ var file_labctl_experiment_v1_experiment_proto_goTypes = []any{
 	(*NodeEnvironment)(nil),       // 12: labctl.experiment.v1.NodeEnvironment
 	(*Interface)(nil),             // 13: labctl.experiment.v1.Interface
 	(*HostEnvironment)(nil),       // 14: labctl.experiment.v1.HostEnvironment
-	(*Spread)(nil),                // 15: labctl.experiment.v1.Spread
-	(*SummaryRow)(nil),            // 16: labctl.experiment.v1.SummaryRow
-	(*PacketPath)(nil),            // 17: labctl.experiment.v1.PacketPath
-	(*StageTime)(nil),             // 18: labctl.experiment.v1.StageTime
-	(*DropCount)(nil),             // 19: labctl.experiment.v1.DropCount
-	(*PacketTracing)(nil),         // 20: labctl.experiment.v1.PacketTracing
-	(*Verdict)(nil),               // 21: labctl.experiment.v1.Verdict
-	(*Comparison)(nil),            // 22: labctl.experiment.v1.Comparison
-	(*StepResult)(nil),            // 23: labctl.experiment.v1.StepResult
-	(*Result)(nil),                // 24: labctl.experiment.v1.Result
-	(*ResultComparison)(nil),      // 25: labctl.experiment.v1.ResultComparison
-	(*Difference)(nil),            // 26: labctl.experiment.v1.Difference
-	(*MetricChange)(nil),          // 27: labctl.experiment.v1.MetricChange
-	nil,                           // 28: labctl.experiment.v1.Step.ParamsEntry
-	nil,                           // 29: labctl.experiment.v1.RoleReport.MetricsEntry
-	nil,                           // 30: labctl.experiment.v1.NodeEnvironment.SysctlsEntry
-	nil,                           // 31: labctl.experiment.v1.HostEnvironment.SysctlsEntry
-	nil,                           // 32: labctl.experiment.v1.SummaryRow.MetricsEntry
-	nil,                           // 33: labctl.experiment.v1.Result.ParamsEntry
-	nil,                           // 34: labctl.experiment.v1.Result.NodesEntry
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*CNIPlugin)(nil),             // 15: labctl.experiment.v1.CNIPlugin
+	(*Spread)(nil),                // 16: labctl.experiment.v1.Spread
+	(*SummaryRow)(nil),            // 17: labctl.experiment.v1.SummaryRow
+	(*PacketPath)(nil),            // 18: labctl.experiment.v1.PacketPath
+	(*StageTime)(nil),             // 19: labctl.experiment.v1.StageTime
+	(*DropCount)(nil),             // 20: labctl.experiment.v1.DropCount
+	(*PacketTracing)(nil),         // 21: labctl.experiment.v1.PacketTracing
+	(*Verdict)(nil),               // 22: labctl.experiment.v1.Verdict
+	(*Comparison)(nil),            // 23: labctl.experiment.v1.Comparison
+	(*StepResult)(nil),            // 24: labctl.experiment.v1.StepResult
+	(*Result)(nil),                // 25: labctl.experiment.v1.Result
+	(*ResultComparison)(nil),      // 26: labctl.experiment.v1.ResultComparison
+	(*Difference)(nil),            // 27: labctl.experiment.v1.Difference
+	(*MetricChange)(nil),          // 28: labctl.experiment.v1.MetricChange
+	nil,                           // 29: labctl.experiment.v1.Step.ParamsEntry
+	nil,                           // 30: labctl.experiment.v1.RoleReport.MetricsEntry
+	nil,                           // 31: labctl.experiment.v1.NodeEnvironment.SysctlsEntry
+	nil,                           // 32: labctl.experiment.v1.HostEnvironment.SysctlsEntry
+	nil,                           // 33: labctl.experiment.v1.SummaryRow.MetricsEntry
+	nil,                           // 34: labctl.experiment.v1.Result.ParamsEntry
+	nil,                           // 35: labctl.experiment.v1.Result.NodesEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
 }
 var file_labctl_experiment_v1_experiment_proto_depIdxs = []int32{
 	6,  // 0: labctl.experiment.v1.ExperimentSpec.params:type_name -> labctl.experiment.v1.ParamSpec
 	0,  // 1: labctl.experiment.v1.ParamSpec.kind:type_name -> labctl.experiment.v1.ParamKind
 	0,  // 2: labctl.experiment.v1.ParamSpec.element:type_name -> labctl.experiment.v1.ParamKind
-	28, // 3: labctl.experiment.v1.Step.params:type_name -> labctl.experiment.v1.Step.ParamsEntry
+	29, // 3: labctl.experiment.v1.Step.params:type_name -> labctl.experiment.v1.Step.ParamsEntry
 	8,  // 4: labctl.experiment.v1.Step.roles:type_name -> labctl.experiment.v1.RoleAssignment
-	29, // 5: labctl.experiment.v1.RoleReport.metrics:type_name -> labctl.experiment.v1.RoleReport.MetricsEntry
+	30, // 5: labctl.experiment.v1.RoleReport.metrics:type_name -> labctl.experiment.v1.RoleReport.MetricsEntry
 	9,  // 6: labctl.experiment.v1.RoleReport.latency:type_name -> labctl.experiment.v1.Histogram
 	10, // 7: labctl.experiment.v1.RoleReport.evidence:type_name -> labctl.experiment.v1.Evidence
 	12, // 8: labctl.experiment.v1.RoleReport.environment:type_name -> labctl.experiment.v1.NodeEnvironment
 	13, // 9: labctl.experiment.v1.NodeEnvironment.interfaces:type_name -> labctl.experiment.v1.Interface
-	30, // 10: labctl.experiment.v1.NodeEnvironment.sysctls:type_name -> labctl.experiment.v1.NodeEnvironment.SysctlsEntry
-	31, // 11: labctl.experiment.v1.HostEnvironment.sysctls:type_name -> labctl.experiment.v1.HostEnvironment.SysctlsEntry
-	32, // 12: labctl.experiment.v1.SummaryRow.metrics:type_name -> labctl.experiment.v1.SummaryRow.MetricsEntry
-	1,  // 13: labctl.experiment.v1.SummaryRow.engagement:type_name -> labctl.experiment.v1.Engagement
-	17, // 14: labctl.experiment.v1.SummaryRow.packet_path:type_name -> labctl.experiment.v1.PacketPath
-	18, // 15: labctl.experiment.v1.PacketPath.stages:type_name -> labctl.experiment.v1.StageTime
-	19, // 16: labctl.experiment.v1.PacketPath.drops:type_name -> labctl.experiment.v1.DropCount
-	2,  // 17: labctl.experiment.v1.Verdict.outcome:type_name -> labctl.experiment.v1.Outcome
-	22, // 18: labctl.experiment.v1.Verdict.comparisons:type_name -> labctl.experiment.v1.Comparison
-	3,  // 19: labctl.experiment.v1.Comparison.verdict:type_name -> labctl.experiment.v1.ComparisonVerdict
-	7,  // 20: labctl.experiment.v1.StepResult.step:type_name -> labctl.experiment.v1.Step
-	11, // 21: labctl.experiment.v1.StepResult.reports:type_name -> labctl.experiment.v1.RoleReport
-	33, // 22: labctl.experiment.v1.Result.params:type_name -> labctl.experiment.v1.Result.ParamsEntry
-	35, // 23: labctl.experiment.v1.Result.started:type_name -> google.protobuf.Timestamp
-	35, // 24: labctl.experiment.v1.Result.finished:type_name -> google.protobuf.Timestamp
-	4,  // 25: labctl.experiment.v1.Result.state:type_name -> labctl.experiment.v1.RunState
-	14, // 26: labctl.experiment.v1.Result.host:type_name -> labctl.experiment.v1.HostEnvironment
-	23, // 27: labctl.experiment.v1.Result.steps:type_name -> labctl.experiment.v1.StepResult
-	16, // 28: labctl.experiment.v1.Result.summary:type_name -> labctl.experiment.v1.SummaryRow
-	21, // 29: labctl.experiment.v1.Result.verdict:type_name -> labctl.experiment.v1.Verdict
-	34, // 30: labctl.experiment.v1.Result.nodes:type_name -> labctl.experiment.v1.Result.NodesEntry
-	20, // 31: labctl.experiment.v1.Result.packet_tracing:type_name -> labctl.experiment.v1.PacketTracing
-	26, // 32: labctl.experiment.v1.ResultComparison.differences:type_name -> labctl.experiment.v1.Difference
-	27, // 33: labctl.experiment.v1.ResultComparison.changes:type_name -> labctl.experiment.v1.MetricChange
-	15, // 34: labctl.experiment.v1.MetricChange.a:type_name -> labctl.experiment.v1.Spread
-	15, // 35: labctl.experiment.v1.MetricChange.b:type_name -> labctl.experiment.v1.Spread
-	22, // 36: labctl.experiment.v1.MetricChange.comparison:type_name -> labctl.experiment.v1.Comparison
-	15, // 37: labctl.experiment.v1.SummaryRow.MetricsEntry.value:type_name -> labctl.experiment.v1.Spread
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	31, // 10: labctl.experiment.v1.NodeEnvironment.sysctls:type_name -> labctl.experiment.v1.NodeEnvironment.SysctlsEntry
+	32, // 11: labctl.experiment.v1.HostEnvironment.sysctls:type_name -> labctl.experiment.v1.HostEnvironment.SysctlsEntry
+	15, // 12: labctl.experiment.v1.HostEnvironment.cni_plugins:type_name -> labctl.experiment.v1.CNIPlugin
+	33, // 13: labctl.experiment.v1.SummaryRow.metrics:type_name -> labctl.experiment.v1.SummaryRow.MetricsEntry
+	1,  // 14: labctl.experiment.v1.SummaryRow.engagement:type_name -> labctl.experiment.v1.Engagement
+	18, // 15: labctl.experiment.v1.SummaryRow.packet_path:type_name -> labctl.experiment.v1.PacketPath
+	19, // 16: labctl.experiment.v1.PacketPath.stages:type_name -> labctl.experiment.v1.StageTime
+	20, // 17: labctl.experiment.v1.PacketPath.drops:type_name -> labctl.experiment.v1.DropCount
+	2,  // 18: labctl.experiment.v1.Verdict.outcome:type_name -> labctl.experiment.v1.Outcome
+	23, // 19: labctl.experiment.v1.Verdict.comparisons:type_name -> labctl.experiment.v1.Comparison
+	3,  // 20: labctl.experiment.v1.Comparison.verdict:type_name -> labctl.experiment.v1.ComparisonVerdict
+	7,  // 21: labctl.experiment.v1.StepResult.step:type_name -> labctl.experiment.v1.Step
+	11, // 22: labctl.experiment.v1.StepResult.reports:type_name -> labctl.experiment.v1.RoleReport
+	34, // 23: labctl.experiment.v1.Result.params:type_name -> labctl.experiment.v1.Result.ParamsEntry
+	36, // 24: labctl.experiment.v1.Result.started:type_name -> google.protobuf.Timestamp
+	36, // 25: labctl.experiment.v1.Result.finished:type_name -> google.protobuf.Timestamp
+	4,  // 26: labctl.experiment.v1.Result.state:type_name -> labctl.experiment.v1.RunState
+	14, // 27: labctl.experiment.v1.Result.host:type_name -> labctl.experiment.v1.HostEnvironment
+	24, // 28: labctl.experiment.v1.Result.steps:type_name -> labctl.experiment.v1.StepResult
+	17, // 29: labctl.experiment.v1.Result.summary:type_name -> labctl.experiment.v1.SummaryRow
+	22, // 30: labctl.experiment.v1.Result.verdict:type_name -> labctl.experiment.v1.Verdict
+	35, // 31: labctl.experiment.v1.Result.nodes:type_name -> labctl.experiment.v1.Result.NodesEntry
+	21, // 32: labctl.experiment.v1.Result.packet_tracing:type_name -> labctl.experiment.v1.PacketTracing
+	27, // 33: labctl.experiment.v1.ResultComparison.differences:type_name -> labctl.experiment.v1.Difference
+	28, // 34: labctl.experiment.v1.ResultComparison.changes:type_name -> labctl.experiment.v1.MetricChange
+	16, // 35: labctl.experiment.v1.MetricChange.a:type_name -> labctl.experiment.v1.Spread
+	16, // 36: labctl.experiment.v1.MetricChange.b:type_name -> labctl.experiment.v1.Spread
+	23, // 37: labctl.experiment.v1.MetricChange.comparison:type_name -> labctl.experiment.v1.Comparison
+	16, // 38: labctl.experiment.v1.SummaryRow.MetricsEntry.value:type_name -> labctl.experiment.v1.Spread
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_labctl_experiment_v1_experiment_proto_init() }
@@ -2798,7 +2897,7 @@ func file_labctl_experiment_v1_experiment_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_experiment_v1_experiment_proto_rawDesc), len(file_labctl_experiment_v1_experiment_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

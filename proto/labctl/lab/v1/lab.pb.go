@@ -28,7 +28,10 @@ type UpRequest struct {
 	// Name the topology is reported under in errors (its file path).
 	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
 	// The topology file's text.
-	Topology      []byte `protobuf:"bytes,2,opt,name=topology,proto3" json:"topology,omitempty"`
+	Topology []byte `protobuf:"bytes,2,opt,name=topology,proto3" json:"topology,omitempty"`
+	// The files the topology refers to (the conflists of its cni links), by
+	// the name the topology gives them, read by the caller from beside it.
+	Files         map[string][]byte `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,6 +76,13 @@ func (x *UpRequest) GetSource() string {
 func (x *UpRequest) GetTopology() []byte {
 	if x != nil {
 		return x.Topology
+	}
+	return nil
+}
+
+func (x *UpRequest) GetFiles() map[string][]byte {
+	if x != nil {
+		return x.Files
 	}
 	return nil
 }
@@ -760,10 +770,13 @@ func (x *InterfaceStatus) GetAddresses() []string {
 }
 
 type LinkStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	Present       bool                   `protobuf:"varint,3,opt,name=present,proto3" json:"present,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind    string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Present bool                   `protobuf:"varint,3,opt,name=present,proto3" json:"present,omitempty"`
+	// What a cni attachment's plugins made, as their result says:
+	// "interface cni0 (host)", "address 10.22.0.2/24 gw 10.22.0.1", "route ...".
+	Made          []string `protobuf:"bytes,4,rep,name=made,proto3" json:"made,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -817,6 +830,13 @@ func (x *LinkStatus) GetPresent() bool {
 		return x.Present
 	}
 	return false
+}
+
+func (x *LinkStatus) GetMade() []string {
+	if x != nil {
+		return x.Made
+	}
+	return nil
 }
 
 // AgentStatus is the health of a node's agent.
@@ -2383,10 +2403,15 @@ var File_labctl_lab_v1_lab_proto protoreflect.FileDescriptor
 
 const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\n" +
-	"\x17labctl/lab/v1/lab.proto\x12\rlabctl.lab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%labctl/experiment/v1/experiment.proto\"?\n" +
+	"\x17labctl/lab/v1/lab.proto\x12\rlabctl.lab.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%labctl/experiment/v1/experiment.proto\"\xb4\x01\n" +
 	"\tUpRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x1a\n" +
-	"\btopology\x18\x02 \x01(\fR\btopology\"}\n" +
+	"\btopology\x18\x02 \x01(\fR\btopology\x129\n" +
+	"\x05files\x18\x03 \x03(\v2#.labctl.lab.v1.UpRequest.FilesEntryR\x05files\x1a8\n" +
+	"\n" +
+	"FilesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"}\n" +
 	"\n" +
 	"UpResponse\x125\n" +
 	"\bprogress\x18\x01 \x01(\v2\x17.labctl.lab.v1.ProgressH\x00R\bprogress\x12/\n" +
@@ -2434,12 +2459,13 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02up\x18\x02 \x01(\bR\x02up\x12\x10\n" +
 	"\x03mtu\x18\x03 \x01(\x05R\x03mtu\x12\x1c\n" +
-	"\taddresses\x18\x04 \x03(\tR\taddresses\"J\n" +
+	"\taddresses\x18\x04 \x03(\tR\taddresses\"^\n" +
 	"\n" +
 	"LinkStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
-	"\apresent\x18\x03 \x01(\bR\apresent\"\x97\x01\n" +
+	"\apresent\x18\x03 \x01(\bR\apresent\x12\x12\n" +
+	"\x04made\x18\x04 \x03(\tR\x04made\"\x97\x01\n" +
 	"\vAgentStatus\x12\x16\n" +
 	"\x06wanted\x18\x01 \x01(\bR\x06wanted\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x18\n" +
@@ -2581,7 +2607,7 @@ func file_labctl_lab_v1_lab_proto_rawDescGZIP() []byte {
 	return file_labctl_lab_v1_lab_proto_rawDescData
 }
 
-var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_labctl_lab_v1_lab_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*UpRequest)(nil),               // 0: labctl.lab.v1.UpRequest
 	(*UpResponse)(nil),              // 1: labctl.lab.v1.UpResponse
@@ -2622,73 +2648,75 @@ var file_labctl_lab_v1_lab_proto_goTypes = []any{
 	(*WatchDropsRequest)(nil),       // 36: labctl.lab.v1.WatchDropsRequest
 	(*WatchDropsResponse)(nil),      // 37: labctl.lab.v1.WatchDropsResponse
 	(*PacketDrop)(nil),              // 38: labctl.lab.v1.PacketDrop
-	nil,                             // 39: labctl.lab.v1.RunRequest.ParamsEntry
-	nil,                             // 40: labctl.lab.v1.RunRequest.NodesEntry
-	(*v1.ExperimentSpec)(nil),       // 41: labctl.experiment.v1.ExperimentSpec
-	(*v1.StepResult)(nil),           // 42: labctl.experiment.v1.StepResult
-	(*v1.Result)(nil),               // 43: labctl.experiment.v1.Result
-	(v1.RunState)(0),                // 44: labctl.experiment.v1.RunState
-	(v1.Outcome)(0),                 // 45: labctl.experiment.v1.Outcome
-	(*v1.ResultComparison)(nil),     // 46: labctl.experiment.v1.ResultComparison
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
+	nil,                             // 39: labctl.lab.v1.UpRequest.FilesEntry
+	nil,                             // 40: labctl.lab.v1.RunRequest.ParamsEntry
+	nil,                             // 41: labctl.lab.v1.RunRequest.NodesEntry
+	(*v1.ExperimentSpec)(nil),       // 42: labctl.experiment.v1.ExperimentSpec
+	(*v1.StepResult)(nil),           // 43: labctl.experiment.v1.StepResult
+	(*v1.Result)(nil),               // 44: labctl.experiment.v1.Result
+	(v1.RunState)(0),                // 45: labctl.experiment.v1.RunState
+	(v1.Outcome)(0),                 // 46: labctl.experiment.v1.Outcome
+	(*v1.ResultComparison)(nil),     // 47: labctl.experiment.v1.ResultComparison
+	(*timestamppb.Timestamp)(nil),   // 48: google.protobuf.Timestamp
 }
 var file_labctl_lab_v1_lab_proto_depIdxs = []int32{
-	4,  // 0: labctl.lab.v1.UpResponse.progress:type_name -> labctl.lab.v1.Progress
-	5,  // 1: labctl.lab.v1.UpResponse.change:type_name -> labctl.lab.v1.Change
-	4,  // 2: labctl.lab.v1.DownResponse.progress:type_name -> labctl.lab.v1.Progress
-	5,  // 3: labctl.lab.v1.DownResponse.change:type_name -> labctl.lab.v1.Change
-	8,  // 4: labctl.lab.v1.GetStatusResponse.status:type_name -> labctl.lab.v1.LabStatus
-	9,  // 5: labctl.lab.v1.LabStatus.nodes:type_name -> labctl.lab.v1.NodeStatus
-	11, // 6: labctl.lab.v1.LabStatus.links:type_name -> labctl.lab.v1.LinkStatus
-	10, // 7: labctl.lab.v1.NodeStatus.interfaces:type_name -> labctl.lab.v1.InterfaceStatus
-	12, // 8: labctl.lab.v1.NodeStatus.agent:type_name -> labctl.lab.v1.AgentStatus
-	15, // 9: labctl.lab.v1.ListLabsResponse.labs:type_name -> labctl.lab.v1.LabSummary
-	41, // 10: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
-	39, // 11: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
-	40, // 12: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
-	20, // 13: labctl.lab.v1.RunResponse.progress:type_name -> labctl.lab.v1.RunProgress
-	42, // 14: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
-	43, // 15: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
-	25, // 16: labctl.lab.v1.ListResultsResponse.results:type_name -> labctl.lab.v1.ResultSummary
-	44, // 17: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
-	45, // 18: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
-	43, // 19: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
-	46, // 20: labctl.lab.v1.CompareResultsResponse.comparison:type_name -> labctl.experiment.v1.ResultComparison
-	38, // 21: labctl.lab.v1.WatchDropsResponse.drop:type_name -> labctl.lab.v1.PacketDrop
-	47, // 22: labctl.lab.v1.PacketDrop.time:type_name -> google.protobuf.Timestamp
-	0,  // 23: labctl.lab.v1.LabService.Up:input_type -> labctl.lab.v1.UpRequest
-	2,  // 24: labctl.lab.v1.LabService.Down:input_type -> labctl.lab.v1.DownRequest
-	6,  // 25: labctl.lab.v1.LabService.GetStatus:input_type -> labctl.lab.v1.GetStatusRequest
-	13, // 26: labctl.lab.v1.LabService.ListLabs:input_type -> labctl.lab.v1.ListLabsRequest
-	16, // 27: labctl.lab.v1.LabService.ListExperiments:input_type -> labctl.lab.v1.ListExperimentsRequest
-	18, // 28: labctl.lab.v1.LabService.Run:input_type -> labctl.lab.v1.RunRequest
-	21, // 29: labctl.lab.v1.LabService.CancelRun:input_type -> labctl.lab.v1.CancelRunRequest
-	23, // 30: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
-	26, // 31: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
-	28, // 32: labctl.lab.v1.LabService.CompareResults:input_type -> labctl.lab.v1.CompareResultsRequest
-	30, // 33: labctl.lab.v1.LabService.GetReport:input_type -> labctl.lab.v1.GetReportRequest
-	32, // 34: labctl.lab.v1.LabService.ImportResult:input_type -> labctl.lab.v1.ImportResultRequest
-	34, // 35: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
-	36, // 36: labctl.lab.v1.LabService.WatchDrops:input_type -> labctl.lab.v1.WatchDropsRequest
-	1,  // 37: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
-	3,  // 38: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
-	7,  // 39: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
-	14, // 40: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
-	17, // 41: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
-	19, // 42: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
-	22, // 43: labctl.lab.v1.LabService.CancelRun:output_type -> labctl.lab.v1.CancelRunResponse
-	24, // 44: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
-	27, // 45: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
-	29, // 46: labctl.lab.v1.LabService.CompareResults:output_type -> labctl.lab.v1.CompareResultsResponse
-	31, // 47: labctl.lab.v1.LabService.GetReport:output_type -> labctl.lab.v1.GetReportResponse
-	33, // 48: labctl.lab.v1.LabService.ImportResult:output_type -> labctl.lab.v1.ImportResultResponse
-	35, // 49: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
-	37, // 50: labctl.lab.v1.LabService.WatchDrops:output_type -> labctl.lab.v1.WatchDropsResponse
-	37, // [37:51] is the sub-list for method output_type
-	23, // [23:37] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	39, // 0: labctl.lab.v1.UpRequest.files:type_name -> labctl.lab.v1.UpRequest.FilesEntry
+	4,  // 1: labctl.lab.v1.UpResponse.progress:type_name -> labctl.lab.v1.Progress
+	5,  // 2: labctl.lab.v1.UpResponse.change:type_name -> labctl.lab.v1.Change
+	4,  // 3: labctl.lab.v1.DownResponse.progress:type_name -> labctl.lab.v1.Progress
+	5,  // 4: labctl.lab.v1.DownResponse.change:type_name -> labctl.lab.v1.Change
+	8,  // 5: labctl.lab.v1.GetStatusResponse.status:type_name -> labctl.lab.v1.LabStatus
+	9,  // 6: labctl.lab.v1.LabStatus.nodes:type_name -> labctl.lab.v1.NodeStatus
+	11, // 7: labctl.lab.v1.LabStatus.links:type_name -> labctl.lab.v1.LinkStatus
+	10, // 8: labctl.lab.v1.NodeStatus.interfaces:type_name -> labctl.lab.v1.InterfaceStatus
+	12, // 9: labctl.lab.v1.NodeStatus.agent:type_name -> labctl.lab.v1.AgentStatus
+	15, // 10: labctl.lab.v1.ListLabsResponse.labs:type_name -> labctl.lab.v1.LabSummary
+	42, // 11: labctl.lab.v1.ListExperimentsResponse.experiments:type_name -> labctl.experiment.v1.ExperimentSpec
+	40, // 12: labctl.lab.v1.RunRequest.params:type_name -> labctl.lab.v1.RunRequest.ParamsEntry
+	41, // 13: labctl.lab.v1.RunRequest.nodes:type_name -> labctl.lab.v1.RunRequest.NodesEntry
+	20, // 14: labctl.lab.v1.RunResponse.progress:type_name -> labctl.lab.v1.RunProgress
+	43, // 15: labctl.lab.v1.RunResponse.step:type_name -> labctl.experiment.v1.StepResult
+	44, // 16: labctl.lab.v1.RunResponse.result:type_name -> labctl.experiment.v1.Result
+	25, // 17: labctl.lab.v1.ListResultsResponse.results:type_name -> labctl.lab.v1.ResultSummary
+	45, // 18: labctl.lab.v1.ResultSummary.state:type_name -> labctl.experiment.v1.RunState
+	46, // 19: labctl.lab.v1.ResultSummary.outcome:type_name -> labctl.experiment.v1.Outcome
+	44, // 20: labctl.lab.v1.GetResultResponse.result:type_name -> labctl.experiment.v1.Result
+	47, // 21: labctl.lab.v1.CompareResultsResponse.comparison:type_name -> labctl.experiment.v1.ResultComparison
+	38, // 22: labctl.lab.v1.WatchDropsResponse.drop:type_name -> labctl.lab.v1.PacketDrop
+	48, // 23: labctl.lab.v1.PacketDrop.time:type_name -> google.protobuf.Timestamp
+	0,  // 24: labctl.lab.v1.LabService.Up:input_type -> labctl.lab.v1.UpRequest
+	2,  // 25: labctl.lab.v1.LabService.Down:input_type -> labctl.lab.v1.DownRequest
+	6,  // 26: labctl.lab.v1.LabService.GetStatus:input_type -> labctl.lab.v1.GetStatusRequest
+	13, // 27: labctl.lab.v1.LabService.ListLabs:input_type -> labctl.lab.v1.ListLabsRequest
+	16, // 28: labctl.lab.v1.LabService.ListExperiments:input_type -> labctl.lab.v1.ListExperimentsRequest
+	18, // 29: labctl.lab.v1.LabService.Run:input_type -> labctl.lab.v1.RunRequest
+	21, // 30: labctl.lab.v1.LabService.CancelRun:input_type -> labctl.lab.v1.CancelRunRequest
+	23, // 31: labctl.lab.v1.LabService.ListResults:input_type -> labctl.lab.v1.ListResultsRequest
+	26, // 32: labctl.lab.v1.LabService.GetResult:input_type -> labctl.lab.v1.GetResultRequest
+	28, // 33: labctl.lab.v1.LabService.CompareResults:input_type -> labctl.lab.v1.CompareResultsRequest
+	30, // 34: labctl.lab.v1.LabService.GetReport:input_type -> labctl.lab.v1.GetReportRequest
+	32, // 35: labctl.lab.v1.LabService.ImportResult:input_type -> labctl.lab.v1.ImportResultRequest
+	34, // 36: labctl.lab.v1.LabService.GetTrace:input_type -> labctl.lab.v1.GetTraceRequest
+	36, // 37: labctl.lab.v1.LabService.WatchDrops:input_type -> labctl.lab.v1.WatchDropsRequest
+	1,  // 38: labctl.lab.v1.LabService.Up:output_type -> labctl.lab.v1.UpResponse
+	3,  // 39: labctl.lab.v1.LabService.Down:output_type -> labctl.lab.v1.DownResponse
+	7,  // 40: labctl.lab.v1.LabService.GetStatus:output_type -> labctl.lab.v1.GetStatusResponse
+	14, // 41: labctl.lab.v1.LabService.ListLabs:output_type -> labctl.lab.v1.ListLabsResponse
+	17, // 42: labctl.lab.v1.LabService.ListExperiments:output_type -> labctl.lab.v1.ListExperimentsResponse
+	19, // 43: labctl.lab.v1.LabService.Run:output_type -> labctl.lab.v1.RunResponse
+	22, // 44: labctl.lab.v1.LabService.CancelRun:output_type -> labctl.lab.v1.CancelRunResponse
+	24, // 45: labctl.lab.v1.LabService.ListResults:output_type -> labctl.lab.v1.ListResultsResponse
+	27, // 46: labctl.lab.v1.LabService.GetResult:output_type -> labctl.lab.v1.GetResultResponse
+	29, // 47: labctl.lab.v1.LabService.CompareResults:output_type -> labctl.lab.v1.CompareResultsResponse
+	31, // 48: labctl.lab.v1.LabService.GetReport:output_type -> labctl.lab.v1.GetReportResponse
+	33, // 49: labctl.lab.v1.LabService.ImportResult:output_type -> labctl.lab.v1.ImportResultResponse
+	35, // 50: labctl.lab.v1.LabService.GetTrace:output_type -> labctl.lab.v1.GetTraceResponse
+	37, // 51: labctl.lab.v1.LabService.WatchDrops:output_type -> labctl.lab.v1.WatchDropsResponse
+	38, // [38:52] is the sub-list for method output_type
+	24, // [24:38] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_labctl_lab_v1_lab_proto_init() }
@@ -2715,7 +2743,7 @@ func file_labctl_lab_v1_lab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_labctl_lab_v1_lab_proto_rawDesc), len(file_labctl_lab_v1_lab_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
