@@ -463,7 +463,11 @@ func packetTable(w *tabwriter.Writer, r *experimentv1.Result) {
 	if pt.GetCapped() {
 		fmt.Fprintf(w, " (stopped at the cap of %d)", pt.GetCap())
 	}
-	fmt.Fprintf(w, ", %d events lost\n", pt.GetLost())
+	fmt.Fprintf(w, ", %d events lost", pt.GetLost())
+	if n := pt.GetBpfPackets(); n > 0 {
+		fmt.Fprintf(w, "; its programs ran %.0f ns of kernel time a packet (kernel.bpf_stats_enabled)", float64(pt.GetBpfNs())/float64(n))
+	}
+	fmt.Fprintln(w)
 	for _, m := range pt.GetMissing() {
 		fmt.Fprintf(w, "  missing stage: %s\n", m)
 	}

@@ -3,6 +3,7 @@ package runs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/labctl/labctl/internal/pktpath"
@@ -26,10 +27,16 @@ type packetTrace struct {
 // startPacketTrace starts tracing the lab's packets at rate. A tracer that
 // cannot start (no BTF, no privilege) leaves the run untraced, with the
 // reason in the result; stages that cannot attach are listed.
-func startPacketTrace(namespaces map[string]string, rate float64, say func(string)) *packetTrace {
+//
+// The netfilter stages are traced when every packet is, or when the lab
+// has firewall rules (where a packet meets them is then the point): in a
+// node without rules, a BPF netfilter hook would put every packet through
+// netfilter, four hooks a packet, for stages that take nanoseconds.
+func startPacketTrace(plan *topologies.Plan, rate float64, say func(string)) *packetTrace {
 	pt := &packetTrace{info: &experimentv1.PacketTracing{Rate: rate, Cap: PacketCap},
 		packets: map[string][]*pktpath.Packet{}, drops: map[string][]pktpath.Drop{}}
-	t, err := pktpath.Start(pktpath.Options{Namespaces: namespaces, Rate: rate, Cap: PacketCap})
+	rules := slices.ContainsFunc(plan.Nodes, func(n topologies.Node) bool { return len(n.Firewall) > 0 })
+	t, err := pktpath.Start(pktpath.Options{Namespaces: labNamespaces(plan), Rate: rate, Cap: PacketCap, Netfilter: rate >= 1 || rules})
 	if err != nil {
 		pt.info.Error = err.Error()
 		say("packet tracing not engaged: " + err.Error())
@@ -69,6 +76,7 @@ func (pt *packetTrace) finish(res *experimentv1.Result) {
 	}
 	st := pt.t.Stats()
 	pt.info.Traced, pt.info.Capped, pt.info.Lost = int64(st.Traced), st.Capped, st.Lost
+	pt.info.BpfNs, pt.info.BpfPackets = st.BPFTime.Nanoseconds(), int64(st.BPFPackets)
 	for _, row := range res.GetSummary() {
 		if p, d := pt.packets[row.GetVariant()], pt.drops[row.GetVariant()]; len(p) > 0 || len(d) > 0 {
 			row.PacketPath = pktpath.Summarize(p, d)

@@ -214,7 +214,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 		emit(ev)
 	}
 	if req.TracePackets > 0 {
-		run.packets = startPacketTrace(labNamespaces(req.Plan), min(req.TracePackets, 1), func(msg string) {
+		run.packets = startPacketTrace(req.Plan, min(req.TracePackets, 1), func(msg string) {
 			send(Event{Progress: &Progress{RunID: res.Id, Message: msg}})
 		})
 		defer run.packets.close()

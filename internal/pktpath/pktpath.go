@@ -15,7 +15,6 @@
 package pktpath
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -52,6 +52,12 @@ type Options struct {
 	// Cap bounds the packets traced; once reached, sampling stops (drops
 	// are still reported) and the Tracer says so.
 	Cap int
+	// Netfilter attaches the netfilter stages (LOCAL_OUT, POST_ROUTING,
+	// PRE_ROUTING, LOCAL_IN, FORWARD). A BPF netfilter hook makes every
+	// packet of its namespace go through netfilter, which a namespace
+	// without rules otherwise skips, and runs the program four times a
+	// packet; without them packets are sampled at net_dev_queue.
+	Netfilter bool
 }
 
 // Missing is a stage that could not attach, and why.
@@ -62,17 +68,18 @@ type Missing struct {
 
 // Tracer is a running packet-path trace.
 type Tracer struct {
-	opts    Options
-	coll    *ebpf.Collection // maps and variables
-	progs   []*ebpf.Program
-	links   []link.Link
-	reader  *ringbuf.Reader
-	missing []Missing
-	nodes   map[uint32]string // namespace inode -> node
-	offset  int64             // wall clock - CLOCK_MONOTONIC, ns
-	done    chan struct{}
-	stopped chan struct{}
-	flush   chan chan struct{}
+	opts      Options
+	coll      *ebpf.Collection // maps and variables
+	progs     []*ebpf.Program
+	links     []link.Link
+	reader    *ringbuf.Reader
+	missing   []Missing
+	nodes     map[uint32]string // namespace inode -> node
+	netfilter bool              // the netfilter stages attached
+	offset    int64             // wall clock - CLOCK_MONOTONIC, ns
+	done      chan struct{}
+	stopped   chan struct{}
+	flush     chan chan struct{}
 
 	mu      sync.Mutex
 	packets map[uint64]*Packet
@@ -201,6 +208,9 @@ func (t *Tracer) attach() error {
 			t.links = append(t.links, l)
 			continue
 		}
+		if !t.opts.Netfilter {
+			continue
+		}
 		var failed error
 		for ns := range t.opts.Namespaces {
 			err := netns.Do(ns, func() error {
@@ -224,6 +234,7 @@ func (t *Tracer) attach() error {
 			continue
 		}
 		localOut = true
+		t.netfilter = true
 	}
 	if !localOut {
 		// Without LOCAL_OUT, packets are sampled when they reach the device.
@@ -300,10 +311,15 @@ func (t *Tracer) drain(rec *ringbuf.Record) {
 			}
 			return
 		}
+		// The event is the C struct in the host's layout and byte order
+		// (bpf2go marks it structs.HostLayout): copied as it is, with no
+		// reflection, since thousands arrive a second.
 		var e pktpathEvent
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
+		raw := unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))
+		if len(rec.RawSample) < len(raw) {
 			continue
 		}
+		copy(raw, rec.RawSample)
 		t.add(&e)
 	}
 }
@@ -367,6 +383,7 @@ func (t *Tracer) Take(from, to time.Time) []*Packet {
 	var out []*Packet
 	for id, p := range t.packets {
 		slices.SortFunc(p.Stages, func(a, b Stage) int { return a.Time.Compare(b.Time) })
+		p.Stages = dropLateWakeup(p.Stages)
 		if len(p.Stages) == 0 || p.Stages[0].Time.Before(from) || !p.Stages[0].Time.Before(to) {
 			continue
 		}
@@ -381,6 +398,22 @@ func (t *Tracer) Take(from, to time.Time) []*Packet {
 		delete(t.packets, id)
 	}
 	slices.SortFunc(out, func(a, b *Packet) int { return a.Stages[0].Time.Compare(b.Stages[0].Time) })
+	return out
+}
+
+// dropLateWakeup drops a wakeup after the packet's copy to the reader: the
+// reader was not asleep when the data came, and the waking the programs
+// took for its wakeup was another (they cannot tell on the waker's CPU).
+func dropLateWakeup(st []Stage) []Stage {
+	out := st[:0]
+	copied := false
+	for _, s := range st {
+		if copied && s.Name == "reader wakeup" {
+			continue
+		}
+		copied = copied || s.Name == "copy to user"
+		out = append(out, s)
+	}
 	return out
 }
 
@@ -417,6 +450,11 @@ type Stats struct {
 	Traced int    // packets traced
 	Capped bool   // sampling stopped at Options.Cap
 	Lost   uint64 // events the ring buffer had no room for
+	// BPFTime is the time the kernel spent in the tracer's programs and
+	// BPFPackets the packets their first stage saw, when the kernel
+	// counts run time (kernel.bpf_stats_enabled=1); 0 otherwise.
+	BPFTime    time.Duration
+	BPFPackets uint64
 }
 
 // Stats reports the trace so far.
@@ -424,6 +462,23 @@ func (t *Tracer) Stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := Stats{Traced: t.traced, Capped: t.capped}
+	first := "dev_queue"
+	if t.netfilter {
+		first = "nf_hook" // four hooks a packet; LOCAL_OUT decides
+	}
+	for _, p := range t.progs {
+		st, err := p.Stats()
+		if err != nil {
+			continue
+		}
+		s.BPFTime += st.Runtime
+		if sectionOf(p) == first {
+			s.BPFPackets = st.RunCount
+			if t.netfilter {
+				s.BPFPackets /= 4
+			}
+		}
+	}
 	var perCPU []uint64
 	if err := t.coll.Maps["lost"].Lookup(uint32(0), &perCPU); err == nil {
 		for _, n := range perCPU {

@@ -81,6 +81,7 @@ const (
 	pktpathMapEvents           = "events"
 	pktpathMapLabNetns         = "lab_netns"
 	pktpathMapLastIn           = "last_in"
+	pktpathMapLastXmit         = "last_xmit"
 	pktpathMapLost             = "lost"
 	pktpathMapTracked          = "tracked"
 	pktpathProgConsume         = "consume"
@@ -95,6 +96,8 @@ const (
 	pktpathProgTcpReceive      = "tcp_receive"
 	pktpathProgWakeup          = "wakeup"
 	pktpathVarDecideAtDevQueue = "decide_at_dev_queue"
+	pktpathVarInflight         = "inflight"
+	pktpathVarInflightNext     = "inflight_next"
 	pktpathVarNextId           = "next_id"
 	pktpathVarSampleQ32        = "sample_q32"
 	pktpathVarUnusedEvent      = "unused_event"
@@ -163,6 +166,7 @@ type pktpathMapSpecs struct {
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	LabNetns *ebpf.MapSpec `ebpf:"lab_netns"`
 	LastIn   *ebpf.MapSpec `ebpf:"last_in"`
+	LastXmit *ebpf.MapSpec `ebpf:"last_xmit"`
 	Lost     *ebpf.MapSpec `ebpf:"lost"`
 	Tracked  *ebpf.MapSpec `ebpf:"tracked"`
 }
@@ -172,6 +176,8 @@ type pktpathMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathVariableSpecs struct {
 	DecideAtDevQueue *ebpf.VariableSpec `ebpf:"decide_at_dev_queue"`
+	Inflight         *ebpf.VariableSpec `ebpf:"inflight"`
+	InflightNext     *ebpf.VariableSpec `ebpf:"inflight_next"`
 	NextId           *ebpf.VariableSpec `ebpf:"next_id"`
 	SampleQ32        *ebpf.VariableSpec `ebpf:"sample_q32"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -201,6 +207,7 @@ type pktpathMaps struct {
 	Events   *ebpf.Map `ebpf:"events"`
 	LabNetns *ebpf.Map `ebpf:"lab_netns"`
 	LastIn   *ebpf.Map `ebpf:"last_in"`
+	LastXmit *ebpf.Map `ebpf:"last_xmit"`
 	Lost     *ebpf.Map `ebpf:"lost"`
 	Tracked  *ebpf.Map `ebpf:"tracked"`
 }
@@ -211,6 +218,7 @@ func (m *pktpathMaps) Close() error {
 		m.Events,
 		m.LabNetns,
 		m.LastIn,
+		m.LastXmit,
 		m.Lost,
 		m.Tracked,
 	)
@@ -221,6 +229,8 @@ func (m *pktpathMaps) Close() error {
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathVariables struct {
 	DecideAtDevQueue *ebpf.Variable `ebpf:"decide_at_dev_queue"`
+	Inflight         *ebpf.Variable `ebpf:"inflight"`
+	InflightNext     *ebpf.Variable `ebpf:"inflight_next"`
 	NextId           *ebpf.Variable `ebpf:"next_id"`
 	SampleQ32        *ebpf.Variable `ebpf:"sample_q32"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`

@@ -74,7 +74,7 @@ var programs = []program{
 	{"netif_receive_skb", "receive", [2]int{5, 5}},
 	{"tcp receive (tcp_probe)", "tcp_receive", [2]int{5, 5}},
 	{"sk_data_ready", "data_ready", [2]int{6, 3}},
-	{"reader wakeup (sched_wakeup)", "wakeup", [2]int{5, 5}},
+	{"reader wakeup (sched_waking)", "wakeup", [2]int{5, 5}},
 	{"copy to user (skb_copy_datagram_iovec)", "copy", [2]int{5, 5}},
 	{"drop (kfree_skb with its reason)", "drop", [2]int{5, 17}},
 	{"consumed (consume_skb)", "consume", [2]int{5, 5}},

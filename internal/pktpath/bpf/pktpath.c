@@ -5,13 +5,19 @@
  * sending node, or net_dev_queue where no netfilter link could attach),
  * by a coin toss before its headers are read: sampled, it gets an id,
  * under its skb's address (`by_skb`) and under its headers (`tracked`).
- * Later stages look the skb's address up, one hash lookup without
- * reading the packet, which is all an unsampled packet costs them; a hit
- * is confirmed by the headers (the kernel reuses skb addresses at once).
+ * When packets are sampled (not every packet traced), the skb's address
+ * also goes into a small array of the skbs in flight (`inflight`), and
+ * later stages compare the skb they are given with it first: a few loads
+ * in one or two cache lines, which is all an unsampled packet costs them
+ * (a hash lookup and the reads of the skb it needs cost 100-400 ns a
+ * stage, kernel 6.18, measured with kernel.bpf_stats_enabled). A hit is
+ * confirmed by the headers (the kernel reuses skb addresses at once).
  * The receive entry also looks up the headers, to find a sampled packet
- * again in a new skb (veth with XDP copies it). Drops of the lab's traffic
- * are reported whether sampled or not. Only packets of the lab's network
- * namespaces (`lab_netns`, filled from Go) are sampled.
+ * again in a new skb (veth with XDP copies it): for every packet when
+ * every packet is traced, else only right after a sampled packet left a
+ * device on the same CPU. Drops of the lab's traffic are reported whether
+ * sampled or not. Only packets of the lab's network namespaces
+ * (`lab_netns`, filled from Go) are sampled.
  *
  * Events go to a ring buffer without wakeups (BPF_RB_NO_WAKEUP): the
  * default wakeup costs microseconds per event, so Go polls the buffer
@@ -42,7 +48,7 @@ enum stage {
 	STAGE_RECEIVE,         /* tp_btf/netif_receive_skb: where taps see it */
 	STAGE_TCP_RECEIVE,     /* tp_btf/tcp_probe: TCP takes the segment */
 	STAGE_DATA_READY,      /* tp_btf/sk_data_ready */
-	STAGE_WAKEUP,          /* tp_btf/sched_wakeup of the reader: event.value = pid */
+	STAGE_WAKEUP,          /* tp_btf/sched_waking of the reader: event.value = pid */
 	STAGE_COPY,            /* tp_btf/skb_copy_datagram_iovec: event.value = bytes */
 	STAGE_DROP,            /* tp_btf/kfree_skb: event.value = reason, event.location */
 	STAGE_CONSUME,         /* tp_btf/consume_skb */
@@ -90,9 +96,12 @@ struct event {
 	__u8 pad;
 };
 
+/* 16 MiB: with every packet traced, ten events of 72 bytes a packet at
+ * 50,000 packets a second fill 4 MiB in a tenth of a second, and on two
+ * busy CPUs the reader can be kept off that long. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
+	__uint(max_entries, 1 << 24);
 } events SEC(".maps");
 
 struct {
@@ -131,9 +140,10 @@ struct {
 	__uint(max_entries, 1);
 } lost SEC(".maps");
 
-/* The last tracked packet LOCAL_IN passed on this CPU, for sk_data_ready
- * and the wakeup after it, which run on the same CPU in the same softirq
- * and are not given the skb. */
+/* The last tracked packet received on this CPU (netif_receive_skb, and
+ * LOCAL_IN when netfilter is traced), for sk_data_ready and the wakeup
+ * after it, which run on the same CPU in the same softirq and are not
+ * given the skb. */
 struct pending {
 	struct key k;
 	__u64 id;
@@ -150,12 +160,30 @@ struct {
 } last_in SEC(".maps");
 
 /* Set from Go while programs run. */
-volatile __u64 sample_q32 = 0;        /* sampling rate × 2^32; 0: drops only */
+volatile __u64 sample_q32 = 0;        /* sampling rate × 2^32; 0: drops only; 2^32: every packet */
 volatile __u8 decide_at_dev_queue = 0; /* no LOCAL_OUT link: decide at net_dev_queue */
 __u64 next_id = 1;
 
 /* A join through last_in older than this is no join. */
 #define PENDING_NS 200000
+
+/* The skbs of sampled packets, most recent first in a ring. A packet's
+ * entry is cleared when its skb is consumed or dropped; TCP frees the
+ * skbs it has read without a tracepoint, so older entries are simply
+ * overwritten. Unused when every packet is traced (the hash is the index
+ * then). */
+#define INFLIGHT 16
+__u64 inflight[INFLIGHT];
+__u32 inflight_next;
+
+/* When a sampled packet last left a device, per CPU: a receive on the same
+ * CPU shortly after may hold it in a new skb (veth with XDP). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} last_xmit SEC(".maps");
 
 struct iph_min {
 	__u8 ver_ihl;
@@ -278,6 +306,38 @@ static __always_inline int same(struct key *a, struct key *b)
 	       a->seq == b->seq && a->ack == b->ack && a->ipid == b->ipid && a->proto == b->proto;
 }
 
+static __always_inline int every_packet(void)
+{
+	return sample_q32 > 0xffffffffULL;
+}
+
+/* in_flight reports whether skb may hold a sampled packet. */
+static __always_inline int in_flight(struct sk_buff *skb)
+{
+	__u64 addr = (__u64)skb;
+
+	if (every_packet())
+		return 1;
+#pragma unroll
+	for (int i = 0; i < INFLIGHT; i++) {
+		if (inflight[i] == addr)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void forget(struct sk_buff *skb)
+{
+	__u64 addr = (__u64)skb;
+
+#pragma unroll
+	for (int i = 0; i < INFLIGHT; i++) {
+		if (inflight[i] == addr)
+			inflight[i] = 0;
+	}
+	bpf_map_delete_elem(&by_skb, &addr);
+}
+
 /* remember files a sampled packet under its skb's address. */
 static __always_inline void remember(struct sk_buff *skb, struct key *k, __u64 id)
 {
@@ -286,6 +346,8 @@ static __always_inline void remember(struct sk_buff *skb, struct key *k, __u64 i
 
 	v.k.flags = 0;
 	bpf_map_update_elem(&by_skb, &addr, &v, BPF_ANY);
+	if (!every_packet())
+		inflight[__sync_fetch_and_add(&inflight_next, 1) % INFLIGHT] = addr;
 }
 
 /* find is the id of the sampled packet skb holds, 0 when it holds none,
@@ -294,12 +356,15 @@ static __always_inline void remember(struct sk_buff *skb, struct key *k, __u64 i
 static __always_inline __u64 find(struct sk_buff *skb, const unsigned char *l3, struct key *k)
 {
 	__u64 addr = (__u64)skb;
-	struct by_skb_val *v = bpf_map_lookup_elem(&by_skb, &addr);
+	struct by_skb_val *v;
 
+	if (!in_flight(skb))
+		return 0;
+	v = bpf_map_lookup_elem(&by_skb, &addr);
 	if (!v)
 		return 0;
 	if (parse(l3, k) || !same(k, &v->k)) {
-		bpf_map_delete_elem(&by_skb, &addr);
+		forget(skb);
 		return 0;
 	}
 	return v->id;
@@ -316,15 +381,20 @@ static __always_inline __u64 lookup(struct key *k)
 	return v ? v->id : 0;
 }
 
-/* decide samples a packet of the lab in at its first stage: a coin toss,
- * then, for the sampled, the headers; 0 for a packet not sampled. */
-static __always_inline __u64 decide(struct sk_buff *skb, const unsigned char *l3, struct key *k)
+/* coin tosses for a packet at its first stage, before anything of it is
+ * read. */
+static __always_inline int coin(void)
+{
+	return (__u64)bpf_get_prandom_u32() < sample_q32;
+}
+
+/* sample gives a packet of the lab that won the toss its id, under its
+ * headers and its skb; 0 when its headers cannot be read. */
+static __always_inline __u64 sample(struct sk_buff *skb, const unsigned char *l3, struct key *k)
 {
 	struct tracked_val v;
 	struct key mk;
 
-	if ((__u64)bpf_get_prandom_u32() >= sample_q32)
-		return 0;
 	if (parse(l3, k))
 		return 0;
 	v.id = __sync_fetch_and_add(&next_id, 1);
@@ -379,15 +449,36 @@ static __always_inline void emit_skb(struct key *k, __u64 id, __u16 stage, struc
 
 /* A SYN's sequence number is the ISN that stream offsets count from:
  * every SYN the lab sends is reported, sampled or not. Only small packets
- * are read for it (a SYN with its options is 60 bytes). */
-static __always_inline void syn(struct sk_buff *skb, const unsigned char *l3, __u32 ino)
+ * are read for it (a SYN with its options is 60 bytes, 74 with the
+ * Ethernet header net_dev_queue counts). */
+#define SYN_MAX 80
+
+static __always_inline void syn(const unsigned char *l3, __u32 ino)
 {
 	struct key k = {};
 
-	if (BPF_CORE_READ(skb, len) > 64 || parse(l3, &k))
+	if (parse(l3, &k))
 		return;
 	if (k.proto == IPPROTO_TCP && (k.flags & TCP_FLAG_SYN))
 		emit(&k, 0, STAGE_SYN, NF_INET_LOCAL_OUT, ino, 0, 0, 0, 0, 0);
+}
+
+/* expect_data_ready notes, for this CPU, a sampled packet on its way to a
+ * socket: the receive entry notes it, and LOCAL_IN again when netfilter is
+ * traced; sk_data_ready and the reader's wakeup follow in the same
+ * softirq. */
+static __always_inline void expect_data_ready(struct key *k, __u64 id, __u32 ino)
+{
+	__u32 z = 0;
+	struct pending *p = bpf_map_lookup_elem(&last_in, &z);
+
+	if (p) {
+		p->k = *k;
+		p->id = id;
+		p->ts = bpf_ktime_get_ns();
+		p->netns = ino;
+		p->woken = 0;
+	}
 }
 
 SEC("netfilter")
@@ -405,8 +496,12 @@ int nf_hook(struct bpf_nf_ctx *ctx)
 		ino = BPF_CORE_READ(st, net, ns.inum);
 		if (!in_lab(ino))
 			return NF_ACCEPT;
-		syn(skb, l3, ino);
-		id = decide_at_dev_queue ? find(skb, l3, &k) : decide(skb, l3, &k);
+		if (BPF_CORE_READ(skb, len) <= SYN_MAX)
+			syn(l3, ino);
+		if (decide_at_dev_queue)
+			id = find(skb, l3, &k);
+		else
+			id = coin() ? sample(skb, l3, &k) : 0;
 	} else {
 		id = find(skb, l3, &k);
 	}
@@ -415,18 +510,8 @@ int nf_hook(struct bpf_nf_ctx *ctx)
 	if (!ino)
 		ino = BPF_CORE_READ(st, net, ns.inum);
 	emit(&k, id, STAGE_NF, hook, ino, 0, BPF_CORE_READ(skb, len), 0, 0, 0);
-	if (hook == NF_INET_LOCAL_IN) {
-		__u32 z = 0;
-		struct pending *p = bpf_map_lookup_elem(&last_in, &z);
-
-		if (p) {
-			p->k = k;
-			p->id = id;
-			p->ts = bpf_ktime_get_ns();
-			p->netns = ino;
-			p->woken = 0;
-		}
-	}
+	if (hook == NF_INET_LOCAL_IN)
+		expect_data_ready(&k, id, ino);
 	return NF_ACCEPT;
 }
 
@@ -437,13 +522,24 @@ int BPF_PROG(dev_queue, struct sk_buff *skb)
 	__u64 id;
 
 	if (decide_at_dev_queue) {
-		__u32 ino = netns_of(skb);
+		/* An unsampled packet that cannot be a SYN costs a read of its
+		 * length and a coin toss. */
+		int small = BPF_CORE_READ(skb, len) <= SYN_MAX, won = coin();
+		__u32 ino;
 
+		if (!small && !won)
+			return 0;
+		ino = netns_of(skb);
 		if (!in_lab(ino))
 			return 0;
-		syn(skb, l3_set(skb), ino);
-		id = decide(skb, l3_set(skb), &k);
+		if (small)
+			syn(l3_set(skb), ino);
+		if (!won)
+			return 0;
+		id = sample(skb, l3_set(skb), &k);
 	} else {
+		if (!in_flight(skb))
+			return 0;
 		id = find(skb, l3_set(skb), &k);
 	}
 	if (id)
@@ -455,12 +551,49 @@ SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(start_xmit, struct sk_buff *skb, struct net_device *dev)
 {
 	struct key k = {};
-	__u64 id = find(skb, l3_set(skb), &k);
+	__u64 id;
 
-	if (id)
+	if (!in_flight(skb))
+		return 0;
+	id = find(skb, l3_set(skb), &k);
+	if (id) {
+		__u32 z = 0;
+		__u64 *last = bpf_map_lookup_elem(&last_xmit, &z);
+
 		emit(&k, id, STAGE_START_XMIT, 0, BPF_CORE_READ(dev, nd_net.net, ns.inum), BPF_CORE_READ(dev, ifindex),
 		     BPF_CORE_READ(skb, len), 0, 0, 0);
+		if (last)
+			*last = bpf_ktime_get_ns();
+	}
 	return 0;
+}
+
+/* copied_since_xmit reports whether a receive may hold a sampled packet in
+ * a new skb: always when every packet is traced, else when a sampled
+ * packet left a device on this CPU within XMIT_NS and has not been
+ * received yet (veth's NAPI runs where the sender queued to it, at once). */
+#define XMIT_NS 20000
+
+static __always_inline int copied_since_xmit(void)
+{
+	__u32 z = 0;
+	__u64 *last;
+
+	if (every_packet())
+		return 1;
+	last = bpf_map_lookup_elem(&last_xmit, &z);
+	return last && *last && bpf_ktime_get_ns() - *last < XMIT_NS;
+}
+
+/* received notes that the sampled packet that last left a device on this
+ * CPU has been received. */
+static __always_inline void received(void)
+{
+	__u32 z = 0;
+	__u64 *last = bpf_map_lookup_elem(&last_xmit, &z);
+
+	if (last)
+		*last = 0;
 }
 
 /* On receive entry the IP header is at data: eth_type_trans pulled the
@@ -471,23 +604,31 @@ static __always_inline int rx_entry(struct sk_buff *skb, __u16 stage)
 {
 	const unsigned char *l3;
 	struct key k = {};
-	__u64 id;
+	__u64 id = 0;
+	int flying = in_flight(skb);
 
+	if (!flying && (stage != STAGE_RECEIVE || !copied_since_xmit()))
+		return 0;
 	if (BPF_CORE_READ(skb, protocol) != bpf_htons(ETH_P_IP))
 		return 0;
 	l3 = BPF_CORE_READ(skb, data);
-	id = find(skb, l3, &k);
-	if (!id && stage == STAGE_RECEIVE && !parse(l3, &k)) {
+	if (flying)
+		id = find(skb, l3, &k);
+	if (!id && stage == STAGE_RECEIVE && copied_since_xmit() && !parse(l3, &k)) {
 		id = lookup(&k);
 		if (id)
 			remember(skb, &k, id);
 	}
 	if (id) {
-		__u32 napi = 0;
+		__u32 napi = 0, ino = netns_of(skb);
 
 		if (bpf_core_field_exists(skb->napi_id))
 			napi = BPF_CORE_READ(skb, napi_id);
-		emit(&k, id, stage, 0, netns_of(skb), BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), 0, 0, napi);
+		emit(&k, id, stage, 0, ino, BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), 0, 0, napi);
+		if (stage == STAGE_RECEIVE) {
+			received();
+			expect_data_ready(&k, id, ino);
+		}
 	}
 	return 0;
 }
@@ -508,10 +649,17 @@ SEC("tp_btf/tcp_probe")
 int BPF_PROG(tcp_receive, struct sock *sk, struct sk_buff *skb)
 {
 	struct key k = {};
-	__u64 id = find(skb, l3_set(skb), &k);
+	__u64 id;
 
-	if (id)
-		emit(&k, id, STAGE_TCP_RECEIVE, 0, netns_of_sk(sk), 0, BPF_CORE_READ(skb, len), 0, 0, 0);
+	if (!in_flight(skb))
+		return 0;
+	id = find(skb, l3_set(skb), &k);
+	if (id) {
+		__u32 ino = netns_of_sk(sk);
+
+		emit(&k, id, STAGE_TCP_RECEIVE, 0, ino, 0, BPF_CORE_READ(skb, len), 0, 0, 0);
+		expect_data_ready(&k, id, ino);
+	}
 	return 0;
 }
 
@@ -536,13 +684,22 @@ int BPF_PROG(data_ready, struct sock *sk)
 	return 0;
 }
 
-SEC("tp_btf/sched_wakeup")
+/* The reader's wakeup, on the waker's side: sched_waking runs in
+ * try_to_wake_up on the CPU of the softirq that made the data ready, while
+ * sched_wakeup runs on the woken task's CPU (through an IPI when that is
+ * another CPU), where this CPU's note of the packet is not. The first
+ * waking within WAKE_NS of sk_data_ready is its reader's; a reader that
+ * was not asleep is woken by nobody, and a later, unrelated waking is
+ * not taken for it. */
+#define WAKE_NS 20000
+
+SEC("tp_btf/sched_waking")
 int BPF_PROG(wakeup, struct task_struct *t)
 {
 	__u32 z = 0;
 	struct pending *p = bpf_map_lookup_elem(&last_in, &z);
 
-	if (!p || !p->id || !p->woken || bpf_ktime_get_ns() - p->ts > PENDING_NS)
+	if (!p || !p->id || !p->woken || bpf_ktime_get_ns() - p->ts > WAKE_NS)
 		return 0;
 	emit(&p->k, p->id, STAGE_WAKEUP, 0, p->netns, 0, 0, BPF_CORE_READ(t, pid), 0, 0);
 	p->id = 0;
@@ -555,11 +712,18 @@ int BPF_PROG(wakeup, struct task_struct *t)
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(copy, struct sk_buff *skb, int len)
 {
-	struct sock *sk = BPF_CORE_READ(skb, sk);
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct sock *sk;
+	__u16 family;
 	struct key k = {};
 	__u64 id;
 
+	/* Every copy when every packet is traced (a capture's clone is
+	 * another skb, found by its headers); only the sampled skbs' copies
+	 * otherwise, so captures are traced only with every packet. */
+	if (!in_flight(skb))
+		return 0;
+	sk = BPF_CORE_READ(skb, sk);
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family == AF_PACKET) {
 		if (parse(l3_set(skb), &k))
 			return 0;
@@ -592,12 +756,11 @@ int BPF_PROG(drop, struct sk_buff *skb, void *location, enum skb_drop_reason rea
 	if (id) {
 		__u32 z = 0;
 		struct pending *p = bpf_map_lookup_elem(&last_in, &z);
-		__u64 addr = (__u64)skb;
 
 		/* A dropped packet wakes nobody, and its skb is free. */
 		if (p && p->id == id)
 			p->id = 0;
-		bpf_map_delete_elem(&by_skb, &addr);
+		forget(skb);
 	}
 	return 0;
 }
@@ -611,16 +774,15 @@ SEC("tp_btf/consume_skb")
 int BPF_PROG(consume, struct sk_buff *skb)
 {
 	struct key k = {};
-	__u64 addr = (__u64)skb;
 	__u64 id;
 
-	if (BPF_CORE_READ(skb, sk, __sk_common.skc_family) == AF_PACKET)
+	if (!in_flight(skb) || BPF_CORE_READ(skb, sk, __sk_common.skc_family) == AF_PACKET)
 		return 0;
 	id = find(skb, l3_set(skb), &k);
 	if (!id || k.proto == IPPROTO_TCP)
 		return 0;
 	emit_skb(&k, id, STAGE_CONSUME, skb, netns_of(skb));
-	bpf_map_delete_elem(&by_skb, &addr);
+	forget(skb);
 	return 0;
 }
 

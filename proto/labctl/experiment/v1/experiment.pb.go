@@ -1714,7 +1714,14 @@ type PacketTracing struct {
 	Missing []string `protobuf:"bytes,6,rep,name=missing,proto3" json:"missing,omitempty"`
 	// Why tracing did not engage at all (no BTF, no privilege); empty when
 	// it did.
-	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// What the tracer's programs cost, when the kernel counts it
+	// (kernel.bpf_stats_enabled=1, which itself adds some 20-40 ns a
+	// program run): their total run time, and the packets that reached
+	// their first stage (net_dev_queue, or netfilter LOCAL_OUT). Both 0
+	// when the kernel does not count.
+	BpfNs         int64 `protobuf:"varint,8,opt,name=bpf_ns,json=bpfNs,proto3" json:"bpf_ns,omitempty"`
+	BpfPackets    int64 `protobuf:"varint,9,opt,name=bpf_packets,json=bpfPackets,proto3" json:"bpf_packets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1796,6 +1803,20 @@ func (x *PacketTracing) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *PacketTracing) GetBpfNs() int64 {
+	if x != nil {
+		return x.BpfNs
+	}
+	return 0
+}
+
+func (x *PacketTracing) GetBpfPackets() int64 {
+	if x != nil {
+		return x.BpfPackets
+	}
+	return 0
 }
 
 // Verdict answers an experiment's claim with its reasons.
@@ -2658,7 +2679,7 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1a\n" +
 	"\blocation\x18\x02 \x01(\tR\blocation\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x03R\x05count\"\xa9\x01\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\"\xe1\x01\n" +
 	"\rPacketTracing\x12\x12\n" +
 	"\x04rate\x18\x01 \x01(\x01R\x04rate\x12\x10\n" +
 	"\x03cap\x18\x02 \x01(\x03R\x03cap\x12\x16\n" +
@@ -2666,7 +2687,10 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x06traced\x18\x04 \x01(\x03R\x06traced\x12\x12\n" +
 	"\x04lost\x18\x05 \x01(\x04R\x04lost\x12\x18\n" +
 	"\amissing\x18\x06 \x03(\tR\amissing\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"\xf1\x01\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x15\n" +
+	"\x06bpf_ns\x18\b \x01(\x03R\x05bpfNs\x12\x1f\n" +
+	"\vbpf_packets\x18\t \x01(\x03R\n" +
+	"bpfPackets\"\xf1\x01\n" +
 	"\aVerdict\x12\x14\n" +
 	"\x05claim\x18\x01 \x01(\tR\x05claim\x127\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x1d.labctl.experiment.v1.OutcomeR\aoutcome\x12 \n" +
