@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/labctl/labctl/internal/labtest"
+	labv1 "github.com/labctl/labctl/proto/labctl/lab/v1"
 )
 
 // TestCNIKubernetesNode brings up the k8s-node example with the pinned
@@ -30,7 +31,24 @@ func TestCNIKubernetesNode(t *testing.T) {
 		existed[d] = err == nil
 	}
 
-	c.ok("up", path, "-q")
+	change := &labv1.Change{}
+	c.message(change, "up", path, "-q")
+
+	// One span per plugin call, under the attachment's, naming the plugin,
+	// its version and the interface.
+	calls := map[string]int{}
+	for _, sp := range c.spans(change.GetTraceId()) {
+		if sp.Name != "cni.plugin add" {
+			continue
+		}
+		calls[sp.attr("labctl.cni.plugin")]++
+		if sp.attr("labctl.cni.plugin_version") != "v1.10.0" || sp.attr("labctl.cni.ifname") != "eth0" {
+			t.Errorf("span of plugin %s: version %q, interface %q", sp.attr("labctl.cni.plugin"), sp.attr("labctl.cni.plugin_version"), sp.attr("labctl.cni.ifname"))
+		}
+	}
+	if calls["bridge"] != 2 || calls["bandwidth"] != 2 {
+		t.Errorf("plugin spans: %v, want bridge and bandwidth twice each", calls)
+	}
 
 	// Pod addresses from host-local, in the conflist's range, and the
 	// status and plan that show them.

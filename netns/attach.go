@@ -54,8 +54,14 @@ func (a *applier) attach(ctx context.Context, o Object) error {
 	return a.record(OpDone, o)
 }
 
-// detach runs the plugins' DEL for one endpoint.
-func (a *applier) detach(ctx context.Context, o Object) error {
+// detach runs the plugins' DEL for one endpoint. When both namespaces it
+// touches are being deleted (down), a DEL that fails (its plugin gone
+// from the plugin path, a plugin refusing) does not stop the lab from
+// going: what the plugins made in the namespaces goes with them, and their
+// state files with the lab's directory; the failure is reported with what
+// was removed. A DEL for an attachment removed from a lab that stays must
+// succeed.
+func (a *applier) detach(ctx context.Context, o Object, withNamespaces bool) error {
 	if a.cni == nil {
 		// Without plugins nothing can be released; what they made dies
 		// with the namespaces.
@@ -65,7 +71,11 @@ func (a *applier) detach(ctx context.Context, o Object) error {
 		return err
 	}
 	if err := a.cni.Del(ctx, o.CNI); err != nil {
-		return err
+		if !withNamespaces {
+			return err
+		}
+		a.removed(fmt.Sprintf("%s (DEL failed, what the plugins made goes with the namespaces: %v)", o, err))
+		return a.record(OpGone, o)
 	}
 	a.removed(o.String())
 	return a.record(OpGone, o)

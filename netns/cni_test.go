@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -295,6 +296,29 @@ func TestCNISigkill(t *testing.T) {
 	assertNoLab(t, lab)
 	if left := reservations(t, r, lab+"-net"); len(left) > 0 {
 		t.Errorf("host-local reservations left after down: %q", left)
+	}
+	if objs := j.objects(OpBegin, OpDone); len(objs) > 0 {
+		t.Errorf("the journal still knows of %q", names(objs))
+	}
+}
+
+// TestCNIDownWithoutPlugins: down works when the plugins that made the
+// attachments are gone from the plugin path: the namespaces go, and the
+// failed DEL is reported with what was removed.
+func TestCNIDownWithoutPlugins(t *testing.T) {
+	lab, j, r := newCNILab(t)
+	ctx := context.Background()
+	if _, err := Apply(ctx, nil, cniPlan(t, lab, ""), Options{Journal: j, CNI: r}); err != nil {
+		t.Fatal(err)
+	}
+	gone := &cni.Runner{Path: []string{t.TempDir()}, Dir: r.Dir, NSDir: RunDir}
+	ch, err := Destroy(ctx, lab, nil, Options{Journal: j, CNI: gone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNoLab(t, lab)
+	if !slices.ContainsFunc(ch.Removed, func(s string) bool { return strings.Contains(s, "DEL failed") }) {
+		t.Errorf("removed %q: the failed DEL is not reported", ch.Removed)
 	}
 	if objs := j.objects(OpBegin, OpDone); len(objs) > 0 {
 		t.Errorf("the journal still knows of %q", names(objs))

@@ -142,7 +142,9 @@ func (a *applier) undo(ctx context.Context, phase string, objs []Object) error {
 	// Plugins' DEL first, while the namespaces they run in and act on
 	// exist: host-local's reservations and libcni's cache are released
 	// only by it.
-	if err := a.phase(ctx, phase, attachments, a.detach); err != nil {
+	if err := a.phase(ctx, phase, attachments, func(ctx context.Context, o Object) error {
+		return a.detach(ctx, o, dying[o.CNI.Namespace] && dying[o.CNI.HostNamespace])
+	}); err != nil {
 		return err
 	}
 	if err := a.phase(ctx, phase, moves, a.removeLink); err != nil {
