@@ -31,9 +31,15 @@ unchanged, and otherwise reconciles: added nodes and links are created,
 removed ones deleted, and changed ones recreated (a node whose settings change
 is recreated with its links). Agents that died are restarted.
 
+A cni link attaches nodes with a real CNI network configuration list (a
+conflist beside the topology, sent with it): its plugins run in the link's host
+node, found in --cni-path, $CNI_PATH, bin/cni beside labctl (scripts/cni.sh
+builds the plugins go.mod pins), /opt/cni/bin or /usr/lib/cni.
+
 FILE is a topology file, or the name of an embedded example.`,
 		Example: `  labctl up quickstart
   labctl up topologies/examples/paths.yaml
+  labctl up k8s-node --cni-path /opt/cni/bin
   labctl up my-lab.yaml -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
