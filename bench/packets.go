@@ -36,14 +36,16 @@ func packets(ctx context.Context, b *bench) (string, error) {
 	type mode struct {
 		name  string
 		args  []string
-		reps  int
 		shape []string
 	}
 	longShape := []string{"-p", fmt.Sprintf("duration=%ds", seconds), "-p", "repeats=1"}
 	shortShape := []string{"-p", "count=5000", "-p", "warmup=100ms", "-p", "repeats=1"}
-	pairs := [][2]mode{
-		{{"off", nil, long, longShape}, {"1% of packets (--trace-packets=0.01)", []string{"--trace-packets=0.01"}, long, longShape}},
-		{{"off, 5,000 round trips", nil, short, shortShape}, {"every packet (--trace-packets), 5,000 round trips", []string{"--trace-packets"}, short, shortShape}},
+	pairs := []struct {
+		off, on mode
+		reps    int
+	}{
+		{mode{"off", nil, longShape}, mode{"1% of packets (--trace-packets=0.01)", []string{"--trace-packets=0.01"}, longShape}, long},
+		{mode{"off, 5,000 round trips", nil, shortShape}, mode{"every packet (--trace-packets), 5,000 round trips", []string{"--trace-packets"}, shortShape}, short},
 	}
 	type result struct {
 		p50, p99, traced, cost figure
@@ -54,10 +56,12 @@ func packets(ctx context.Context, b *bench) (string, error) {
 		if err != nil {
 			return err
 		}
-		v, _ := summaryMedian(res, "", "client.rtt_p50_ns")
-		r.p50 = append(r.p50, v/1e3)
-		v, _ = summaryMedian(res, "", "client.rtt_p99_ns")
-		r.p99 = append(r.p99, v/1e3)
+		p50, ok50 := summaryMedian(res, "", "client.rtt_p50_ns")
+		p99, ok99 := summaryMedian(res, "", "client.rtt_p99_ns")
+		if !ok50 || !ok99 {
+			return fmt.Errorf("rr %s: no RTT in the result", m.name)
+		}
+		r.p50, r.p99 = append(r.p50, p50/1e3), append(r.p99, p99/1e3)
 		if pt, ok := res["packet_tracing"].(map[string]any); ok {
 			r.traced = append(r.traced, jsonInt(pt["traced"]))
 			r.lost += jsonInt(pt["lost"])
@@ -70,8 +74,8 @@ func packets(ctx context.Context, b *bench) (string, error) {
 	results := make([][2]*result, len(pairs))
 	for i, pair := range pairs {
 		results[i] = [2]*result{{}, {}}
-		for rep := range pair[0].reps {
-			for j, m := range pair {
+		for rep := range pair.reps {
+			for j, m := range []mode{pair.off, pair.on} {
 				b.log("packets %s rep %d", m.name, rep+1)
 				if err := run(m, results[i][j]); err != nil {
 					return "", err
@@ -90,8 +94,8 @@ func packets(ctx context.Context, b *bench) (string, error) {
 	for i, pair := range pairs {
 		costs[i] = &result{}
 		for rep := range max(3, b.reps) {
-			b.log("packets cost %s rep %d", pair[1].name, rep+1)
-			if err := run(pair[1], costs[i]); err != nil {
+			b.log("packets cost %s rep %d", pair.on.name, rep+1)
+			if err := run(pair.on, costs[i]); err != nil {
 				restore()
 				return "", err
 			}
@@ -104,13 +108,13 @@ func packets(ctx context.Context, b *bench) (string, error) {
 	for i, pair := range pairs {
 		off, on := results[i][0], results[i][1]
 		rows = append(rows,
-			[]string{pair[0].name, off.p50.cell(usec), "–", off.p99.cell(usec), "–", "–", "–"},
-			[]string{pair[1].name, on.p50.cell(usec), ciCell(ratio(on.p50, off.p50)), on.p99.cell(usec), ciCell(ratio(on.p99, off.p99)),
+			[]string{pair.off.name, off.p50.cell(usec), "–", off.p99.cell(usec), "–", "–", "–"},
+			[]string{pair.on.name, on.p50.cell(usec), ciCell(ratio(on.p50, off.p50)), on.p99.cell(usec), ciCell(ratio(on.p99, off.p99)),
 				on.traced.cell(count) + fmt.Sprintf(", %.0f events lost", on.lost), costs[i].cost.cell(func(v float64) string { return fmt.Sprintf("%.0f ns", v) })})
 	}
 	var s strings.Builder
 	s.WriteString("## Packet tracing overhead on rr\n\n")
-	fmt.Fprintf(&s, "rr (64 B) in one quickstart lab: --trace-packets off against 1%% of packets (%d s runs, %d of each in turn), and off against every packet (5,000 round trips after 100 ms of warm-up, below the run's cap of 20,000 traced packets, %d of each in turn); each comparison has a baseline of its own shape. The changes are the median of the run-by-run ratios with its 95%% interval (order statistics of the ratios, no assumption on their distribution). The kernel time is the tracer's programs' run time over the packets their first stage saw, counted by the kernel (kernel.bpf_stats_enabled) in %d runs of their own, since counting adds 20-40 ns to every program run. Targets: 1%% within 3%% of off at p50; every packet is a measurement, expected 10-30%%.\n\n", seconds, long, short, max(3, b.reps))
+	fmt.Fprintf(&s, "rr (64 B) in one quickstart lab: --trace-packets off against 1%% of packets (%d s runs, %d of each in turn), and off against every packet (5,000 round trips after 100 ms of warm-up, below the run's cap of 20,000 traced packets, %d of each in turn); each comparison has a baseline of its own shape. The changes are the median of the run-by-run ratios with its 95%% interval (order statistics of the ratios, no assumption on their distribution). The kernel time is the tracer's programs' run time over the transmissions net_dev_queue saw (one a packet in this lab: nothing is forwarded), counted by the kernel (kernel.bpf_stats_enabled) in %d runs of their own, since counting adds 20-40 ns to every program run. Targets: 1%% within 3%% of off at p50; every packet is a measurement, expected 10-30%%.\n\n", seconds, long, short, max(3, b.reps))
 	s.WriteString(table([]string{"packet tracing", "p50 RTT", "p50 vs off", "p99 RTT", "p99 vs off", "packets traced", "kernel time a packet"}, rows))
 	s.WriteString("\n")
 	return s.String(), nil

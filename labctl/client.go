@@ -26,7 +26,9 @@ const maxMessage = 64 << 20
 func (g *globals) localServer() *lab.Server {
 	host := labs.DefaultHost(version)
 	host.OTLPEndpoint, host.TraceDir = g.otlpEndpoint, traceDir()
-	host.CNIPath = g.cniPaths()
+	if g.cniPath != "" {
+		host.CNIPath = filepath.SplitList(g.cniPath) // else labs.Host's default
+	}
 	return &lab.Server{
 		Host:         host,
 		Runner:       &runs.Runner{Registry: all.Registry(), Store: &runs.Store{Dir: host.ResultsDir()}, Version: version},

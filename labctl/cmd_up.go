@@ -48,9 +48,9 @@ FILE is a topology file, or the name of an embedded example.`,
 				return err
 			}
 			attrs := []attribute.KeyValue{attribute.String("labctl.source", tf.source)}
-			if t, err := tf.decode(); err == nil {
+			if tf.top != nil {
 				// The root names the lab, so that a search by lab finds it.
-				attrs = append(attrs, traces.KeyLab.String(t.Name))
+				attrs = append(attrs, traces.KeyLab.String(tf.top.Name))
 			}
 			return g.traced(cmd.Context(), "labctl up", attrs, func(ctx context.Context) error {
 				return up(ctx, cmd, g, tf)
@@ -61,7 +61,7 @@ FILE is a topology file, or the name of an embedded example.`,
 
 func up(ctx context.Context, cmd *cobra.Command, g *globals, tf *topologyFile) error {
 	return showChange(ctx, cmd, g, "up", func(c labv1.LabServiceClient) (func() (*labv1.UpResponse, error), error) {
-		stream, err := c.Up(ctx, &labv1.UpRequest{Source: tf.source, Topology: tf.data, Files: tf.files})
+		stream, err := c.Up(ctx, &labv1.UpRequest{Source: tf.source, Topology: tf.data, Files: tf.files()})
 		if err != nil {
 			return nil, err
 		}

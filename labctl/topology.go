@@ -12,17 +12,18 @@ import (
 )
 
 // topologyFile is a topology as read from a file or the embedded examples,
-// with the files it refers to.
+// decoded, with the files it refers to read from beside it.
 type topologyFile struct {
 	source string // the name errors use for it
 	data   []byte
-	files  map[string][]byte
+	top    *topologies.Topology // nil when the text does not decode
+	err    error                // why it does not
 }
 
 // readTopology reads a topology from a file or, when no such file exists,
 // from the examples embedded in the binary, and the files it refers to
-// (conflists) from beside it. Errors in reading those point at the field
-// that names them.
+// (conflists) from beside it. A file that cannot be read is reported by
+// Plan at the field that names it.
 func readTopology(arg string) (*topologyFile, error) {
 	var dir fs.FS
 	tf := &topologyFile{}
@@ -39,40 +40,34 @@ func readTopology(arg string) (*topologyFile, error) {
 		}
 		tf.source, tf.data, dir = source, data, examples.Files
 	}
-	t, err := topologies.Decode(tf.source, tf.data)
-	if err != nil {
-		// The server reports it, with every other problem of the file.
-		return tf, nil
-	}
-	t.ReadFiles(dir)
-	tf.files = map[string][]byte{}
-	for _, name := range t.Files() {
-		if data := t.File(name); data != nil {
-			tf.files[name] = data
-		}
+	tf.top, tf.err = topologies.Decode(tf.source, tf.data)
+	if tf.top != nil {
+		tf.top.ReadFiles(dir)
 	}
 	return tf, nil
 }
 
-// plan decodes and plans the topology.
+// plan plans the topology.
 func (tf *topologyFile) plan() (*topologies.Plan, error) {
-	t, err := tf.decode()
-	if err != nil {
-		return nil, err
+	if tf.err != nil {
+		return nil, tf.err
 	}
-	return t.Plan()
+	return tf.top.Plan()
 }
 
-// decode decodes the topology and gives it its files.
-func (tf *topologyFile) decode() (*topologies.Topology, error) {
-	t, err := topologies.Decode(tf.source, tf.data)
-	if err != nil {
-		return nil, err
+// files are the files the topology refers to that could be read, for a
+// lab service to plan it with.
+func (tf *topologyFile) files() map[string][]byte {
+	if tf.top == nil {
+		return nil
 	}
-	for name, data := range tf.files {
-		t.SetFile(name, data)
+	out := map[string][]byte{}
+	for _, name := range tf.top.Files() {
+		if data := tf.top.File(name); data != nil {
+			out[name] = data
+		}
 	}
-	return t, nil
+	return out
 }
 
 // loadPlan reads and plans a topology.

@@ -64,7 +64,9 @@ func sameObject(a, b Object) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
 }
 
-// computeDelta compares live (what exists) with next (what is wanted).
+// computeDelta compares live (what exists) with next (what is wanted). An
+// unchanged cni attachment of next takes the live one's Result, so that
+// next, which up saves as the lab's plan, keeps what the plugins reported.
 func computeDelta(live, next *topologies.Plan) delta {
 	liveObjs := objects(live)
 	byKey := make(map[objKey]Object, len(liveObjs))

@@ -34,8 +34,9 @@ type Attachment struct {
 	// ContainerID is <lab>.<node>: what the plugins key their state by
 	// (host-local's reservations, bandwidth's ifb name, libcni's cache).
 	ContainerID string `json:"container_id"`
-	// Config is the list as written, compacted: reconcile recreates the
-	// attachment when it changes, but not for a change of white space.
+	// Config is the list as decoded and encoded again (keys sorted):
+	// reconcile recreates the attachment when it changes, but not for a
+	// change of white space or key order.
 	Config        json.RawMessage `json:"config"`
 	RuntimeConfig json.RawMessage `json:"runtime_config,omitempty"` // libcni's CapabilityArgs
 	Args          [][2]string     `json:"args,omitempty"`
@@ -45,10 +46,9 @@ type Attachment struct {
 	// attachment is: up fills it in, and reconcile ignores it.
 	Result *CNIResult `json:"result,omitempty"`
 
-	// Where the list and its parts are written, for checks made on the
-	// host (a plugin missing from the plugin path, a cniVersion it does not
+	// Where the list's parts are written, for checks made on the host (a
+	// plugin missing from the plugin path, a cniVersion it does not
 	// support), so that they too point into the file.
-	Pos        Pos         `json:"-"`
 	VersionPos Pos         `json:"-"`
 	Plugins    []PluginRef `json:"-"`
 }
@@ -58,7 +58,8 @@ type CNIResult struct {
 	Interfaces []CNIInterface `json:"interfaces,omitempty"`
 	IPs        []CNIIP        `json:"ips,omitempty"`
 	Routes     []string       `json:"routes,omitempty"`
-	// Plugins are the binaries that ran the ADD, in order.
+	// Plugins are the binaries the list's types (IPAM plugins included)
+	// named in the plugin path when the ADD ran, in list order.
 	Plugins []CNIPlugin `json:"plugins,omitempty"`
 }
 
@@ -358,7 +359,6 @@ func (b *builder) cni(path string, l *LinkSpec) {
 			Config:        cfg,
 			RuntimeConfig: rt,
 			Args:          args,
-			Pos:           b.at(path),
 			VersionPos:    c.at("cniVersion"),
 			Plugins:       plugins,
 		})
@@ -377,16 +377,9 @@ func (b *builder) loadConflist(path string, l *LinkSpec) *conflist {
 			b.errorf(path+".config", "expected a mapping: a CNI network configuration list")
 			return nil
 		}
-		cp := path + ".config"
-		return &conflist{value: m, path: cp, at: func(sub string) Pos {
-			if sub == "" {
-				return b.at(cp)
-			}
-			if strings.HasPrefix(sub, "[") {
-				return b.at(cp + sub)
-			}
-			return b.at(cp + "." + sub)
-		}}
+		c := &conflist{value: m, path: path + ".config"}
+		c.at = func(sub string) Pos { return b.at(c.field(sub)) }
+		return c
 	case l.Conflist != "":
 		data, ok := b.t.files[l.Conflist]
 		if err := b.t.fileErrs[l.Conflist]; err != nil {

@@ -101,7 +101,10 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, &Error{Pos: d.at(n), Field: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
+// enter follows aliases to the node at path, counts it against the bounds
+// on what a file may expand to, and records where it is; false when a
+// bound is passed (reported once).
+func (d *decoder) enter(n *yaml.Node, path string, depth int) (*yaml.Node, bool) {
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -110,9 +113,17 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
 		if d.visits == maxNodes+1 || depth == 65 {
 			d.errorf(n, path, "document too large or too deeply nested (aliases expanding?)")
 		}
-		return
+		return n, false
 	}
 	d.pos[path] = d.at(n)
+	return n, true
+}
+
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
+	n, ok := d.enter(n, path, depth)
+	if !ok {
+		return
+	}
 	if v.CanAddr() {
 		if u, ok := v.Addr().Interface().(unmarshaler); ok {
 			if !isNull(n) {

@@ -28,17 +28,10 @@ func (j *JSON) decodeYAML(d *decoder, n *yaml.Node, path string) {
 // anyValue converts a YAML node into the Go value encoding/json would
 // decode from the same document, recording positions as it goes.
 func (d *decoder) anyValue(n *yaml.Node, path string, depth int) any {
-	for n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	d.visits++
-	if d.visits > maxNodes || depth > 64 {
-		if d.visits == maxNodes+1 || depth == 65 {
-			d.errorf(n, path, "document too large or too deeply nested (aliases expanding?)")
-		}
+	n, ok := d.enter(n, path, depth)
+	if !ok {
 		return nil
 	}
-	d.pos[path] = d.at(n)
 	switch n.Kind {
 	case yaml.MappingNode:
 		m := map[string]any{}

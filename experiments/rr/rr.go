@@ -329,8 +329,9 @@ func (Experiment) Figures() []experiments.Figure {
 
 // JudgePackets splits the round trip: the time the kernel's stages take,
 // from each packet's first traced stage to the copy to the reader along
-// the way most packets go, in both directions, against the RTT; the rest is the applications, system call
-// entry and exit, and what no stage sees.
+// the way most packets go, in both directions, against the RTT; the rest
+// is the applications, system call entry and exit, and what no stage
+// sees.
 func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.Verdict) {
 	row := report.Row(rows, "tcp")
 	pp := row.GetPacketPath()

@@ -68,18 +68,17 @@ type Missing struct {
 
 // Tracer is a running packet-path trace.
 type Tracer struct {
-	opts      Options
-	coll      *ebpf.Collection // maps and variables
-	progs     []*ebpf.Program
-	links     []link.Link
-	reader    *ringbuf.Reader
-	missing   []Missing
-	nodes     map[uint32]string // namespace inode -> node
-	netfilter bool              // the netfilter stages attached
-	offset    int64             // wall clock - CLOCK_MONOTONIC, ns
-	done      chan struct{}
-	stopped   chan struct{}
-	flush     chan chan struct{}
+	opts    Options
+	coll    *ebpf.Collection // maps and variables
+	progs   []*ebpf.Program
+	links   []link.Link
+	reader  *ringbuf.Reader
+	missing []Missing
+	nodes   map[uint32]string // namespace inode -> node
+	offset  int64             // wall clock - CLOCK_MONOTONIC, ns
+	done    chan struct{}
+	stopped chan struct{}
+	flush   chan chan struct{}
 
 	mu      sync.Mutex
 	packets map[uint64]*Packet
@@ -234,7 +233,6 @@ func (t *Tracer) attach() error {
 			continue
 		}
 		localOut = true
-		t.netfilter = true
 	}
 	if !localOut {
 		// Without LOCAL_OUT, packets are sampled when they reach the device.
@@ -451,7 +449,8 @@ type Stats struct {
 	Capped bool   // sampling stopped at Options.Cap
 	Lost   uint64 // events the ring buffer had no room for
 	// BPFTime is the time the kernel spent in the tracer's programs and
-	// BPFPackets the packets their first stage saw, when the kernel
+	// BPFPackets the transmissions net_dev_queue saw (each packet once per
+	// device it is queued to, the host's own traffic too), when the kernel
 	// counts run time (kernel.bpf_stats_enabled=1); 0 otherwise.
 	BPFTime    time.Duration
 	BPFPackets uint64
@@ -462,21 +461,14 @@ func (t *Tracer) Stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := Stats{Traced: t.traced, Capped: t.capped}
-	first := "dev_queue"
-	if t.netfilter {
-		first = "nf_hook" // four hooks a packet; LOCAL_OUT decides
-	}
 	for _, p := range t.progs {
 		st, err := p.Stats()
 		if err != nil {
 			continue
 		}
 		s.BPFTime += st.Runtime
-		if sectionOf(p) == first {
+		if sectionOf(p) == "dev_queue" {
 			s.BPFPackets = st.RunCount
-			if t.netfilter {
-				s.BPFPackets /= 4
-			}
 		}
 	}
 	var perCPU []uint64

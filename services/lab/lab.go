@@ -73,13 +73,17 @@ func (s *Server) GetTrace(_ context.Context, req *labv1.GetTraceRequest) (*labv1
 	return &labv1.GetTraceResponse{TraceId: id, OtlpJson: b}, nil
 }
 
-// maxTopology bounds the topology a request may carry.
+// maxTopology bounds the topology a request may carry, with its files.
 const maxTopology = 4 << 20
 
 // Up builds or reconciles a lab from the topology in the request.
 func (s *Server) Up(req *labv1.UpRequest, stream labv1.LabService_UpServer) error {
-	if len(req.GetTopology()) > maxTopology {
-		return status.Errorf(codes.InvalidArgument, "topology is %d bytes; the limit is %d", len(req.GetTopology()), maxTopology)
+	size := len(req.GetTopology())
+	for _, data := range req.GetFiles() {
+		size += len(data)
+	}
+	if size > maxTopology {
+		return status.Errorf(codes.InvalidArgument, "topology and its files are %d bytes; the limit is %d", size, maxTopology)
 	}
 	source := req.GetSource()
 	if source == "" {

@@ -140,8 +140,8 @@ struct {
 	__uint(max_entries, 1);
 } lost SEC(".maps");
 
-/* The last tracked packet received on this CPU (netif_receive_skb, and
- * LOCAL_IN when netfilter is traced), for sk_data_ready and the wakeup
+/* The last tracked packet received on this CPU (netif_receive_skb, TCP's
+ * receive, and LOCAL_IN when netfilter is traced), for sk_data_ready and the wakeup
  * after it, which run on the same CPU in the same softirq and are not
  * given the skb. */
 struct pending {
@@ -167,7 +167,7 @@ __u64 next_id = 1;
 /* A join through last_in older than this is no join. */
 #define PENDING_NS 200000
 
-/* The skbs of sampled packets, most recent first in a ring. A packet's
+/* The skbs of sampled packets, in a ring written round-robin. A packet's
  * entry is cleared when its skb is consumed or dropped; TCP frees the
  * skbs it has read without a tracepoint, so older entries are simply
  * overwritten. Unused when every packet is traced (the hash is the index
@@ -464,8 +464,8 @@ static __always_inline void syn(const unsigned char *l3, __u32 ino)
 }
 
 /* expect_data_ready notes, for this CPU, a sampled packet on its way to a
- * socket: the receive entry notes it, and LOCAL_IN again when netfilter is
- * traced; sk_data_ready and the reader's wakeup follow in the same
+ * socket: the receive entry notes it, and TCP's receive and LOCAL_IN (when
+ * netfilter is traced) again; sk_data_ready and the reader's wakeup follow in the same
  * softirq. */
 static __always_inline void expect_data_ready(struct key *k, __u64 id, __u32 ino)
 {

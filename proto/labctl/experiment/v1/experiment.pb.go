@@ -1717,9 +1717,9 @@ type PacketTracing struct {
 	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
 	// What the tracer's programs cost, when the kernel counts it
 	// (kernel.bpf_stats_enabled=1, which itself adds some 20-40 ns a
-	// program run): their total run time, and the packets that reached
-	// their first stage (net_dev_queue, or netfilter LOCAL_OUT). Both 0
-	// when the kernel does not count.
+	// program run): their total run time, and the transmissions
+	// net_dev_queue saw (each packet once per device it is queued to, the
+	// host's own traffic too). Both 0 when the kernel does not count.
 	BpfNs         int64 `protobuf:"varint,8,opt,name=bpf_ns,json=bpfNs,proto3" json:"bpf_ns,omitempty"`
 	BpfPackets    int64 `protobuf:"varint,9,opt,name=bpf_packets,json=bpfPackets,proto3" json:"bpf_packets,omitempty"`
 	unknownFields protoimpl.UnknownFields
