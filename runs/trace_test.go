@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel"
@@ -49,10 +50,26 @@ func TestRunSpanTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spans := exp.GetSpans()
+	// An agent's server span ends when its RunRole handler returns, which
+	// can be after the runner has the role's report: wait (boundedly) for
+	// every role span's parent before reading the tree.
+	var spans tracetest.SpanStubs
 	byID := map[string]tracetest.SpanStub{}
-	for _, s := range spans {
-		byID[s.SpanContext.SpanID().String()] = s
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		spans = exp.GetSpans()
+		clear(byID)
+		for _, s := range spans {
+			byID[s.SpanContext.SpanID().String()] = s
+		}
+		parented := true
+		for _, s := range spans {
+			if _, ok := byID[s.Parent.SpanID().String()]; strings.HasPrefix(s.Name, "role ") && !ok {
+				parented = false
+			}
+		}
+		if parented || time.Now().After(deadline) {
+			break
+		}
 	}
 	parent := func(s tracetest.SpanStub) (tracetest.SpanStub, bool) {
 		p, ok := byID[s.Parent.SpanID().String()]
