@@ -46,6 +46,10 @@ type Experiment interface {
 // were traced, and the verdict to add that evidence to.
 type PacketJudged interface {
 	JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.Verdict)
+	// PacketStages names the stages JudgePackets reads (as the tables
+	// name them: "netif_receive_skb", "reader wakeup"). A sampled run
+	// attaches the path's landmarks only, unless a verdict reads more.
+	PacketStages() []string
 }
 
 // Env is what a role sees while it runs inside an agent.

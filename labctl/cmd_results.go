@@ -471,6 +471,9 @@ func packetTable(w *tabwriter.Writer, r *experimentv1.Result) {
 	for _, m := range pt.GetMissing() {
 		fmt.Fprintf(w, "  missing stage: %s\n", m)
 	}
+	if o := pt.GetOmitted(); len(o) > 0 {
+		fmt.Fprintf(w, "  not traced at this rate: %s (--trace-all-stages traces them, at a cost to every packet)\n", strings.Join(o, ", "))
+	}
 	for _, s := range r.GetSummary() {
 		pp := s.GetPacketPath()
 		if pp == nil {

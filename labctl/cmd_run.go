@@ -31,6 +31,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		client, server string
 		nodes          []string
 		tracePackets   string
+		allStages      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run EXPERIMENT LAB",
@@ -52,6 +53,7 @@ shows its parameters with defaults and bounds.`,
   labctl run rr --help
   labctl run rr quickstart --client n1 --server n2 --param size=64 --param duration=10s
   labctl run rr quickstart --trace-packets=0.01
+  labctl run io-models quickstart --trace-packets=0.1 --trace-all-stages
   labctl run capture-order capture-order --client tx --server rx --trace-packets`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if list {
@@ -103,6 +105,12 @@ shows its parameters with defaults and bounds.`,
 				}
 				req.TracePackets = rate
 			}
+			if allStages {
+				if tracePackets == "" {
+					return usagef("--trace-all-stages goes with --trace-packets=RATE")
+				}
+				req.TraceAllStages = true
+			}
 			attrs := []attribute.KeyValue{traces.KeyLab.String(req.Lab), traces.KeyExperiment.String(req.Experiment)}
 			return g.traced(cmd.Context(), "labctl run "+req.Experiment, attrs, func(ctx context.Context) error {
 				return runExperiment(ctx, cmd, g, req)
@@ -116,6 +124,7 @@ shows its parameters with defaults and bounds.`,
 	cmd.Flags().StringArrayVar(&nodes, "node", nil, "node of another role, ROLE=NODE (repeatable)")
 	cmd.Flags().StringVar(&tracePackets, "trace-packets", "", "trace the kernel's path of the lab's packets (eBPF; needs root and BTF): alone every packet, up to a cap; =RATE a sampled fraction such as 0.01. Packets become spans of the run's trace and the result gets a table of where the time goes; drops are always reported")
 	cmd.Flags().Lookup("trace-packets").NoOptDefVal = "1"
+	cmd.Flags().BoolVar(&allStages, "trace-all-stages", false, "with --trace-packets=RATE: trace every stage of the path, not only its landmarks (net_dev_queue, the copy to the reader, drops) and the stages the experiment's verdict reads; each further stage costs every packet of the host a program run (about 1.3% of rr's round trip on a veth, docs/packet-path.md). Tracing every packet traces every stage. Netfilter's hooks are traced when every packet is, or in a lab with firewall rules")
 	defaultHelp := cmd.HelpFunc()
 	cmd.SetHelpFunc(func(cmd *cobra.Command, args []string) {
 		if name := firstArg(args); name != "" && name != "run" {

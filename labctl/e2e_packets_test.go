@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -169,17 +170,53 @@ func TestPacketsOfCaptureOrder(t *testing.T) {
 	}
 }
 
-// TestPacketsOfRR: the sampled requests of rr go through every stage from
-// the client's device queue to the copy in the server's, in time order,
-// each in its node; the result has the per-stage table; stream offsets
-// join packets to messages. quickstart has no firewall rules, so a
-// sampled run traces no netfilter stage (runs.startPacketTrace) and
-// later stages find sampled packets through the in-flight array.
+// TestPacketsOfRR: the sampled requests of rr, with every stage traced,
+// go through every stage from the client's device queue to the copy in
+// the server's, in time order, each in its node; the result has the
+// per-stage table; stream offsets join packets to messages. quickstart
+// has no firewall rules, so a sampled run traces no netfilter stage
+// (runs.startPacketTrace) and later stages find sampled packets through
+// the in-flight array. Without --trace-all-stages, a sampled run traces
+// the landmarks only and says which stages it left out.
 func TestPacketsOfRR(t *testing.T) {
 	c := newCLI(t)
 	lab, _ := c.up("quickstart")
-	res := c.result("run", "rr", lab, "--client", "n1", "--server", "n2", "-q", "--trace-packets=0.2",
-		"-p", "count=2000", "-p", "size=100", "-p", "repeats=1", "-p", "warmup=0s")
+	rr := []string{"run", "rr", lab, "--client", "n1", "--server", "n2", "-q", "--trace-packets=0.2",
+		"-p", "count=2000", "-p", "size=100", "-p", "repeats=1", "-p", "warmup=0s"}
+	t.Run("landmarks", func(t *testing.T) {
+		res := c.result(rr...)
+		completed(t, res, 1)
+		pt := res.GetPacketTracing()
+		if pt.GetError() != "" || pt.GetLost() != 0 || len(pt.GetMissing()) != 0 || len(pt.GetOmitted()) != 8 {
+			t.Fatalf("packet tracing: %v", pt)
+		}
+		var requests, complete int
+		for _, p := range c.spans(res.GetId()) {
+			if p.Name != "packet" || !carriesData(p) {
+				continue
+			}
+			st := p.stages()
+			if len(st) == 0 || st[0] != "net_dev_queue@n1" {
+				continue // not a request from the client
+			}
+			requests++
+			if slices.Equal(st, []string{"net_dev_queue@n1", "copy to user@n2"}) && timesAscend(p) {
+				complete++
+			} else if requests-complete < 4 {
+				t.Logf("incomplete: %v", st)
+			}
+		}
+		if requests < 100 || float64(complete) < 0.95*float64(requests) {
+			t.Errorf("%d of %d sampled requests went from net_dev_queue to the copy", complete, requests)
+		}
+		if table := c.ok("results", "show", res.GetId()); !strings.Contains(table, "not traced at this rate: ") {
+			t.Errorf("results show does not say which stages a sampled run left out:\n%s", table)
+		}
+	})
+	if r := c.run("run", "rr", lab, "--trace-all-stages"); r.code != 2 || !strings.Contains(r.stderr, "--trace-all-stages goes with --trace-packets") {
+		t.Errorf("--trace-all-stages alone: exit %d, %s", r.code, r.stderr)
+	}
+	res := c.result(append(rr, "--trace-all-stages")...)
 	completed(t, res, 1)
 	pt := res.GetPacketTracing()
 	if pt.GetError() != "" || pt.GetLost() != 0 || len(pt.GetMissing()) != 0 {
@@ -243,6 +280,22 @@ func inOrder(want, got []string) bool {
 	return i == len(want)
 }
 
+// carriesData reports whether a packet span's first stage saw a payload:
+// at net_dev_queue a pure ACK is 66 bytes (Ethernet, IPv4, TCP with
+// timestamps).
+func carriesData(s otlpSpan) bool {
+	if len(s.Events) == 0 {
+		return false
+	}
+	for _, a := range s.Events[0].Attributes {
+		if a.Key == "labctl.packet.len" {
+			n, _ := strconv.Atoi(fmt.Sprint(a.Value["intValue"]))
+			return n > 66
+		}
+	}
+	return false
+}
+
 func timesAscend(s otlpSpan) bool {
 	for i := 1; i < len(s.Events); i++ {
 		if len(s.Events[i].Time) < len(s.Events[i-1].Time) || len(s.Events[i].Time) == len(s.Events[i-1].Time) && s.Events[i].Time < s.Events[i-1].Time {
@@ -258,7 +311,7 @@ func TestPacketsWithAMissingStage(t *testing.T) {
 	c := newCLI(t)
 	c.env = append(c.env, pktpath.FailEnv+"=receive")
 	lab, _ := c.up("quickstart")
-	res := c.result("run", "rr", lab, "-q", "--trace-packets=0.5", "-p", "count=200", "-p", "repeats=1", "-p", "warmup=0s")
+	res := c.result("run", "rr", lab, "-q", "--trace-packets=0.5", "--trace-all-stages", "-p", "count=200", "-p", "repeats=1", "-p", "warmup=0s")
 	completed(t, res, 1)
 	missing := res.GetPacketTracing().GetMissing()
 	if len(missing) != 1 || !strings.HasPrefix(missing[0], "netif_receive_skb") {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/labctl/labctl/experiments"
 	"github.com/labctl/labctl/internal/pktpath"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 	"github.com/labctl/labctl/topologies"
@@ -24,25 +25,28 @@ type packetTrace struct {
 	drops   map[string][]pktpath.Drop
 }
 
-// startPacketTrace starts tracing the lab's packets at rate. A tracer that
-// cannot start (no BTF, no privilege) leaves the run untraced, with the
-// reason in the result; stages that cannot attach are listed.
+// startPacketTrace starts tracing the lab's packets at rate, at the stages
+// detail attaches (packetDetail). A tracer that cannot start (no BTF, no
+// privilege) leaves the run untraced, with the reason in the result;
+// stages that cannot attach, or were left out, are listed.
 //
 // The netfilter stages are traced when every packet is, or when the lab
 // has firewall rules (where a packet meets them is then the point): in a
 // node without rules, a BPF netfilter hook would put every packet through
 // netfilter, four hooks a packet, for stages that take nanoseconds.
-func startPacketTrace(plan *topologies.Plan, rate float64, say func(string)) *packetTrace {
+func startPacketTrace(plan *topologies.Plan, rate float64, detail pktpath.Detail, say func(string)) *packetTrace {
 	pt := &packetTrace{info: &experimentv1.PacketTracing{Rate: rate, Cap: PacketCap},
 		packets: map[string][]*pktpath.Packet{}, drops: map[string][]pktpath.Drop{}}
 	rules := slices.ContainsFunc(plan.Nodes, func(n topologies.Node) bool { return len(n.Firewall) > 0 })
-	t, err := pktpath.Start(pktpath.Options{Namespaces: labNamespaces(plan), Rate: rate, Cap: PacketCap, Netfilter: rate >= 1 || rules})
+	t, err := pktpath.Start(pktpath.Options{Namespaces: labNamespaces(plan), Rate: rate, Cap: PacketCap,
+		Stages: detail, Netfilter: rate >= 1 || rules})
 	if err != nil {
 		pt.info.Error = err.Error()
 		say("packet tracing not engaged: " + err.Error())
 		return pt
 	}
 	pt.t = t
+	pt.info.Omitted = t.Omitted()
 	for _, m := range t.Missing() {
 		pt.info.Missing = append(pt.info.Missing, fmt.Sprintf("%s: %v", m.Stage, m.Err))
 		say(fmt.Sprintf("packet tracing: stage %s missing: %v", m.Stage, m.Err))
@@ -89,6 +93,21 @@ func (pt *packetTrace) close() {
 	if pt != nil && pt.t != nil {
 		_ = pt.t.Close()
 	}
+}
+
+// packetDetail is the stages a run of exp attaches at rate: every stage
+// when every packet is traced or all is asked for, else the landmarks and
+// the stages the experiment's verdict reads, since each attached stage
+// costs every packet a program run, sampled or not (pktpath.Detail).
+func packetDetail(exp experiments.Experiment, rate float64, all bool) pktpath.Detail {
+	if rate >= 1 || all {
+		return pktpath.Every
+	}
+	var stages []string
+	if pj, ok := exp.(experiments.PacketJudged); ok {
+		stages = pj.PacketStages()
+	}
+	return pktpath.DetailFor(stages)
 }
 
 // labNamespaces are the lab's namespaces with the node of each.

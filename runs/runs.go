@@ -133,6 +133,9 @@ type Request struct {
 	// TracePackets is the fraction of the lab's packets whose path through
 	// the kernel is traced (internal/pktpath); 0 traces none.
 	TracePackets float64
+	// TraceAllStages attaches every stage of the path when sampling too
+	// (pktpath.Every); tracing every packet always does.
+	TraceAllStages bool
 }
 
 // Event is one thing a run reports while it runs: a progress line, a
@@ -214,7 +217,8 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 		emit(ev)
 	}
 	if req.TracePackets > 0 {
-		run.packets = startPacketTrace(req.Plan, min(req.TracePackets, 1), func(msg string) {
+		rate := min(req.TracePackets, 1)
+		run.packets = startPacketTrace(req.Plan, rate, packetDetail(exp, rate, req.TraceAllStages), func(msg string) {
 			send(Event{Progress: &Progress{RunID: res.Id, Message: msg}})
 		})
 		defer run.packets.close()

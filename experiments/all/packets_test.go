@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/labctl/labctl/experiments"
+	"github.com/labctl/labctl/internal/pktpath"
 	experimentv1 "github.com/labctl/labctl/proto/labctl/experiment/v1"
 )
 
@@ -70,5 +71,24 @@ func TestPacketEvidence(t *testing.T) {
 				t.Errorf("without packet paths the verdict changed: %q", v.GetExplanation())
 			}
 		})
+	}
+}
+
+// TestPacketStagesExist: every stage a verdict reads is one the tracer
+// reports, so that a sampled run attaches it (a misspelt stage would
+// leave it out, and the verdict would read its absence as evidence).
+func TestPacketStagesExist(t *testing.T) {
+	r := Registry()
+	for _, spec := range r.Specs() {
+		e, _ := r.Get(spec.GetName())
+		pj, ok := e.(experiments.PacketJudged)
+		if !ok {
+			continue
+		}
+		for _, s := range pj.PacketStages() {
+			if !pktpath.IsStage(s) {
+				t.Errorf("%s reads stage %q, which no program reports", spec.GetName(), s)
+			}
+		}
 	}
 }

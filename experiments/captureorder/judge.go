@@ -183,6 +183,13 @@ func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.
 	}
 }
 
+// PacketStages: the capture's tap and the device queue, against the drop
+// (netfilter's hooks are traced in a lab with firewall rules, as this
+// experiment's labs have).
+func (Experiment) PacketStages() []string {
+	return []string{"netif_receive_skb", "net_dev_queue", "drop"}
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "nowhere"

@@ -455,6 +455,11 @@ func us(ns float64) string {
 	return fmt.Sprintf("%.2f µs", ns/1e3)
 }
 
+// PacketStages: the data's arrival, the wakeup and the copy.
+func (Experiment) PacketStages() []string {
+	return []string{"sk_data_ready", "reader wakeup", "copy to user"}
+}
+
 // JudgePackets adds what C8 is about, as packet tracing saw it: per model,
 // the time from the data's arrival on the socket (sk_data_ready) to the
 // reading thread's wakeup, and from the wakeup to the copy to the reader.

@@ -116,7 +116,7 @@ func echo(t *testing.T, a, b string, n, size int) {
 // messages.
 func TestTCPPath(t *testing.T) {
 	a, b := pair(t)
-	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 1, Cap: 10000, Netfilter: true})
+	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 1, Cap: 10000, Stages: Every, Netfilter: true})
 	from := time.Now()
 	echo(t, a, b, 50, 64)
 	tr.Flush()
@@ -160,6 +160,46 @@ func TestTCPPath(t *testing.T) {
 	}
 }
 
+// TestLandmarks: a sampled trace of the path's landmarks attaches only
+// net_dev_queue, the copy to the reader and the drop, says which stages
+// it left out, and still joins a sampled request's transmit in one node
+// to its copy in the other (through the in-flight array: every later
+// stage is given the same skb on veth).
+func TestLandmarks(t *testing.T) {
+	a, b := pair(t)
+	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 0.5, Stages: Landmarks})
+	want := []string{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", "net_dev_start_xmit", "netif_rx",
+		"netif_receive_skb", "tcp receive (tcp_probe)", "sk_data_ready", "reader wakeup (sched_waking)", "consumed (consume_skb)"}
+	if got := tr.Omitted(); !slices.Equal(got, want) {
+		t.Errorf("omitted %q, want %q", got, want)
+	}
+	if n := len(tr.links); n != 3 {
+		t.Errorf("%d links, want 3 (net_dev_queue, copy, kfree_skb)", n)
+	}
+	from := time.Now()
+	echo(t, a, b, 200, 64)
+	tr.Flush()
+	var requests, complete int
+	for _, p := range tr.Take(from, time.Now()) {
+		if p.Src.Addr().String() != "198.18.97.1" || p.Flags&0x08 == 0 {
+			continue
+		}
+		requests++
+		var got []string
+		for _, s := range p.Stages {
+			got = append(got, label(s))
+		}
+		if slices.Equal(got, []string{"net_dev_queue@a", "copy to user@b"}) {
+			complete++
+		} else if requests-complete <= 3 {
+			t.Logf("request %d: %v", requests, got)
+		}
+	}
+	if requests < 50 || float64(complete) < 0.95*float64(requests) {
+		t.Errorf("%d of %d sampled requests went from net_dev_queue in a to the copy in b", complete, requests)
+	}
+}
+
 // isSubsequence reports whether want appears in got in order.
 func isSubsequence(want, got []string) bool {
 	i := 0
@@ -175,7 +215,7 @@ func isSubsequence(want, got []string) bool {
 // receive with the kernel's reason NO_SOCKET, in the server's node.
 func TestClosedPortDrop(t *testing.T) {
 	a, b := pair(t)
-	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 1, Netfilter: true})
+	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 1, Stages: Every, Netfilter: true})
 	from := time.Now()
 	in(t, a, func() error {
 		c, err := net.DialTimeout("tcp4", "198.18.97.2:9", time.Second)
@@ -207,7 +247,7 @@ func TestClosedPortDrop(t *testing.T) {
 func TestSampling(t *testing.T) {
 	a, b := pair(t)
 	const n, rate = 2000, 0.3
-	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: rate})
+	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: rate, Stages: Every})
 	var sink net.PacketConn
 	in(t, b, func() (err error) { sink, err = net.ListenPacket("udp4", "198.18.97.2:0"); return err })
 	defer sink.Close()
@@ -296,7 +336,7 @@ func TestNothingLeft(t *testing.T) {
 	if left := ours(t); len(left) > 0 {
 		t.Skipf("programs of another tracer are loaded: %v", left)
 	}
-	tr, err := Start(Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 1, Netfilter: true})
+	tr, err := Start(Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 1, Stages: Every, Netfilter: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +391,7 @@ func TestHelperTracer(t *testing.T) {
 	for _, ns := range strings.Split(spec, ",") {
 		nss[ns] = ns
 	}
-	tr, err := Start(Options{Namespaces: nss, Rate: 1, Netfilter: true})
+	tr, err := Start(Options{Namespaces: nss, Rate: 1, Stages: Every, Netfilter: true})
 	if err != nil {
 		fmt.Println("error", err)
 		return
@@ -366,7 +406,7 @@ func TestHelperTracer(t *testing.T) {
 func TestMissingStage(t *testing.T) {
 	a, b := pair(t)
 	t.Setenv(FailEnv, "receive")
-	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 1, Netfilter: true})
+	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 1, Stages: Every, Netfilter: true})
 	var missing []string
 	for _, m := range tr.Missing() {
 		missing = append(missing, m.Stage)
@@ -389,3 +429,22 @@ func TestMissingStage(t *testing.T) {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// TestDetailFor: a sampled run attaches the landmarks, and every stage
+// beyond them that a verdict reads.
+func TestDetailFor(t *testing.T) {
+	for _, tc := range []struct {
+		stages []string
+		want   Detail
+	}{
+		{nil, Landmarks},
+		{[]string{"net_dev_queue", "copy to user"}, Landmarks},
+		{[]string{"drop", "nf LOCAL_IN"}, Landmarks}, // netfilter is Options.Netfilter's
+		{[]string{"copy to user", "reader wakeup"}, Every},
+		{[]string{"netif_receive_skb"}, Every},
+	} {
+		if got := DetailFor(tc.stages); got != tc.want {
+			t.Errorf("DetailFor(%q) = %d, want %d", tc.stages, got, tc.want)
+		}
+	}
+}

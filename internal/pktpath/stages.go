@@ -1,6 +1,9 @@
 package pktpath
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Stage numbers as the programs report them (enum stage in bpf/pktpath.c).
 const (
@@ -60,22 +63,42 @@ func stageName(stage uint16, hook uint8) string {
 // with the Linux version each needs (kernel.Feature), so that a kernel
 // without one is reported by name.
 type program struct {
-	name    string // as Stages and results name it
+	name    string // as Missing and results name it
+	stage   string // the stage it reports, as stageName names it
 	section string // the program's name in the object
 	since   [2]int
+	detail  Detail // the least Options.Stages that attaches it
 }
 
 // The tracepoints (tp_btf) and the netfilter program, in path order.
 var programs = []program{
-	{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", "nf_hook", [2]int{6, 4}},
-	{"net_dev_queue", "dev_queue", [2]int{5, 5}},
-	{"net_dev_start_xmit", "start_xmit", [2]int{5, 5}},
-	{"netif_rx", "netif_rx", [2]int{5, 5}},
-	{"netif_receive_skb", "receive", [2]int{5, 5}},
-	{"tcp receive (tcp_probe)", "tcp_receive", [2]int{5, 5}},
-	{"sk_data_ready", "data_ready", [2]int{6, 3}},
-	{"reader wakeup (sched_waking)", "wakeup", [2]int{5, 5}},
-	{"copy to user (skb_copy_datagram_iovec)", "copy", [2]int{5, 5}},
-	{"drop (kfree_skb with its reason)", "drop", [2]int{5, 17}},
-	{"consumed (consume_skb)", "consume", [2]int{5, 5}},
+	{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", "nf", "nf_hook", [2]int{6, 4}, Drops},
+	{"net_dev_queue", "net_dev_queue", "dev_queue", [2]int{5, 5}, Landmarks},
+	{"net_dev_start_xmit", "net_dev_start_xmit", "start_xmit", [2]int{5, 5}, Every},
+	{"netif_rx", "netif_rx", "netif_rx", [2]int{5, 5}, Every},
+	{"netif_receive_skb", "netif_receive_skb", "receive", [2]int{5, 5}, Every},
+	{"tcp receive (tcp_probe)", "tcp receive", "tcp_receive", [2]int{5, 5}, Every},
+	{"sk_data_ready", "sk_data_ready", "data_ready", [2]int{6, 3}, Every},
+	{"reader wakeup (sched_waking)", "reader wakeup", "wakeup", [2]int{5, 5}, Every},
+	{"copy to user (skb_copy_datagram_iovec)", "copy to user", "copy", [2]int{5, 5}, Landmarks},
+	{"drop (kfree_skb with its reason)", "drop", "drop", [2]int{5, 17}, Drops},
+	{"consumed (consume_skb)", "consumed", "consume", [2]int{5, 5}, Every},
+}
+
+// IsStage reports whether name is a stage a program reports.
+func IsStage(name string) bool {
+	return slices.ContainsFunc(programs, func(p program) bool { return p.stage == name })
+}
+
+// DetailFor is the least Detail above Drops that attaches every one of
+// the named stages (as tables name them). Netfilter's hooks are not a
+// Detail's: Options.Netfilter attaches them.
+func DetailFor(stages []string) Detail {
+	d := Landmarks
+	for _, p := range programs {
+		if slices.Contains(stages, p.stage) {
+			d = max(d, p.detail)
+		}
+	}
+	return d
 }

@@ -192,7 +192,7 @@ func (s *Server) Run(req *labv1.RunRequest, stream labv1.LabService_RunServer) e
 	caller, _ := CallerOf(stream.Context())
 	_, err = s.Runner.Run(stream.Context(), runs.Request{
 		Plan: plan, Agents: agents, Experiment: req.GetExperiment(), Params: req.GetParams(), Nodes: req.GetNodes(), Owner: caller.Name,
-		TracePackets: req.GetTracePackets(),
+		TracePackets: req.GetTracePackets(), TraceAllStages: req.GetTraceAllStages(),
 	}, func(ev runs.Event) { _ = stream.Send(eventProto(ev)) })
 	return statusOf(err)
 }

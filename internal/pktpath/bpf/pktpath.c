@@ -8,10 +8,12 @@
  * When packets are sampled (not every packet traced), the skb's address
  * also goes into a small array of the skbs in flight (`inflight`), and
  * later stages compare the skb they are given with it first: a few loads
- * in one or two cache lines, which is all an unsampled packet costs them
- * (a hash lookup and the reads of the skb it needs cost 100-400 ns a
- * stage, kernel 6.18, measured with kernel.bpf_stats_enabled). A hit is
- * confirmed by the headers (the kernel reuses skb addresses at once).
+ * in one or two cache lines, which is all an unsampled packet costs their
+ * programs (a hash lookup and the reads of the skb it needs cost 100-400 ns
+ * a stage, kernel 6.18, measured with kernel.bpf_stats_enabled); the
+ * kernel's call into each attached program costs more, which is why a
+ * sampled run attaches few stages (Go: Detail). A hit is confirmed by the
+ * headers (the kernel reuses skb addresses at once).
  * The receive entry also looks up the headers, to find a sampled packet
  * again in a new skb (veth with XDP copies it): for every packet when
  * every packet is traced, else only right after a sampled packet left a
@@ -185,6 +187,18 @@ struct {
 	__uint(max_entries, 1);
 } last_xmit SEC(".maps");
 
+/* sent notes that a sampled packet left a device on this CPU: at
+ * net_dev_queue, and again at net_dev_start_xmit where it is attached
+ * (after a qdisc's wait). */
+static __always_inline void sent(void)
+{
+	__u32 z = 0;
+	__u64 *last = bpf_map_lookup_elem(&last_xmit, &z);
+
+	if (last)
+		*last = bpf_ktime_get_ns();
+}
+
 struct iph_min {
 	__u8 ver_ihl;
 	__u8 tos;
@@ -275,12 +289,32 @@ static __always_inline int parse(const unsigned char *l3, struct key *k)
 /* The IPv4 header as the IP layer set it (transmit, and past ip_rcv). */
 static __always_inline const unsigned char *l3_set(struct sk_buff *skb)
 {
-	return BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header);
+	return skb->head + skb->network_header;
+}
+
+/* The kernel's pointers are read directly (tp_btf and netfilter programs
+ * are given typed pointers; the verifier turns each read into a load that
+ * cannot fault), a few nanoseconds each where bpf_probe_read_kernel costs
+ * tens. Pointers the verifier takes for RCU-protected or possibly NULL
+ * (struct net, an skb's socket and device) are checked before use. */
+static __always_inline __u32 inum(struct net *net)
+{
+	return net ? net->ns.inum : 0;
 }
 
 static __always_inline __u32 netns_of_sk(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return sk ? inum(sk->__sk_common.skc_net.net) : 0;
+}
+
+static __always_inline __u32 netns_of_dev(struct net_device *dev)
+{
+	return dev ? inum(dev->nd_net.net) : 0;
+}
+
+static __always_inline __u32 ifindex_of(struct net_device *dev)
+{
+	return dev ? dev->ifindex : 0;
 }
 
 /* The namespace of a packet on a device stage; a socket's for one that
@@ -288,10 +322,10 @@ static __always_inline __u32 netns_of_sk(struct sock *sk)
  * once TCP holds the skb, so socket stages use the socket). */
 static __always_inline __u32 netns_of(struct sk_buff *skb)
 {
-	__u32 ino = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	__u32 ino = netns_of_dev(skb->dev);
 
 	if (!ino)
-		ino = netns_of_sk(BPF_CORE_READ(skb, sk));
+		ino = netns_of_sk(skb->sk);
 	return ino;
 }
 
@@ -444,7 +478,7 @@ static __always_inline void emit(struct key *k, __u64 id, __u16 stage, __u8 hook
 
 static __always_inline void emit_skb(struct key *k, __u64 id, __u16 stage, struct sk_buff *skb, __u32 ino)
 {
-	emit(k, id, stage, 0, ino, BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), 0, 0, 0);
+	emit(k, id, stage, 0, ino, ifindex_of(skb->dev), skb->len, 0, 0, 0);
 }
 
 /* A SYN's sequence number is the ISN that stream offsets count from:
@@ -486,17 +520,17 @@ int nf_hook(struct bpf_nf_ctx *ctx)
 {
 	struct sk_buff *skb = ctx->skb;
 	const struct nf_hook_state *st = ctx->state;
-	__u8 hook = BPF_CORE_READ(st, hook);
-	const unsigned char *l3 = BPF_CORE_READ(skb, data);
+	__u8 hook = st->hook;
+	const unsigned char *l3 = skb->data;
 	struct key k = {};
 	__u32 ino = 0;
 	__u64 id;
 
 	if (hook == NF_INET_LOCAL_OUT) {
-		ino = BPF_CORE_READ(st, net, ns.inum);
+		ino = inum(st->net);
 		if (!in_lab(ino))
 			return NF_ACCEPT;
-		if (BPF_CORE_READ(skb, len) <= SYN_MAX)
+		if (skb->len <= SYN_MAX)
 			syn(l3, ino);
 		if (decide_at_dev_queue)
 			id = find(skb, l3, &k);
@@ -508,8 +542,8 @@ int nf_hook(struct bpf_nf_ctx *ctx)
 	if (!id)
 		return NF_ACCEPT;
 	if (!ino)
-		ino = BPF_CORE_READ(st, net, ns.inum);
-	emit(&k, id, STAGE_NF, hook, ino, 0, BPF_CORE_READ(skb, len), 0, 0, 0);
+		ino = inum(st->net);
+	emit(&k, id, STAGE_NF, hook, ino, 0, skb->len, 0, 0, 0);
 	if (hook == NF_INET_LOCAL_IN)
 		expect_data_ready(&k, id, ino);
 	return NF_ACCEPT;
@@ -524,7 +558,7 @@ int BPF_PROG(dev_queue, struct sk_buff *skb)
 	if (decide_at_dev_queue) {
 		/* An unsampled packet that cannot be a SYN costs a read of its
 		 * length and a coin toss. */
-		int small = BPF_CORE_READ(skb, len) <= SYN_MAX, won = coin();
+		int small = skb->len <= SYN_MAX, won = coin();
 		__u32 ino;
 
 		if (!small && !won)
@@ -542,8 +576,10 @@ int BPF_PROG(dev_queue, struct sk_buff *skb)
 			return 0;
 		id = find(skb, l3_set(skb), &k);
 	}
-	if (id)
+	if (id) {
 		emit_skb(&k, id, STAGE_DEV_QUEUE, skb, netns_of(skb));
+		sent();
+	}
 	return 0;
 }
 
@@ -557,13 +593,8 @@ int BPF_PROG(start_xmit, struct sk_buff *skb, struct net_device *dev)
 		return 0;
 	id = find(skb, l3_set(skb), &k);
 	if (id) {
-		__u32 z = 0;
-		__u64 *last = bpf_map_lookup_elem(&last_xmit, &z);
-
-		emit(&k, id, STAGE_START_XMIT, 0, BPF_CORE_READ(dev, nd_net.net, ns.inum), BPF_CORE_READ(dev, ifindex),
-		     BPF_CORE_READ(skb, len), 0, 0, 0);
-		if (last)
-			*last = bpf_ktime_get_ns();
+		emit(&k, id, STAGE_START_XMIT, 0, netns_of_dev(dev), ifindex_of(dev), skb->len, 0, 0, 0);
+		sent();
 	}
 	return 0;
 }
@@ -609,9 +640,9 @@ static __always_inline int rx_entry(struct sk_buff *skb, __u16 stage)
 
 	if (!flying && (stage != STAGE_RECEIVE || !copied_since_xmit()))
 		return 0;
-	if (BPF_CORE_READ(skb, protocol) != bpf_htons(ETH_P_IP))
+	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return 0;
-	l3 = BPF_CORE_READ(skb, data);
+	l3 = skb->data;
 	if (flying)
 		id = find(skb, l3, &k);
 	if (!id && stage == STAGE_RECEIVE && copied_since_xmit() && !parse(l3, &k)) {
@@ -623,8 +654,8 @@ static __always_inline int rx_entry(struct sk_buff *skb, __u16 stage)
 		__u32 napi = 0, ino = netns_of(skb);
 
 		if (bpf_core_field_exists(skb->napi_id))
-			napi = BPF_CORE_READ(skb, napi_id);
-		emit(&k, id, stage, 0, ino, BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), 0, 0, napi);
+			napi = skb->napi_id;
+		emit(&k, id, stage, 0, ino, ifindex_of(skb->dev), skb->len, 0, 0, napi);
 		if (stage == STAGE_RECEIVE) {
 			received();
 			expect_data_ready(&k, id, ino);
@@ -657,7 +688,7 @@ int BPF_PROG(tcp_receive, struct sock *sk, struct sk_buff *skb)
 	if (id) {
 		__u32 ino = netns_of_sk(sk);
 
-		emit(&k, id, STAGE_TCP_RECEIVE, 0, ino, 0, BPF_CORE_READ(skb, len), 0, 0, 0);
+		emit(&k, id, STAGE_TCP_RECEIVE, 0, ino, 0, skb->len, 0, 0, 0);
 		expect_data_ready(&k, id, ino);
 	}
 	return 0;
@@ -676,7 +707,7 @@ int BPF_PROG(data_ready, struct sock *sk)
 	if (now - p->ts > PENDING_NS)
 		return 0;
 	/* The packet's own socket: its namespace and local port. */
-	if (netns_of_sk(sk) != p->netns || BPF_CORE_READ(sk, __sk_common.skc_num) != p->k.dport)
+	if (netns_of_sk(sk) != p->netns || sk->__sk_common.skc_num != p->k.dport)
 		return 0;
 	emit(&p->k, p->id, STAGE_DATA_READY, 0, p->netns, 0, 0, 0, 0, 0);
 	p->woken = 1;
@@ -701,7 +732,7 @@ int BPF_PROG(wakeup, struct task_struct *t)
 
 	if (!p || !p->id || !p->woken || bpf_ktime_get_ns() - p->ts > WAKE_NS)
 		return 0;
-	emit(&p->k, p->id, STAGE_WAKEUP, 0, p->netns, 0, 0, BPF_CORE_READ(t, pid), 0, 0);
+	emit(&p->k, p->id, STAGE_WAKEUP, 0, p->netns, 0, 0, t->pid, 0, 0);
 	p->id = 0;
 	return 0;
 }
@@ -722,8 +753,8 @@ int BPF_PROG(copy, struct sk_buff *skb, int len)
 	 * otherwise, so captures are traced only with every packet. */
 	if (!in_flight(skb))
 		return 0;
-	sk = BPF_CORE_READ(skb, sk);
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	sk = skb->sk;
+	family = sk ? sk->__sk_common.skc_family : 0;
 	if (family == AF_PACKET) {
 		if (parse(l3_set(skb), &k))
 			return 0;
@@ -732,8 +763,7 @@ int BPF_PROG(copy, struct sk_buff *skb, int len)
 		id = find(skb, l3_set(skb), &k);
 	}
 	if (id)
-		emit(&k, id, family == AF_PACKET ? STAGE_CAPTURE : STAGE_COPY, 0, netns_of_sk(sk), 0, BPF_CORE_READ(skb, len),
-		     (__u32)len, 0, 0);
+		emit(&k, id, family == AF_PACKET ? STAGE_CAPTURE : STAGE_COPY, 0, netns_of_sk(sk), 0, skb->len, (__u32)len, 0, 0);
 	return 0;
 }
 
@@ -751,8 +781,7 @@ int BPF_PROG(drop, struct sk_buff *skb, void *location, enum skb_drop_reason rea
 			return 0;
 		id = lookup(&k);
 	}
-	emit(&k, id, STAGE_DROP, 0, ino, BPF_CORE_READ(skb, dev, ifindex), BPF_CORE_READ(skb, len), (__u32)reason,
-	     (__u64)location, 0);
+	emit(&k, id, STAGE_DROP, 0, ino, ifindex_of(skb->dev), skb->len, (__u32)reason, (__u64)location, 0);
 	if (id) {
 		__u32 z = 0;
 		struct pending *p = bpf_map_lookup_elem(&last_in, &z);
@@ -773,10 +802,14 @@ int BPF_PROG(drop, struct sk_buff *skb, void *location, enum skb_drop_reason rea
 SEC("tp_btf/consume_skb")
 int BPF_PROG(consume, struct sk_buff *skb)
 {
+	struct sock *sk;
 	struct key k = {};
 	__u64 id;
 
-	if (!in_flight(skb) || BPF_CORE_READ(skb, sk, __sk_common.skc_family) == AF_PACKET)
+	if (!in_flight(skb))
+		return 0;
+	sk = skb->sk;
+	if (sk && sk->__sk_common.skc_family == AF_PACKET)
 		return 0;
 	id = find(skb, l3_set(skb), &k);
 	if (!id || k.proto == IPPROTO_TCP)

@@ -1720,8 +1720,13 @@ type PacketTracing struct {
 	// program run): their total run time, and the transmissions
 	// net_dev_queue saw (each packet once per device it is queued to, the
 	// host's own traffic too). Both 0 when the kernel does not count.
-	BpfNs         int64 `protobuf:"varint,8,opt,name=bpf_ns,json=bpfNs,proto3" json:"bpf_ns,omitempty"`
-	BpfPackets    int64 `protobuf:"varint,9,opt,name=bpf_packets,json=bpfPackets,proto3" json:"bpf_packets,omitempty"`
+	BpfNs      int64 `protobuf:"varint,8,opt,name=bpf_ns,json=bpfNs,proto3" json:"bpf_ns,omitempty"`
+	BpfPackets int64 `protobuf:"varint,9,opt,name=bpf_packets,json=bpfPackets,proto3" json:"bpf_packets,omitempty"`
+	// Stages left out on purpose: a sampled run attaches the path's
+	// landmarks and the stages the experiment's verdict reads, unless asked
+	// for every stage (each attached stage costs every packet of the host a
+	// program run, sampled or not).
+	Omitted       []string `protobuf:"bytes,10,rep,name=omitted,proto3" json:"omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1817,6 +1822,13 @@ func (x *PacketTracing) GetBpfPackets() int64 {
 		return x.BpfPackets
 	}
 	return 0
+}
+
+func (x *PacketTracing) GetOmitted() []string {
+	if x != nil {
+		return x.Omitted
+	}
+	return nil
 }
 
 // Verdict answers an experiment's claim with its reasons.
@@ -2679,7 +2691,7 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1a\n" +
 	"\blocation\x18\x02 \x01(\tR\blocation\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x03R\x05count\"\xe1\x01\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\"\xfb\x01\n" +
 	"\rPacketTracing\x12\x12\n" +
 	"\x04rate\x18\x01 \x01(\x01R\x04rate\x12\x10\n" +
 	"\x03cap\x18\x02 \x01(\x03R\x03cap\x12\x16\n" +
@@ -2690,7 +2702,9 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"\x05error\x18\a \x01(\tR\x05error\x12\x15\n" +
 	"\x06bpf_ns\x18\b \x01(\x03R\x05bpfNs\x12\x1f\n" +
 	"\vbpf_packets\x18\t \x01(\x03R\n" +
-	"bpfPackets\"\xf1\x01\n" +
+	"bpfPackets\x12\x18\n" +
+	"\aomitted\x18\n" +
+	" \x03(\tR\aomitted\"\xf1\x01\n" +
 	"\aVerdict\x12\x14\n" +
 	"\x05claim\x18\x01 \x01(\tR\x05claim\x127\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x1d.labctl.experiment.v1.OutcomeR\aoutcome\x12 \n" +

@@ -1165,9 +1165,15 @@ type RunRequest struct {
 	Nodes map[string]string `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Trace the kernel's path of the lab's packets: the fraction sampled
 	// (1 every packet, up to a cap); 0 does not trace.
-	TracePackets  float64 `protobuf:"fixed64,5,opt,name=trace_packets,json=tracePackets,proto3" json:"trace_packets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TracePackets float64 `protobuf:"fixed64,5,opt,name=trace_packets,json=tracePackets,proto3" json:"trace_packets,omitempty"`
+	// Attach every stage of the path even when sampling. A sampled run
+	// otherwise attaches the path's landmarks (net_dev_queue, the copy to
+	// the reader, drops, and netfilter in a lab with firewall rules) and the
+	// stages the experiment's verdict reads: every attached stage costs
+	// every packet of the host a program run.
+	TraceAllStages bool `protobuf:"varint,6,opt,name=trace_all_stages,json=traceAllStages,proto3" json:"trace_all_stages,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
@@ -1233,6 +1239,13 @@ func (x *RunRequest) GetTracePackets() float64 {
 		return x.TracePackets
 	}
 	return 0
+}
+
+func (x *RunRequest) GetTraceAllStages() bool {
+	if x != nil {
+		return x.TraceAllStages
+	}
+	return false
 }
 
 type RunResponse struct {
@@ -2484,7 +2497,7 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"\x05links\x18\x04 \x01(\x05R\x05links\"\x18\n" +
 	"\x16ListExperimentsRequest\"a\n" +
 	"\x17ListExperimentsResponse\x12F\n" +
-	"\vexperiments\x18\x01 \x03(\v2$.labctl.experiment.v1.ExperimentSpecR\vexperiments\"\xd3\x02\n" +
+	"\vexperiments\x18\x01 \x03(\v2$.labctl.experiment.v1.ExperimentSpecR\vexperiments\"\xfd\x02\n" +
 	"\n" +
 	"RunRequest\x12\x10\n" +
 	"\x03lab\x18\x01 \x01(\tR\x03lab\x12\x1e\n" +
@@ -2493,7 +2506,8 @@ const file_labctl_lab_v1_lab_proto_rawDesc = "" +
 	"experiment\x12=\n" +
 	"\x06params\x18\x03 \x03(\v2%.labctl.lab.v1.RunRequest.ParamsEntryR\x06params\x12:\n" +
 	"\x05nodes\x18\x04 \x03(\v2$.labctl.lab.v1.RunRequest.NodesEntryR\x05nodes\x12#\n" +
-	"\rtrace_packets\x18\x05 \x01(\x01R\ftracePackets\x1a9\n" +
+	"\rtrace_packets\x18\x05 \x01(\x01R\ftracePackets\x12(\n" +
+	"\x10trace_all_stages\x18\x06 \x01(\bR\x0etraceAllStages\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
