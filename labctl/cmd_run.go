@@ -53,7 +53,7 @@ shows its parameters with defaults and bounds.`,
   labctl run rr --help
   labctl run rr quickstart --client n1 --server n2 --param size=64 --param duration=10s
   labctl run rr quickstart --trace-packets=0.01
-  labctl run io-models quickstart --trace-packets=0.1 --trace-all-stages
+  labctl run rr quickstart --trace-packets=0.01 --trace-all-stages
   labctl run capture-order capture-order --client tx --server rx --trace-packets`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if list {
