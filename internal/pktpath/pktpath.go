@@ -261,6 +261,12 @@ func (t *Tracer) attach() error {
 			return fmt.Errorf("packet tracing: %w", err)
 		}
 	}
+	if t.opts.Stages == Every {
+		// The receive entry and captures find sampled packets by headers.
+		if err := t.coll.Variables["by_headers"].Set(uint8(1)); err != nil {
+			return fmt.Errorf("packet tracing: %w", err)
+		}
+	}
 	if len(t.links) == 0 {
 		return fmt.Errorf("packet tracing: no stage could attach: %v", t.missing)
 	}

@@ -95,6 +95,7 @@ const (
 	pktpathProgStartXmit       = "start_xmit"
 	pktpathProgTcpReceive      = "tcp_receive"
 	pktpathProgWakeup          = "wakeup"
+	pktpathVarByHeaders        = "by_headers"
 	pktpathVarDecideAtDevQueue = "decide_at_dev_queue"
 	pktpathVarInflight         = "inflight"
 	pktpathVarInflightNext     = "inflight_next"
@@ -175,6 +176,7 @@ type pktpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathVariableSpecs struct {
+	ByHeaders        *ebpf.VariableSpec `ebpf:"by_headers"`
 	DecideAtDevQueue *ebpf.VariableSpec `ebpf:"decide_at_dev_queue"`
 	Inflight         *ebpf.VariableSpec `ebpf:"inflight"`
 	InflightNext     *ebpf.VariableSpec `ebpf:"inflight_next"`
@@ -228,6 +230,7 @@ func (m *pktpathMaps) Close() error {
 //
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathVariables struct {
+	ByHeaders        *ebpf.Variable `ebpf:"by_headers"`
 	DecideAtDevQueue *ebpf.Variable `ebpf:"decide_at_dev_queue"`
 	Inflight         *ebpf.Variable `ebpf:"inflight"`
 	InflightNext     *ebpf.Variable `ebpf:"inflight_next"`

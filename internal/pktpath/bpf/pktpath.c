@@ -164,6 +164,11 @@ struct {
 /* Set from Go while programs run. */
 volatile __u64 sample_q32 = 0;        /* sampling rate × 2^32; 0: drops only; 2^32: every packet */
 volatile __u8 decide_at_dev_queue = 0; /* no LOCAL_OUT link: decide at net_dev_queue */
+/* Stages that find a sampled packet by its headers (the receive entry, a
+ * capture's copy) are attached: a sampled packet is filed under its
+ * headers, and its transmit noted for the receive. Without them (a sampled
+ * run of the landmarks) a sampled packet skips both, some 0.3 µs. */
+volatile __u8 by_headers = 0;
 __u64 next_id = 1;
 
 /* A join through last_in older than this is no join. */
@@ -193,8 +198,11 @@ struct {
 static __always_inline void sent(void)
 {
 	__u32 z = 0;
-	__u64 *last = bpf_map_lookup_elem(&last_xmit, &z);
+	__u64 *last;
 
+	if (!by_headers)
+		return;
+	last = bpf_map_lookup_elem(&last_xmit, &z);
 	if (last)
 		*last = bpf_ktime_get_ns();
 }
@@ -432,9 +440,11 @@ static __always_inline __u64 sample(struct sk_buff *skb, const unsigned char *l3
 	if (parse(l3, k))
 		return 0;
 	v.id = __sync_fetch_and_add(&next_id, 1);
-	mk = *k;
-	mk.flags = 0;
-	bpf_map_update_elem(&tracked, &mk, &v, BPF_ANY);
+	if (by_headers) {
+		mk = *k;
+		mk.flags = 0;
+		bpf_map_update_elem(&tracked, &mk, &v, BPF_ANY);
+	}
 	remember(skb, k, v.id);
 	return v.id;
 }
