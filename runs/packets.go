@@ -25,21 +25,18 @@ type packetTrace struct {
 	drops   map[string][]pktpath.Drop
 }
 
-// startPacketTrace starts tracing the lab's packets at rate, at the stages
-// detail attaches (packetDetail). A tracer that cannot start (no BTF, no
-// privilege) leaves the run untraced, with the reason in the result;
-// stages that cannot attach, or were left out, are listed.
-//
-// The netfilter stages are traced when every packet is, or when the lab
-// has firewall rules (where a packet meets them is then the point): in a
-// node without rules, a BPF netfilter hook would put every packet through
-// netfilter, four hooks a packet, for stages that take nanoseconds.
-func startPacketTrace(plan *topologies.Plan, rate float64, detail pktpath.Detail, say func(string)) *packetTrace {
+// startPacketTrace starts tracing the lab's packets at rate, for a run of
+// exp, at the stages packetStages chooses (all: every stage). A tracer
+// that cannot start (no BTF, no privilege) leaves the run untraced, with
+// the reason in the result; stages that cannot attach, or were left out,
+// are listed.
+func startPacketTrace(plan *topologies.Plan, exp experiments.Experiment, rate float64, all bool, say func(string)) *packetTrace {
 	pt := &packetTrace{info: &experimentv1.PacketTracing{Rate: rate, Cap: PacketCap},
 		packets: map[string][]*pktpath.Packet{}, drops: map[string][]pktpath.Drop{}}
 	rules := slices.ContainsFunc(plan.Nodes, func(n topologies.Node) bool { return len(n.Firewall) > 0 })
+	detail, netfilter := packetStages(exp, rate, all, rules)
 	t, err := pktpath.Start(pktpath.Options{Namespaces: labNamespaces(plan), Rate: rate, Cap: PacketCap,
-		Stages: detail, Netfilter: rate >= 1 || rules})
+		Stages: detail, Netfilter: netfilter})
 	if err != nil {
 		pt.info.Error = err.Error()
 		say("packet tracing not engaged: " + err.Error())
@@ -95,19 +92,24 @@ func (pt *packetTrace) close() {
 	}
 }
 
-// packetDetail is the stages a run of exp attaches at rate: every stage
+// packetStages is what a run of exp traces at rate: every tracepoint stage
 // when every packet is traced or all is asked for, else the landmarks and
 // the stages the experiment's verdict reads, since each attached stage
 // costs every packet a program run, sampled or not (pktpath.Detail).
-func packetDetail(exp experiments.Experiment, rate float64, all bool) pktpath.Detail {
-	if rate >= 1 || all {
-		return pktpath.Every
-	}
+// Netfilter's hooks are traced when every packet is, when the lab has
+// firewall rules (where a packet meets them is then the point), or when
+// the verdict reads them: in a node without rules, a BPF netfilter hook
+// would put every packet through netfilter, four hooks a packet.
+func packetStages(exp experiments.Experiment, rate float64, all, rules bool) (detail pktpath.Detail, netfilter bool) {
 	var stages []string
 	if pj, ok := exp.(experiments.PacketJudged); ok {
 		stages = pj.PacketStages()
 	}
-	return pktpath.DetailFor(stages)
+	detail, netfilter = pktpath.DetailFor(stages)
+	if rate >= 1 || all {
+		detail = pktpath.Every
+	}
+	return detail, netfilter || rate >= 1 || rules
 }
 
 // labNamespaces are the lab's namespaces with the node of each.

@@ -217,8 +217,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 		emit(ev)
 	}
 	if req.TracePackets > 0 {
-		rate := min(req.TracePackets, 1)
-		run.packets = startPacketTrace(req.Plan, rate, packetDetail(exp, rate, req.TraceAllStages), func(msg string) {
+		run.packets = startPacketTrace(req.Plan, exp, min(req.TracePackets, 1), req.TraceAllStages, func(msg string) {
 			send(Event{Progress: &Progress{RunID: res.Id, Message: msg}})
 		})
 		defer run.packets.close()

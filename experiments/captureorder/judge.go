@@ -183,11 +183,10 @@ func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.
 	}
 }
 
-// PacketStages: the capture's tap and the device queue, against the drop
-// (netfilter's hooks are traced in a lab with firewall rules, as this
-// experiment's labs have).
+// PacketStages: the capture's tap, netfilter's LOCAL_IN and the device
+// queue, against the drop.
 func (Experiment) PacketStages() []string {
-	return []string{"netif_receive_skb", "net_dev_queue", "drop"}
+	return []string{"netif_receive_skb", "nf LOCAL_IN", "net_dev_queue", "drop"}
 }
 
 func orNone(s string) string {

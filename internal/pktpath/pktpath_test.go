@@ -434,17 +434,18 @@ func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 // beyond them that a verdict reads.
 func TestDetailFor(t *testing.T) {
 	for _, tc := range []struct {
-		stages []string
-		want   Detail
+		stages    []string
+		want      Detail
+		netfilter bool
 	}{
-		{nil, Landmarks},
-		{[]string{"net_dev_queue", "copy to user"}, Landmarks},
-		{[]string{"drop", "nf LOCAL_IN"}, Landmarks}, // netfilter is Options.Netfilter's
-		{[]string{"copy to user", "reader wakeup"}, Every},
-		{[]string{"netif_receive_skb"}, Every},
+		{nil, Landmarks, false},
+		{[]string{"net_dev_queue", "copy to user"}, Landmarks, false},
+		{[]string{"drop", "nf LOCAL_IN"}, Landmarks, true}, // netfilter is Options.Netfilter's
+		{[]string{"copy to user", "reader wakeup"}, Every, false},
+		{[]string{"netif_receive_skb"}, Every, false},
 	} {
-		if got := DetailFor(tc.stages); got != tc.want {
-			t.Errorf("DetailFor(%q) = %d, want %d", tc.stages, got, tc.want)
+		if got, nf := DetailFor(tc.stages); got != tc.want || nf != tc.netfilter {
+			t.Errorf("DetailFor(%q) = %d, %v; want %d, %v", tc.stages, got, nf, tc.want, tc.netfilter)
 		}
 	}
 }

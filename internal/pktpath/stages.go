@@ -3,6 +3,7 @@ package pktpath
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Stage numbers as the programs report them (enum stage in bpf/pktpath.c).
@@ -64,41 +65,56 @@ func stageName(stage uint16, hook uint8) string {
 // without one is reported by name.
 type program struct {
 	name    string // as Missing and results name it
-	stage   string // the stage it reports, as stageName names it
+	stage   uint16 // the stage it reports
 	section string // the program's name in the object
 	since   [2]int
 	detail  Detail // the least Options.Stages that attaches it
 }
 
+// reports says whether p reports the stage called name (stageName).
+func (p program) reports(name string) bool {
+	if p.stage == stageNF {
+		return strings.HasPrefix(name, "nf ")
+	}
+	return stageName(p.stage, 0) == name
+}
+
 // The tracepoints (tp_btf) and the netfilter program, in path order.
 var programs = []program{
-	{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", "nf", "nf_hook", [2]int{6, 4}, Drops},
-	{"net_dev_queue", "net_dev_queue", "dev_queue", [2]int{5, 5}, Landmarks},
-	{"net_dev_start_xmit", "net_dev_start_xmit", "start_xmit", [2]int{5, 5}, Every},
-	{"netif_rx", "netif_rx", "netif_rx", [2]int{5, 5}, Every},
-	{"netif_receive_skb", "netif_receive_skb", "receive", [2]int{5, 5}, Every},
-	{"tcp receive (tcp_probe)", "tcp receive", "tcp_receive", [2]int{5, 5}, Every},
-	{"sk_data_ready", "sk_data_ready", "data_ready", [2]int{6, 3}, Every},
-	{"reader wakeup (sched_waking)", "reader wakeup", "wakeup", [2]int{5, 5}, Every},
-	{"copy to user (skb_copy_datagram_iovec)", "copy to user", "copy", [2]int{5, 5}, Landmarks},
-	{"drop (kfree_skb with its reason)", "drop", "drop", [2]int{5, 17}, Drops},
-	{"consumed (consume_skb)", "consumed", "consume", [2]int{5, 5}, Every},
+	{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", stageNF, "nf_hook", [2]int{6, 4}, Drops},
+	{"net_dev_queue", stageDevQueue, "dev_queue", [2]int{5, 5}, Landmarks},
+	{"net_dev_start_xmit", stageStartXmit, "start_xmit", [2]int{5, 5}, Every},
+	{"netif_rx", stageNetifRx, "netif_rx", [2]int{5, 5}, Every},
+	{"netif_receive_skb", stageReceive, "receive", [2]int{5, 5}, Every},
+	{"tcp receive (tcp_probe)", stageTCPReceive, "tcp_receive", [2]int{5, 5}, Every},
+	{"sk_data_ready", stageDataReady, "data_ready", [2]int{6, 3}, Every},
+	{"reader wakeup (sched_waking)", stageWakeup, "wakeup", [2]int{5, 5}, Every},
+	{"copy to user (skb_copy_datagram_iovec)", stageCopy, "copy", [2]int{5, 5}, Landmarks},
+	{"drop (kfree_skb with its reason)", stageDrop, "drop", [2]int{5, 17}, Drops},
+	{"consumed (consume_skb)", stageConsume, "consume", [2]int{5, 5}, Every},
 }
 
 // IsStage reports whether name is a stage a program reports.
 func IsStage(name string) bool {
-	return slices.ContainsFunc(programs, func(p program) bool { return p.stage == name })
+	return slices.ContainsFunc(programs, func(p program) bool { return p.reports(name) })
 }
 
-// DetailFor is the least Detail above Drops that attaches every one of
-// the named stages (as tables name them). Netfilter's hooks are not a
-// Detail's: Options.Netfilter attaches them.
-func DetailFor(stages []string) Detail {
-	d := Landmarks
-	for _, p := range programs {
-		if slices.Contains(stages, p.stage) {
-			d = max(d, p.detail)
+// DetailFor is what attaches every one of the named stages (as tables name
+// them): the least Detail above Drops, and whether the netfilter stages
+// (Options.Netfilter, not a Detail's) are among them.
+func DetailFor(stages []string) (d Detail, netfilter bool) {
+	d = Landmarks
+	for _, s := range stages {
+		for _, p := range programs {
+			if !p.reports(s) {
+				continue
+			}
+			if p.stage == stageNF {
+				netfilter = true
+			} else {
+				d = max(d, p.detail)
+			}
 		}
 	}
-	return d
+	return d, netfilter
 }

@@ -302,9 +302,9 @@ static __always_inline const unsigned char *l3_set(struct sk_buff *skb)
 
 /* The kernel's pointers are read directly (tp_btf and netfilter programs
  * are given typed pointers; the verifier turns each read into a load that
- * cannot fault), a few nanoseconds each where bpf_probe_read_kernel costs
- * tens. Pointers the verifier takes for RCU-protected or possibly NULL
- * (struct net, an skb's socket and device) are checked before use. */
+ * cannot fault): a load, where bpf_probe_read_kernel is a helper call.
+ * Pointers the verifier takes for RCU-protected or possibly NULL (struct
+ * net, an skb's socket and device) are checked before use. */
 static __always_inline __u32 inum(struct net *net)
 {
 	return net ? net->ns.inum : 0;

@@ -1168,9 +1168,9 @@ type RunRequest struct {
 	TracePackets float64 `protobuf:"fixed64,5,opt,name=trace_packets,json=tracePackets,proto3" json:"trace_packets,omitempty"`
 	// Attach every stage of the path even when sampling. A sampled run
 	// otherwise attaches the path's landmarks (net_dev_queue, the copy to
-	// the reader, drops, and netfilter in a lab with firewall rules) and the
-	// stages the experiment's verdict reads: every attached stage costs
-	// every packet of the host a program run.
+	// the reader, drops), the stages the experiment's verdict reads, and
+	// netfilter's hooks in a lab with firewall rules: every attached stage
+	// costs every packet of the host a program run.
 	TraceAllStages bool `protobuf:"varint,6,opt,name=trace_all_stages,json=traceAllStages,proto3" json:"trace_all_stages,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
