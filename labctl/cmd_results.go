@@ -465,7 +465,7 @@ func packetTable(w *tabwriter.Writer, r *experimentv1.Result) {
 	}
 	fmt.Fprintf(w, ", %d events lost", pt.GetLost())
 	if n := pt.GetBpfPackets(); n > 0 {
-		fmt.Fprintf(w, "; its programs ran %.0f ns of kernel time a transmission at net_dev_queue (kernel.bpf_stats_enabled)", float64(pt.GetBpfNs())/float64(n))
+		fmt.Fprintf(w, "; its programs ran %.0f ns of kernel time a transmission (kernel.bpf_stats_enabled)", float64(pt.GetBpfNs())/float64(n))
 	}
 	fmt.Fprintln(w)
 	for _, m := range pt.GetMissing() {

@@ -124,7 +124,7 @@ shows its parameters with defaults and bounds.`,
 	cmd.Flags().StringArrayVar(&nodes, "node", nil, "node of another role, ROLE=NODE (repeatable)")
 	cmd.Flags().StringVar(&tracePackets, "trace-packets", "", "trace the kernel's path of the lab's packets (eBPF; needs root and BTF): alone every packet, up to a cap; =RATE a sampled fraction such as 0.01. Packets become spans of the run's trace and the result gets a table of where the time goes; drops are always reported")
 	cmd.Flags().Lookup("trace-packets").NoOptDefVal = "1"
-	cmd.Flags().BoolVar(&allStages, "trace-all-stages", false, "with --trace-packets=RATE: trace every stage of the path, not only its landmarks (net_dev_queue, the copy to the reader, drops) and the stages the experiment's verdict reads; each further stage costs every packet of the host a program run (about 1.3% of rr's round trip on a veth, docs/packet-path.md). Tracing every packet traces every stage. Netfilter's hooks are traced when every packet is, in a lab with firewall rules, or when the verdict reads them")
+	cmd.Flags().BoolVar(&allStages, "trace-all-stages", false, "with --trace-packets=RATE: trace every stage of the path, not only its landmarks (the egress hook of the lab's devices, the copy to the reader, drops) and the stages the experiment's verdict reads; each further stage is a tracepoint, a program run for every packet of the host (1-2% of rr's round trip on a veth each, docs/packet-path.md). Tracing every packet traces every stage. Netfilter's hooks are traced when every packet is, in a lab with firewall rules, or when the verdict reads them")
 	defaultHelp := cmd.HelpFunc()
 	cmd.SetHelpFunc(func(cmd *cobra.Command, args []string) {
 		if name := firstArg(args); name != "" && name != "run" {

@@ -150,7 +150,7 @@ func TestPacketsOfCaptureOrder(t *testing.T) {
 			if p.attr("drop.reason") != "NETFILTER_DROP" {
 				continue
 			}
-			if slices.Contains(st, "net_dev_queue@tx") || st[len(st)-1] != "drop@tx" || !slices.Contains(st, "nf LOCAL_OUT@tx") {
+			if slices.Contains(st, "net_dev_queue@tx") || slices.Contains(st, "tc egress@tx") || st[len(st)-1] != "drop@tx" || !slices.Contains(st, "nf LOCAL_OUT@tx") {
 				t.Errorf("output drop's stages %v", st)
 			} else {
 				output++
@@ -171,7 +171,7 @@ func TestPacketsOfCaptureOrder(t *testing.T) {
 }
 
 // TestPacketsOfRR: the sampled requests of rr, with every stage traced,
-// go through every stage from the client's device queue to the copy in
+// go through every stage from the client's device egress to the copy in
 // the server's, in time order, each in its node; the result has the
 // per-stage table; stream offsets join packets to messages. quickstart
 // has no firewall rules, so a sampled run traces no netfilter stage
@@ -187,7 +187,7 @@ func TestPacketsOfRR(t *testing.T) {
 		res := c.result(rr...)
 		completed(t, res, 1)
 		pt := res.GetPacketTracing()
-		if pt.GetError() != "" || pt.GetLost() != 0 || len(pt.GetMissing()) != 0 || len(pt.GetOmitted()) != 8 {
+		if pt.GetError() != "" || pt.GetLost() != 0 || len(pt.GetMissing()) != 0 || len(pt.GetOmitted()) != 9 {
 			t.Fatalf("packet tracing: %v", pt)
 		}
 		var requests, complete int
@@ -196,18 +196,18 @@ func TestPacketsOfRR(t *testing.T) {
 				continue
 			}
 			st := p.stages()
-			if len(st) == 0 || st[0] != "net_dev_queue@n1" {
+			if len(st) == 0 || st[0] != "tc egress@n1" {
 				continue // not a request from the client
 			}
 			requests++
-			if slices.Equal(st, []string{"net_dev_queue@n1", "copy to user@n2"}) && timesAscend(p) {
+			if slices.Equal(st, []string{"tc egress@n1", "copy to user@n2"}) && timesAscend(p) {
 				complete++
 			} else if requests-complete < 4 {
 				t.Logf("incomplete: %v", st)
 			}
 		}
 		if requests < 100 || float64(complete) < 0.95*float64(requests) {
-			t.Errorf("%d of %d sampled requests went from net_dev_queue to the copy", complete, requests)
+			t.Errorf("%d of %d sampled requests went from the egress hook to the copy", complete, requests)
 		}
 		if table := c.ok("results", "show", res.GetId()); !strings.Contains(table, "not traced at this rate: ") {
 			t.Errorf("results show does not say which stages a sampled run left out:\n%s", table)
@@ -222,7 +222,7 @@ func TestPacketsOfRR(t *testing.T) {
 	if pt.GetError() != "" || pt.GetLost() != 0 || len(pt.GetMissing()) != 0 {
 		t.Fatalf("packet tracing: %v", pt)
 	}
-	want := []string{"net_dev_queue@n1", "net_dev_start_xmit@n1", "netif_rx@n2", "netif_receive_skb@n2",
+	want := []string{"tc egress@n1", "net_dev_queue@n1", "net_dev_start_xmit@n1", "netif_rx@n2", "netif_receive_skb@n2",
 		"tcp receive@n2", "sk_data_ready@n2", "copy to user@n2"}
 	var requests, complete int
 	offsets := map[string]bool{}
@@ -234,7 +234,7 @@ func TestPacketsOfRR(t *testing.T) {
 		if slices.ContainsFunc(st, func(s string) bool { return strings.HasPrefix(s, "nf ") }) {
 			t.Fatalf("a netfilter stage in a sampled run of a lab without rules: %v", st)
 		}
-		if len(st) == 0 || st[0] != "net_dev_queue@n1" || !slices.Contains(st, "copy to user@n2") && !slices.Contains(st, "tcp receive@n2") {
+		if len(st) == 0 || st[0] != "tc egress@n1" || !slices.Contains(st, "copy to user@n2") && !slices.Contains(st, "tcp receive@n2") {
 			continue // not a request from the client with data
 		}
 		requests++
@@ -281,7 +281,7 @@ func inOrder(want, got []string) bool {
 }
 
 // carriesData reports whether a packet span's first stage saw a payload:
-// at net_dev_queue a pure ACK is 66 bytes (Ethernet, IPv4, TCP with
+// on the device (the egress hook, net_dev_queue) a pure ACK is 66 bytes (Ethernet, IPv4, TCP with
 // timestamps).
 func carriesData(s otlpSpan) bool {
 	if len(s.Events) == 0 {

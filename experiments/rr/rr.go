@@ -363,7 +363,7 @@ func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.
 }
 
 // PacketStages: the landmarks are enough to split the round trip.
-func (Experiment) PacketStages() []string { return []string{"net_dev_queue", "copy to user"} }
+func (Experiment) PacketStages() []string { return []string{"tc egress", "copy to user"} }
 
 // afterDelivery says whether a transition between stages comes after the
 // data reached the application, or ends a packet that carried none.

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -58,22 +59,27 @@ type Options struct {
 	// PRE_ROUTING, LOCAL_IN, FORWARD) too. A BPF netfilter hook makes every
 	// packet of its namespace go through netfilter, which a namespace
 	// without rules otherwise skips, and runs the program four times a
-	// packet; without them packets are sampled at net_dev_queue.
+	// packet; without them packets are sampled at the lab's devices'
+	// egress hook.
 	Netfilter bool
 }
 
 // Detail is how many of the path's stages a Tracer attaches. Every
-// attached stage is a program run for every packet of the host that
+// attached tracepoint is a program run for every packet of the host that
 // reaches it, sampled or not: on this project's 2-vCPU VM (kernel 6.18,
-// retpolines) each one added about 1.3% to rr's 33 µs round trip, so a
-// sampled run, which should cost next to nothing, attaches few.
+// retpolines) net_dev_queue's added 1.9% to a 25 µs TCP round trip on a
+// veth and the copy's 1.2%, even with programs that returned at once (the
+// kernel's call into a program is the cost), so a sampled run, which
+// should cost next to nothing, attaches few.
 type Detail int
 
 const (
 	// Drops attaches kfree_skb alone: every drop of the lab's traffic.
 	Drops Detail = iota
-	// Landmarks adds the path's ends: net_dev_queue, where packets are
-	// sampled, and the copy to the reader.
+	// Landmarks adds the path's ends: the egress hook of the lab's
+	// devices (tcx), where packets are sampled, and the copy to the
+	// reader. Where the hook cannot attach (Linux before 6.6),
+	// net_dev_queue takes its place.
 	Landmarks
 	// Every attaches every stage.
 	Every
@@ -88,6 +94,7 @@ type Missing struct {
 // Tracer is a running packet-path trace.
 type Tracer struct {
 	opts    Options
+	spec    *ebpf.CollectionSpec
 	coll    *ebpf.Collection // maps and variables
 	progs   []*ebpf.Program
 	links   []link.Link
@@ -170,40 +177,85 @@ func (t *Tracer) load() error {
 	if err != nil {
 		return fmt.Errorf("packet tracing: %w", err)
 	}
+	t.spec = spec
 	maps := spec.Copy()
 	maps.Programs = nil
 	t.coll, err = ebpf.NewCollection(maps)
 	if err != nil {
 		return privileged(fmt.Errorf("packet tracing: maps: %w", err))
 	}
-	fail := strings.Split(os.Getenv(FailEnv), ",")
 	for _, p := range programs {
 		if p.detail > t.opts.Stages || p.section == "nf_hook" && !t.opts.Netfilter {
 			t.omitted = append(t.omitted, p.name)
 			continue
 		}
-		if slices.Contains(fail, p.section) {
-			t.missing = append(t.missing, Missing{p.name, fmt.Errorf("failed on purpose (%s)", FailEnv)})
-			continue
+		if _, err := t.loadProgram(p); err != nil {
+			return err
 		}
-		one := spec.Copy()
-		one.Programs = map[string]*ebpf.ProgramSpec{p.section: spec.Programs[p.section]}
-		c, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: t.coll.Maps})
-		if err != nil {
-			if errors.Is(err, unix.EPERM) {
-				return privileged(err)
-			}
-			t.missing = append(t.missing, Missing{p.name, kernel.NotSupported(kernel.Feature{Name: p.name, Since: kernel.V(p.since[0], p.since[1])}, err)})
-			continue
+	}
+	if t.loaded("tc_egress") == nil {
+		if err := t.devQueueInstead(); err != nil {
+			return err
 		}
-		prog := c.DetachProgram(p.section)
-		c.Close()
-		t.progs = append(t.progs, prog)
 	}
 	if len(t.progs) == 0 {
 		return fmt.Errorf("packet tracing: no stage could load: %v", t.missing)
 	}
 	return nil
+}
+
+// loadProgram loads p's program against the maps. A program this kernel
+// refuses is Missing (nil, nil); only a lack of privilege is an error.
+func (t *Tracer) loadProgram(p program) (*ebpf.Program, error) {
+	if slices.Contains(strings.Split(os.Getenv(FailEnv), ","), p.section) {
+		t.miss(p.name, fmt.Errorf("failed on purpose (%s)", FailEnv))
+		return nil, nil
+	}
+	one := t.spec.Copy()
+	one.Programs = map[string]*ebpf.ProgramSpec{p.section: t.spec.Programs[p.section]}
+	c, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: t.coll.Maps})
+	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, privileged(err)
+		}
+		t.miss(p.name, kernel.NotSupported(kernel.Feature{Name: p.name, Since: kernel.V(p.since[0], p.since[1])}, err))
+		return nil, nil
+	}
+	prog := c.DetachProgram(p.section)
+	c.Close()
+	t.progs = append(t.progs, prog)
+	return prog, nil
+}
+
+// loaded is the loaded program of a section, or nil.
+func (t *Tracer) loaded(section string) *ebpf.Program {
+	for _, p := range t.progs {
+		if sectionOf(p) == section {
+			return p
+		}
+	}
+	return nil
+}
+
+// miss notes a stage this kernel does not give, once.
+func (t *Tracer) miss(stage string, err error) {
+	if !slices.ContainsFunc(t.missing, func(m Missing) bool { return m.Stage == stage }) {
+		t.missing = append(t.missing, Missing{stage, err})
+	}
+}
+
+// devQueueInstead loads net_dev_queue, if it is not loaded yet, where the
+// devices' egress hook, the landmark packets are sampled at, could not
+// load or attach: the tracepoint samples the same packets a little later,
+// at a cost to every packet of the host.
+func (t *Tracer) devQueueInstead() error {
+	if t.opts.Stages < Landmarks || t.loaded("dev_queue") != nil {
+		return nil
+	}
+	i := slices.IndexFunc(programs, func(p program) bool { return p.section == "dev_queue" })
+	t.omitted = slices.DeleteFunc(t.omitted, func(name string) bool { return name == programs[i].name })
+	_, err := t.loadProgram(programs[i])
+	return err
 }
 
 func privileged(err error) error {
@@ -215,51 +267,51 @@ func privileged(err error) error {
 
 // attach links each loaded program: tracepoints once, host-wide; the
 // netfilter program in every lab namespace at every IPv4 hook (a
-// netfilter link belongs to the namespace of the thread that makes it).
-// Priority -1000 runs it before conntrack and any firewall rule, so it
-// sees a packet a rule then drops.
+// netfilter link belongs to the namespace of the thread that makes it),
+// and the egress hook on every device of every lab namespace. A stage
+// that cannot attach everywhere is Missing and attached nowhere. Then it
+// tells the programs where packets are sampled: at the first transmit
+// stage attached.
 func (t *Tracer) attach() error {
-	localOut := false
-	for _, prog := range t.progs {
+	attached := map[string]bool{}
+	for i := 0; i < len(t.progs); i++ {
+		prog := t.progs[i]
 		name := sectionOf(prog)
-		if prog.Type() != ebpf.Netfilter {
-			l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-			if err != nil {
-				t.missing = append(t.missing, Missing{stageTitle(name), err})
-				continue
+		var err error
+		switch prog.Type() {
+		case ebpf.Netfilter:
+			if err = t.inEveryNamespace(func() ([]link.Link, error) { return netfilterLinks(prog) }); err != nil {
+				err = kernel.NotSupported(kernel.Feature{Name: "BPF netfilter links", Since: kernel.V(6, 4)}, err)
 			}
-			t.links = append(t.links, l)
-			continue
-		}
-		var failed error
-		for ns := range t.opts.Namespaces {
-			err := netns.Do(ns, func() error {
-				for _, h := range []link.NetfilterInetHook{link.NetfilterInetLocalOut, link.NetfilterInetPostRouting,
-					link.NetfilterInetPreRouting, link.NetfilterInetLocalIn, link.NetfilterInetForward} {
-					l, err := link.AttachNetfilter(link.NetfilterOptions{Program: prog, ProtocolFamily: link.NetfilterProtoIPv4, Hook: h, Priority: -1000})
-					if err != nil {
-						return fmt.Errorf("hook %s: %w", hooks[h], err)
-					}
-					t.links = append(t.links, l)
+		case ebpf.SchedCLS:
+			if err = t.inEveryNamespace(func() ([]link.Link, error) { return egressLinks(prog) }); err != nil {
+				err = kernel.NotSupported(kernel.Feature{Name: "tcx links", Since: kernel.V(6, 6)}, err)
+				// Loaded now, attached when this loop comes to it.
+				if lerr := t.devQueueInstead(); lerr != nil {
+					return lerr
 				}
-				return nil
-			})
-			if err != nil {
-				failed = fmt.Errorf("namespace %s: %w", ns, err)
-				break
+			}
+		default:
+			var l link.Link
+			if l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp}); err == nil {
+				t.links = append(t.links, l)
 			}
 		}
-		if failed != nil {
-			t.missing = append(t.missing, Missing{stageTitle(name), kernel.NotSupported(kernel.Feature{Name: "BPF netfilter links", Since: kernel.V(6, 4)}, failed)})
+		if err != nil {
+			t.miss(stageTitle(name), err)
 			continue
 		}
-		localOut = true
+		attached[name] = true
 	}
-	if !localOut {
-		// Without LOCAL_OUT, packets are sampled when they reach the device.
-		if err := t.coll.Variables["decide_at_dev_queue"].Set(uint8(1)); err != nil {
-			return fmt.Errorf("packet tracing: %w", err)
-		}
+	decide := uint8(2) // enum decide in bpf/pktpath.c: DECIDE_DEV_QUEUE
+	switch {
+	case attached["nf_hook"]:
+		decide = 0 // DECIDE_LOCAL_OUT
+	case attached["tc_egress"]:
+		decide = 1 // DECIDE_TC_EGRESS
+	}
+	if err := t.coll.Variables["decide_at"].Set(decide); err != nil {
+		return fmt.Errorf("packet tracing: %w", err)
 	}
 	if t.opts.Stages == Every {
 		// The receive entry and captures find sampled packets by headers.
@@ -271,6 +323,61 @@ func (t *Tracer) attach() error {
 		return fmt.Errorf("packet tracing: no stage could attach: %v", t.missing)
 	}
 	return nil
+}
+
+// inEveryNamespace makes links in every lab namespace, all or none.
+func (t *Tracer) inEveryNamespace(make func() ([]link.Link, error)) error {
+	var made []link.Link
+	for ns := range t.opts.Namespaces {
+		err := netns.Do(ns, func() error {
+			ls, err := make()
+			made = append(made, ls...)
+			return err
+		})
+		if err != nil {
+			for _, l := range made {
+				l.Close()
+			}
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		}
+	}
+	t.links = append(t.links, made...)
+	return nil
+}
+
+// netfilterLinks attaches prog at every IPv4 hook of this thread's
+// namespace. Priority -1000 runs it before conntrack and any firewall
+// rule, so it sees a packet a rule then drops.
+func netfilterLinks(prog *ebpf.Program) ([]link.Link, error) {
+	var ls []link.Link
+	for _, h := range []link.NetfilterInetHook{link.NetfilterInetLocalOut, link.NetfilterInetPostRouting,
+		link.NetfilterInetPreRouting, link.NetfilterInetLocalIn, link.NetfilterInetForward} {
+		l, err := link.AttachNetfilter(link.NetfilterOptions{Program: prog, ProtocolFamily: link.NetfilterProtoIPv4, Hook: h, Priority: -1000})
+		if err != nil {
+			return ls, fmt.Errorf("hook %s: %w", hooks[h], err)
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+// egressLinks attaches prog to the egress of every device of this
+// thread's namespace, loopback included. tcx runs it along with any tc
+// program or qdisc of the lab's own (it passes every packet on).
+func egressLinks(prog *ebpf.Program) ([]link.Link, error) {
+	devs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	var ls []link.Link
+	for _, d := range devs {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: d.Index, Program: prog, Attach: ebpf.AttachTCXEgress})
+		if err != nil {
+			return ls, fmt.Errorf("device %s: %w", d.Name, err)
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
 }
 
 func sectionOf(p *ebpf.Program) string {
@@ -294,6 +401,24 @@ func stageTitle(section string) string {
 func (t *Tracer) setRate(rate float64) error {
 	q := uint64(math.Round(math.Max(0, math.Min(1, rate)) * (1 << 32)))
 	return t.coll.Variables["sample_q32"].Set(q)
+}
+
+// SetAttached detaches every stage (false), the programs, maps and reader
+// kept, and attaches them again (true). bench/ uses it to compare windows
+// with and without tracing in one run: between runs this project's VM
+// drifts by ±15%, which hides a cost of a few percent.
+func (t *Tracer) SetAttached(on bool) error {
+	if on {
+		if len(t.links) > 0 {
+			return nil
+		}
+		return t.attach()
+	}
+	for _, l := range t.links {
+		l.Close()
+	}
+	t.links = nil
+	return nil
 }
 
 // Missing lists the stages this kernel could not give.
@@ -479,8 +604,9 @@ type Stats struct {
 	Capped bool   // sampling stopped at Options.Cap
 	Lost   uint64 // events the ring buffer had no room for
 	// BPFTime is the time the kernel spent in the tracer's programs and
-	// BPFPackets the transmissions net_dev_queue saw (each packet once per
-	// device it is queued to, the host's own traffic too), when the kernel
+	// BPFPackets the transmissions the first device stage saw (each packet
+	// once per device it is queued to: net_dev_queue counts the host's own
+	// traffic too, the egress hook the lab's alone), when the kernel
 	// counts run time (kernel.bpf_stats_enabled=1); 0 otherwise.
 	BPFTime    time.Duration
 	BPFPackets uint64
@@ -497,7 +623,7 @@ func (t *Tracer) Stats() Stats {
 			continue
 		}
 		s.BPFTime += st.Runtime
-		if sectionOf(p) == "dev_queue" {
+		if name := sectionOf(p); name == "dev_queue" || name == "tc_egress" && s.BPFPackets == 0 {
 			s.BPFPackets = st.RunCount
 		}
 	}

@@ -45,6 +45,24 @@ type pktpathEvent struct {
 	_        [4]byte
 }
 
+type pktpathFlying struct {
+	_   structs.HostLayout
+	Skb uint64
+	Id  uint64
+	K   struct {
+		_     structs.HostLayout
+		Saddr uint32
+		Daddr uint32
+		Sport uint16
+		Dport uint16
+		Seq   uint32
+		Ack   uint32
+		Ipid  uint16
+		Proto uint8
+		Flags uint8
+	}
+}
+
 type pktpathKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -77,31 +95,32 @@ type pktpathTrackedVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pktpathMapBySkb            = "by_skb"
-	pktpathMapEvents           = "events"
-	pktpathMapLabNetns         = "lab_netns"
-	pktpathMapLastIn           = "last_in"
-	pktpathMapLastXmit         = "last_xmit"
-	pktpathMapLost             = "lost"
-	pktpathMapTracked          = "tracked"
-	pktpathProgConsume         = "consume"
-	pktpathProgCopy            = "copy"
-	pktpathProgDataReady       = "data_ready"
-	pktpathProgDevQueue        = "dev_queue"
-	pktpathProgDrop            = "drop"
-	pktpathProgNetifRx         = "netif_rx"
-	pktpathProgNfHook          = "nf_hook"
-	pktpathProgReceive         = "receive"
-	pktpathProgStartXmit       = "start_xmit"
-	pktpathProgTcpReceive      = "tcp_receive"
-	pktpathProgWakeup          = "wakeup"
-	pktpathVarByHeaders        = "by_headers"
-	pktpathVarDecideAtDevQueue = "decide_at_dev_queue"
-	pktpathVarInflight         = "inflight"
-	pktpathVarInflightNext     = "inflight_next"
-	pktpathVarNextId           = "next_id"
-	pktpathVarSampleQ32        = "sample_q32"
-	pktpathVarUnusedEvent      = "unused_event"
+	pktpathMapBySkb        = "by_skb"
+	pktpathMapEvents       = "events"
+	pktpathMapLabNetns     = "lab_netns"
+	pktpathMapLastIn       = "last_in"
+	pktpathMapLastXmit     = "last_xmit"
+	pktpathMapLost         = "lost"
+	pktpathMapTracked      = "tracked"
+	pktpathProgConsume     = "consume"
+	pktpathProgCopy        = "copy"
+	pktpathProgDataReady   = "data_ready"
+	pktpathProgDevQueue    = "dev_queue"
+	pktpathProgDrop        = "drop"
+	pktpathProgNetifRx     = "netif_rx"
+	pktpathProgNfHook      = "nf_hook"
+	pktpathProgReceive     = "receive"
+	pktpathProgStartXmit   = "start_xmit"
+	pktpathProgTcEgress    = "tc_egress"
+	pktpathProgTcpReceive  = "tcp_receive"
+	pktpathProgWakeup      = "wakeup"
+	pktpathVarByHeaders    = "by_headers"
+	pktpathVarDecideAt     = "decide_at"
+	pktpathVarInflight     = "inflight"
+	pktpathVarInflightNext = "inflight_next"
+	pktpathVarNextId       = "next_id"
+	pktpathVarSampleQ32    = "sample_q32"
+	pktpathVarUnusedEvent  = "unused_event"
 )
 
 // loadPktpath returns the embedded CollectionSpec for pktpath.
@@ -155,6 +174,7 @@ type pktpathProgramSpecs struct {
 	NfHook     *ebpf.ProgramSpec `ebpf:"nf_hook"`
 	Receive    *ebpf.ProgramSpec `ebpf:"receive"`
 	StartXmit  *ebpf.ProgramSpec `ebpf:"start_xmit"`
+	TcEgress   *ebpf.ProgramSpec `ebpf:"tc_egress"`
 	TcpReceive *ebpf.ProgramSpec `ebpf:"tcp_receive"`
 	Wakeup     *ebpf.ProgramSpec `ebpf:"wakeup"`
 }
@@ -176,13 +196,13 @@ type pktpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathVariableSpecs struct {
-	ByHeaders        *ebpf.VariableSpec `ebpf:"by_headers"`
-	DecideAtDevQueue *ebpf.VariableSpec `ebpf:"decide_at_dev_queue"`
-	Inflight         *ebpf.VariableSpec `ebpf:"inflight"`
-	InflightNext     *ebpf.VariableSpec `ebpf:"inflight_next"`
-	NextId           *ebpf.VariableSpec `ebpf:"next_id"`
-	SampleQ32        *ebpf.VariableSpec `ebpf:"sample_q32"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	ByHeaders    *ebpf.VariableSpec `ebpf:"by_headers"`
+	DecideAt     *ebpf.VariableSpec `ebpf:"decide_at"`
+	Inflight     *ebpf.VariableSpec `ebpf:"inflight"`
+	InflightNext *ebpf.VariableSpec `ebpf:"inflight_next"`
+	NextId       *ebpf.VariableSpec `ebpf:"next_id"`
+	SampleQ32    *ebpf.VariableSpec `ebpf:"sample_q32"`
+	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // pktpathObjects contains all objects after they have been loaded into the kernel.
@@ -230,13 +250,13 @@ func (m *pktpathMaps) Close() error {
 //
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathVariables struct {
-	ByHeaders        *ebpf.Variable `ebpf:"by_headers"`
-	DecideAtDevQueue *ebpf.Variable `ebpf:"decide_at_dev_queue"`
-	Inflight         *ebpf.Variable `ebpf:"inflight"`
-	InflightNext     *ebpf.Variable `ebpf:"inflight_next"`
-	NextId           *ebpf.Variable `ebpf:"next_id"`
-	SampleQ32        *ebpf.Variable `ebpf:"sample_q32"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	ByHeaders    *ebpf.Variable `ebpf:"by_headers"`
+	DecideAt     *ebpf.Variable `ebpf:"decide_at"`
+	Inflight     *ebpf.Variable `ebpf:"inflight"`
+	InflightNext *ebpf.Variable `ebpf:"inflight_next"`
+	NextId       *ebpf.Variable `ebpf:"next_id"`
+	SampleQ32    *ebpf.Variable `ebpf:"sample_q32"`
+	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // pktpathPrograms contains all programs after they have been loaded into the kernel.
@@ -252,6 +272,7 @@ type pktpathPrograms struct {
 	NfHook     *ebpf.Program `ebpf:"nf_hook"`
 	Receive    *ebpf.Program `ebpf:"receive"`
 	StartXmit  *ebpf.Program `ebpf:"start_xmit"`
+	TcEgress   *ebpf.Program `ebpf:"tc_egress"`
 	TcpReceive *ebpf.Program `ebpf:"tcp_receive"`
 	Wakeup     *ebpf.Program `ebpf:"wakeup"`
 }
@@ -267,6 +288,7 @@ func (p *pktpathPrograms) Close() error {
 		p.NfHook,
 		p.Receive,
 		p.StartXmit,
+		p.TcEgress,
 		p.TcpReceive,
 		p.Wakeup,
 	)

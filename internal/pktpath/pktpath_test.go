@@ -121,7 +121,7 @@ func TestTCPPath(t *testing.T) {
 	echo(t, a, b, 50, 64)
 	tr.Flush()
 	packets := tr.Take(from, time.Now())
-	want := []string{"nf LOCAL_OUT@a", "nf POST_ROUTING@a", "net_dev_queue@a", "net_dev_start_xmit@a", "netif_rx@b",
+	want := []string{"nf LOCAL_OUT@a", "nf POST_ROUTING@a", "tc egress@a", "net_dev_queue@a", "net_dev_start_xmit@a", "netif_rx@b",
 		"netif_receive_skb@b", "nf PRE_ROUTING@b", "nf LOCAL_IN@b", "tcp receive@b", "sk_data_ready@b", "copy to user@b"}
 	var requests, complete int
 	var offsets []int64
@@ -161,43 +161,80 @@ func TestTCPPath(t *testing.T) {
 }
 
 // TestLandmarks: a sampled trace of the path's landmarks attaches only
-// net_dev_queue, the copy to the reader and the drop, says which stages
-// it left out, and still joins a sampled request's transmit in one node
-// to its copy in the other (through the in-flight array: every later
-// stage is given the same skb on veth).
+// the devices' egress hook (in every device of the lab's namespaces), the
+// copy to the reader and the drop, says which stages it left out, and
+// still joins a sampled request's transmit in one node to its copy in the
+// other (through the in-flight array: every later stage is given the same
+// skb on veth). Where the egress hook cannot attach, net_dev_queue takes
+// its place, and the hook is reported missing.
 func TestLandmarks(t *testing.T) {
-	a, b := pair(t)
-	tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 0.5, Stages: Landmarks})
-	want := []string{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", "net_dev_start_xmit", "netif_rx",
+	omitted := []string{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", "net_dev_queue", "net_dev_start_xmit", "netif_rx",
 		"netif_receive_skb", "tcp receive (tcp_probe)", "sk_data_ready", "reader wakeup (sched_waking)", "consumed (consume_skb)"}
-	if got := tr.Omitted(); !slices.Equal(got, want) {
-		t.Errorf("omitted %q, want %q", got, want)
+	for _, c := range []struct {
+		name, fail, first string
+		missing           []string
+		omitted           []string
+	}{
+		{"egress hook", "", "tc egress", nil, omitted},
+		{"net_dev_queue instead", "tc_egress", "net_dev_queue", []string{"tc egress (tcx on the lab's devices)"},
+			slices.DeleteFunc(slices.Clone(omitted), func(s string) bool { return s == "net_dev_queue" })},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv(FailEnv, c.fail)
+			a, b := pair(t)
+			tr := start(t, Options{Namespaces: map[string]string{a: "a", b: "b"}, Rate: 0.5, Stages: Landmarks})
+			if got := tr.Omitted(); !slices.Equal(got, c.omitted) {
+				t.Errorf("omitted %q, want %q", got, c.omitted)
+			}
+			var missing []string
+			for _, m := range tr.Missing() {
+				missing = append(missing, m.Stage)
+			}
+			if !slices.Equal(missing, c.missing) {
+				t.Errorf("missing %q, want %q", missing, c.missing)
+			}
+			links := 3 // the first stage, the copy, kfree_skb
+			if c.fail == "" {
+				links = 2 + devices(t, a) + devices(t, b)
+			}
+			if n := len(tr.links); n != links {
+				t.Errorf("%d links, want %d", n, links)
+			}
+			from := time.Now()
+			echo(t, a, b, 200, 64)
+			tr.Flush()
+			var requests, complete int
+			for _, p := range tr.Take(from, time.Now()) {
+				if p.Src.Addr().String() != "198.18.97.1" || p.Flags&0x08 == 0 {
+					continue
+				}
+				requests++
+				var got []string
+				for _, s := range p.Stages {
+					got = append(got, label(s))
+				}
+				if slices.Equal(got, []string{c.first + "@a", "copy to user@b"}) {
+					complete++
+				} else if requests-complete <= 3 {
+					t.Logf("request %d: %v", requests, got)
+				}
+			}
+			if requests < 50 || float64(complete) < 0.95*float64(requests) {
+				t.Errorf("%d of %d sampled requests went from %s in a to the copy in b", complete, requests, c.first)
+			}
+		})
 	}
-	if n := len(tr.links); n != 3 {
-		t.Errorf("%d links, want 3 (net_dev_queue, copy, kfree_skb)", n)
-	}
-	from := time.Now()
-	echo(t, a, b, 200, 64)
-	tr.Flush()
-	var requests, complete int
-	for _, p := range tr.Take(from, time.Now()) {
-		if p.Src.Addr().String() != "198.18.97.1" || p.Flags&0x08 == 0 {
-			continue
-		}
-		requests++
-		var got []string
-		for _, s := range p.Stages {
-			got = append(got, label(s))
-		}
-		if slices.Equal(got, []string{"net_dev_queue@a", "copy to user@b"}) {
-			complete++
-		} else if requests-complete <= 3 {
-			t.Logf("request %d: %v", requests, got)
-		}
-	}
-	if requests < 50 || float64(complete) < 0.95*float64(requests) {
-		t.Errorf("%d of %d sampled requests went from net_dev_queue in a to the copy in b", complete, requests)
-	}
+}
+
+// devices counts the network devices of namespace ns.
+func devices(t *testing.T, ns string) int {
+	var n int
+	in(t, ns, func() error {
+		devs, err := net.Interfaces()
+		n = len(devs)
+		return err
+	})
+	return n
 }
 
 // isSubsequence reports whether want appears in got in order.
@@ -273,7 +310,7 @@ func TestSampling(t *testing.T) {
 	traced, complete := 0, 0
 	// UDP copies to the reader with skb_copy_and_csum_datagram_msg, which
 	// has no tracepoint.
-	want := []string{"net_dev_queue", "net_dev_start_xmit", "netif_rx", "netif_receive_skb"}
+	want := []string{"tc egress", "net_dev_queue", "net_dev_start_xmit", "netif_rx", "netif_receive_skb"}
 	for _, p := range tr.Take(from, time.Now()) {
 		if p.Proto == "udp" && p.Src.Addr().String() == "198.18.97.1" {
 			traced++
@@ -439,8 +476,9 @@ func TestDetailFor(t *testing.T) {
 		netfilter bool
 	}{
 		{nil, Landmarks, false},
-		{[]string{"net_dev_queue", "copy to user"}, Landmarks, false},
-		{[]string{"drop", "nf LOCAL_IN"}, Landmarks, true}, // netfilter is Options.Netfilter's
+		{[]string{"tc egress", "copy to user"}, Landmarks, false},
+		{[]string{"net_dev_queue", "copy to user"}, Every, false}, // a landmark only where the egress hook is missing
+		{[]string{"drop", "nf LOCAL_IN"}, Landmarks, true},        // netfilter is Options.Netfilter's
 		{[]string{"copy to user", "reader wakeup"}, Every, false},
 		{[]string{"netif_receive_skb"}, Every, false},
 	} {

@@ -21,6 +21,7 @@ const (
 	stageConsume
 	stageSYN
 	stageCapture
+	stageTCEgress
 )
 
 // hooks are netfilter's IPv4 hooks, by number (enum nf_inet_hooks).
@@ -34,6 +35,8 @@ func stageName(stage uint16, hook uint8) string {
 			return "nf " + hooks[hook]
 		}
 		return fmt.Sprintf("nf hook %d", hook)
+	case stageTCEgress:
+		return "tc egress"
 	case stageDevQueue:
 		return "net_dev_queue"
 	case stageStartXmit:
@@ -79,10 +82,12 @@ func (p program) reports(name string) bool {
 	return stageName(p.stage, 0) == name
 }
 
-// The tracepoints (tp_btf) and the netfilter program, in path order.
+// The tracepoints (tp_btf), the netfilter program and the devices' egress
+// hook, in path order.
 var programs = []program{
 	{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", stageNF, "nf_hook", [2]int{6, 4}, Drops},
-	{"net_dev_queue", stageDevQueue, "dev_queue", [2]int{5, 5}, Landmarks},
+	{"tc egress (tcx on the lab's devices)", stageTCEgress, "tc_egress", [2]int{6, 6}, Landmarks},
+	{"net_dev_queue", stageDevQueue, "dev_queue", [2]int{5, 5}, Every},
 	{"net_dev_start_xmit", stageStartXmit, "start_xmit", [2]int{5, 5}, Every},
 	{"netif_rx", stageNetifRx, "netif_rx", [2]int{5, 5}, Every},
 	{"netif_receive_skb", stageReceive, "receive", [2]int{5, 5}, Every},

@@ -2,18 +2,20 @@
 /* The packet path of a lab's traffic, stage by stage.
  *
  * A packet is sampled once, at its first stage (netfilter LOCAL_OUT in the
- * sending node, or net_dev_queue where no netfilter link could attach),
- * by a coin toss before its headers are read: sampled, it gets an id,
- * under its skb's address (`by_skb`) and under its headers (`tracked`).
- * When packets are sampled (not every packet traced), the skb's address
- * also goes into a small array of the skbs in flight (`inflight`), and
- * later stages compare the skb they are given with it first: a few loads
- * in one or two cache lines, which is all an unsampled packet costs their
- * programs (a hash lookup and the reads of the skb it needs cost 100-400 ns
- * a stage, kernel 6.18, measured with kernel.bpf_stats_enabled); the
- * kernel's call into each attached program costs more, which is why a
- * sampled run attaches few stages (Go: Detail). A hit is confirmed by the
- * headers (the kernel reuses skb addresses at once).
+ * sending node; without netfilter links, the egress hook of the lab's
+ * devices, else net_dev_queue), by a coin toss before its headers are
+ * read: sampled, it gets an id, filed under its skb's address and, when
+ * every stage is traced, under its headers (`tracked`). When every packet
+ * is traced, the skb's address is a hash map's key (`by_skb`). When
+ * packets are sampled, a small array of the packets in flight
+ * (`inflight`) holds them, skb, id and headers, and later stages compare
+ * the skb they are given with its entries: a few loads in a few cache
+ * lines, which is all an unsampled packet costs their programs, and no
+ * hash map for a sampled one (an LRU map's update and lookup were a
+ * good part of a sampled packet's 2 µs, kernel 6.18). The kernel's call
+ * into each attached program costs more, which is why a sampled run
+ * attaches few stages (Go: Detail). A hit is confirmed by the headers (the
+ * kernel reuses skb addresses at once).
  * The receive entry also looks up the headers, to find a sampled packet
  * again in a new skb (veth with XDP copies it): for every packet when
  * every packet is traced, else only right after a sampled packet left a
@@ -56,6 +58,7 @@ enum stage {
 	STAGE_CONSUME,         /* tp_btf/consume_skb */
 	STAGE_SYN,             /* a SYN at LOCAL_OUT, always: its seq is the ISN */
 	STAGE_CAPTURE,         /* a packet socket's copy (tcpdump): event.value = bytes */
+	STAGE_TC_EGRESS,       /* tcx/egress of a lab device, right before net_dev_queue */
 };
 
 /* A packet's identity along its path. The skb address is left out: veth
@@ -163,7 +166,9 @@ struct {
 
 /* Set from Go while programs run. */
 volatile __u64 sample_q32 = 0;        /* sampling rate × 2^32; 0: drops only; 2^32: every packet */
-volatile __u8 decide_at_dev_queue = 0; /* no LOCAL_OUT link: decide at net_dev_queue */
+/* Where packets are sampled: the first transmit stage attached. */
+enum decide { DECIDE_LOCAL_OUT, DECIDE_TC_EGRESS, DECIDE_DEV_QUEUE };
+volatile __u8 decide_at = DECIDE_LOCAL_OUT;
 /* Stages that find a sampled packet by its headers (the receive entry, a
  * capture's copy) are attached: a sampled packet is filed under its
  * headers, and its transmit noted for the receive. Without them (a sampled
@@ -174,13 +179,20 @@ __u64 next_id = 1;
 /* A join through last_in older than this is no join. */
 #define PENDING_NS 200000
 
-/* The skbs of sampled packets, in a ring written round-robin. A packet's
- * entry is cleared when its skb is consumed or dropped; TCP frees the
- * skbs it has read without a tracepoint, so older entries are simply
- * overwritten. Unused when every packet is traced (the hash is the index
- * then). */
+/* The sampled packets in flight, in a ring written round-robin. A
+ * packet's entry is cleared when its skb is consumed or dropped; TCP frees
+ * the skbs it has read without a tracepoint, so older entries are simply
+ * overwritten. An entry is written skb last and read skb first, and a hit
+ * is confirmed by the headers, so a reader racing a writer on another CPU
+ * misses a packet rather than misfiling it. Unused when every packet is
+ * traced (by_skb is the index then). */
 #define INFLIGHT 16
-__u64 inflight[INFLIGHT];
+struct flying {
+	__u64 skb;
+	__u64 id;
+	struct key k;
+};
+struct flying inflight[INFLIGHT];
 __u32 inflight_next;
 
 /* When a sampled packet last left a device, per CPU: a receive on the same
@@ -353,63 +365,97 @@ static __always_inline int every_packet(void)
 	return sample_q32 > 0xffffffffULL;
 }
 
-/* in_flight reports whether skb may hold a sampled packet. */
-static __always_inline int in_flight(struct sk_buff *skb)
+/* slot is the entry of the in-flight array that holds skb, or -1. */
+static __always_inline int slot(struct sk_buff *skb)
 {
 	__u64 addr = (__u64)skb;
 
-	if (every_packet())
-		return 1;
 #pragma unroll
 	for (int i = 0; i < INFLIGHT; i++) {
-		if (inflight[i] == addr)
-			return 1;
+		if (inflight[i].skb == addr)
+			return i;
 	}
-	return 0;
+	return -1;
+}
+
+/* in_flight reports whether skb may hold a sampled packet. */
+static __always_inline int in_flight(struct sk_buff *skb)
+{
+	return every_packet() || slot(skb) >= 0;
 }
 
 static __always_inline void forget(struct sk_buff *skb)
 {
 	__u64 addr = (__u64)skb;
 
+	if (every_packet()) {
+		bpf_map_delete_elem(&by_skb, &addr);
+		return;
+	}
 #pragma unroll
 	for (int i = 0; i < INFLIGHT; i++) {
-		if (inflight[i] == addr)
-			inflight[i] = 0;
+		if (inflight[i].skb == addr)
+			inflight[i].skb = 0;
 	}
-	bpf_map_delete_elem(&by_skb, &addr);
 }
 
 /* remember files a sampled packet under its skb's address. */
 static __always_inline void remember(struct sk_buff *skb, struct key *k, __u64 id)
 {
-	struct by_skb_val v = {.k = *k, .id = id};
 	__u64 addr = (__u64)skb;
+	struct flying *f;
 
-	v.k.flags = 0;
-	bpf_map_update_elem(&by_skb, &addr, &v, BPF_ANY);
-	if (!every_packet())
-		inflight[__sync_fetch_and_add(&inflight_next, 1) % INFLIGHT] = addr;
+	if (every_packet()) {
+		struct by_skb_val v = {.k = *k, .id = id};
+
+		v.k.flags = 0;
+		bpf_map_update_elem(&by_skb, &addr, &v, BPF_ANY);
+		return;
+	}
+	/* An entry left by an earlier packet in the same skb (TCP frees
+	 * without a tracepoint, and the address comes back) would be found
+	 * first. */
+	forget(skb);
+	f = &inflight[__sync_fetch_and_add(&inflight_next, 1) % INFLIGHT];
+	f->skb = 0;
+	f->id = id;
+	f->k = *k;
+	f->k.flags = 0;
+	/* BPF has no fence; the JIT keeps stores in order, and x86 keeps
+	 * them so for other CPUs (elsewhere the headers still confirm). */
+	asm volatile("" ::: "memory");
+	f->skb = addr;
 }
 
 /* find is the id of the sampled packet skb holds, 0 when it holds none,
- * with its headers (read from l3) in k. An unsampled packet costs one
- * lookup; a stale entry (a reused address) is dropped. */
+ * with its headers (read from l3) in k. An unsampled packet costs a look
+ * at the in-flight array, or one lookup when every packet is traced; a
+ * stale entry (a reused address) is dropped. */
 static __always_inline __u64 find(struct sk_buff *skb, const unsigned char *l3, struct key *k)
 {
-	__u64 addr = (__u64)skb;
-	struct by_skb_val *v;
+	__u64 addr = (__u64)skb, id;
+	struct key want;
 
-	if (!in_flight(skb))
-		return 0;
-	v = bpf_map_lookup_elem(&by_skb, &addr);
-	if (!v)
-		return 0;
-	if (parse(l3, k) || !same(k, &v->k)) {
+	if (every_packet()) {
+		struct by_skb_val *v = bpf_map_lookup_elem(&by_skb, &addr);
+
+		if (!v)
+			return 0;
+		want = v->k;
+		id = v->id;
+	} else {
+		int i = slot(skb);
+
+		if (i < 0 || i >= INFLIGHT)
+			return 0;
+		want = inflight[i].k;
+		id = inflight[i].id;
+	}
+	if (parse(l3, k) || !same(k, &want)) {
 		forget(skb);
 		return 0;
 	}
-	return v->id;
+	return id;
 }
 
 /* lookup is the id of the sampled packet with headers k, else 0. */
@@ -542,7 +588,7 @@ int nf_hook(struct bpf_nf_ctx *ctx)
 			return NF_ACCEPT;
 		if (skb->len <= SYN_MAX)
 			syn(l3, ino);
-		if (decide_at_dev_queue)
+		if (decide_at != DECIDE_LOCAL_OUT)
 			id = find(skb, l3, &k);
 		else
 			id = coin() ? sample(skb, l3, &k) : 0;
@@ -559,37 +605,62 @@ int nf_hook(struct bpf_nf_ctx *ctx)
 	return NF_ACCEPT;
 }
 
-SEC("tp_btf/net_dev_queue")
-int BPF_PROG(dev_queue, struct sk_buff *skb)
+/* transmit is a stage on a device's way out: where packets are decided,
+ * a packet of the lab is sampled (and a SYN noted), else a sampled packet
+ * is found. An unsampled packet that cannot be a SYN costs a read of its
+ * length and a coin toss where packets are decided, a look at the
+ * in-flight array elsewhere. */
+static __always_inline void transmit(struct sk_buff *skb, __u16 stage, int decide)
 {
 	struct key k = {};
 	__u64 id;
 
-	if (decide_at_dev_queue) {
-		/* An unsampled packet that cannot be a SYN costs a read of its
-		 * length and a coin toss. */
+	if (decide) {
 		int small = skb->len <= SYN_MAX, won = coin();
 		__u32 ino;
 
 		if (!small && !won)
-			return 0;
+			return;
 		ino = netns_of(skb);
 		if (!in_lab(ino))
-			return 0;
+			return;
 		if (small)
 			syn(l3_set(skb), ino);
 		if (!won)
-			return 0;
+			return;
 		id = sample(skb, l3_set(skb), &k);
 	} else {
 		if (!in_flight(skb))
-			return 0;
+			return;
 		id = find(skb, l3_set(skb), &k);
 	}
 	if (id) {
-		emit_skb(&k, id, STAGE_DEV_QUEUE, skb, netns_of(skb));
+		emit_skb(&k, id, stage, skb, netns_of(skb));
 		sent();
 	}
+}
+
+/* Gives a tc program the skb behind its context (Linux 6.2). */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+#define TCX_NEXT -1
+
+/* The egress hook of the lab's devices (tcx, Linux 6.6), where a run
+ * without netfilter links samples: attached to the lab's devices alone,
+ * it costs the host's other packets nothing, and a lab packet less than a
+ * tracepoint's program (measured in BENCHMARKS.md). It passes every
+ * packet on. */
+SEC("tcx/egress")
+int tc_egress(struct __sk_buff *ctx)
+{
+	transmit(bpf_cast_to_kern_ctx(ctx), STAGE_TC_EGRESS, decide_at == DECIDE_TC_EGRESS);
+	return TCX_NEXT;
+}
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(dev_queue, struct sk_buff *skb)
+{
+	transmit(skb, STAGE_DEV_QUEUE, decide_at == DECIDE_DEV_QUEUE);
 	return 0;
 }
 

@@ -60,6 +60,9 @@ struct bpf_nf_ctx {
 
 #pragma clang attribute pop
 
+/* A tc program's context; bpf_cast_to_kern_ctx gives its sk_buff. */
+struct __sk_buff;
+
 /* Passed through only: the names of its values come from the kernel's BTF
  * in Go, since they change between kernels. */
 enum skb_drop_reason { SKB_DROP_REASON_NOT_SPECIFIED = 2 };
