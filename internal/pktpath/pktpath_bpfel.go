@@ -19,6 +19,13 @@ type pktpathBySkbVal struct {
 	Id uint64
 }
 
+type pktpathCpuCounts struct {
+	_     structs.HostLayout
+	Ids   uint64
+	Slots uint32
+	_     [4]byte
+}
+
 type pktpathEvent struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -61,6 +68,7 @@ type pktpathFlying struct {
 		Proto uint8
 		Flags uint8
 	}
+	_ [24]byte
 }
 
 type pktpathKey struct {
@@ -95,32 +103,31 @@ type pktpathTrackedVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pktpathMapBySkb        = "by_skb"
-	pktpathMapEvents       = "events"
-	pktpathMapLabNetns     = "lab_netns"
-	pktpathMapLastIn       = "last_in"
-	pktpathMapLastXmit     = "last_xmit"
-	pktpathMapLost         = "lost"
-	pktpathMapTracked      = "tracked"
-	pktpathProgConsume     = "consume"
-	pktpathProgCopy        = "copy"
-	pktpathProgDataReady   = "data_ready"
-	pktpathProgDevQueue    = "dev_queue"
-	pktpathProgDrop        = "drop"
-	pktpathProgNetifRx     = "netif_rx"
-	pktpathProgNfHook      = "nf_hook"
-	pktpathProgReceive     = "receive"
-	pktpathProgStartXmit   = "start_xmit"
-	pktpathProgTcEgress    = "tc_egress"
-	pktpathProgTcpReceive  = "tcp_receive"
-	pktpathProgWakeup      = "wakeup"
-	pktpathVarByHeaders    = "by_headers"
-	pktpathVarDecideAt     = "decide_at"
-	pktpathVarInflight     = "inflight"
-	pktpathVarInflightNext = "inflight_next"
-	pktpathVarNextId       = "next_id"
-	pktpathVarSampleQ32    = "sample_q32"
-	pktpathVarUnusedEvent  = "unused_event"
+	pktpathMapBySkb       = "by_skb"
+	pktpathMapCounts      = "counts"
+	pktpathMapEvents      = "events"
+	pktpathMapLabNetns    = "lab_netns"
+	pktpathMapLastIn      = "last_in"
+	pktpathMapLastXmit    = "last_xmit"
+	pktpathMapLost        = "lost"
+	pktpathMapTracked     = "tracked"
+	pktpathProgConsume    = "consume"
+	pktpathProgCopy       = "copy"
+	pktpathProgDataReady  = "data_ready"
+	pktpathProgDevQueue   = "dev_queue"
+	pktpathProgDrop       = "drop"
+	pktpathProgNetifRx    = "netif_rx"
+	pktpathProgNfHook     = "nf_hook"
+	pktpathProgReceive    = "receive"
+	pktpathProgStartXmit  = "start_xmit"
+	pktpathProgTcEgress   = "tc_egress"
+	pktpathProgTcpReceive = "tcp_receive"
+	pktpathProgWakeup     = "wakeup"
+	pktpathVarByHeaders   = "by_headers"
+	pktpathVarDecideAt    = "decide_at"
+	pktpathVarInflight    = "inflight"
+	pktpathVarSampleQ32   = "sample_q32"
+	pktpathVarUnusedEvent = "unused_event"
 )
 
 // loadPktpath returns the embedded CollectionSpec for pktpath.
@@ -184,6 +191,7 @@ type pktpathProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathMapSpecs struct {
 	BySkb    *ebpf.MapSpec `ebpf:"by_skb"`
+	Counts   *ebpf.MapSpec `ebpf:"counts"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	LabNetns *ebpf.MapSpec `ebpf:"lab_netns"`
 	LastIn   *ebpf.MapSpec `ebpf:"last_in"`
@@ -196,13 +204,11 @@ type pktpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathVariableSpecs struct {
-	ByHeaders    *ebpf.VariableSpec `ebpf:"by_headers"`
-	DecideAt     *ebpf.VariableSpec `ebpf:"decide_at"`
-	Inflight     *ebpf.VariableSpec `ebpf:"inflight"`
-	InflightNext *ebpf.VariableSpec `ebpf:"inflight_next"`
-	NextId       *ebpf.VariableSpec `ebpf:"next_id"`
-	SampleQ32    *ebpf.VariableSpec `ebpf:"sample_q32"`
-	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
+	ByHeaders   *ebpf.VariableSpec `ebpf:"by_headers"`
+	DecideAt    *ebpf.VariableSpec `ebpf:"decide_at"`
+	Inflight    *ebpf.VariableSpec `ebpf:"inflight"`
+	SampleQ32   *ebpf.VariableSpec `ebpf:"sample_q32"`
+	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // pktpathObjects contains all objects after they have been loaded into the kernel.
@@ -226,6 +232,7 @@ func (o *pktpathObjects) Close() error {
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathMaps struct {
 	BySkb    *ebpf.Map `ebpf:"by_skb"`
+	Counts   *ebpf.Map `ebpf:"counts"`
 	Events   *ebpf.Map `ebpf:"events"`
 	LabNetns *ebpf.Map `ebpf:"lab_netns"`
 	LastIn   *ebpf.Map `ebpf:"last_in"`
@@ -237,6 +244,7 @@ type pktpathMaps struct {
 func (m *pktpathMaps) Close() error {
 	return _PktpathClose(
 		m.BySkb,
+		m.Counts,
 		m.Events,
 		m.LabNetns,
 		m.LastIn,
@@ -250,13 +258,11 @@ func (m *pktpathMaps) Close() error {
 //
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathVariables struct {
-	ByHeaders    *ebpf.Variable `ebpf:"by_headers"`
-	DecideAt     *ebpf.Variable `ebpf:"decide_at"`
-	Inflight     *ebpf.Variable `ebpf:"inflight"`
-	InflightNext *ebpf.Variable `ebpf:"inflight_next"`
-	NextId       *ebpf.Variable `ebpf:"next_id"`
-	SampleQ32    *ebpf.Variable `ebpf:"sample_q32"`
-	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
+	ByHeaders   *ebpf.Variable `ebpf:"by_headers"`
+	DecideAt    *ebpf.Variable `ebpf:"decide_at"`
+	Inflight    *ebpf.Variable `ebpf:"inflight"`
+	SampleQ32   *ebpf.Variable `ebpf:"sample_q32"`
+	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // pktpathPrograms contains all programs after they have been loaded into the kernel.

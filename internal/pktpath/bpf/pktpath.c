@@ -11,8 +11,7 @@
  * (`inflight`) holds them, skb, id and headers, and later stages compare
  * the skb they are given with its entries: a few loads in a few cache
  * lines, which is all an unsampled packet costs their programs, and no
- * hash map for a sampled one (an LRU map's update and lookup were a
- * good part of a sampled packet's 2 µs, kernel 6.18). The kernel's call
+ * hash map for a sampled one. The kernel's call
  * into each attached program costs more, which is why a sampled run
  * attaches few stages (Go: Detail). A hit is confirmed by the headers (the
  * kernel reuses skb addresses at once).
@@ -164,17 +163,34 @@ struct {
 	__uint(max_entries, 1);
 } last_in SEC(".maps");
 
-/* Set from Go while programs run. */
-volatile __u64 sample_q32 = 0;        /* sampling rate × 2^32; 0: drops only; 2^32: every packet */
+/* Set from Go while programs run, read by every program run: in a
+ * section (a map) of their own, so that no sampled packet's write shares
+ * their cache line (every program on every CPU would then miss it). */
+#define CONFIG SEC(".data.config")
+volatile __u64 sample_q32 CONFIG = 0; /* sampling rate × 2^32; 0: drops only; 2^32: every packet */
 /* Where packets are sampled: the first transmit stage attached. */
 enum decide { DECIDE_LOCAL_OUT, DECIDE_TC_EGRESS, DECIDE_DEV_QUEUE };
-volatile __u8 decide_at = DECIDE_LOCAL_OUT;
+volatile __u8 decide_at CONFIG = DECIDE_LOCAL_OUT;
 /* Stages that find a sampled packet by its headers (the receive entry, a
  * capture's copy) are attached: a sampled packet is filed under its
  * headers, and its transmit noted for the receive. Without them (a sampled
  * run of the landmarks) a sampled packet skips both, some 0.3 µs. */
-volatile __u8 by_headers = 0;
-__u64 next_id = 1;
+volatile __u8 by_headers CONFIG = 0;
+
+/* What each CPU counts on its own: a round trip's packets are sampled on
+ * both CPUs in turn, and a shared counter's cache line would move between
+ * them with every sampled packet. */
+struct cpu_counts {
+	__u64 ids;   /* packet ids given; an id is the CPU's number << 48 | this */
+	__u32 slots; /* in-flight entries written */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cpu_counts);
+	__uint(max_entries, 1);
+} counts SEC(".maps");
 
 /* A join through last_in older than this is no join. */
 #define PENDING_NS 200000
@@ -187,13 +203,15 @@ __u64 next_id = 1;
  * misses a packet rather than misfiling it. Unused when every packet is
  * traced (by_skb is the index then). */
 #define INFLIGHT 16
+/* A CPU writes entries cpu, cpu + 4, cpu + 8, cpu + 12 (mod 16): on up to
+ * four CPUs, each its own, a cache line each. */
+#define INFLIGHT_CPUS 4
 struct flying {
 	__u64 skb;
 	__u64 id;
 	struct key k;
-};
-struct flying inflight[INFLIGHT];
-__u32 inflight_next;
+} __attribute__((aligned(64)));
+struct flying inflight[INFLIGHT] SEC(".data.inflight");
 
 /* When a sampled packet last left a device, per CPU: a receive on the same
  * CPU shortly after may hold it in a new skb (veth with XDP). */
@@ -403,7 +421,9 @@ static __always_inline void forget(struct sk_buff *skb)
 static __always_inline void remember(struct sk_buff *skb, struct key *k, __u64 id)
 {
 	__u64 addr = (__u64)skb;
+	struct cpu_counts *c;
 	struct flying *f;
+	__u32 z = 0;
 
 	if (every_packet()) {
 		struct by_skb_val v = {.k = *k, .id = id};
@@ -416,7 +436,10 @@ static __always_inline void remember(struct sk_buff *skb, struct key *k, __u64 i
 	 * without a tracepoint, and the address comes back) would be found
 	 * first. */
 	forget(skb);
-	f = &inflight[__sync_fetch_and_add(&inflight_next, 1) % INFLIGHT];
+	c = bpf_map_lookup_elem(&counts, &z);
+	if (!c)
+		return;
+	f = &inflight[(bpf_get_smp_processor_id() + INFLIGHT_CPUS * c->slots++) % INFLIGHT];
 	f->skb = 0;
 	f->id = id;
 	f->k = *k;
@@ -480,12 +503,15 @@ static __always_inline int coin(void)
  * headers and its skb; 0 when its headers cannot be read. */
 static __always_inline __u64 sample(struct sk_buff *skb, const unsigned char *l3, struct key *k)
 {
+	struct cpu_counts *c;
 	struct tracked_val v;
 	struct key mk;
+	__u32 z = 0;
 
-	if (parse(l3, k))
+	c = bpf_map_lookup_elem(&counts, &z);
+	if (!c || parse(l3, k))
 		return 0;
-	v.id = __sync_fetch_and_add(&next_id, 1);
+	v.id = (__u64)bpf_get_smp_processor_id() << 48 | ++c->ids;
 	if (by_headers) {
 		mk = *k;
 		mk.flags = 0;
