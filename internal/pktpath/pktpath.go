@@ -98,7 +98,8 @@ type Tracer struct {
 	coll    *ebpf.Collection // maps and variables
 	progs   []*ebpf.Program
 	links   []link.Link
-	reader  *ringbuf.Reader
+	rings   []*ebpf.Map // one a possible CPU, in the events map
+	readers []*ringbuf.Reader
 	missing []Missing
 	omitted []string
 	nodes   map[uint32]string // namespace inode -> node
@@ -159,12 +160,14 @@ func Start(o Options) (*Tracer, error) {
 	// Drops are named from the kernel's BTF and symbols, read once
 	// (some 100 ms each): start now, so that the first drop waits less.
 	go func() { dropReasons(); ksyms() }()
-	r, err := ringbuf.NewReader(t.coll.Maps["events"])
-	if err != nil {
-		t.close()
-		return nil, fmt.Errorf("packet tracing: ring buffer: %w", err)
+	for _, ring := range t.rings {
+		r, err := ringbuf.NewReader(ring)
+		if err != nil {
+			t.close()
+			return nil, fmt.Errorf("packet tracing: ring buffer: %w", err)
+		}
+		t.readers = append(t.readers, r)
 	}
-	t.reader = r
 	go t.read()
 	return t, nil
 }
@@ -178,6 +181,9 @@ func (t *Tracer) load() error {
 		return fmt.Errorf("packet tracing: %w", err)
 	}
 	t.spec = spec
+	if err := t.makeRings(spec.Maps["events"]); err != nil {
+		return err
+	}
 	maps := spec.Copy()
 	maps.Programs = nil
 	t.coll, err = ebpf.NewCollection(maps)
@@ -200,6 +206,41 @@ func (t *Tracer) load() error {
 	}
 	if len(t.progs) == 0 {
 		return fmt.Errorf("packet tracing: no stage could load: %v", t.missing)
+	}
+	return nil
+}
+
+// ringBytes are the ring buffers' bytes, all CPUs' together.
+const ringBytes = 1 << 24
+
+// ringSize is the size of each of n CPUs' ring buffers: ringBytes shared
+// out, at least 1 MiB (a power of 2, as the kernel wants).
+func ringSize(n int) uint32 {
+	size := uint32(1 << 20)
+	for uint64(size)*2*uint64(n) <= ringBytes {
+		size *= 2
+	}
+	return size
+}
+
+// makeRings makes a ring buffer for each possible CPU and puts them in
+// the events map's spec.
+func (t *Tracer) makeRings(events *ebpf.MapSpec) error {
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("packet tracing: CPUs: %w", err)
+	}
+	inner := events.InnerMap.Copy()
+	inner.MaxEntries = ringSize(n)
+	events.MaxEntries = uint32(n)
+	events.Contents = nil
+	for i := range n {
+		ring, err := ebpf.NewMap(inner)
+		if err != nil {
+			return privileged(fmt.Errorf("packet tracing: ring buffer of CPU %d: %w", i, err))
+		}
+		t.rings = append(t.rings, ring)
+		events.Contents = append(events.Contents, ebpf.MapKV{Key: uint32(i), Value: ring})
 	}
 	return nil
 }
@@ -427,12 +468,14 @@ func (t *Tracer) Missing() []Missing { return t.missing }
 // Omitted lists the stages left out by Options (Stages, Netfilter).
 func (t *Tracer) Omitted() []string { return t.omitted }
 
-// pollEvery is how often the ring buffer is read: the programs never wake
-// the reader, so events wait at most this long.
+// pollEvery is how often the ring buffers are read: the programs never
+// wake the reader, so events wait at most this long.
 const pollEvery = 20 * time.Millisecond
 
 func (t *Tracer) read() {
 	defer close(t.stopped)
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
 	var rec ringbuf.Record
 	for {
 		select {
@@ -441,39 +484,39 @@ func (t *Tracer) read() {
 			return
 		case ack := <-t.flush:
 			// Everything committed before the request is read by now.
-			t.reader.SetDeadline(time.Now())
 			t.drain(&rec)
 			close(ack)
-			continue
-		default:
+		case <-tick.C:
+			t.drain(&rec)
 		}
-		t.reader.SetDeadline(time.Now().Add(pollEvery))
-		t.drain(&rec)
 	}
 }
 
-// drain reads every committed event until the deadline.
+// drain reads every event committed to each CPU's ring buffer.
 func (t *Tracer) drain(rec *ringbuf.Record) {
-	for {
-		err := t.reader.ReadInto(rec)
-		if err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, ringbuf.ErrClosed) {
-				t.mu.Lock()
-				t.err = err
-				t.mu.Unlock()
+	for _, r := range t.readers {
+		r.SetDeadline(time.Now())
+		for {
+			err := r.ReadInto(rec)
+			if err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, ringbuf.ErrClosed) {
+					t.mu.Lock()
+					t.err = err
+					t.mu.Unlock()
+				}
+				break
 			}
-			return
+			// The event is the C struct in the host's layout and byte
+			// order (bpf2go marks it structs.HostLayout): copied as it
+			// is, with no reflection, since thousands arrive a second.
+			var e pktpathEvent
+			raw := unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))
+			if len(rec.RawSample) < len(raw) {
+				continue
+			}
+			copy(raw, rec.RawSample)
+			t.add(&e)
 		}
-		// The event is the C struct in the host's layout and byte order
-		// (bpf2go marks it structs.HostLayout): copied as it is, with no
-		// reflection, since thousands arrive a second.
-		var e pktpathEvent
-		raw := unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e))
-		if len(rec.RawSample) < len(raw) {
-			continue
-		}
-		copy(raw, rec.RawSample)
-		t.add(&e)
 	}
 }
 
@@ -639,9 +682,8 @@ func (t *Tracer) Stats() Stats {
 // Close detaches every stage and frees the programs and maps; netfilter
 // links go first, since each holds its namespace alive.
 func (t *Tracer) Close() error {
-	if t.reader != nil {
+	if t.readers != nil {
 		close(t.done)
-		t.reader.SetDeadline(time.Now())
 		<-t.stopped
 	}
 	t.close()
@@ -655,9 +697,14 @@ func (t *Tracer) close() {
 		l.Close()
 	}
 	t.links = nil
-	if t.reader != nil {
-		t.reader.Close()
+	for _, r := range t.readers {
+		r.Close()
 	}
+	t.readers = nil
+	for _, m := range t.rings {
+		m.Close()
+	}
+	t.rings = nil
 	for _, p := range t.progs {
 		p.Close()
 	}

@@ -467,6 +467,19 @@ func TestMissingStage(t *testing.T) {
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
+// TestRingSize: the CPUs share 16 MiB of ring buffers, at least 1 MiB
+// each, in powers of 2.
+func TestRingSize(t *testing.T) {
+	for _, c := range []struct {
+		cpus int
+		want uint32
+	}{{1, 16 << 20}, {2, 8 << 20}, {3, 4 << 20}, {16, 1 << 20}, {64, 1 << 20}} {
+		if got := ringSize(c.cpus); got != c.want {
+			t.Errorf("%d CPUs: %d bytes each, want %d", c.cpus, got, c.want)
+		}
+	}
+}
+
 // TestDetailFor: a sampled run attaches the landmarks, and every stage
 // beyond them that a verdict reads.
 func TestDetailFor(t *testing.T) {
