@@ -467,13 +467,13 @@ func TestMissingStage(t *testing.T) {
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
-// TestRingSize: the CPUs share 16 MiB of ring buffers, at least 1 MiB
+// TestRingSize: the CPUs share 32 MiB of ring buffers, at least 1 MiB
 // each, in powers of 2.
 func TestRingSize(t *testing.T) {
 	for _, c := range []struct {
 		cpus int
 		want uint32
-	}{{1, 16 << 20}, {2, 8 << 20}, {3, 4 << 20}, {16, 1 << 20}, {64, 1 << 20}} {
+	}{{1, 32 << 20}, {2, 16 << 20}, {3, 8 << 20}, {16, 2 << 20}, {64, 1 << 20}} {
 		if got := ringSize(c.cpus); got != c.want {
 			t.Errorf("%d CPUs: %d bytes each, want %d", c.cpus, got, c.want)
 		}

@@ -102,10 +102,8 @@ struct event {
 
 /* A ring buffer per CPU, each CPU's events in its own: with one ring, its
  * lock and positions moved between the CPUs of a round trip with every
- * event. Go sizes them (16 MiB in all: with every packet traced, ten
- * events of 72 bytes a packet at 50,000 packets a second fill 4 MiB in a
- * tenth of a second, and on two busy CPUs the reader can be kept off that
- * long) and puts one at each possible CPU's index. */
+ * event. Go sizes them (Go: ringBytes) and puts one at each possible
+ * CPU's index. */
 struct ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
