@@ -67,10 +67,11 @@ type Options struct {
 // Detail is how many of the path's stages a Tracer attaches. Every
 // attached tracepoint is a program run for every packet of the host that
 // reaches it, sampled or not: on this project's 2-vCPU VM (kernel 6.18,
-// retpolines) net_dev_queue's added 1.9% to a 25 µs TCP round trip on a
-// veth and the copy's 1.2%, even with programs that returned at once (the
-// kernel's call into a program is the cost), so a sampled run, which
-// should cost next to nothing, attaches few.
+// retpolines) net_dev_queue's program added 1.9% to a 25 µs TCP round
+// trip on a veth and the copy's about 1.2%, and programs that returned at
+// once cost as much (the kernel's call into a program is the cost), so a
+// sampled run, which should cost next to nothing, attaches few
+// (docs/packet-path.md, "What it costs").
 type Detail int
 
 const (

@@ -684,8 +684,8 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 /* The egress hook of the lab's devices (tcx, Linux 6.6), where a run
  * without netfilter links samples: attached to the lab's devices alone,
  * it costs the host's other packets nothing, and a lab packet less than a
- * tracepoint's program (measured in BENCHMARKS.md). It passes every
- * packet on. */
+ * tracepoint's program (docs/packet-path.md, "What it costs"). It passes
+ * every packet on. */
 SEC("tcx/egress")
 int tc_egress(struct __sk_buff *ctx)
 {
