@@ -213,8 +213,8 @@ func (t *Tracer) load() error {
 
 // ringBytes are the ring buffers' bytes, all CPUs' together: on 2 CPUs,
 // 16 MiB each, which holds a short run with every packet traced (some
-// 11 MB of events, which may all come from one CPU) when the reader gets
-// no CPU until its end; with 8 MiB each, 20 such runs lost 6,512 events.
+// 11 MB of events, which may all come from one CPU) should the reader
+// fall behind; with 8 MiB each, 20 such runs lost 6,512 events.
 const ringBytes = 1 << 25
 
 // ringSize is the size of each of n CPUs' ring buffers: ringBytes shared
@@ -407,8 +407,8 @@ func netfilterLinks(prog *ebpf.Program) ([]link.Link, error) {
 }
 
 // egressLinks attaches prog to the egress of every device of this
-// thread's namespace, loopback included. tcx runs it along with any tc
-// program or qdisc of the lab's own (it passes every packet on).
+// thread's namespace, loopback included. It passes every packet on,
+// whatever tc programs or qdiscs the lab has of its own.
 func egressLinks(prog *ebpf.Program) ([]link.Link, error) {
 	devs, err := net.Interfaces()
 	if err != nil {
