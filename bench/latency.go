@@ -86,13 +86,11 @@ func sockperfPinned(ctx context.Context, client, server, addr string, size int, 
 		}
 		return []string{"taskset", "-c", strconv.Itoa(cpu)}
 	}
-	srvArgs := append(append([]string{"netns", "exec", server}, pin(serverCPU)...), append([]string{"sockperf", "server", "--tcp", "-i", addr, "-p", port}, extra...)...)
-	srv := exec.CommandContext(ctx, "ip", srvArgs...)
-	if err := srv.Start(); err != nil {
+	stop, err := sockperfServer(ctx, server, pin(serverCPU), addr, port, extra...)
+	if err != nil {
 		return 0, 0, err
 	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	time.Sleep(300 * time.Millisecond)
+	defer stop()
 	args := append(append([]string{"netns", "exec", client}, pin(clientCPU)...), append([]string{"sockperf", "ping-pong", "--tcp", "--full-rtt", "-m", strconv.Itoa(size),
 		"-i", addr, "-p", port, "-t", strconv.Itoa(seconds)}, extra...)...)
 	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
@@ -111,6 +109,19 @@ func sockperfPinned(ctx context.Context, client, server, addr string, size int, 
 	}
 	p99, err = pct("99.000")
 	return p50, p99, err
+}
+
+// sockperfServer starts a TCP sockperf server in namespace ns (prefixed
+// by pin, a taskset command or nothing) and gives it 300 ms to listen;
+// stop kills it.
+func sockperfServer(ctx context.Context, ns string, pin []string, addr, port string, extra ...string) (stop func(), err error) {
+	args := append(append([]string{"netns", "exec", ns}, pin...), append([]string{"sockperf", "server", "--tcp", "-i", addr, "-p", port}, extra...)...)
+	srv := exec.CommandContext(ctx, "ip", args...)
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(300 * time.Millisecond)
+	return func() { _ = srv.Process.Kill(); _ = srv.Wait() }, nil
 }
 
 // latency compares rr with sockperf ping-pong on the same veth.

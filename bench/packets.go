@@ -9,6 +9,7 @@ import (
 
 	"github.com/labctl/labctl/experiments/rr"
 	"github.com/labctl/labctl/internal/pktpath"
+	"github.com/labctl/labctl/runs"
 	"github.com/labctl/labctl/topologies"
 )
 
@@ -136,24 +137,25 @@ func packets(ctx context.Context, b *bench) (string, error) {
 }
 
 // tracerWindows measures the tracer at 1% in one run (tracerInOneRun),
-// loaded as labctl run rr --trace-packets=0.01 loads it (the landmarks),
-// then with every stage (--trace-all-stages).
+// loaded as labctl run rr --trace-packets=0.01 loads it in this lab (the
+// landmarks), then with --trace-all-stages.
 func tracerWindows(ctx context.Context, b *bench, lab string) (string, error) {
 	seconds := 120 // some 115 windows of each: the median's interval ±1%
 	if b.quick {
 		seconds = 10
 	}
 	ns := map[string]string{topologies.Namespace(lab, "n1"): "n1", topologies.Namespace(lab, "n2"): "n2"}
-	landmarks, netfilter := pktpath.DetailFor(rr.Experiment{}.PacketStages())
 	var rows [][]string
 	for _, m := range []struct {
-		name   string
-		stages pktpath.Detail
-	}{{"1% of packets: the landmarks, as rr samples", landmarks}, {"1% of packets, every stage", pktpath.Every}} {
+		name string
+		all  bool
+	}{{"1% of packets: the landmarks, as rr samples", false}, {"1% of packets, every stage", true}} {
 		b.log("packets in one run: %s", m.name)
+		const rate = 0.01
+		stages, netfilter := runs.PacketStages(rr.Experiment{}, rate, m.all, false) // quickstart has no firewall rules
 		// No cap: a run's (runs.PacketCap) would stop sampling within
 		// the minute, and the rest would be measured untraced.
-		p50, p99, st, err := tracerInOneRun(ctx, pktpath.Options{Namespaces: ns, Rate: 0.01, Stages: m.stages, Netfilter: netfilter}, lab, seconds)
+		p50, p99, st, err := tracerInOneRun(ctx, pktpath.Options{Namespaces: ns, Rate: rate, Stages: stages, Netfilter: netfilter}, lab, seconds)
 		if err != nil {
 			return "", fmt.Errorf("packets in one run, %s: %w", m.name, err)
 		}

@@ -51,12 +51,11 @@ func tracerInOneRun(ctx context.Context, opts pktpath.Options, lab string, secon
 		return nil, nil, st, err
 	}
 	const addr, port = "198.18.0.2", "11112"
-	srv := exec.CommandContext(ctx, "ip", "netns", "exec", server, "sockperf", "server", "--tcp", "-i", addr, "-p", port)
-	if err := srv.Start(); err != nil {
+	stop, err := sockperfServer(ctx, server, nil, addr, port)
+	if err != nil {
 		return nil, nil, st, err
 	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	time.Sleep(300 * time.Millisecond)
+	defer stop()
 	log := filepath.Join(dir, "full.csv")
 	var out bytes.Buffer
 	cli := exec.CommandContext(ctx, "ip", "netns", "exec", client, "sockperf", "ping-pong", "--tcp", "-m", "64",
@@ -87,6 +86,7 @@ func tracerInOneRun(ctx context.Context, opts pktpath.Options, lab string, secon
 		case <-tick.C:
 			on = !on
 			if err := t.SetAttached(on); err != nil {
+				_ = cli.Process.Kill()
 				<-done
 				return nil, nil, st, err
 			}

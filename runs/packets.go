@@ -26,7 +26,7 @@ type packetTrace struct {
 }
 
 // startPacketTrace starts tracing the lab's packets at rate, for a run of
-// exp, at the stages packetStages chooses (all: every stage). A tracer
+// exp, at the stages PacketStages chooses (all: every stage). A tracer
 // that cannot start (no BTF, no privilege) leaves the run untraced, with
 // the reason in the result; stages that cannot attach, or were left out,
 // are listed.
@@ -34,7 +34,7 @@ func startPacketTrace(plan *topologies.Plan, exp experiments.Experiment, rate fl
 	pt := &packetTrace{info: &experimentv1.PacketTracing{Rate: rate, Cap: PacketCap},
 		packets: map[string][]*pktpath.Packet{}, drops: map[string][]pktpath.Drop{}}
 	rules := slices.ContainsFunc(plan.Nodes, func(n topologies.Node) bool { return len(n.Firewall) > 0 })
-	detail, netfilter := packetStages(exp, rate, all, rules)
+	detail, netfilter := PacketStages(exp, rate, all, rules)
 	t, err := pktpath.Start(pktpath.Options{Namespaces: labNamespaces(plan), Rate: rate, Cap: PacketCap,
 		Stages: detail, Netfilter: netfilter})
 	if err != nil {
@@ -92,15 +92,16 @@ func (pt *packetTrace) close() {
 	}
 }
 
-// packetStages is what a run of exp traces at rate: every tracepoint stage
-// when every packet is traced or all is asked for, else the landmarks and
-// the stages the experiment's verdict reads, since each attached stage
-// costs every packet a program run, sampled or not (pktpath.Detail).
+// PacketStages is what a run of exp traces at rate (bench/ measures the
+// same): every tracepoint stage when every packet is traced or all is
+// asked for, else the landmarks and the stages the experiment's verdict
+// reads, since each attached tracepoint costs every packet a program run,
+// sampled or not (pktpath.Detail).
 // Netfilter's hooks are traced when every packet is, when the lab has
 // firewall rules (where a packet meets them is then the point), or when
 // the verdict reads them: in a node without rules, a BPF netfilter hook
 // would put every packet through netfilter, four hooks a packet.
-func packetStages(exp experiments.Experiment, rate float64, all, rules bool) (detail pktpath.Detail, netfilter bool) {
+func PacketStages(exp experiments.Experiment, rate float64, all, rules bool) (detail pktpath.Detail, netfilter bool) {
 	var stages []string
 	if pj, ok := exp.(experiments.PacketJudged); ok {
 		stages = pj.PacketStages()

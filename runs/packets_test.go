@@ -32,7 +32,7 @@ func TestPacketStages(t *testing.T) {
 		if !ok {
 			t.Fatalf("no experiment %s", tc.experiment)
 		}
-		if got, nf := packetStages(e, tc.rate, tc.all, tc.rules); got != tc.want || nf != tc.netfilter {
+		if got, nf := PacketStages(e, tc.rate, tc.all, tc.rules); got != tc.want || nf != tc.netfilter {
 			t.Errorf("%s at %v (all %v, rules %v): %d, netfilter %v; want %d, %v", tc.experiment, tc.rate, tc.all, tc.rules, got, nf, tc.want, tc.netfilter)
 		}
 	}

@@ -196,7 +196,7 @@ func (t *Tracer) load() error {
 			t.omitted = append(t.omitted, p.name)
 			continue
 		}
-		if _, err := t.loadProgram(p); err != nil {
+		if err := t.loadProgram(p); err != nil {
 			return err
 		}
 	}
@@ -250,26 +250,25 @@ func (t *Tracer) makeRings(events *ebpf.MapSpec) error {
 }
 
 // loadProgram loads p's program against the maps. A program this kernel
-// refuses is Missing (nil, nil); only a lack of privilege is an error.
-func (t *Tracer) loadProgram(p program) (*ebpf.Program, error) {
+// refuses is Missing; only a lack of privilege is an error.
+func (t *Tracer) loadProgram(p program) error {
 	if slices.Contains(strings.Split(os.Getenv(FailEnv), ","), p.section) {
 		t.miss(p.name, fmt.Errorf("failed on purpose (%s)", FailEnv))
-		return nil, nil
+		return nil
 	}
 	one := t.spec.Copy()
 	one.Programs = map[string]*ebpf.ProgramSpec{p.section: t.spec.Programs[p.section]}
 	c, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: t.coll.Maps})
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return nil, privileged(err)
+			return privileged(err)
 		}
 		t.miss(p.name, kernel.NotSupported(kernel.Feature{Name: p.name, Since: kernel.V(p.since[0], p.since[1])}, err))
-		return nil, nil
+		return nil
 	}
-	prog := c.DetachProgram(p.section)
+	t.progs = append(t.progs, c.DetachProgram(p.section))
 	c.Close()
-	t.progs = append(t.progs, prog)
-	return prog, nil
+	return nil
 }
 
 // loaded is the loaded program of a section, or nil.
@@ -299,8 +298,7 @@ func (t *Tracer) devQueueInstead() error {
 	}
 	i := slices.IndexFunc(programs, func(p program) bool { return p.section == "dev_queue" })
 	t.omitted = slices.DeleteFunc(t.omitted, func(name string) bool { return name == programs[i].name })
-	_, err := t.loadProgram(programs[i])
-	return err
+	return t.loadProgram(programs[i])
 }
 
 func privileged(err error) error {
@@ -309,6 +307,14 @@ func privileged(err error) error {
 	}
 	return err
 }
+
+// Where packets are sampled, as the programs read it (enum decide in
+// bpf/pktpath.c).
+const (
+	decideLocalOut uint8 = iota
+	decideTCEgress
+	decideDevQueue
+)
 
 // attach links each loaded program: tracepoints once, host-wide; the
 // netfilter program in every lab namespace at every IPv4 hook (a
@@ -348,12 +354,12 @@ func (t *Tracer) attach() error {
 		}
 		attached[name] = true
 	}
-	decide := uint8(2) // enum decide in bpf/pktpath.c: DECIDE_DEV_QUEUE
+	decide := decideDevQueue
 	switch {
 	case attached["nf_hook"]:
-		decide = 0 // DECIDE_LOCAL_OUT
+		decide = decideLocalOut
 	case attached["tc_egress"]:
-		decide = 1 // DECIDE_TC_EGRESS
+		decide = decideTCEgress
 	}
 	if err := t.coll.Variables["decide_at"].Set(decide); err != nil {
 		return fmt.Errorf("packet tracing: %w", err)

@@ -11,10 +11,10 @@
  * (`inflight`) holds them, skb, id and headers, and later stages compare
  * the skb they are given with its entries: a few loads in a few cache
  * lines, which is all an unsampled packet costs their programs, and no
- * hash map for a sampled one. The kernel's call
- * into each attached program costs more, which is why a sampled run
- * attaches few stages (Go: Detail). A hit is confirmed by the headers (the
- * kernel reuses skb addresses at once).
+ * hash map for a sampled one. The kernel's call into each attached
+ * program costs more, which is why a sampled run attaches few stages (Go:
+ * Detail). A hit is confirmed by the headers (the kernel reuses skb
+ * addresses at once).
  * The receive entry also looks up the headers, to find a sampled packet
  * again in a new skb (veth with XDP copies it): for every packet when
  * every packet is traced, else only right after a sampled packet left a
@@ -230,9 +230,9 @@ struct {
 	__uint(max_entries, 1);
 } last_xmit SEC(".maps");
 
-/* sent notes that a sampled packet left a device on this CPU: at
- * net_dev_queue, and again at net_dev_start_xmit where it is attached
- * (after a qdisc's wait). */
+/* sent notes that a sampled packet left a device on this CPU: at the
+ * transmit stages (the egress hook, net_dev_queue), and again at
+ * net_dev_start_xmit where it is attached (after a qdisc's wait). */
 static __always_inline void sent(void)
 {
 	__u32 z = 0;
