@@ -30,9 +30,14 @@ type Store struct {
 // ErrNotFound says no stored result has the id.
 var ErrNotFound = errors.New("no such result")
 
-// NewID returns a run id that sorts by start time: 20261124-113501-rr-7f3a.
+// NewID returns a run id that sorts by start time:
+// 20261124-113501-rr-7f3a09c2. Runs that start in the same second are
+// told apart by 32 random bits: with 16, two of 20 rr runs started at
+// once by labctl serve's clients shared an id (about 1 in 350 such
+// starts), and the second's result and settings journal collided with
+// the first's.
 func NewID(experiment string, now time.Time) string {
-	var b [2]byte
+	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return now.UTC().Format("20060102-150405") + "-" + experiment + "-" + hex.EncodeToString(b[:])
 }
@@ -71,8 +76,9 @@ func (s *Store) Save(r *experimentv1.Result) error {
 	return nil
 }
 
-// idPattern is the shape of the ids NewID makes.
-var idPattern = regexp.MustCompile(`^[0-9]{8}-[0-9]{6}-[a-z0-9][a-z0-9-]*-[0-9a-f]{4}$`)
+// idPattern is the shape of the ids NewID makes (with 16 random bits
+// before 2026-12-05).
+var idPattern = regexp.MustCompile(`^[0-9]{8}-[0-9]{6}-[a-z0-9][a-z0-9-]*-[0-9a-f]{4}(?:[0-9a-f]{4})?$`)
 
 // Import stores a result made by another labctl, read from its JSON (as
 // `results show -o json` and `results export` write it; source names it in

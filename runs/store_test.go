@@ -105,3 +105,20 @@ func TestImportRefuses(t *testing.T) {
 		t.Errorf("the store holds %d entries, want only the result it had", len(entries))
 	}
 }
+
+// TestNewID: ids of runs started in the same second differ, and have the
+// shape Import accepts, as ids from before 32 random bits do.
+func TestNewID(t *testing.T) {
+	now := time.Date(2026, 12, 5, 22, 12, 8, 0, time.UTC)
+	seen := map[string]bool{}
+	for range 20 { // 20 runs at once, as TestRemoteAPI starts them
+		id := NewID("rr", now)
+		if seen[id] || !idPattern.MatchString(id) {
+			t.Fatalf("id %s: seen before %v, shape %v", id, seen[id], idPattern.MatchString(id))
+		}
+		seen[id] = true
+	}
+	if !idPattern.MatchString("20261205-120000-rr-0a1b") {
+		t.Error("an id with 16 random bits is refused")
+	}
+}
