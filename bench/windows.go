@@ -85,6 +85,14 @@ func tracerInOneRun(ctx context.Context, opts pktpath.Options, lab string, secon
 				neighbourRatios(ws, func(w stats) float64 { return w.p99 }), st, nil
 		case <-tick.C:
 			on = !on
+			if on {
+				// What the last attached window traced goes, as a run
+				// takes its steps' packets: every packet kept for two
+				// minutes would be gigabytes for the GC to walk. It goes
+				// as an attached window opens, so its cost, if any, is
+				// counted against tracing.
+				t.Take(time.Time{}, time.Now())
+			}
 			if err := t.SetAttached(on); err != nil {
 				_ = cli.Process.Kill()
 				<-done
