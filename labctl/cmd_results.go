@@ -49,7 +49,7 @@ the summary per variant, the verdict, and its trace id.`,
 				}
 				row(w, "ID", "LAB", "EXPERIMENT", "STATE", "STARTED", "VERDICT")
 				for _, r := range resp.GetResults() {
-					row(w, r.GetId(), r.GetLab(), r.GetExperiment(), stateName(r.GetState()), r.GetStarted(), outcomeName(r.GetOutcome())+": "+clip(r.GetHeadline(), 90))
+					row(w, r.GetId(), r.GetLab(), r.GetExperiment(), stateName(r.GetState()), r.GetStarted(), judge.OutcomeWord(r.GetOutcome())+": "+clip(r.GetHeadline(), 90))
 				}
 			})
 		},
@@ -245,10 +245,6 @@ func stateName(s experimentv1.RunState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "RUN_STATE_"))
 }
 
-func outcomeName(o experimentv1.Outcome) string {
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_")), "_", " ")
-}
-
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -281,7 +277,7 @@ func resultTable(w *tabwriter.Writer, r *experimentv1.Result, spec *experimentv1
 		if v.GetClaim() != "" {
 			claim = " on " + v.GetClaim()
 		}
-		fmt.Fprintf(w, "\nverdict%s: %s\n  %s\n", claim, strings.ToUpper(outcomeName(v.GetOutcome())), v.GetExplanation())
+		fmt.Fprintf(w, "\nverdict%s: %s\n  %s\n", claim, strings.ToUpper(judge.OutcomeWord(v.GetOutcome())), v.GetExplanation())
 		if len(v.GetComparisons()) > 0 {
 			fmt.Fprintf(w, "\ncomparisons (error rate %.0f%% over up to %d looks; docs/statistics.md):\n", 100*measure.DefaultAlpha, v.GetLooks())
 			row(w, "  METRIC", "B AGAINST A", "VERDICT", "CHANGE [INTERVAL]", "REPEATS")

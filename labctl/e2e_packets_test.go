@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/labctl/labctl/internal/pktpath"
 )
 
@@ -23,6 +26,8 @@ type otlpSpan struct {
 	Name       string `json:"name"`
 	SpanID     string `json:"spanId"`
 	ParentID   string `json:"parentSpanId"`
+	Start      string `json:"startTimeUnixNano"`
+	End        string `json:"endTimeUnixNano"`
 	Attributes []struct {
 		Key   string         `json:"key"`
 		Value map[string]any `json:"value"`
@@ -385,12 +390,24 @@ func TestWatchDrops(t *testing.T) {
 	}
 }
 
-// TestTraceShape: agents are told apart by service.instance.id, span names
-// are stable (no step numbers), and read-only calls such as status leave
-// no trace of their own.
+// TestTraceShape: agents are told apart by service.instance.id; span names
+// are stable (no step numbers); the in-process call to the lab service is
+// one span, not a client and a server span; the slowest round trips are
+// events at the moments they happened; up and down name their lab, and
+// down's stopping of agents is a span; read-only calls such as status,
+// locally or through labctl serve, leave no trace of their own.
 func TestTraceShape(t *testing.T) {
 	c := newCLI(t)
+	dir := filepath.Join(envValue(c.env, "LABCTL_STATE_DIR"), "traces")
 	lab, _ := c.up("quickstart")
+	upTrace := traceDirs(t, dir)
+	if len(upTrace) != 1 {
+		t.Fatalf("traces after up: %v, want one", upTrace)
+	}
+	if root := rootOf(c.spans(upTrace[0])); root.Name != "labctl up" || root.attr("labctl.lab") != lab {
+		t.Errorf("up's root %q names lab %q, want labctl up of %s", root.Name, root.attr("labctl.lab"), lab)
+	}
+
 	res := c.result("run", "rr", lab, "-q", "-p", "count=100", "-p", "repeats=2", "-p", "warmup=0s")
 	var doc struct {
 		ResourceSpans []struct {
@@ -409,7 +426,8 @@ func TestTraceShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	instances := map[string]bool{}
-	names := map[string]bool{}
+	names := map[string]int{}
+	var measures []otlpSpan
 	for _, rs := range doc.ResourceSpans {
 		attrs := map[string]any{}
 		for _, a := range rs.Resource.Attributes {
@@ -423,7 +441,10 @@ func TestTraceShape(t *testing.T) {
 		}
 		for _, ss := range rs.ScopeSpans {
 			for _, s := range ss.Spans {
-				names[s.Name] = true
+				names[s.Name]++
+				if s.Name == "measure" {
+					measures = append(measures, s)
+				}
 			}
 		}
 	}
@@ -435,23 +456,229 @@ func TestTraceShape(t *testing.T) {
 			t.Errorf("span name %q holds a number", name)
 		}
 	}
-	if !names["step"] {
+	if names["step"] == 0 {
 		t.Errorf("span names %v, want step", names)
 	}
-	dir := filepath.Join(envValue(c.env, "LABCTL_STATE_DIR"), "traces")
-	before, _ := os.ReadDir(dir)
+	if n := names["labctl.lab.v1.LabService/Run"]; n != 1 {
+		t.Errorf("%d spans of LabService/Run, want the server's alone", n)
+	}
+	slow := 0
+	for _, m := range measures {
+		slow += slowAtTheirMoments(t, m)
+	}
+	if slow == 0 {
+		t.Errorf("no slow round trip in %d measure spans", len(measures))
+	}
+
+	before := traceDirs(t, dir)
 	c.ok("status", lab)
 	c.ok("status")
 	c.ok("run", "--list")
-	time.Sleep(2 * time.Second) // agents write their spans in batches
-	after, _ := os.ReadDir(dir)
-	if len(after) != len(before) {
-		var added []string
-		for _, e := range after {
-			if !slices.ContainsFunc(before, func(b os.DirEntry) bool { return b.Name() == e.Name() }) {
-				added = append(added, e.Name())
-			}
-		}
+	_, remote := c.serve()
+	c.ok(append(remote, "status", lab)...)
+	c.ok(append(remote, "run", "--list")...)
+	time.Sleep(2 * time.Second) // agents and serve write their spans in batches
+	if added := newTraces(before, traceDirs(t, dir)); len(added) > 0 {
 		t.Errorf("status and run --list left traces: %v", added)
 	}
+
+	before = traceDirs(t, dir)
+	c.ok("down", lab)
+	down := newTraces(before, traceDirs(t, dir))
+	if len(down) != 1 {
+		t.Fatalf("traces of down: %v, want one", down)
+	}
+	spans := c.spans(down[0])
+	if root := rootOf(spans); root.Name != "labctl down" || root.attr("labctl.lab") != lab {
+		t.Errorf("down's root %q names lab %q, want labctl down of %s", root.Name, root.attr("labctl.lab"), lab)
+	}
+	if !slices.ContainsFunc(spans, func(s otlpSpan) bool { return s.Name == "agents.stop" }) {
+		t.Error("down's trace has no agents.stop span")
+	}
+}
+
+// slowAtTheirMoments checks that each slow round trip of a measure span is
+// an event at the moment it happened: its time less its offset into the
+// measurement is the same for every one, within the span. It returns how
+// many it checked.
+func slowAtTheirMoments(t *testing.T, m otlpSpan) int {
+	t.Helper()
+	start, _ := strconv.ParseInt(m.Start, 10, 64)
+	end, _ := strconv.ParseInt(m.End, 10, 64)
+	var begin int64
+	n := 0
+	for _, e := range m.Events {
+		if e.Name != "slow round trip" {
+			continue
+		}
+		at, _ := strconv.ParseInt(e.Time, 10, 64)
+		var offset int64
+		for _, a := range e.Attributes {
+			if a.Key == "labctl.offset_ns" {
+				offset, _ = strconv.ParseInt(fmt.Sprint(a.Value["intValue"]), 10, 64)
+			}
+		}
+		if n == 0 {
+			begin = at - offset
+		}
+		if at-offset != begin || at < start || at > end {
+			t.Errorf("slow round trip at %d, offset %d: not at its moment (measure %d..%d, began %d)", at, offset, start, end, begin)
+		}
+		n++
+	}
+	return n
+}
+
+// rootOf is the span of spans without a parent.
+func rootOf(spans []otlpSpan) otlpSpan {
+	for _, s := range spans {
+		if s.ParentID == "" {
+			return s
+		}
+	}
+	return otlpSpan{}
+}
+
+// traceDirs lists the traces kept locally, by id.
+func traceDirs(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.Name())
+	}
+	return ids
+}
+
+func newTraces(before, after []string) []string {
+	var added []string
+	for _, id := range after {
+		if !slices.Contains(before, id) {
+			added = append(added, id)
+		}
+	}
+	return added
+}
+
+// TestPacketTracingLeavesNothing: the process that runs experiments, here
+// labctl serve, which outlives its runs, holds no BPF program, link or map
+// of a traced run once the run has ended or been cancelled (by the
+// kernel's ids, from the descriptors in /proc/PID/fdinfo); and killed with
+// -9 mid-run, the programs and links it loaded are gone from the kernel.
+func TestPacketTracingLeavesNothing(t *testing.T) {
+	c := newCLI(t)
+	lab, _ := c.up("quickstart")
+	srv, remote := c.serve()
+	pid := srv.Process.Pid
+	before := heldBPF(t, pid)
+	same := func(when string) {
+		t.Helper()
+		var now bpfObjects
+		if !poll(10*time.Second, func() bool { now = heldBPF(t, pid); return now.equal(before) }) {
+			t.Errorf("%s: serve holds %v, before any run %v", when, now, before)
+		}
+	}
+	traced := append(append([]string{}, remote...), "run", "rr", lab, "-q", "--trace-packets=0.01")
+
+	checkRR(t, c.result(append(traced, shortRR...)...))
+	same("after a traced run")
+
+	// A long run, started and then cancelled as Ctrl-C does, once the
+	// tracer is loaded.
+	long := append(traced, "-p", "duration=60s", "-p", "warmup=0s", "-p", "repeats=1")
+	start := func() *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command(c.bin, long...)
+		cmd.Env = c.env
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if !poll(30*time.Second, func() bool { return len(heldBPF(t, pid).links) > len(before.links) }) {
+			t.Fatal("the traced run's links never appeared in serve")
+		}
+		return cmd
+	}
+	cmd := start()
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); exitCode(err) != exitInterrupted {
+		t.Errorf("the cancelled run exited with %v, want %d", err, exitInterrupted)
+	}
+	same("after a cancelled run")
+
+	// kill -9 of serve while it traces a run.
+	start()
+	loaded := heldBPF(t, pid)
+	_ = srv.Process.Signal(syscall.SIGKILL)
+	var left []string
+	if !poll(10*time.Second, func() bool { left = loaded.stillInKernel(); return len(left) == 0 }) {
+		t.Errorf("after kill -9 of serve, still in the kernel: %v", left)
+	}
+}
+
+// bpfObjects are the ids of the BPF programs, links and maps a process
+// holds descriptors of.
+type bpfObjects struct{ progs, links, maps []int }
+
+func (a bpfObjects) equal(b bpfObjects) bool {
+	return slices.Equal(a.progs, b.progs) && slices.Equal(a.links, b.links) && slices.Equal(a.maps, b.maps)
+}
+
+// heldBPF reads the kernel's ids of the BPF objects pid holds from
+// /proc/PID/fdinfo: a link's descriptor says link_id (and its program's
+// prog_id), a program's prog_id alone, a map's map_id.
+func heldBPF(t *testing.T, pid int) bpfObjects {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("%s: %v", dir, err)
+	}
+	var o bpfObjects
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed since the listing
+		}
+		ids := map[string]int{}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); ok && err == nil {
+				ids[k] = n
+			}
+		}
+		switch {
+		case ids["link_id"] != 0:
+			o.links = append(o.links, ids["link_id"])
+		case ids["prog_id"] != 0:
+			o.progs = append(o.progs, ids["prog_id"])
+		case ids["map_id"] != 0:
+			o.maps = append(o.maps, ids["map_id"])
+		}
+	}
+	slices.Sort(o.progs)
+	slices.Sort(o.links)
+	slices.Sort(o.maps)
+	return o
+}
+
+// stillInKernel names the programs and links of o the kernel still has.
+func (o bpfObjects) stillInKernel() []string {
+	var left []string
+	for _, id := range o.progs {
+		if p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id)); err == nil {
+			p.Close()
+			left = append(left, fmt.Sprintf("program %d", id))
+		}
+	}
+	for _, id := range o.links {
+		if l, err := link.NewFromID(link.ID(id)); err == nil {
+			l.Close()
+			left = append(left, fmt.Sprintf("link %d", id))
+		}
+	}
+	return left
 }

@@ -715,23 +715,17 @@ func grpcurl(t *testing.T) string {
 	return bin
 }
 
-// TestRemoteAPI: labctl serve with a token; without it or with a wrong one
-// every call is refused; with it, runs stream and store their results, for
-// 20 clients at once.
-func TestRemoteAPI(t *testing.T) {
-	c := newCLI(t)
-	lab, file := c.up("quickstart")
-	dir := t.TempDir()
-	token := filepath.Join(dir, "token")
+// serve starts labctl serve with a token of its own, stopped at cleanup,
+// and returns it with the flags that reach it.
+func (c *cli) serve() (srv *exec.Cmd, remote []string) {
+	t := c.t
+	t.Helper()
+	token := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(token, []byte(randomHex(24)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	wrong := filepath.Join(dir, "wrong")
-	if err := os.WriteFile(wrong, []byte(randomHex(24)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	addr := freePort(t)
-	srv := exec.Command(c.bin, "serve", "--listen", addr, "--token-file", token)
+	srv = exec.Command(c.bin, "serve", "--listen", addr, "--token-file", token)
 	srv.Env = c.env
 	var log bytes.Buffer
 	srv.Stdout, srv.Stderr = &log, &log
@@ -744,6 +738,21 @@ func TestRemoteAPI(t *testing.T) {
 		t.Logf("serve log:\n%s", log.String())
 	})
 	waitPort(t, addr)
+	return srv, []string{"--server", addr, "--token-file", token}
+}
+
+// TestRemoteAPI: labctl serve with a token; without it or with a wrong one
+// every call is refused; with it, runs stream and store their results, for
+// 20 clients at once.
+func TestRemoteAPI(t *testing.T) {
+	c := newCLI(t)
+	lab, file := c.up("quickstart")
+	_, remote := c.serve()
+	addr := remote[1]
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	if err := os.WriteFile(wrong, []byte(randomHex(24)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	calls := [][]string{{"status"}, {"status", lab}, {"results", "list"}, {"run", "--list"}, append([]string{"run", "rr", lab}, shortRR...), {"down", lab}, {"up", file}}
 	for _, creds := range [][]string{nil, {"--token-file", wrong}} {
@@ -755,7 +764,6 @@ func TestRemoteAPI(t *testing.T) {
 			}
 		}
 	}
-	remote := []string{"--server", addr, "--token-file", token}
 	checkRR(t, c.result(append(append(remote, "run", "rr", lab, "--server", "n2", "-q"), shortRR...)...))
 
 	const clients = 20

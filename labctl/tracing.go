@@ -83,9 +83,26 @@ func traceID(ctx context.Context) string {
 // something the user did to a lab, and status every second would bury the
 // runs under one-span traces.
 func serverTracing() grpc.ServerOption {
-	return grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+	return grpc.StatsHandler(untracedReadOnly{otelgrpc.NewServerHandler(otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
 		return !readOnly[info.FullMethodName]
-	})))
+	}))})
+}
+
+// untracedReadOnly runs a read-only call's handler under a parent that is
+// valid and not sampled, so that what the handler traces on its way (status
+// observes the kernel: netns.observe) records nothing. Without a parent,
+// those spans would be the roots of one-span traces of their own in labctl
+// serve; the SDK's default sampler follows the parent's decision.
+type untracedReadOnly struct{ stats.Handler }
+
+var unsampled = trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}})
+
+func (h untracedReadOnly) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	ctx = h.Handler.TagRPC(ctx, info)
+	if readOnly[info.FullMethodName] {
+		ctx = trace.ContextWithSpanContext(ctx, unsampled)
+	}
+	return ctx
 }
 
 var readOnly = map[string]bool{

@@ -145,9 +145,7 @@ var pageHTML string
 // process, agents included, would pay for it.
 var pageTemplate = sync.OnceValue(func() *template.Template {
 	return template.Must(template.New("page").Funcs(template.FuncMap{
-		"outcome": func(o experimentv1.Outcome) string {
-			return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_")), "_", " ")
-		},
+		"outcome":      judge.OutcomeWord,
 		"keys":         func(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) },
 		"summary":      summaryRows,
 		"evidence":     evidenceRows,

@@ -282,7 +282,7 @@ func (r *Runner) Run(ctx context.Context, req Request, emit func(Event)) (*exper
 	}
 	// The verdict as the CLI says it; the numbers are in the step spans
 	// (labctl.<role>.<metric>) and in the result.
-	span.SetAttributes(attribute.String("labctl.verdict.outcome", strings.TrimPrefix(res.GetVerdict().GetOutcome().String(), "OUTCOME_")),
+	span.SetAttributes(attribute.String("labctl.verdict.outcome", strings.ToUpper(judge.OutcomeWord(res.GetVerdict().GetOutcome()))),
 		attribute.String("labctl.verdict.explanation", res.GetVerdict().GetExplanation()))
 	if c := res.GetVerdict().GetClaim(); c != "" {
 		span.SetAttributes(attribute.String("labctl.verdict.claim", c))

@@ -63,7 +63,7 @@ func Summary(span trace.Span, prefix string, metrics map[string]float64) {
 	sort.Strings(names)
 	kvs := make([]attribute.KeyValue, 0, len(names))
 	for _, name := range names {
-		kvs = append(kvs, metricAttr("labctl."+prefix+"."+name, metrics[name]))
+		kvs = append(kvs, Number("labctl."+prefix+"."+name, metrics[name]))
 	}
 	span.SetAttributes(kvs...)
 }
@@ -78,9 +78,10 @@ func Fail(span trace.Span, err error) {
 	span.SetStatus(codes.Error, err.Error())
 }
 
-// metricAttr is a metric as an attribute: a count as an integer, anything
-// else with the 6 significant digits a measurement has, not float64's 17.
-func metricAttr(key string, v float64) attribute.KeyValue {
+// Number is a measured number as an attribute: a count as an integer,
+// anything else with the 6 significant digits a measurement has, not
+// float64's 17.
+func Number(key string, v float64) attribute.KeyValue {
 	if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
 		return attribute.Int64(key, int64(v))
 	}

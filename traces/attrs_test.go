@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -38,6 +39,26 @@ func TestSpanAttributes(t *testing.T) {
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+// TestNumber: a count is an integer attribute; a measurement keeps 6
+// significant digits.
+func TestNumber(t *testing.T) {
+	for _, tt := range []struct {
+		v    float64
+		want attribute.Value
+	}{
+		{40000, attribute.Int64Value(40000)},
+		{0, attribute.Int64Value(0)},
+		{-3, attribute.Int64Value(-3)},
+		{23456.54321, attribute.Float64Value(23456.5)},
+		{1.0 / 3, attribute.Float64Value(0.333333)},
+		{1e300, attribute.Float64Value(1e300)}, // whole, but beyond an int64's exact range
+	} {
+		if got := Number("k", tt.v).Value; got != tt.want {
+			t.Errorf("Number(%v) = %v (%v), want %v (%v)", tt.v, got.String(), got.Type(), tt.want.String(), tt.want.Type())
 		}
 	}
 }

@@ -175,7 +175,7 @@ func combine(v *experimentv1.Verdict, cs []claimVerdict) *experimentv1.Verdict {
 	var ids, texts []string
 	for _, c := range cs {
 		ids = append(ids, c.claim)
-		texts = append(texts, fmt.Sprintf("%s %s: %s", c.claim, strings.ToUpper(outcomeWord(c.outcome)), c.text))
+		texts = append(texts, fmt.Sprintf("%s %s: %s", c.claim, strings.ToUpper(judge.OutcomeWord(c.outcome)), c.text))
 		if c.outcome != v.Outcome {
 			v.Outcome = experimentv1.Outcome_OUTCOME_CONDITIONAL
 		}
@@ -186,10 +186,6 @@ func combine(v *experimentv1.Verdict, cs []claimVerdict) *experimentv1.Verdict {
 		v.Explanation = "The claims differ; each is answered on its own. " + v.Explanation
 	}
 	return v
-}
-
-func outcomeWord(o experimentv1.Outcome) string {
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_")), "_", " ")
 }
 
 // c8: a blocking recv costs two context switches per message.

@@ -90,7 +90,7 @@ func combine(v *experimentv1.Verdict, claims []claim) *experimentv1.Verdict {
 	v.Outcome = claims[0].outcome
 	for _, c := range claims {
 		ids = append(ids, c.id)
-		texts = append(texts, fmt.Sprintf("%s %s: %s", c.id, outcomeWord(c.outcome), c.text))
+		texts = append(texts, fmt.Sprintf("%s %s: %s", c.id, judge.OutcomeWord(c.outcome), c.text))
 		if c.outcome != v.Outcome {
 			v.Outcome = experimentv1.Outcome_OUTCOME_CONDITIONAL
 		}
@@ -98,10 +98,6 @@ func combine(v *experimentv1.Verdict, claims []claim) *experimentv1.Verdict {
 	v.Claim = strings.Join(ids, ", ")
 	v.Explanation = strings.Join(texts, " ")
 	return v
-}
-
-func outcomeWord(o experimentv1.Outcome) string {
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_")), "_", " ")
 }
 
 func stepsOf(steps []*experimentv1.StepResult, variant string) []*experimentv1.StepResult {

@@ -128,3 +128,9 @@ func sortedUnion(a, b map[string]string) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// OutcomeWord is a verdict's outcome as labctl writes it everywhere (CLI,
+// reports, traces, explanations): "holds", "does not hold", "undecided".
+func OutcomeWord(o experimentv1.Outcome) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_")), "_", " ")
+}

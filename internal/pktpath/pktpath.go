@@ -575,7 +575,10 @@ func (t *Tracer) add(e *pktpathEvent) {
 	case stageCopy, stageCapture:
 		s.Copied = int(e.Value)
 	case stageDrop:
-		p.Drop = &t.drops[len(t.drops)-1]
+		// A copy: a pointer into t.drops would be left on an old array
+		// by the next append that grows it.
+		d := t.drops[len(t.drops)-1]
+		p.Drop = &d
 	}
 	p.Stages = append(p.Stages, s)
 }

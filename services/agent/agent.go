@@ -219,7 +219,7 @@ func (s *Server) RunRole(req *agentv1.RunRoleRequest, stream agentv1.AgentServic
 	}
 	traces.Summary(span, req.GetRole(), report.GetMetrics())
 	for _, e := range report.GetEvidence() {
-		span.SetAttributes(attribute.Float64("labctl.evidence."+e.GetName(), e.GetValue()))
+		span.SetAttributes(traces.Number("labctl.evidence."+e.GetName(), e.GetValue()))
 	}
 	for _, n := range report.GetNotes() {
 		span.AddEvent("note", trace.WithAttributes(attribute.String("labctl.note", n)))
