@@ -126,6 +126,33 @@ func TestBusyPollEndToEnd(t *testing.T) {
 		t.Errorf("verdict %v", v)
 	}
 
+	// Traced, each packet says who took it from its queue: on veth with
+	// GRO, the receive softirq when the reader blocks, the reading thread
+	// when it busy polls.
+	t.Run("packets", func(t *testing.T) {
+		res := c.result("run", "busy-poll", lab, "--client", "client", "--server", "server", "-q", "--trace-packets=0.2",
+			"-p", "devices=veth-gro", "-p", "mechanisms=blocking,busy_read", "-p", "timeouts=100us",
+			"-p", "repeats=1", "-p", "duration=100ms", "-p", "warmup=10ms")
+		for _, row := range res.GetSummary() {
+			pp := row.GetPacketPath()
+			busy, softirq := pp.GetPolledByBusyPoll(), pp.GetPolledInSoftirq()
+			t.Logf("%s: %d busy polled, %d in softirq, of %d packets", row.GetVariant(), busy, softirq, pp.GetPackets())
+			switch _, mech, _ := strings.Cut(row.GetVariant(), "/"); mech {
+			case "blocking":
+				if busy != 0 || softirq == 0 {
+					t.Errorf("%s: %d receptions busy polled, %d in softirq; a blocking reader polls nothing", row.GetVariant(), busy, softirq)
+				}
+			case "busy_read-100us":
+				if busy == 0 {
+					t.Errorf("%s: no reception busy polled (%d in softirq)", row.GetVariant(), softirq)
+				}
+			}
+		}
+		if !strings.Contains(res.GetVerdict().GetExplanation(), "receptions busy polled") {
+			t.Errorf("the verdict does not say who polled the packets: %s", res.GetVerdict().GetExplanation())
+		}
+	})
+
 	// A long busy_read step on veth-gro: the server's agent sets the
 	// host's busy_read and both agents take TSO off napi0.
 	longRun := func(variant ...string) *exec.Cmd {

@@ -295,3 +295,26 @@ func appendNew(list []string, s string) []string {
 	}
 	return append(list, s)
 }
+
+// PacketStages: the receive entry, where the poller of each packet is
+// told.
+func (Experiment) PacketStages() []string { return []string{"netif_receive_skb"} }
+
+// JudgePackets adds who took the traced packets from their queue, per
+// variant: a busy-polling thread or the receive softirq. It is the
+// packets' own account of what busy_poll_rx_packets counts for the whole
+// namespace.
+func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.Verdict) {
+	var parts []string
+	for _, row := range rows {
+		pp := row.GetPacketPath()
+		busy, softirq := pp.GetPolledByBusyPoll(), pp.GetPolledInSoftirq()
+		if busy+softirq == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d of %d receptions busy polled, %d in softirq", row.GetVariant(), busy, busy+softirq, softirq))
+	}
+	if len(parts) > 0 {
+		v.Explanation += " Packet path, who took the traced packets from their queue: " + strings.Join(parts, "; ") + "."
+	}
+}

@@ -82,3 +82,15 @@ func symbol(addr uint64) string {
 	}
 	return fmt.Sprintf("%s+%#x", syms[i].name, addr-syms[i].addr)
 }
+
+// funcRange is the code of the kernel function name: from its address to
+// the next symbol's.
+func funcRange(name string) ([2]uint64, bool) {
+	syms := ksyms()
+	for i, k := range syms {
+		if k.name == name && i+1 < len(syms) {
+			return [2]uint64{k.addr, syms[i+1].addr}, true
+		}
+	}
+	return [2]uint64{}, false
+}

@@ -34,7 +34,19 @@ type Stage struct {
 	NAPIID  uint32 // receive entry: the NAPI instance (0: none, the backlog)
 	PID     int    // reader wakeup: the woken thread
 	Copied  int    // copy to user: bytes
+	Polled  string // netif_receive_skb: PolledSoftirq, PolledBusy, or "" when unknown
 }
+
+// Who took a received packet from its device's queue (Stage.Polled): the
+// receive softirq, or a thread busy polling the device's NAPI instance
+// (SO_BUSY_POLL, epoll's busy poll).
+const (
+	PolledSoftirq = "softirq"
+	PolledBusy    = "busy poll"
+)
+
+// polledNames are the programs' enum polled.
+var polledNames = map[uint32]string{1: PolledSoftirq, 2: PolledBusy}
 
 // Drop is a packet of the lab that the kernel dropped.
 type Drop struct {

@@ -369,9 +369,34 @@ func (t *Tracer) attach() error {
 		if err := t.coll.Variables["by_headers"].Set(uint8(1)); err != nil {
 			return fmt.Errorf("packet tracing: %w", err)
 		}
+		if err := t.setPollers(); err != nil {
+			return err
+		}
 	}
 	if len(t.links) == 0 {
 		return fmt.Errorf("packet tracing: no stage could attach: %v", t.missing)
+	}
+	return nil
+}
+
+// setPollers gives netif_receive_skb's program the code of the receive
+// softirq and of the busy-poll loop, by which it tells who polled a
+// packet. Where kallsyms hides them (no privilege) or the kernel has
+// neither (the loop was napi_busy_loop alone before Linux 6.9), a
+// packet's poller is unknown.
+func (t *Tracer) setPollers() error {
+	softirq, okS := funcRange("net_rx_action")
+	busy, okB := funcRange("__napi_busy_loop")
+	if !okB {
+		busy, okB = funcRange("napi_busy_loop")
+	}
+	if !okS || !okB {
+		return nil
+	}
+	for name, v := range map[string]uint64{"softirq_lo": softirq[0], "softirq_hi": softirq[1], "busy_lo": busy[0], "busy_hi": busy[1]} {
+		if err := t.coll.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("packet tracing: %s: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -572,6 +597,8 @@ func (t *Tracer) add(e *pktpathEvent) {
 	switch e.Stage {
 	case stageWakeup:
 		s.PID = int(e.Value)
+	case stageReceive:
+		s.Polled = polledNames[e.Value]
 	case stageCopy, stageCapture:
 		s.Copied = int(e.Value)
 	case stageDrop:

@@ -71,6 +71,11 @@ type pktpathFlying struct {
 	_ [24]byte
 }
 
+type pktpathFrames struct {
+	_  structs.HostLayout
+	Ip [32]uint64
+}
+
 type pktpathKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -103,31 +108,36 @@ type pktpathTrackedVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pktpathMapBySkb       = "by_skb"
-	pktpathMapCounts      = "counts"
-	pktpathMapEvents      = "events"
-	pktpathMapLabNetns    = "lab_netns"
-	pktpathMapLastIn      = "last_in"
-	pktpathMapLastXmit    = "last_xmit"
-	pktpathMapLost        = "lost"
-	pktpathMapTracked     = "tracked"
-	pktpathProgConsume    = "consume"
-	pktpathProgCopy       = "copy"
-	pktpathProgDataReady  = "data_ready"
-	pktpathProgDevQueue   = "dev_queue"
-	pktpathProgDrop       = "drop"
-	pktpathProgNetifRx    = "netif_rx"
-	pktpathProgNfHook     = "nf_hook"
-	pktpathProgReceive    = "receive"
-	pktpathProgStartXmit  = "start_xmit"
-	pktpathProgTcEgress   = "tc_egress"
-	pktpathProgTcpReceive = "tcp_receive"
-	pktpathProgWakeup     = "wakeup"
-	pktpathVarByHeaders   = "by_headers"
-	pktpathVarDecideAt    = "decide_at"
-	pktpathVarInflight    = "inflight"
-	pktpathVarSampleQ32   = "sample_q32"
-	pktpathVarUnusedEvent = "unused_event"
+	pktpathMapBySkb        = "by_skb"
+	pktpathMapCounts       = "counts"
+	pktpathMapEvents       = "events"
+	pktpathMapLabNetns     = "lab_netns"
+	pktpathMapLastIn       = "last_in"
+	pktpathMapLastXmit     = "last_xmit"
+	pktpathMapLost         = "lost"
+	pktpathMapStackScratch = "stack_scratch"
+	pktpathMapTracked      = "tracked"
+	pktpathProgConsume     = "consume"
+	pktpathProgCopy        = "copy"
+	pktpathProgDataReady   = "data_ready"
+	pktpathProgDevQueue    = "dev_queue"
+	pktpathProgDrop        = "drop"
+	pktpathProgNetifRx     = "netif_rx"
+	pktpathProgNfHook      = "nf_hook"
+	pktpathProgReceive     = "receive"
+	pktpathProgStartXmit   = "start_xmit"
+	pktpathProgTcEgress    = "tc_egress"
+	pktpathProgTcpReceive  = "tcp_receive"
+	pktpathProgWakeup      = "wakeup"
+	pktpathVarBusyHi       = "busy_hi"
+	pktpathVarBusyLo       = "busy_lo"
+	pktpathVarByHeaders    = "by_headers"
+	pktpathVarDecideAt     = "decide_at"
+	pktpathVarInflight     = "inflight"
+	pktpathVarSampleQ32    = "sample_q32"
+	pktpathVarSoftirqHi    = "softirq_hi"
+	pktpathVarSoftirqLo    = "softirq_lo"
+	pktpathVarUnusedEvent  = "unused_event"
 )
 
 // loadPktpath returns the embedded CollectionSpec for pktpath.
@@ -190,24 +200,29 @@ type pktpathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathMapSpecs struct {
-	BySkb    *ebpf.MapSpec `ebpf:"by_skb"`
-	Counts   *ebpf.MapSpec `ebpf:"counts"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	LabNetns *ebpf.MapSpec `ebpf:"lab_netns"`
-	LastIn   *ebpf.MapSpec `ebpf:"last_in"`
-	LastXmit *ebpf.MapSpec `ebpf:"last_xmit"`
-	Lost     *ebpf.MapSpec `ebpf:"lost"`
-	Tracked  *ebpf.MapSpec `ebpf:"tracked"`
+	BySkb        *ebpf.MapSpec `ebpf:"by_skb"`
+	Counts       *ebpf.MapSpec `ebpf:"counts"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	LabNetns     *ebpf.MapSpec `ebpf:"lab_netns"`
+	LastIn       *ebpf.MapSpec `ebpf:"last_in"`
+	LastXmit     *ebpf.MapSpec `ebpf:"last_xmit"`
+	Lost         *ebpf.MapSpec `ebpf:"lost"`
+	StackScratch *ebpf.MapSpec `ebpf:"stack_scratch"`
+	Tracked      *ebpf.MapSpec `ebpf:"tracked"`
 }
 
 // pktpathVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathVariableSpecs struct {
+	BusyHi      *ebpf.VariableSpec `ebpf:"busy_hi"`
+	BusyLo      *ebpf.VariableSpec `ebpf:"busy_lo"`
 	ByHeaders   *ebpf.VariableSpec `ebpf:"by_headers"`
 	DecideAt    *ebpf.VariableSpec `ebpf:"decide_at"`
 	Inflight    *ebpf.VariableSpec `ebpf:"inflight"`
 	SampleQ32   *ebpf.VariableSpec `ebpf:"sample_q32"`
+	SoftirqHi   *ebpf.VariableSpec `ebpf:"softirq_hi"`
+	SoftirqLo   *ebpf.VariableSpec `ebpf:"softirq_lo"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
@@ -231,14 +246,15 @@ func (o *pktpathObjects) Close() error {
 //
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathMaps struct {
-	BySkb    *ebpf.Map `ebpf:"by_skb"`
-	Counts   *ebpf.Map `ebpf:"counts"`
-	Events   *ebpf.Map `ebpf:"events"`
-	LabNetns *ebpf.Map `ebpf:"lab_netns"`
-	LastIn   *ebpf.Map `ebpf:"last_in"`
-	LastXmit *ebpf.Map `ebpf:"last_xmit"`
-	Lost     *ebpf.Map `ebpf:"lost"`
-	Tracked  *ebpf.Map `ebpf:"tracked"`
+	BySkb        *ebpf.Map `ebpf:"by_skb"`
+	Counts       *ebpf.Map `ebpf:"counts"`
+	Events       *ebpf.Map `ebpf:"events"`
+	LabNetns     *ebpf.Map `ebpf:"lab_netns"`
+	LastIn       *ebpf.Map `ebpf:"last_in"`
+	LastXmit     *ebpf.Map `ebpf:"last_xmit"`
+	Lost         *ebpf.Map `ebpf:"lost"`
+	StackScratch *ebpf.Map `ebpf:"stack_scratch"`
+	Tracked      *ebpf.Map `ebpf:"tracked"`
 }
 
 func (m *pktpathMaps) Close() error {
@@ -250,6 +266,7 @@ func (m *pktpathMaps) Close() error {
 		m.LastIn,
 		m.LastXmit,
 		m.Lost,
+		m.StackScratch,
 		m.Tracked,
 	)
 }
@@ -258,10 +275,14 @@ func (m *pktpathMaps) Close() error {
 //
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathVariables struct {
+	BusyHi      *ebpf.Variable `ebpf:"busy_hi"`
+	BusyLo      *ebpf.Variable `ebpf:"busy_lo"`
 	ByHeaders   *ebpf.Variable `ebpf:"by_headers"`
 	DecideAt    *ebpf.Variable `ebpf:"decide_at"`
 	Inflight    *ebpf.Variable `ebpf:"inflight"`
 	SampleQ32   *ebpf.Variable `ebpf:"sample_q32"`
+	SoftirqHi   *ebpf.Variable `ebpf:"softirq_hi"`
+	SoftirqLo   *ebpf.Variable `ebpf:"softirq_lo"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 }
 

@@ -158,6 +158,12 @@ func TestTCPPath(t *testing.T) {
 	if len(sum.GetStages()) == 0 || sum.GetPackets() != int64(len(packets)) {
 		t.Errorf("summary %v", sum)
 	}
+	// veth without NAPI: its packets wait in the backlog, which the
+	// receive softirq polls; nothing busy polls it.
+	if sum.GetPolledByBusyPoll() != 0 || sum.GetPolledInSoftirq() < int64(requests) {
+		t.Errorf("%d receptions in softirq and %d busy polled, want every one of %d requests in softirq",
+			sum.GetPolledInSoftirq(), sum.GetPolledByBusyPoll(), requests)
+	}
 }
 
 // TestLandmarks: a sampled trace of the path's landmarks attaches only

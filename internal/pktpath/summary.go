@@ -51,6 +51,16 @@ func Summarize(packets []*Packet, drops []Drop) *experimentv1.PacketPath {
 		}
 		return a.GetFrom()+a.GetTo() < b.GetFrom()+b.GetTo()
 	})
+	for _, p := range packets {
+		for _, s := range p.Stages {
+			switch s.Polled {
+			case PolledSoftirq:
+				out.PolledInSoftirq++
+			case PolledBusy:
+				out.PolledByBusyPoll++
+			}
+		}
+	}
 	counts := map[[3]string]int64{}
 	for _, d := range drops {
 		counts[[3]string{d.Reason, d.Location, d.Node}]++
@@ -107,6 +117,9 @@ func Record(ctx context.Context, tr trace.Tracer, packets []*Packet) {
 			}
 			if s.Copied != 0 {
 				ev = append(ev, attribute.Int("labctl.copied_bytes", s.Copied))
+			}
+			if s.Polled != "" {
+				ev = append(ev, attribute.String("labctl.polled_by", s.Polled))
 			}
 			span.AddEvent(s.Name, trace.WithTimestamp(s.Time), trace.WithAttributes(ev...))
 		}

@@ -89,7 +89,7 @@ struct event {
 	__u32 netns;     /* inode of the namespace, 0 when the stage cannot tell */
 	__u32 ifindex;
 	__u32 len;
-	__u32 value;     /* drop reason, copied bytes or woken pid */
+	__u32 value;     /* drop reason, copied bytes, woken pid, or who polled a received packet (enum polled) */
 	__u32 cpu;
 	__u32 napi_id;
 	__u16 ipid;
@@ -744,11 +744,63 @@ static __always_inline void received(void)
 		*last = 0;
 }
 
+/* Who took a received packet from its device's queue: the receive
+ * softirq (net_rx_action), or a thread busy polling (SO_BUSY_POLL, epoll's
+ * busy poll: __napi_busy_loop, which runs the device's poll with bottom
+ * halves disabled, in the thread's own context). Told by the code on the
+ * stack of netif_receive_skb: Go sets the two functions' address ranges
+ * from /proc/kallsyms (all 0 when it cannot read them: unknown). */
+enum polled { POLLED_UNKNOWN, POLLED_SOFTIRQ, POLLED_BUSY };
+volatile __u64 softirq_lo CONFIG = 0;
+volatile __u64 softirq_hi CONFIG = 0;
+volatile __u64 busy_lo CONFIG = 0;
+volatile __u64 busy_hi CONFIG = 0;
+
+/* Deep enough for netif_receive_skb under GRO under the device's poll
+ * under either caller (some 15 frames on 6.18). */
+#define POLL_FRAMES 32
+struct frames {
+	__u64 ip[POLL_FRAMES];
+};
+
+/* Too large for the programs' 512-byte stack beside the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct frames);
+	__uint(max_entries, 1);
+} stack_scratch SEC(".maps");
+
+static __always_inline __u32 polled_by(void *ctx)
+{
+	__u32 z = 0;
+	struct frames *f;
+	long n;
+
+	if (!softirq_hi)
+		return POLLED_UNKNOWN;
+	f = bpf_map_lookup_elem(&stack_scratch, &z);
+	if (!f)
+		return POLLED_UNKNOWN;
+	n = bpf_get_stack(ctx, f->ip, sizeof(f->ip), 0);
+	for (int i = 0; i < POLL_FRAMES; i++) {
+		__u64 ip = f->ip[i];
+
+		if (i * 8 >= n) /* n < 0: no stack */
+			break;
+		if (ip >= softirq_lo && ip < softirq_hi)
+			return POLLED_SOFTIRQ;
+		if (ip >= busy_lo && ip < busy_hi)
+			return POLLED_BUSY;
+	}
+	return POLLED_UNKNOWN;
+}
+
 /* On receive entry the IP header is at data: eth_type_trans pulled the
  * Ethernet header, and network_header is set only after this tracepoint.
  * netif_receive_skb also finds a sampled packet by its headers when its
  * skb is new (veth with XDP copies the packet). */
-static __always_inline int rx_entry(struct sk_buff *skb, __u16 stage)
+static __always_inline int rx_entry(void *ctx, struct sk_buff *skb, __u16 stage)
 {
 	const unsigned char *l3;
 	struct key k = {};
@@ -772,7 +824,8 @@ static __always_inline int rx_entry(struct sk_buff *skb, __u16 stage)
 
 		if (bpf_core_field_exists(skb->napi_id))
 			napi = skb->napi_id;
-		emit(&k, id, stage, 0, ino, ifindex_of(skb->dev), skb->len, 0, 0, napi);
+		emit(&k, id, stage, 0, ino, ifindex_of(skb->dev), skb->len,
+		     stage == STAGE_RECEIVE ? polled_by(ctx) : 0, 0, napi);
 		if (stage == STAGE_RECEIVE) {
 			received();
 			expect_data_ready(&k, id, ino);
@@ -784,13 +837,13 @@ static __always_inline int rx_entry(struct sk_buff *skb, __u16 stage)
 SEC("tp_btf/netif_rx")
 int BPF_PROG(netif_rx, struct sk_buff *skb)
 {
-	return rx_entry(skb, STAGE_NETIF_RX);
+	return rx_entry(ctx, skb, STAGE_NETIF_RX);
 }
 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(receive, struct sk_buff *skb)
 {
-	return rx_entry(skb, STAGE_RECEIVE);
+	return rx_entry(ctx, skb, STAGE_RECEIVE);
 }
 
 SEC("tp_btf/tcp_probe")

@@ -1493,10 +1493,17 @@ type PacketPath struct {
 	// Sampled packets.
 	Packets int64 `protobuf:"varint,1,opt,name=packets,proto3" json:"packets,omitempty"`
 	// From each stage to the next one of the same packets, in path order.
-	Stages        []*StageTime `protobuf:"bytes,2,rep,name=stages,proto3" json:"stages,omitempty"`
-	Drops         []*DropCount `protobuf:"bytes,3,rep,name=drops,proto3" json:"drops,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Stages []*StageTime `protobuf:"bytes,2,rep,name=stages,proto3" json:"stages,omitempty"`
+	Drops  []*DropCount `protobuf:"bytes,3,rep,name=drops,proto3" json:"drops,omitempty"`
+	// The sampled packets' receptions at netif_receive_skb by who took them
+	// from their queue: the receive softirq (a device's NAPI poll, or the
+	// backlog of a device without NAPI), or a thread busy polling a device's
+	// NAPI instance (SO_BUSY_POLL, epoll's busy poll). Counted when
+	// netif_receive_skb is traced and the kernel's symbols are readable.
+	PolledInSoftirq  int64 `protobuf:"varint,4,opt,name=polled_in_softirq,json=polledInSoftirq,proto3" json:"polled_in_softirq,omitempty"`
+	PolledByBusyPoll int64 `protobuf:"varint,5,opt,name=polled_by_busy_poll,json=polledByBusyPoll,proto3" json:"polled_by_busy_poll,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PacketPath) Reset() {
@@ -1548,6 +1555,20 @@ func (x *PacketPath) GetDrops() []*DropCount {
 		return x.Drops
 	}
 	return nil
+}
+
+func (x *PacketPath) GetPolledInSoftirq() int64 {
+	if x != nil {
+		return x.PolledInSoftirq
+	}
+	return 0
+}
+
+func (x *PacketPath) GetPolledByBusyPoll() int64 {
+	if x != nil {
+		return x.PolledByBusyPoll
+	}
+	return 0
 }
 
 // StageTime is the time from one stage ("nf LOCAL_OUT@n1") to the next.
@@ -2675,12 +2696,14 @@ const file_labctl_experiment_v1_experiment_proto_rawDesc = "" +
 	"packetPath\x1aX\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
-	"\x05value\x18\x02 \x01(\v2\x1c.labctl.experiment.v1.SpreadR\x05value:\x028\x01\"\x96\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.labctl.experiment.v1.SpreadR\x05value:\x028\x01\"\xf1\x01\n" +
 	"\n" +
 	"PacketPath\x12\x18\n" +
 	"\apackets\x18\x01 \x01(\x03R\apackets\x127\n" +
 	"\x06stages\x18\x02 \x03(\v2\x1f.labctl.experiment.v1.StageTimeR\x06stages\x125\n" +
-	"\x05drops\x18\x03 \x03(\v2\x1f.labctl.experiment.v1.DropCountR\x05drops\"w\n" +
+	"\x05drops\x18\x03 \x03(\v2\x1f.labctl.experiment.v1.DropCountR\x05drops\x12*\n" +
+	"\x11polled_in_softirq\x18\x04 \x01(\x03R\x0fpolledInSoftirq\x12-\n" +
+	"\x13polled_by_busy_poll\x18\x05 \x01(\x03R\x10polledByBusyPoll\"w\n" +
 	"\tStageTime\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x18\n" +
