@@ -73,7 +73,7 @@ type pktpathFlying struct {
 
 type pktpathFrames struct {
 	_  structs.HostLayout
-	Ip [32]uint64
+	Ip [16]uint64
 }
 
 type pktpathKey struct {

@@ -757,8 +757,9 @@ volatile __u64 busy_lo CONFIG = 0;
 volatile __u64 busy_hi CONFIG = 0;
 
 /* Deep enough for netif_receive_skb under GRO under the device's poll
- * under either caller (some 15 frames on 6.18). */
-#define POLL_FRAMES 32
+ * under either caller: 12 frames found every busy-polled packet of the
+ * tests on 6.18; 16 leave room. */
+#define POLL_FRAMES 16
 struct frames {
 	__u64 ip[POLL_FRAMES];
 };
@@ -771,14 +772,24 @@ struct {
 	__uint(max_entries, 1);
 } stack_scratch SEC(".maps");
 
+/* A kernel thread's stack: 16 KiB on x86-64 and arm64, 32 KiB with KASAN. */
+#define TASK_STACK_MAX 32768
+
 static __always_inline __u32 polled_by(void *ctx)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 z = 0;
 	struct frames *f;
 	long n;
 
 	if (!softirq_hi)
 		return POLLED_UNKNOWN;
+	/* Softirqs run on the CPU's own stack, not the current task's (x86-64
+	 * and arm64, but for ksoftirqd); a busy-polling thread polls on its
+	 * own. Off the task's stack it is the softirq, and the stack need not
+	 * be walked (2-3 µs a packet here). */
+	if ((__u64)(void *)&z - (__u64)task->stack >= TASK_STACK_MAX)
+		return POLLED_SOFTIRQ;
 	f = bpf_map_lookup_elem(&stack_scratch, &z);
 	if (!f)
 		return POLLED_UNKNOWN;

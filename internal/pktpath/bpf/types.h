@@ -46,7 +46,10 @@ struct sk_buff {
 	unsigned char *data;
 };
 
-struct task_struct { int pid; };
+struct task_struct {
+	int pid;
+	void *stack;
+};
 
 struct nf_hook_state {
 	__u8 hook;
