@@ -137,6 +137,11 @@ func TestBusyPollEndToEnd(t *testing.T) {
 			pp := row.GetPacketPath()
 			busy, softirq := pp.GetPolledByBusyPoll(), pp.GetPolledInSoftirq()
 			t.Logf("%s: %d busy polled, %d in softirq, of %d packets", row.GetVariant(), busy, softirq, pp.GetPackets())
+			if pp.GetPackets() > 0 && !slices.ContainsFunc(pp.GetStages(), func(st *experimentv1.StageTime) bool {
+				return strings.HasPrefix(st.GetFrom(), "napi_gro_receive@") && strings.HasPrefix(st.GetTo(), "netif_receive_skb@")
+			}) {
+				t.Errorf("%s: no packet went from napi_gro_receive to netif_receive_skb: %v", row.GetVariant(), pp.GetStages())
+			}
 			switch _, mech, _ := strings.Cut(row.GetVariant(), "/"); mech {
 			case "blocking":
 				if busy != 0 || softirq == 0 {

@@ -192,7 +192,7 @@ func TestPacketsOfRR(t *testing.T) {
 		res := c.result(rr...)
 		completed(t, res, 1)
 		pt := res.GetPacketTracing()
-		if pt.GetError() != "" || pt.GetLost() != 0 || len(pt.GetMissing()) != 0 || len(pt.GetOmitted()) != 9 {
+		if pt.GetError() != "" || pt.GetLost() != 0 || len(pt.GetMissing()) != 0 || len(pt.GetOmitted()) != 10 {
 			t.Fatalf("packet tracing: %v", pt)
 		}
 		var requests, complete int

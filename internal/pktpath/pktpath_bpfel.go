@@ -122,6 +122,7 @@ const (
 	pktpathProgDataReady   = "data_ready"
 	pktpathProgDevQueue    = "dev_queue"
 	pktpathProgDrop        = "drop"
+	pktpathProgGroEntry    = "gro_entry"
 	pktpathProgNetifRx     = "netif_rx"
 	pktpathProgNfHook      = "nf_hook"
 	pktpathProgReceive     = "receive"
@@ -187,6 +188,7 @@ type pktpathProgramSpecs struct {
 	DataReady  *ebpf.ProgramSpec `ebpf:"data_ready"`
 	DevQueue   *ebpf.ProgramSpec `ebpf:"dev_queue"`
 	Drop       *ebpf.ProgramSpec `ebpf:"drop"`
+	GroEntry   *ebpf.ProgramSpec `ebpf:"gro_entry"`
 	NetifRx    *ebpf.ProgramSpec `ebpf:"netif_rx"`
 	NfHook     *ebpf.ProgramSpec `ebpf:"nf_hook"`
 	Receive    *ebpf.ProgramSpec `ebpf:"receive"`
@@ -295,6 +297,7 @@ type pktpathPrograms struct {
 	DataReady  *ebpf.Program `ebpf:"data_ready"`
 	DevQueue   *ebpf.Program `ebpf:"dev_queue"`
 	Drop       *ebpf.Program `ebpf:"drop"`
+	GroEntry   *ebpf.Program `ebpf:"gro_entry"`
 	NetifRx    *ebpf.Program `ebpf:"netif_rx"`
 	NfHook     *ebpf.Program `ebpf:"nf_hook"`
 	Receive    *ebpf.Program `ebpf:"receive"`
@@ -311,6 +314,7 @@ func (p *pktpathPrograms) Close() error {
 		p.DataReady,
 		p.DevQueue,
 		p.Drop,
+		p.GroEntry,
 		p.NetifRx,
 		p.NfHook,
 		p.Receive,

@@ -175,7 +175,7 @@ func TestTCPPath(t *testing.T) {
 // its place, and the hook is reported missing.
 func TestLandmarks(t *testing.T) {
 	omitted := []string{"nf (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN, FORWARD)", "net_dev_queue", "net_dev_start_xmit", "netif_rx",
-		"netif_receive_skb", "tcp receive (tcp_probe)", "sk_data_ready", "reader wakeup (sched_waking)", "consumed (consume_skb)"}
+		"napi_gro_receive (napi_gro_receive_entry)", "netif_receive_skb", "tcp receive (tcp_probe)", "sk_data_ready", "reader wakeup (sched_waking)", "consumed (consume_skb)"}
 	for _, c := range []struct {
 		name, fail, first string
 		missing           []string

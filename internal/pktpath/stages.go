@@ -22,6 +22,7 @@ const (
 	stageSYN
 	stageCapture
 	stageTCEgress
+	stageGROEntry
 )
 
 // hooks are netfilter's IPv4 hooks, by number (enum nf_inet_hooks).
@@ -43,6 +44,8 @@ func stageName(stage uint16, hook uint8) string {
 		return "net_dev_start_xmit"
 	case stageNetifRx:
 		return "netif_rx"
+	case stageGROEntry:
+		return "napi_gro_receive"
 	case stageReceive:
 		return "netif_receive_skb"
 	case stageTCPReceive:
@@ -90,6 +93,7 @@ var programs = []program{
 	{"net_dev_queue", stageDevQueue, "dev_queue", [2]int{5, 5}, Every},
 	{"net_dev_start_xmit", stageStartXmit, "start_xmit", [2]int{5, 5}, Every},
 	{"netif_rx", stageNetifRx, "netif_rx", [2]int{5, 5}, Every},
+	{"napi_gro_receive (napi_gro_receive_entry)", stageGROEntry, "gro_entry", [2]int{5, 5}, Every},
 	{"netif_receive_skb", stageReceive, "receive", [2]int{5, 5}, Every},
 	{"tcp receive (tcp_probe)", stageTCPReceive, "tcp_receive", [2]int{5, 5}, Every},
 	{"sk_data_ready", stageDataReady, "data_ready", [2]int{6, 3}, Every},

@@ -58,6 +58,7 @@ enum stage {
 	STAGE_SYN,             /* a SYN at LOCAL_OUT, always: its seq is the ISN */
 	STAGE_CAPTURE,         /* a packet socket's copy (tcpdump): event.value = bytes */
 	STAGE_TC_EGRESS,       /* tcx/egress of a lab device, right before net_dev_queue */
+	STAGE_GRO_ENTRY,       /* tp_btf/napi_gro_receive_entry: into a NAPI device's GRO (veth with GRO or XDP) */
 };
 
 /* A packet's identity along its path. The skb address is left out: veth
@@ -849,6 +850,14 @@ SEC("tp_btf/netif_rx")
 int BPF_PROG(netif_rx, struct sk_buff *skb)
 {
 	return rx_entry(ctx, skb, STAGE_NETIF_RX);
+}
+
+/* A NAPI device's poll hands the packet to GRO: the crossing where a
+ * device has NAPI, as netif_rx is where it has none. */
+SEC("tp_btf/napi_gro_receive_entry")
+int BPF_PROG(gro_entry, struct sk_buff *skb)
+{
+	return rx_entry(ctx, skb, STAGE_GRO_ENTRY);
 }
 
 SEC("tp_btf/netif_receive_skb")
