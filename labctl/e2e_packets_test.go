@@ -577,7 +577,7 @@ func TestPacketTracingLeavesNothing(t *testing.T) {
 	same := func(when string) {
 		t.Helper()
 		var now bpfObjects
-		if !poll(10*time.Second, func() bool { now = heldBPF(t, pid); return now.equal(before) }) {
+		if !poll(20*time.Second, func() bool { now = heldBPF(t, pid); return now.equal(before) }) {
 			t.Errorf("%s: serve holds %v, before any run %v", when, now, before)
 		}
 	}
