@@ -139,7 +139,7 @@ func packets(ctx context.Context, b *bench) (string, error) {
 // tracerWindows measures the tracer in one run (tracerInOneRun), loaded
 // as labctl run rr loads it in this lab: at 1% (--trace-packets=0.01, the
 // landmarks), the target's case, for long enough to bound its median
-// within about ±0.7%; at 1% with --trace-all-stages; and every packet
+// within about ±0.5%; at 1% with --trace-all-stages; and every packet
 // (--trace-packets), with no cap: a run's (runs.PacketCap) would stop
 // sampling within a second, and the rest would be measured untraced.
 func tracerWindows(ctx context.Context, b *bench, lab string) (string, error) {

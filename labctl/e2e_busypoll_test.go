@@ -133,9 +133,11 @@ func TestBusyPollEndToEnd(t *testing.T) {
 		res := c.result("run", "busy-poll", lab, "--client", "client", "--server", "server", "-q", "--trace-packets=0.2",
 			"-p", "devices=veth-gro", "-p", "mechanisms=blocking,busy_read", "-p", "timeouts=100us",
 			"-p", "repeats=1", "-p", "duration=100ms", "-p", "warmup=10ms")
+		seen := map[string]bool{}
 		for _, row := range res.GetSummary() {
 			pp := row.GetPacketPath()
 			busy, softirq := pp.GetPolledByBusyPoll(), pp.GetPolledInSoftirq()
+			seen[row.GetVariant()] = pp.GetPackets() > 0
 			t.Logf("%s: %d busy polled, %d in softirq, of %d packets", row.GetVariant(), busy, softirq, pp.GetPackets())
 			if pp.GetPackets() > 0 && !slices.ContainsFunc(pp.GetStages(), func(st *experimentv1.StageTime) bool {
 				return strings.HasPrefix(st.GetFrom(), "napi_gro_receive@") && strings.HasPrefix(st.GetTo(), "netif_receive_skb@")
@@ -153,7 +155,10 @@ func TestBusyPollEndToEnd(t *testing.T) {
 				}
 			}
 		}
-		if !strings.Contains(res.GetVerdict().GetExplanation(), "receptions busy polled") {
+		if !seen["veth-gro/blocking"] || !seen["veth-gro/busy_read-100us"] {
+			t.Errorf("traced variants %v, want veth-gro/blocking and veth-gro/busy_read-100us", seen)
+		}
+		if !strings.Contains(res.GetVerdict().GetExplanation(), "busy polled") {
 			t.Errorf("the verdict does not say who polled the packets: %s", res.GetVerdict().GetExplanation())
 		}
 	})

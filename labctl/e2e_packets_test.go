@@ -474,10 +474,14 @@ func TestTraceShape(t *testing.T) {
 	c.ok("status", lab)
 	c.ok("status")
 	c.ok("run", "--list")
-	_, remote := c.serve()
+	srv, remote := c.serve()
 	c.ok(append(remote, "status", lab)...)
 	c.ok(append(remote, "run", "--list")...)
-	time.Sleep(2 * time.Second) // agents and serve write their spans in batches
+	// Stopped, serve has written every span it kept; agents write theirs
+	// in batches.
+	_ = srv.Process.Signal(syscall.SIGTERM)
+	_ = srv.Wait()
+	time.Sleep(2 * time.Second)
 	if added := newTraces(before, traceDirs(t, dir)); len(added) > 0 {
 		t.Errorf("status and run --list left traces: %v", added)
 	}
@@ -614,7 +618,7 @@ func TestPacketTracingLeavesNothing(t *testing.T) {
 	loaded := heldBPF(t, pid)
 	_ = srv.Process.Signal(syscall.SIGKILL)
 	var left []string
-	if !poll(10*time.Second, func() bool { left = loaded.stillInKernel(); return len(left) == 0 }) {
+	if !poll(30*time.Second, func() bool { left = loaded.stillInKernel(); return len(left) == 0 }) {
 		t.Errorf("after kill -9 of serve, still in the kernel: %v", left)
 	}
 }

@@ -305,13 +305,14 @@ func TestJaegerUIShowsRun(t *testing.T) {
 		return roles == 4 && packets > 0
 	})
 	instances := map[string]bool{}
-	var roles, packets int
+	var runs, roles, packets int
 	for _, s := range spans {
 		if s.service == "labctl-agent" {
 			instances[s.instance] = true
 		}
 		switch {
 		case s.name == "run rr":
+			runs++
 			if got := tagValue(s.tags, "labctl.run.id"); got != res.GetId() {
 				t.Errorf("run rr: labctl.run.id %q, want %q", got, res.GetId())
 			}
@@ -340,8 +341,8 @@ func TestJaegerUIShowsRun(t *testing.T) {
 	if !instances[lab+"/n1"] || !instances[lab+"/n2"] || len(instances) != 2 {
 		t.Errorf("labctl-agent instances %v, want %s/n1 and %s/n2", instances, lab, lab)
 	}
-	if roles != 4 || packets == 0 {
-		t.Errorf("the UI's data holds %d role spans and %d packet spans, want 4 and some", roles, packets)
+	if runs != 1 || roles != 4 || packets == 0 {
+		t.Errorf("the UI's data holds %d run, %d role and %d packet spans, want 1, 4 and some", runs, roles, packets)
 	}
 
 	if os.Getenv("LABCTL_JAEGER_UI_ASSETS") == "" {

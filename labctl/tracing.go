@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -92,17 +93,20 @@ func serverTracing() grpc.ServerOption {
 // valid and not sampled, so that what the handler traces on its way (status
 // observes the kernel: netns.observe) records nothing. Without a parent,
 // those spans would be the roots of one-span traces of their own in labctl
-// serve; the SDK's default sampler follows the parent's decision.
+// serve; the SDK's default sampler follows the parent's decision. The ids
+// are random, so that a sampler that ignores the parent (OTEL_TRACES_SAMPLER)
+// does not gather every read-only call into one trace.
 type untracedReadOnly struct{ stats.Handler }
-
-var unsampled = trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}})
 
 func (h untracedReadOnly) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
 	ctx = h.Handler.TagRPC(ctx, info)
-	if readOnly[info.FullMethodName] {
-		ctx = trace.ContextWithSpanContext(ctx, unsampled)
+	if !readOnly[info.FullMethodName] {
+		return ctx
 	}
-	return ctx
+	var c trace.SpanContextConfig
+	_, _ = rand.Read(c.TraceID[:])
+	_, _ = rand.Read(c.SpanID[:])
+	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(c))
 }
 
 var readOnly = map[string]bool{

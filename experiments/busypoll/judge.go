@@ -312,7 +312,7 @@ func (Experiment) JudgePackets(rows []*experimentv1.SummaryRow, v *experimentv1.
 		if busy+softirq == 0 {
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s: %d of %d receptions busy polled, %d in softirq", row.GetVariant(), busy, busy+softirq, softirq))
+		parts = append(parts, fmt.Sprintf("%s: %d receptions busy polled, %d in softirq", row.GetVariant(), busy, softirq))
 	}
 	if len(parts) > 0 {
 		v.Explanation += " Packet path, who took the traced packets from their queue: " + strings.Join(parts, "; ") + "."

@@ -49,7 +49,8 @@ type ksym struct {
 }
 
 // ksyms are the kernel's text symbols, sorted, read once when the first
-// drop needs one (/proc/kallsyms has some 120,000 lines).
+// drop or a tracer of every stage needs them (/proc/kallsyms has some
+// 120,000 lines).
 var ksyms = sync.OnceValue(func() []ksym {
 	f, err := os.Open("/proc/kallsyms")
 	if err != nil {

@@ -45,8 +45,14 @@ const (
 	PolledBusy    = "busy poll"
 )
 
-// polledNames are the programs' enum polled.
-var polledNames = map[uint32]string{1: PolledSoftirq, 2: PolledBusy}
+// The programs' enum polled.
+const (
+	polledUnknown = iota
+	polledSoftirq
+	polledBusy
+)
+
+var polledNames = map[uint32]string{polledSoftirq: PolledSoftirq, polledBusy: PolledBusy}
 
 // Drop is a packet of the lab that the kernel dropped.
 type Drop struct {

@@ -205,6 +205,11 @@ func (t *Tracer) load() error {
 			return err
 		}
 	}
+	if t.loaded("receive") != nil {
+		if err := t.loadPollers(); err != nil {
+			return err
+		}
+	}
 	if len(t.progs) == 0 {
 		return fmt.Errorf("packet tracing: no stage could load: %v", t.missing)
 	}
@@ -369,9 +374,6 @@ func (t *Tracer) attach() error {
 		if err := t.coll.Variables["by_headers"].Set(uint8(1)); err != nil {
 			return fmt.Errorf("packet tracing: %w", err)
 		}
-		if err := t.setPollers(); err != nil {
-			return err
-		}
 	}
 	if len(t.links) == 0 {
 		return fmt.Errorf("packet tracing: no stage could attach: %v", t.missing)
@@ -379,23 +381,40 @@ func (t *Tracer) attach() error {
 	return nil
 }
 
-// setPollers gives netif_receive_skb's program the code of the receive
-// softirq and of the busy-poll loop, by which it tells who polled a
-// packet. Where kallsyms hides them (no privilege) or the kernel has
-// neither (the loop was napi_busy_loop alone before Linux 6.9), a
-// packet's poller is unknown.
-func (t *Tracer) setPollers() error {
+// pollers are the programs by which netif_receive_skb's tells who polled
+// a packet: the receive softirq's entry and exit, on this CPU.
+var pollers = []program{
+	{"who polled a received packet (softirq_entry)", 0, "softirq_entry", [2]int{5, 5}, Every},
+	{"who polled a received packet (softirq_exit)", 0, "softirq_exit", [2]int{5, 5}, Every},
+}
+
+// loadPollers loads the pollers and gives netif_receive_skb's program the
+// code of the busy-poll loop and of the receive softirq, which it looks
+// for on the stack of a reception outside the softirq, before anything
+// attaches. Where kallsyms hides them (no privilege) or the kernel has
+// neither (the loop was napi_busy_loop alone before Linux 6.9), a busy
+// poll is not told, and the run says so.
+func (t *Tracer) loadPollers() error {
+	for _, p := range pollers {
+		if err := t.loadProgram(p); err != nil {
+			return err
+		}
+	}
 	softirq, okS := funcRange("net_rx_action")
 	busy, okB := funcRange("__napi_busy_loop")
 	if !okB {
 		busy, okB = funcRange("napi_busy_loop")
 	}
 	if !okS || !okB {
+		t.miss("busy poll (who polled a received packet)", errors.New("/proc/kallsyms gives no net_rx_action or __napi_busy_loop"))
 		return nil
 	}
-	for name, v := range map[string]uint64{"softirq_lo": softirq[0], "softirq_hi": softirq[1], "busy_lo": busy[0], "busy_hi": busy[1]} {
-		if err := t.coll.Variables[name].Set(v); err != nil {
-			return fmt.Errorf("packet tracing: %s: %w", name, err)
+	for _, v := range []struct {
+		name  string
+		value uint64
+	}{{"softirq_lo", softirq[0]}, {"softirq_hi", softirq[1]}, {"busy_lo", busy[0]}, {"busy_hi", busy[1]}} {
+		if err := t.coll.Variables[v.name].Set(v.value); err != nil {
+			return fmt.Errorf("packet tracing: %s: %w", v.name, err)
 		}
 	}
 	return nil

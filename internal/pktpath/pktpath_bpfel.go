@@ -73,7 +73,7 @@ type pktpathFlying struct {
 
 type pktpathFrames struct {
 	_  structs.HostLayout
-	Ip [16]uint64
+	Ip [24]uint64
 }
 
 type pktpathKey struct {
@@ -108,37 +108,40 @@ type pktpathTrackedVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pktpathMapBySkb        = "by_skb"
-	pktpathMapCounts       = "counts"
-	pktpathMapEvents       = "events"
-	pktpathMapLabNetns     = "lab_netns"
-	pktpathMapLastIn       = "last_in"
-	pktpathMapLastXmit     = "last_xmit"
-	pktpathMapLost         = "lost"
-	pktpathMapStackScratch = "stack_scratch"
-	pktpathMapTracked      = "tracked"
-	pktpathProgConsume     = "consume"
-	pktpathProgCopy        = "copy"
-	pktpathProgDataReady   = "data_ready"
-	pktpathProgDevQueue    = "dev_queue"
-	pktpathProgDrop        = "drop"
-	pktpathProgGroEntry    = "gro_entry"
-	pktpathProgNetifRx     = "netif_rx"
-	pktpathProgNfHook      = "nf_hook"
-	pktpathProgReceive     = "receive"
-	pktpathProgStartXmit   = "start_xmit"
-	pktpathProgTcEgress    = "tc_egress"
-	pktpathProgTcpReceive  = "tcp_receive"
-	pktpathProgWakeup      = "wakeup"
-	pktpathVarBusyHi       = "busy_hi"
-	pktpathVarBusyLo       = "busy_lo"
-	pktpathVarByHeaders    = "by_headers"
-	pktpathVarDecideAt     = "decide_at"
-	pktpathVarInflight     = "inflight"
-	pktpathVarSampleQ32    = "sample_q32"
-	pktpathVarSoftirqHi    = "softirq_hi"
-	pktpathVarSoftirqLo    = "softirq_lo"
-	pktpathVarUnusedEvent  = "unused_event"
+	pktpathMapBySkb         = "by_skb"
+	pktpathMapCounts        = "counts"
+	pktpathMapEvents        = "events"
+	pktpathMapInNetRx       = "in_net_rx"
+	pktpathMapLabNetns      = "lab_netns"
+	pktpathMapLastIn        = "last_in"
+	pktpathMapLastXmit      = "last_xmit"
+	pktpathMapLost          = "lost"
+	pktpathMapStackScratch  = "stack_scratch"
+	pktpathMapTracked       = "tracked"
+	pktpathProgConsume      = "consume"
+	pktpathProgCopy         = "copy"
+	pktpathProgDataReady    = "data_ready"
+	pktpathProgDevQueue     = "dev_queue"
+	pktpathProgDrop         = "drop"
+	pktpathProgGroEntry     = "gro_entry"
+	pktpathProgNetifRx      = "netif_rx"
+	pktpathProgNfHook       = "nf_hook"
+	pktpathProgReceive      = "receive"
+	pktpathProgSoftirqEntry = "softirq_entry"
+	pktpathProgSoftirqExit  = "softirq_exit"
+	pktpathProgStartXmit    = "start_xmit"
+	pktpathProgTcEgress     = "tc_egress"
+	pktpathProgTcpReceive   = "tcp_receive"
+	pktpathProgWakeup       = "wakeup"
+	pktpathVarBusyHi        = "busy_hi"
+	pktpathVarBusyLo        = "busy_lo"
+	pktpathVarByHeaders     = "by_headers"
+	pktpathVarDecideAt      = "decide_at"
+	pktpathVarInflight      = "inflight"
+	pktpathVarSampleQ32     = "sample_q32"
+	pktpathVarSoftirqHi     = "softirq_hi"
+	pktpathVarSoftirqLo     = "softirq_lo"
+	pktpathVarUnusedEvent   = "unused_event"
 )
 
 // loadPktpath returns the embedded CollectionSpec for pktpath.
@@ -183,19 +186,21 @@ type pktpathSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktpathProgramSpecs struct {
-	Consume    *ebpf.ProgramSpec `ebpf:"consume"`
-	Copy       *ebpf.ProgramSpec `ebpf:"copy"`
-	DataReady  *ebpf.ProgramSpec `ebpf:"data_ready"`
-	DevQueue   *ebpf.ProgramSpec `ebpf:"dev_queue"`
-	Drop       *ebpf.ProgramSpec `ebpf:"drop"`
-	GroEntry   *ebpf.ProgramSpec `ebpf:"gro_entry"`
-	NetifRx    *ebpf.ProgramSpec `ebpf:"netif_rx"`
-	NfHook     *ebpf.ProgramSpec `ebpf:"nf_hook"`
-	Receive    *ebpf.ProgramSpec `ebpf:"receive"`
-	StartXmit  *ebpf.ProgramSpec `ebpf:"start_xmit"`
-	TcEgress   *ebpf.ProgramSpec `ebpf:"tc_egress"`
-	TcpReceive *ebpf.ProgramSpec `ebpf:"tcp_receive"`
-	Wakeup     *ebpf.ProgramSpec `ebpf:"wakeup"`
+	Consume      *ebpf.ProgramSpec `ebpf:"consume"`
+	Copy         *ebpf.ProgramSpec `ebpf:"copy"`
+	DataReady    *ebpf.ProgramSpec `ebpf:"data_ready"`
+	DevQueue     *ebpf.ProgramSpec `ebpf:"dev_queue"`
+	Drop         *ebpf.ProgramSpec `ebpf:"drop"`
+	GroEntry     *ebpf.ProgramSpec `ebpf:"gro_entry"`
+	NetifRx      *ebpf.ProgramSpec `ebpf:"netif_rx"`
+	NfHook       *ebpf.ProgramSpec `ebpf:"nf_hook"`
+	Receive      *ebpf.ProgramSpec `ebpf:"receive"`
+	SoftirqEntry *ebpf.ProgramSpec `ebpf:"softirq_entry"`
+	SoftirqExit  *ebpf.ProgramSpec `ebpf:"softirq_exit"`
+	StartXmit    *ebpf.ProgramSpec `ebpf:"start_xmit"`
+	TcEgress     *ebpf.ProgramSpec `ebpf:"tc_egress"`
+	TcpReceive   *ebpf.ProgramSpec `ebpf:"tcp_receive"`
+	Wakeup       *ebpf.ProgramSpec `ebpf:"wakeup"`
 }
 
 // pktpathMapSpecs contains maps before they are loaded into the kernel.
@@ -205,6 +210,7 @@ type pktpathMapSpecs struct {
 	BySkb        *ebpf.MapSpec `ebpf:"by_skb"`
 	Counts       *ebpf.MapSpec `ebpf:"counts"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	InNetRx      *ebpf.MapSpec `ebpf:"in_net_rx"`
 	LabNetns     *ebpf.MapSpec `ebpf:"lab_netns"`
 	LastIn       *ebpf.MapSpec `ebpf:"last_in"`
 	LastXmit     *ebpf.MapSpec `ebpf:"last_xmit"`
@@ -251,6 +257,7 @@ type pktpathMaps struct {
 	BySkb        *ebpf.Map `ebpf:"by_skb"`
 	Counts       *ebpf.Map `ebpf:"counts"`
 	Events       *ebpf.Map `ebpf:"events"`
+	InNetRx      *ebpf.Map `ebpf:"in_net_rx"`
 	LabNetns     *ebpf.Map `ebpf:"lab_netns"`
 	LastIn       *ebpf.Map `ebpf:"last_in"`
 	LastXmit     *ebpf.Map `ebpf:"last_xmit"`
@@ -264,6 +271,7 @@ func (m *pktpathMaps) Close() error {
 		m.BySkb,
 		m.Counts,
 		m.Events,
+		m.InNetRx,
 		m.LabNetns,
 		m.LastIn,
 		m.LastXmit,
@@ -292,19 +300,21 @@ type pktpathVariables struct {
 //
 // It can be passed to loadPktpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktpathPrograms struct {
-	Consume    *ebpf.Program `ebpf:"consume"`
-	Copy       *ebpf.Program `ebpf:"copy"`
-	DataReady  *ebpf.Program `ebpf:"data_ready"`
-	DevQueue   *ebpf.Program `ebpf:"dev_queue"`
-	Drop       *ebpf.Program `ebpf:"drop"`
-	GroEntry   *ebpf.Program `ebpf:"gro_entry"`
-	NetifRx    *ebpf.Program `ebpf:"netif_rx"`
-	NfHook     *ebpf.Program `ebpf:"nf_hook"`
-	Receive    *ebpf.Program `ebpf:"receive"`
-	StartXmit  *ebpf.Program `ebpf:"start_xmit"`
-	TcEgress   *ebpf.Program `ebpf:"tc_egress"`
-	TcpReceive *ebpf.Program `ebpf:"tcp_receive"`
-	Wakeup     *ebpf.Program `ebpf:"wakeup"`
+	Consume      *ebpf.Program `ebpf:"consume"`
+	Copy         *ebpf.Program `ebpf:"copy"`
+	DataReady    *ebpf.Program `ebpf:"data_ready"`
+	DevQueue     *ebpf.Program `ebpf:"dev_queue"`
+	Drop         *ebpf.Program `ebpf:"drop"`
+	GroEntry     *ebpf.Program `ebpf:"gro_entry"`
+	NetifRx      *ebpf.Program `ebpf:"netif_rx"`
+	NfHook       *ebpf.Program `ebpf:"nf_hook"`
+	Receive      *ebpf.Program `ebpf:"receive"`
+	SoftirqEntry *ebpf.Program `ebpf:"softirq_entry"`
+	SoftirqExit  *ebpf.Program `ebpf:"softirq_exit"`
+	StartXmit    *ebpf.Program `ebpf:"start_xmit"`
+	TcEgress     *ebpf.Program `ebpf:"tc_egress"`
+	TcpReceive   *ebpf.Program `ebpf:"tcp_receive"`
+	Wakeup       *ebpf.Program `ebpf:"wakeup"`
 }
 
 func (p *pktpathPrograms) Close() error {
@@ -318,6 +328,8 @@ func (p *pktpathPrograms) Close() error {
 		p.NetifRx,
 		p.NfHook,
 		p.Receive,
+		p.SoftirqEntry,
+		p.SoftirqExit,
 		p.StartXmit,
 		p.TcEgress,
 		p.TcpReceive,

@@ -746,21 +746,62 @@ static __always_inline void received(void)
 }
 
 /* Who took a received packet from its device's queue: the receive
- * softirq (net_rx_action), or a thread busy polling (SO_BUSY_POLL, epoll's
- * busy poll: __napi_busy_loop, which runs the device's poll with bottom
- * halves disabled, in the thread's own context). Told by the code on the
- * stack of netif_receive_skb: Go sets the two functions' address ranges
- * from /proc/kallsyms (all 0 when it cannot read them: unknown). */
+ * softirq (net_rx_action: a device's NAPI poll, or the backlog), or a
+ * thread busy polling (SO_BUSY_POLL, epoll's busy poll: __napi_busy_loop,
+ * which runs the device's poll with bottom halves disabled, in the
+ * thread's own context). */
 enum polled { POLLED_UNKNOWN, POLLED_SOFTIRQ, POLLED_BUSY };
+
+/* Whether this CPU runs the receive softirq now: set and cleared by the
+ * softirq_entry and softirq_exit programs, which run once per softirq, not
+ * per packet. (The current stack pointer cannot tell: since Linux 6.14
+ * tracing programs may run on a private stack.) */
+#define NET_RX_SOFTIRQ 3
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, 1);
+} in_net_rx SEC(".maps");
+
+static __always_inline int net_rx(unsigned int vec, __u8 on)
+{
+	__u32 z = 0;
+	__u8 *flag;
+
+	if (vec != NET_RX_SOFTIRQ)
+		return 0;
+	flag = bpf_map_lookup_elem(&in_net_rx, &z);
+	if (flag)
+		*flag = on;
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(softirq_entry, unsigned int vec)
+{
+	return net_rx(vec, 1);
+}
+
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(softirq_exit, unsigned int vec)
+{
+	return net_rx(vec, 0);
+}
+
+/* Outside the receive softirq, the code on the stack tells a busy poll:
+ * Go sets the ranges of the busy-poll loop and of net_rx_action from
+ * /proc/kallsyms before the programs attach (0: unknown). */
 volatile __u64 softirq_lo CONFIG = 0;
 volatile __u64 softirq_hi CONFIG = 0;
 volatile __u64 busy_lo CONFIG = 0;
 volatile __u64 busy_hi CONFIG = 0;
 
 /* Deep enough for netif_receive_skb under GRO under the device's poll
- * under either caller: 12 frames found every busy-polled packet of the
- * tests on 6.18; 16 leave room. */
-#define POLL_FRAMES 16
+ * under the busy-poll loop: 12 frames found every busy-polled packet of
+ * the tests on 6.18; 24 leave room (walks are rare: only receptions
+ * outside the softirq). */
+#define POLL_FRAMES 24
 struct frames {
 	__u64 ip[POLL_FRAMES];
 };
@@ -773,24 +814,17 @@ struct {
 	__uint(max_entries, 1);
 } stack_scratch SEC(".maps");
 
-/* A kernel thread's stack: 16 KiB on x86-64 and arm64, 32 KiB with KASAN. */
-#define TASK_STACK_MAX 32768
-
 static __always_inline __u32 polled_by(void *ctx)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 z = 0;
+	__u8 *flag = bpf_map_lookup_elem(&in_net_rx, &z);
 	struct frames *f;
 	long n;
 
-	if (!softirq_hi)
-		return POLLED_UNKNOWN;
-	/* Softirqs run on the CPU's own stack, not the current task's (x86-64
-	 * and arm64, but for ksoftirqd); a busy-polling thread polls on its
-	 * own. Off the task's stack it is the softirq, and the stack need not
-	 * be walked (2-3 µs a packet here). */
-	if ((__u64)(void *)&z - (__u64)task->stack >= TASK_STACK_MAX)
+	if (flag && *flag)
 		return POLLED_SOFTIRQ;
+	if (!busy_hi)
+		return POLLED_UNKNOWN;
 	f = bpf_map_lookup_elem(&stack_scratch, &z);
 	if (!f)
 		return POLLED_UNKNOWN;
@@ -800,10 +834,10 @@ static __always_inline __u32 polled_by(void *ctx)
 
 		if (i * 8 >= n) /* n < 0: no stack */
 			break;
-		if (ip >= softirq_lo && ip < softirq_hi)
-			return POLLED_SOFTIRQ;
 		if (ip >= busy_lo && ip < busy_hi)
 			return POLLED_BUSY;
+		if (ip >= softirq_lo && ip < softirq_hi)
+			return POLLED_SOFTIRQ;
 	}
 	return POLLED_UNKNOWN;
 }

@@ -46,10 +46,7 @@ struct sk_buff {
 	unsigned char *data;
 };
 
-struct task_struct {
-	int pid;
-	void *stack;
-};
+struct task_struct { int pid; };
 
 struct nf_hook_state {
 	__u8 hook;
