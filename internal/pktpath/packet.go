@@ -45,10 +45,9 @@ const (
 	PolledBusy    = "busy poll"
 )
 
-// The programs' enum polled.
+// The programs' enum polled (0: unknown).
 const (
-	polledUnknown = iota
-	polledSoftirq
+	polledSoftirq = iota + 1
 	polledBusy
 )
 

@@ -31,14 +31,23 @@ func Summarize(packets []*Packet, drops []Drop) *experimentv1.PacketPath {
 	type pair struct{ from, to string }
 	gaps := map[pair][]float64{}
 	since := map[pair][]float64{} // from the packet's first stage, to order pairs
+	out := &experimentv1.PacketPath{Packets: int64(len(packets))}
 	for _, p := range packets {
-		for i := 1; i < len(p.Stages); i++ {
-			k := pair{label(p.Stages[i-1]), label(p.Stages[i])}
-			gaps[k] = append(gaps[k], float64(p.Stages[i].Time.Sub(p.Stages[i-1].Time)))
-			since[k] = append(since[k], float64(p.Stages[i].Time.Sub(p.Stages[0].Time)))
+		for i, s := range p.Stages {
+			switch s.Polled {
+			case PolledSoftirq:
+				out.PolledInSoftirq++
+			case PolledBusy:
+				out.PolledByBusyPoll++
+			}
+			if i == 0 {
+				continue
+			}
+			k := pair{label(p.Stages[i-1]), label(s)}
+			gaps[k] = append(gaps[k], float64(s.Time.Sub(p.Stages[i-1].Time)))
+			since[k] = append(since[k], float64(s.Time.Sub(p.Stages[0].Time)))
 		}
 	}
-	out := &experimentv1.PacketPath{Packets: int64(len(packets))}
 	for k, g := range gaps {
 		out.Stages = append(out.Stages, &experimentv1.StageTime{From: k.from, To: k.to, Packets: int64(len(g)),
 			P50Ns: quantile(g, 0.5), P99Ns: quantile(g, 0.99)})
@@ -51,16 +60,6 @@ func Summarize(packets []*Packet, drops []Drop) *experimentv1.PacketPath {
 		}
 		return a.GetFrom()+a.GetTo() < b.GetFrom()+b.GetTo()
 	})
-	for _, p := range packets {
-		for _, s := range p.Stages {
-			switch s.Polled {
-			case PolledSoftirq:
-				out.PolledInSoftirq++
-			case PolledBusy:
-				out.PolledByBusyPoll++
-			}
-		}
-	}
 	counts := map[[3]string]int64{}
 	for _, d := range drops {
 		counts[[3]string{d.Reason, d.Location, d.Node}]++

@@ -58,7 +58,7 @@ enum stage {
 	STAGE_SYN,             /* a SYN at LOCAL_OUT, always: its seq is the ISN */
 	STAGE_CAPTURE,         /* a packet socket's copy (tcpdump): event.value = bytes */
 	STAGE_TC_EGRESS,       /* tcx/egress of a lab device, right before net_dev_queue */
-	STAGE_GRO_ENTRY,       /* tp_btf/napi_gro_receive_entry: into a NAPI device's GRO (veth with GRO or XDP) */
+	STAGE_GRO_ENTRY,       /* tp_btf/napi_gro_receive_entry: into a NAPI device's GRO (veth with XDP gives a new skb: found at STAGE_RECEIVE) */
 };
 
 /* A packet's identity along its path. The skb address is left out: veth
